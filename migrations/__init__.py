@@ -1,0 +1,1 @@
+"""Alembic environment of saslnetauth (installed as ``saslnetauth._migrations``)."""

@@ -1,0 +1,91 @@
+"""Shared pieces of the CLI: lazy configuration/store, password input, output."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from saslnetauth.config import Config, load_config
+from saslnetauth.errors import InvalidInputError
+from saslnetauth.store import SqlStore
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_TEMPFAIL = 75
+
+#: Longest password line read from standard input (bytes).
+MAX_PASSWORD_INPUT = 4096
+
+
+@dataclass
+class AppContext:
+    database: str | None
+    config_path: str | None
+    debug: bool = False
+    _config: Config | None = None
+    _stores: list[SqlStore] = field(default_factory=list)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path, self.database)
+        return self._config
+
+    def store(self, *, check_schema: bool = True, create: bool = False) -> SqlStore:
+        from saslnetauth.runtime import open_store
+
+        store = open_store(self.config, check_schema=check_schema, create=create)
+        self._stores.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self._stores:
+            store.close()
+        self._stores.clear()
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def read_password(*, from_stdin: bool, confirm: bool, purpose: str = "Password") -> str:
+    """The password from stdin's first line, or prompted twice on a terminal."""
+    if from_stdin:
+        raw = sys.stdin.buffer.readline(MAX_PASSWORD_INPUT + 2)
+        if len(raw) > MAX_PASSWORD_INPUT + 1 or (
+            len(raw) > MAX_PASSWORD_INPUT and not raw.endswith(b"\n")
+        ):
+            raise InvalidInputError(f"password longer than {MAX_PASSWORD_INPUT} bytes")
+        line = raw.rstrip(b"\n").rstrip(b"\r")
+        if not line:
+            raise InvalidInputError("empty password on standard input")
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError("password on standard input is not valid UTF-8") from None
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise InvalidInputError(
+            "no password given: use --password-stdin (or --hash), or run on a terminal to be asked"
+        )
+    first = getpass.getpass(f"{purpose}: ", stream=sys.stderr)
+    if not first:
+        raise InvalidInputError("empty password")
+    if confirm:
+        second = getpass.getpass(f"{purpose} (again): ", stream=sys.stderr)
+        if first != second:
+            raise InvalidInputError("the passwords do not match")
+    return first
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
+
+
+def console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)

@@ -1,0 +1,75 @@
+"""``saslnetauth init`` and ``saslnetauth db ...``: schema management."""
+
+from __future__ import annotations
+
+import click
+
+from saslnetauth.cli.common import AppContext, pass_app
+from saslnetauth.store.schema import SCHEMA_REVISION
+
+
+@click.command()
+@pass_app
+def init(app: AppContext) -> None:
+    """Create the database, or upgrade it to the current schema.
+
+    Safe to run again: an up-to-date database is left as it is. For SQLite
+    the file and its directory are created when missing.
+    """
+    _upgrade(app)
+
+
+@click.group()
+def db() -> None:
+    """Inspect and migrate the database schema (Alembic)."""
+
+
+@db.command("upgrade")
+@pass_app
+def upgrade(app: AppContext) -> None:
+    """Upgrade the database schema to the version this saslnetauth needs."""
+    _upgrade(app)
+
+
+@db.command("current")
+@pass_app
+def current(app: AppContext) -> None:
+    """Show the schema revision of the database and the one this code needs.
+
+    Exits 0 when they match, 75 when the database must be upgraded.
+    """
+    store = app.store(check_schema=False)
+    rev = store.schema_revision()
+    click.echo(f"database: {store.describe()}")
+    click.echo(f"revision: {rev or 'none (run: saslnetauth init)'}")
+    click.echo(f"required: {SCHEMA_REVISION}")
+    if rev != SCHEMA_REVISION:
+        raise click.exceptions.Exit(75)
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Confirm: downgrading can drop tables and data.")
+@pass_app
+def downgrade(app: AppContext, revision: str, yes: bool) -> None:
+    """Downgrade the schema to REVISION ("base" removes every table)."""
+    from saslnetauth.store import migrate
+
+    if not yes:
+        raise click.UsageError("downgrading may destroy data; add --yes to confirm")
+    store = app.store(check_schema=False)
+    migrate.downgrade(store, revision)
+    click.echo(f"database {store.describe()} downgraded to {revision}")
+
+
+def _upgrade(app: AppContext) -> None:
+    from saslnetauth.store import migrate
+
+    store = app.store(check_schema=False, create=True)
+    before = store.schema_revision()
+    migrate.upgrade(store)
+    after = store.schema_revision()
+    if before == after:
+        click.echo(f"database {store.describe()} is up to date (revision {after})")
+    else:
+        click.echo(f"database {store.describe()} upgraded from {before or 'empty'} to {after}")

@@ -1,0 +1,62 @@
+"""``saslnetauth net ...``: global networks, which apply to every user."""
+
+from __future__ import annotations
+
+import click
+
+from saslnetauth.cli.common import AppContext, console, emit_json, pass_app
+from saslnetauth.cli.users import _check_comment, _svc
+from saslnetauth.netrules import NetworkRule
+
+
+@click.group()
+def net() -> None:
+    """Manage global networks (they admit every user, per service)."""
+
+
+@net.command("add")
+@click.argument("network", metavar="NET")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    metavar="SVC",
+    help="Limit to this service (repeatable). Default: all services.",
+)
+@click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
+@pass_app
+def add(app: AppContext, network: str, services: tuple[str, ...], comment: str | None) -> None:
+    """Admit every user from NET (192.0.2.0/24, 2001:db8::/32, local, any)."""
+    _check_comment(comment)
+    rule = NetworkRule.parse(network, services, scope="global", comment=comment)
+    app.store().add_global_network(rule)
+    click.echo(f"global network {rule.spec} added ({_svc(rule)})")
+
+
+@net.command("del")
+@click.argument("network", metavar="NET")
+@pass_app
+def delete(app: AppContext, network: str) -> None:
+    """Remove global network NET."""
+    app.store().delete_global_network(network)
+    click.echo(f"global network {network} removed")
+
+
+@net.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README).")
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """List the global networks."""
+    records = app.store().list_global_networks()
+    if as_json:
+        emit_json([r.to_json() for r in records])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("network", "services", "comment"):
+        table.add_column(col)
+    for r in records:
+        svc = ",".join(sorted(r.services)) if r.services else "all"
+        table.add_row(r.network + (" [invalid]" if r.error else ""), svc, r.comment or "")
+    console().print(table)

@@ -1,0 +1,260 @@
+"""``saslnetauth user ...``: manage users and their own networks."""
+
+from __future__ import annotations
+
+import click
+
+from saslnetauth.cli.common import AppContext, console, emit_json, pass_app, read_password
+from saslnetauth.errors import InvalidInputError
+from saslnetauth.model import UserRecord
+from saslnetauth.netrules import NetworkRule
+from saslnetauth.passwords import PLAINTEXT_SCHEMES
+from saslnetauth.runtime import make_hasher
+
+
+def _password_options(fn: click.decorators.FC) -> click.decorators.FC:
+    fn = click.option(
+        "--hash",
+        "hash_",
+        metavar="HASH",
+        help="Store this ready-made hash, e.g. '{SHA512-CRYPT}$6$...' from `doveadm pw`.",
+    )(fn)
+    fn = click.option(
+        "--password-stdin",
+        is_flag=True,
+        help="Read the password from the first line of standard input.",
+    )(fn)
+    return fn
+
+
+def _new_hash(app: AppContext, password_stdin: bool, hash_: str | None) -> str:
+    hasher = make_hasher(app.config)
+    if hash_ is not None:
+        if password_stdin:
+            raise click.UsageError("use either --password-stdin or --hash, not both")
+        parsed = hasher.parse(hash_)
+        if parsed.scheme in PLAINTEXT_SCHEMES:
+            click.echo(
+                f"saslnetauth: warning: storing a plaintext password ({{{parsed.scheme}}}); "
+                "prefer a real hash",
+                err=True,
+            )
+        return parsed.stored
+    return hasher.hash(read_password(from_stdin=password_stdin, confirm=True))
+
+
+@click.group()
+def user() -> None:
+    """Add, change, list and remove users."""
+
+
+@user.command("add")
+@click.argument("name")
+@_password_options
+@click.option(
+    "--no-password", is_flag=True, help="Create the user without a password (no login works)."
+)
+@click.option(
+    "--net",
+    "nets",
+    multiple=True,
+    metavar="NET",
+    help="Allowed network for every service (repeatable): 192.0.2.0/24, 2001:db8::/32, "
+    "192.0.2.7, local or any.",
+)
+@click.option("--disabled", is_flag=True, help="Create the user disabled.")
+@pass_app
+def add(
+    app: AppContext,
+    name: str,
+    password_stdin: bool,
+    hash_: str | None,
+    no_password: bool,
+    nets: tuple[str, ...],
+    disabled: bool,
+) -> None:
+    """Add user NAME with a password (prompted, --password-stdin or --hash).
+
+    Without --net (and without a matching global network) the user cannot
+    log in from anywhere: access must be granted explicitly.
+    """
+    rules = [NetworkRule.parse(n, scope="user") for n in nets]
+    store = app.store()
+    if no_password:
+        if password_stdin or hash_:
+            raise click.UsageError("--no-password excludes --password-stdin and --hash")
+        phash = None
+    else:
+        store.name(name)  # validate the name before asking for a password
+        phash = _new_hash(app, password_stdin, hash_)
+    key = store.add_user(name, phash, enabled=not disabled, networks=rules)
+    nets_txt = ", ".join(r.spec for r in rules) or "none"
+    click.echo(f"user {key} added ({'disabled' if disabled else 'enabled'}; networks: {nets_txt})")
+
+
+@user.command("passwd")
+@click.argument("name")
+@_password_options
+@pass_app
+def passwd(app: AppContext, name: str, password_stdin: bool, hash_: str | None) -> None:
+    """Set the password of user NAME (prompted, --password-stdin or --hash)."""
+    store = app.store()
+    if store.get_user(name) is None:
+        from saslnetauth.errors import NotFoundError
+
+        raise NotFoundError(f"no such user: {store.name(name)}")
+    store.set_password(name, _new_hash(app, password_stdin, hash_))
+    click.echo(f"password of {store.name(name)} changed")
+
+
+@user.command("enable")
+@click.argument("name")
+@pass_app
+def enable(app: AppContext, name: str) -> None:
+    """Allow user NAME to log in again."""
+    store = app.store()
+    store.set_enabled(name, True)
+    click.echo(f"user {store.name(name)} enabled")
+
+
+@user.command("disable")
+@click.argument("name")
+@pass_app
+def disable(app: AppContext, name: str) -> None:
+    """Refuse every login of user NAME (the user and its networks are kept)."""
+    store = app.store()
+    store.set_enabled(name, False)
+    click.echo(f"user {store.name(name)} disabled")
+
+
+@user.command("del")
+@click.argument("name")
+@pass_app
+def delete(app: AppContext, name: str) -> None:
+    """Delete user NAME and its networks."""
+    store = app.store()
+    store.delete_user(name)
+    click.echo(f"user {store.name(name)} deleted")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README).")
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """List all users with their state and networks."""
+    users = app.store().list_users()
+    if as_json:
+        emit_json([u.to_json() for u in users])
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("user", "state", "password", "networks"):
+        table.add_column(col)
+    for u in users:
+        table.add_row(u.name, _state(u), _pw(u), _nets(u))
+    console().print(table)
+
+
+@user.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
+@pass_app
+def show(app: AppContext, name: str, as_json: bool) -> None:
+    """Show user NAME: state, password scheme and networks."""
+    store = app.store()
+    u = store.get_user(name)
+    if u is None:
+        from saslnetauth.errors import NotFoundError
+
+        raise NotFoundError(f"no such user: {store.name(name)}")
+    if as_json:
+        emit_json(u.to_json())
+        return
+    click.echo(f"user:     {u.name}")
+    click.echo(f"state:    {_state(u)}")
+    click.echo(f"password: {_pw(u)}")
+    click.echo(f"created:  {u.created_at}")
+    click.echo(f"updated:  {u.updated_at}")
+    click.echo("networks:" + ("" if u.networks else " none"))
+    for n in u.networks:
+        svc = ",".join(sorted(n.services)) if n.services else "all services"
+        line = f"  {n.network}  ({svc})"
+        if n.comment:
+            line += f"  # {n.comment}"
+        if n.error:
+            line += f"  INVALID, ignored: {n.error}"
+        click.echo(line)
+
+
+@user.group("net")
+def user_net() -> None:
+    """Add or remove networks of one user."""
+
+
+@user_net.command("add")
+@click.argument("name")
+@click.argument("network", metavar="NET")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    metavar="SVC",
+    help="Limit to this service (repeatable): smtp, submission, imap, pop3, sieve... "
+    "Default: all services.",
+)
+@click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
+@pass_app
+def net_add(
+    app: AppContext, name: str, network: str, services: tuple[str, ...], comment: str | None
+) -> None:
+    """Allow user NAME to log in from NET (192.0.2.0/24, 2001:db8::/32, local, any)."""
+    _check_comment(comment)
+    rule = NetworkRule.parse(network, services, scope="user", comment=comment)
+    store = app.store()
+    store.add_user_network(name, rule)
+    click.echo(f"user {store.name(name)}: network {rule.spec} added ({_svc(rule)})")
+
+
+@user_net.command("del")
+@click.argument("name")
+@click.argument("network", metavar="NET")
+@pass_app
+def net_del(app: AppContext, name: str, network: str) -> None:
+    """Remove network NET from user NAME."""
+    store = app.store()
+    store.delete_user_network(name, network)
+    click.echo(f"user {store.name(name)}: network {network} removed")
+
+
+def _check_comment(comment: str | None) -> None:
+    if comment is not None and (len(comment) > 255 or not comment.isprintable()):
+        raise InvalidInputError("comment must be printable text of at most 255 characters")
+
+
+def _svc(rule: NetworkRule) -> str:
+    return ",".join(sorted(rule.services)) if rule.services else "all services"
+
+
+def _state(u: UserRecord) -> str:
+    return "enabled" if u.enabled else "disabled"
+
+
+def _pw(u: UserRecord) -> str:
+    if u.backend == "pam":
+        return "PAM"
+    if u.password_hash is None:
+        return "none"
+    return str(u.to_json()["scheme"] or "?")
+
+
+def _nets(u: UserRecord) -> str:
+    parts = []
+    for n in u.networks:
+        text = n.network
+        if n.services:
+            text += f" ({','.join(sorted(n.services))})"
+        if n.error:
+            text += " [invalid]"
+        parts.append(text)
+    return ", ".join(parts) or "-"

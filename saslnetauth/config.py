@@ -1,0 +1,206 @@
+"""Configuration: a TOML file, environment variables and command-line options.
+
+Precedence (highest first): command-line option, environment variable,
+configuration file, built-in default. The file is ``--config FILE`` or
+``$SASLNETAUTH_CONFIG`` when given (it must then exist), else the first of
+``./saslnetauth.toml`` and ``/etc/saslnetauth/saslnetauth.toml`` that
+exists, else none. Unknown keys are errors, so a typo never silently
+leaves a default in place. Every key is documented in
+``dovecot-examples/saslnetauth.toml`` and the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saslnetauth.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATHS",
+    "DEFAULT_DATABASE_URL",
+    "Config",
+    "load_config",
+]
+
+DEFAULT_DATABASE_URL = "sqlite:////var/lib/saslnetauth/saslnetauth.db"
+DEFAULT_CONFIG_PATHS = (Path("saslnetauth.toml"), Path("/etc/saslnetauth/saslnetauth.toml"))
+ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"
+ENV_CONFIG = "SASLNETAUTH_CONFIG"
+
+
+@dataclass
+class PasswordsConfig:
+    #: Scheme for new hashes: ARGON2ID, ARGON2I, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT, SSHA512.
+    default_scheme: str = "ARGON2ID"
+    #: After a successful login, store the password again in the default scheme.
+    rehash_on_login: bool = False
+    argon2_memory_kib: int = 65536
+    argon2_time_cost: int = 3
+    argon2_parallelism: int = 1
+    bcrypt_cost: int = 10
+    sha_crypt_rounds: int = 5000
+
+
+@dataclass
+class ServeConfig:
+    #: Where to listen: ``unix:/path`` or ``inet:HOST:PORT`` (``inet:[::1]:PORT``).
+    listen: list[str] = field(default_factory=lambda: ["unix:/run/saslnetauth/auth-client"])
+    #: Seconds to wait before answering a failure (0 allowed; well under Postfix's 10 s).
+    failure_delay: float = 2.0
+    #: Permissions, owner and group of UNIX sockets we create.
+    socket_mode: str = "0660"
+    socket_owner: str = ""
+    socket_group: str = ""
+    #: Verification threads (0 = 2 x number of cores).
+    workers: int = 0
+    #: Most requests being verified or waiting for a worker, over all clients.
+    max_pending: int = 1024
+    #: Most requests in flight on one connection; more closes the connection.
+    max_requests_per_connection: int = 64
+    #: Most client connections at once; more are refused.
+    max_connections: int = 1000
+    #: Seconds a request may wait for the client's CONT before it expires.
+    cont_timeout: float = 60.0
+    #: Seconds without any traffic before an idle connection is closed (0 = never).
+    idle_timeout: float = 0.0
+
+
+@dataclass
+class LoggingConfig:
+    #: debug, info, warning or error.
+    level: str = "info"
+    #: Also append log lines to this file ("" = standard error only).
+    file: str = ""
+
+
+@dataclass
+class Config:
+    #: SQLAlchemy URL of the database (env SASLNETAUTH_DATABASE_URL, option --database).
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Compare user names in lower case (like Dovecot's default %Lu).
+    lowercase_usernames: bool = True
+    #: SQLite busy timeout / pool wait, seconds.
+    database_timeout: float = 5.0
+    #: Seconds a cached copy of the global networks is trusted before re-checking.
+    global_cache_seconds: float = 1.0
+    passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: The file this was loaded from, if any (not a key).
+    source: Path | None = field(default=None, metadata={"internal": True})
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(f"{where}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{where}: cannot be set")
+    raise ConfigError(f"{where}: unsupported setting")
+
+
+def _fill(obj: Any, data: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj) if not f.metadata.get("internal")}
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {known})")
+        hint = hints[key]
+        name = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a table [{key}]")
+            _fill(getattr(obj, key), value, name)
+        else:
+            setattr(obj, key, _check_type(name, value, hint))
+
+
+def find_config(path: str | os.PathLike[str] | None) -> Path | None:
+    """The configuration file to read, or None."""
+    explicit = path or os.environ.get(ENV_CONFIG)
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"configuration file {p} does not exist")
+        return p
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, database_url: str | None = None
+) -> Config:
+    """Load the configuration, applying the precedence rules above."""
+    cfg = Config()
+    source = find_config(path)
+    if source is not None:
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+        _fill(cfg, data, "")
+        cfg.source = source
+    env_url = os.environ.get(ENV_DATABASE)
+    if database_url:
+        cfg.database_url = database_url
+    elif env_url:
+        cfg.database_url = env_url
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone do not catch."""
+    s = cfg.serve
+    if not 0 <= s.failure_delay <= 8:
+        raise ConfigError("serve.failure_delay: must be between 0 and 8 seconds (Postfix waits 10)")
+    for name in ("max_pending", "max_requests_per_connection", "max_connections"):
+        if getattr(s, name) < 1:
+            raise ConfigError(f"serve.{name}: must be at least 1")
+    if s.workers < 0:
+        raise ConfigError("serve.workers: must be 0 (automatic) or more")
+    if s.cont_timeout <= 0 or s.idle_timeout < 0:
+        raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
+    try:
+        mode = int(s.socket_mode, 8)
+    except ValueError:
+        raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} is not an octal mode") from None
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
+    if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("logging.level: use debug, info, warning or error")
+    if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
+        raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")

@@ -1,0 +1,207 @@
+"""The decision engine: one function every frontend calls.
+
+Implements the policy contract of the project's DESIGN.md:
+
+1. credentials first (stored hash or PAM); unknown user, wrong password,
+   disabled user or missing hash -> FAIL, and every one of these spends
+   the time of a real verification (a dummy hash for unknown users);
+2. then the network rule: the client address must lie in the union of the
+   user's networks and the global networks that apply to the service;
+3. no applicable network at all -> FAIL (fail closed);
+4. address parsing per :mod:`saslnetauth.netrules`;
+5. the reason is logged, never returned to a client; a correct password
+   from a forbidden network is logged as a WARNING with
+   ``credentials_valid=yes``;
+6. any infrastructure error -> TEMPFAIL, never OK.
+
+The engine is synchronous and thread-safe; the server runs it on worker
+threads so that it never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
+from saslnetauth.logfmt import kv
+from saslnetauth.model import Store, UserRecord, normalize_username
+from saslnetauth.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.passwords import PasswordHasher
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+__all__ = ["DecisionEngine", "PamVerifier"]
+
+log = logging.getLogger("saslnetauth.auth")
+
+MAX_SERVICE = 32
+
+
+class PamVerifier(Protocol):
+    """Checks a password with PAM; raises BackendError on PAM failure."""
+
+    def verify(self, user: str, password: bytes, rip: str | None, service: str) -> bool: ...
+
+
+class DecisionEngine:
+    """Decides OK / FAIL / TEMPFAIL for ``(user, password, rip, service)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        hasher: PasswordHasher,
+        *,
+        lowercase_usernames: bool = True,
+        rehash_on_login: bool = False,
+        pam: PamVerifier | None = None,
+        on_decision: Callable[[Decision, str | None, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.hasher = hasher
+        self.lowercase = lowercase_usernames
+        self.rehash_on_login = rehash_on_login
+        self.pam = pam
+        self.on_decision = on_decision
+
+    def decide(
+        self,
+        username: str,
+        password: bytes | str,
+        rip: str | None,
+        service: str,
+        *,
+        log_fields: dict[str, object] | None = None,
+        quiet: bool = False,
+    ) -> Decision:
+        """Run the policy for one login attempt and log one line about it."""
+        secret = (
+            password.encode("utf-8", "surrogateescape") if isinstance(password, str) else password
+        )
+        service = _clean_service(service)
+        try:
+            decision = self._decide(username, secret, rip, service)
+        except Exception as exc:  # fail closed on anything unexpected
+            log.exception("internal error while deciding a login")
+            decision = Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
+            )
+        if not quiet:
+            self._log(decision, rip, service, log_fields or {})
+        if self.on_decision is not None:
+            try:
+                self.on_decision(decision, rip, service)
+            except Exception:
+                log.exception("decision hook failed")
+        return decision
+
+    # -- the policy ---------------------------------------------------------------
+
+    def _decide(self, username: str, secret: bytes, rip: str | None, service: str) -> Decision:
+        try:
+            name = normalize_username(username, lowercase=self.lowercase)
+        except InvalidUsernameError:
+            self.hasher.dummy_verify(secret)
+            return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, _display_name(username))
+        try:
+            user = self.store.get_user(name)
+            global_rules = self.store.global_rules()
+        except BackendError as exc:
+            return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
+        if user is None:
+            self.hasher.dummy_verify(secret)
+            return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)
+
+        checked = self._check_credentials(user, secret, rip, service)
+        if isinstance(checked, Decision):
+            return checked
+        if not checked:
+            return Decision(Verdict.FAIL, Reason.BAD_PASSWORD, user.name)
+        if not user.enabled:
+            return Decision(Verdict.FAIL, Reason.DISABLED, user.name, credentials_valid=True)
+
+        return self._check_network(user, global_rules, rip, service)
+
+    def _check_credentials(
+        self, user: UserRecord, secret: bytes, rip: str | None, service: str
+    ) -> bool | Decision:
+        """True/False for the password, or a ready Decision (TEMPFAIL, no password)."""
+        if user.backend == "pam":
+            if self.pam is None:
+                self.hasher.dummy_verify(secret)
+                return Decision(
+                    Verdict.TEMPFAIL,
+                    Reason.BACKEND_ERROR,
+                    user.name,
+                    detail="user uses PAM but PAM is not enabled",
+                )
+            try:
+                return self.pam.verify(user.name, secret, rip, service)
+            except BackendError as exc:
+                return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
+        if user.password_hash is None:
+            self.hasher.dummy_verify(secret)
+            return Decision(Verdict.FAIL, Reason.NO_PASSWORD, user.name)
+        try:
+            parsed = self.hasher.parse(user.password_hash)
+            ok = self.hasher.verify(secret, parsed)
+        except InvalidHashError as exc:
+            self.hasher.dummy_verify(secret)
+            log.error("%s", kv("unusable password hash", user=user.name, error=str(exc)))
+            return Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail="unusable password hash"
+            )
+        if ok and self.rehash_on_login and self.hasher.needs_rehash(parsed):
+            self._rehash(user.name, secret)
+        return ok
+
+    def _check_network(
+        self, user: UserRecord, global_rules: RuleSet, rip: str | None, service: str
+    ) -> Decision:
+        addr = parse_address(rip)
+        applicable, rule = merged_match((user.rules, global_rules), addr, service)
+        if rule is not None:
+            return Decision(
+                Verdict.OK, Reason.OK, user.name, credentials_valid=True, matched=rule.describe()
+            )
+        reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
+        return Decision(Verdict.FAIL, reason, user.name, credentials_valid=True)
+
+    def _rehash(self, name: str, secret: bytes) -> None:
+        try:
+            self.store.update_hash(name, self.hasher.hash(secret))
+            log.info("%s", kv("password rehashed", user=name, scheme=self.hasher.default_scheme))
+        except Exception as exc:  # never fails a login
+            log.warning("%s", kv("rehash failed", user=name, error=str(exc)))
+
+    # -- logging --------------------------------------------------------------------
+
+    def _log(self, d: Decision, rip: str | None, service: str, extra: dict[str, object]) -> None:
+        fields: dict[str, object] = {
+            "user": d.user,
+            "service": service or None,
+            "rip": rip or "-",
+        }
+        fields.update(extra)
+        if d.verdict is Verdict.OK:
+            log.info("%s", kv("auth ok", **fields, rule=d.matched))
+        elif d.verdict is Verdict.TEMPFAIL:
+            log.error("%s", kv("auth tempfail", **fields, reason=d.reason.value, error=d.detail))
+        elif d.credentials_valid and d.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES):
+            log.warning(
+                "%s",
+                kv("auth fail", **fields, reason=d.reason.value, credentials_valid=True),
+            )
+        else:
+            log.info("%s", kv("auth fail", **fields, reason=d.reason.value))
+
+
+def _clean_service(service: str | None) -> str:
+    if not service:
+        return ""
+    s = service.strip().lower()
+    return s[:MAX_SERVICE] if s.isprintable() else ""
+
+
+def _display_name(username: object) -> str:
+    return username[:255] if isinstance(username, str) else "?"

@@ -1,0 +1,119 @@
+"""Plain records exchanged between the store, the engine and the frontends.
+
+No I/O here. The store returns these; nothing outside
+:mod:`saslnetauth.store` sees SQLAlchemy objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from saslnetauth.errors import InvalidUsernameError
+from saslnetauth.netrules import RuleSet
+
+__all__ = [
+    "BACKENDS",
+    "MAX_USERNAME",
+    "NetworkRecord",
+    "Store",
+    "UserRecord",
+    "normalize_username",
+]
+
+MAX_USERNAME = 255
+#: How a user's password is checked: a stored hash, or the system's PAM.
+BACKENDS = ("hash", "pam")
+
+
+def normalize_username(name: str, *, lowercase: bool = True) -> str:
+    """Validate a user name and return its canonical form.
+
+    A name is 1..255 characters without control characters (TAB, CR, LF,
+    NUL ... would break the wire protocols and the logs). With
+    ``lowercase`` (the default, like Dovecot's ``auth_username_format =
+    %Lu``) names are compared in lower case.
+    """
+    if not isinstance(name, str):
+        raise InvalidUsernameError("user name must be text")
+    if not name:
+        raise InvalidUsernameError("empty user name")
+    if len(name) > MAX_USERNAME:
+        raise InvalidUsernameError(f"user name longer than {MAX_USERNAME} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) or name != name.strip():
+        raise InvalidUsernameError(
+            f"user name {name!r} contains control characters or surrounding spaces"
+        )
+    return name.lower() if lowercase else name
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    """A network row as an admin sees it (global or per user)."""
+
+    id: int
+    network: str
+    services: frozenset[str] | None
+    comment: str | None
+    created_at: datetime | None = None
+    user: str | None = None  # None for global networks
+    error: str | None = None  # why the row is ignored, if it is invalid
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "network": self.network,
+            "services": sorted(self.services) if self.services else [],
+            "comment": self.comment,
+            "created_at": _iso(self.created_at),
+            "valid": self.error is None,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as the engine needs it: validated, with its parsed networks."""
+
+    id: int
+    name: str
+    password_hash: str | None
+    enabled: bool
+    backend: str = "hash"
+    rules: RuleSet = field(default_factory=RuleSet)
+    networks: tuple[NetworkRecord, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The documented, stable ``--json`` shape of a user."""
+        from saslnetauth.passwords import split_scheme
+
+        scheme = split_scheme(self.password_hash)[0] if self.password_hash else None
+        return {
+            "name": self.name,
+            "enabled": self.enabled,
+            "backend": self.backend,
+            "has_password": self.password_hash is not None,
+            "scheme": scheme,
+            "networks": [n.to_json() for n in self.networks],
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class Store(Protocol):
+    """What the decision engine needs from storage."""
+
+    def get_user(self, name: str) -> UserRecord | None:
+        """The user and its valid network rules; ``None`` if unknown."""
+
+    def global_rules(self) -> RuleSet:
+        """All valid global network rules (may be cached briefly)."""
+
+    def update_hash(self, name: str, new_hash: str) -> None:
+        """Replace a user's hash (used for rehash-on-login)."""

@@ -1,0 +1,328 @@
+"""Network rules: parsing and matching client addresses. Pure, standard library only.
+
+Semantics follow Dovecot's ``allow_nets`` (doc: passdb extra field
+``allow_nets``) and the project's policy contract:
+
+* a rule is an IPv4 or IPv6 address or CIDR network, or one of the
+  keywords ``local`` (matches a login with no client address) and ``any``
+  (0.0.0.0/0 and ::/0);
+* a CIDR with host bits set is refused, naming the network it probably
+  meant;
+* an IPv4-mapped IPv6 address (``::ffff:192.0.2.1``) is matched as IPv4,
+  an IPv6 zone (``%eth0``) is ignored, and an address that does not parse
+  is treated as absent, so it only matches ``local``;
+* each rule may be limited to a set of services; a rule without services
+  applies to every service.
+
+:class:`RuleSet` indexes rules by prefix length, so a lookup costs at most
+one dictionary probe per distinct prefix length (<= 33 for IPv4, <= 129
+for IPv6) whatever the number of rules.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from saslnetauth.errors import InvalidNetworkError, InvalidServiceError
+
+__all__ = [
+    "ANY",
+    "LOCAL",
+    "Address",
+    "Network",
+    "NetworkRule",
+    "RuleSet",
+    "format_services",
+    "parse_address",
+    "parse_network",
+    "parse_services",
+]
+
+LOCAL = "local"
+ANY = "any"
+
+#: Longest network text we accept (an IPv6 address with zone and prefix fits).
+MAX_NETWORK_TEXT = 128
+
+_V4_MAPPED_PREFIX = 0xFFFF << 32
+_SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A client address reduced to (IP version, integer value)."""
+
+    version: int  # 4 or 6
+    value: int
+
+    def __str__(self) -> str:
+        return _int_to_text(self.version, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """One CIDR block: IP version, prefix length and network address."""
+
+    version: int
+    prefixlen: int
+    value: int
+
+    def __str__(self) -> str:
+        return f"{_int_to_text(self.version, self.value)}/{self.prefixlen}"
+
+    def contains(self, addr: Address) -> bool:
+        if addr.version != self.version:
+            return False
+        bits = 32 if self.version == 4 else 128
+        shift = bits - self.prefixlen
+        return (addr.value >> shift) == (self.value >> shift)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRule:
+    """A parsed network rule as stored for a user or globally.
+
+    ``spec`` is the canonical text (``192.0.2.0/24``, ``2001:db8::/32``,
+    ``local``, ``any``); ``services`` is ``None`` for "every service".
+    """
+
+    spec: str
+    networks: tuple[Network, ...]
+    services: frozenset[str] | None = None
+    scope: str = "global"  # "user" or "global"
+    comment: str | None = None
+    local: bool = field(default=False)
+
+    def applies_to(self, service: str) -> bool:
+        return self.services is None or service in self.services
+
+    def describe(self) -> str:
+        svc = "all services" if self.services is None else ",".join(sorted(self.services))
+        return f"{self.scope} network {self.spec} ({svc})"
+
+    @classmethod
+    def parse(
+        cls,
+        text: str,
+        services: Iterable[str] | str | None = None,
+        *,
+        scope: str = "global",
+        comment: str | None = None,
+    ) -> NetworkRule:
+        spec, networks, local = parse_network(text)
+        return cls(
+            spec=spec,
+            networks=networks,
+            services=parse_services(services),
+            scope=scope,
+            comment=comment,
+            local=local,
+        )
+
+
+def _int_to_text(version: int, value: int) -> str:
+    if version == 4:
+        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+
+
+def _parse_ip(text: str) -> Address | None:
+    """Parse an IP address; ``None`` if it does not parse. Zone ids are dropped."""
+    if "%" in text:
+        text = text.split("%", 1)[0]
+    if ":" in text:
+        try:
+            raw = socket.inet_pton(socket.AF_INET6, text)
+        except (OSError, ValueError):
+            return None
+        value = int.from_bytes(raw, "big")
+        if value >> 32 == 0xFFFF:  # ::ffff:a.b.c.d, matched as IPv4
+            return Address(4, value & 0xFFFFFFFF)
+        return Address(6, value)
+    try:
+        raw = socket.inet_pton(socket.AF_INET, text)
+    except (OSError, ValueError):
+        return None
+    return Address(4, int.from_bytes(raw, "big"))
+
+
+def parse_address(text: str | None) -> Address | None:
+    """Parse a client address (``rip``) as the policy contract says.
+
+    Returns ``None`` for an absent, empty or unparsable address (which then
+    matches only ``local``). Never raises.
+    """
+    if not text or len(text) > MAX_NETWORK_TEXT:
+        return None
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return _parse_ip(text)
+
+
+def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
+    """Parse one network rule text.
+
+    Returns ``(canonical spec, networks, is_local)``. Raises
+    :class:`InvalidNetworkError` with a message fit for an admin.
+    """
+    if not isinstance(text, str):
+        raise InvalidNetworkError(f"network must be text, not {type(text).__name__}")
+    raw = text.strip()
+    if not raw:
+        raise InvalidNetworkError("empty network")
+    if len(raw) > MAX_NETWORK_TEXT:
+        raise InvalidNetworkError(f"network too long ({len(raw)} characters)")
+    low = raw.lower()
+    if low == LOCAL:
+        return LOCAL, (), True
+    if low == ANY:
+        return ANY, (Network(4, 0, 0), Network(6, 0, 0)), False
+    addr_text, slash, plen_text = raw.partition("/")
+    addr = _parse_ip(addr_text)
+    if addr is None:
+        raise InvalidNetworkError(
+            f"invalid network {raw!r}: expected an IP address, a CIDR such as "
+            "192.0.2.0/24 or 2001:db8::/32, 'local' or 'any'"
+        )
+    mapped = ":" in addr_text and addr.version == 4
+    full = 32 if addr.version == 4 else 128
+    if slash:
+        if not plen_text.isdigit() or len(plen_text) > 3:
+            raise InvalidNetworkError(f"invalid prefix length in {raw!r}")
+        prefixlen = int(plen_text)
+        if mapped:  # ::ffff:192.0.2.0/120 is 192.0.2.0/24
+            if prefixlen < 96 or prefixlen > 128:
+                raise InvalidNetworkError(
+                    f"invalid network {raw!r}: an IPv4-mapped network needs a prefix of 96..128"
+                )
+            prefixlen -= 96
+        if prefixlen > full:
+            raise InvalidNetworkError(
+                f"invalid prefix length /{plen_text} in {raw!r} (at most /{full})"
+            )
+    else:
+        prefixlen = full
+    host_mask = (1 << (full - prefixlen)) - 1
+    if addr.value & host_mask:
+        meant = Network(addr.version, prefixlen, addr.value & ~host_mask)
+        raise InvalidNetworkError(
+            f"invalid network {raw!r}: host bits are set; did you mean {meant}?"
+        )
+    net = Network(addr.version, prefixlen, addr.value)
+    spec = str(net) if prefixlen != full else str(Address(addr.version, addr.value))
+    return spec, (net,), False
+
+
+def parse_services(value: Iterable[str] | str | None) -> frozenset[str] | None:
+    """Parse a service list (comma/space separated text or an iterable).
+
+    ``None``, empty text or an empty iterable mean "every service" and give
+    ``None``. Names are lower-cased; each must be a plain word.
+    """
+    if value is None:
+        return None
+    items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value)
+    names: set[str] = set()
+    for item in items:
+        name = item.strip().lower()
+        if not name:
+            continue
+        if not _SERVICE_RE.match(name):
+            raise InvalidServiceError(
+                f"invalid service name {item!r}: use a word such as smtp, imap, pop3, submission"
+            )
+        names.add(name)
+    return frozenset(names) if names else None
+
+
+def format_services(services: frozenset[str] | None) -> str | None:
+    """Inverse of :func:`parse_services` for storage: sorted, comma separated."""
+    if not services:
+        return None
+    return ",".join(sorted(services))
+
+
+class RuleSet:
+    """An indexed, immutable collection of :class:`NetworkRule`.
+
+    Lookups are O(number of distinct prefix lengths), independent of the
+    number of rules.
+    """
+
+    __slots__ = ("_index", "_local", "_rules", "_services_seen", "_wildcard")
+
+    def __init__(self, rules: Iterable[NetworkRule] = ()) -> None:
+        self._rules: tuple[NetworkRule, ...] = tuple(rules)
+        # version -> list of (prefixlen, shift, {network >> shift: [rules]}), longest first
+        index: dict[int, dict[int, dict[int, list[NetworkRule]]]] = {4: {}, 6: {}}
+        self._local: list[NetworkRule] = []
+        self._wildcard = False  # some rule applies to every service
+        self._services_seen: set[str] = set()
+        for rule in self._rules:
+            if rule.services is None:
+                self._wildcard = True
+            else:
+                self._services_seen.update(rule.services)
+            if rule.local:
+                self._local.append(rule)
+            for net in rule.networks:
+                bits = 32 if net.version == 4 else 128
+                key = net.value >> (bits - net.prefixlen)
+                index[net.version].setdefault(net.prefixlen, {}).setdefault(key, []).append(rule)
+        self._index: dict[int, tuple[tuple[int, dict[int, list[NetworkRule]]], ...]] = {}
+        for version, by_len in index.items():
+            bits = 32 if version == 4 else 128
+            self._index[version] = tuple(
+                (bits - plen, table) for plen, table in sorted(by_len.items(), reverse=True)
+            )
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __iter__(self) -> Iterator[NetworkRule]:
+        return iter(self._rules)
+
+    @property
+    def rules(self) -> tuple[NetworkRule, ...]:
+        return self._rules
+
+    def applies_to(self, service: str) -> bool:
+        """True when at least one rule applies to ``service``."""
+        return self._wildcard or service in self._services_seen
+
+    def match(self, addr: Address | None, service: str) -> NetworkRule | None:
+        """Return a rule that admits ``addr`` for ``service``, or ``None``."""
+        if addr is None:
+            for rule in self._local:
+                if rule.applies_to(service):
+                    return rule
+            return None
+        for shift, table in self._index[addr.version]:
+            candidates = table.get(addr.value >> shift)
+            if candidates:
+                for rule in candidates:
+                    if rule.applies_to(service):
+                        return rule
+        return None
+
+
+def merged_match(
+    sets: Iterable[RuleSet], addr: Address | None, service: str
+) -> tuple[bool, NetworkRule | None]:
+    """Match ``addr`` against the union of several rule sets.
+
+    Returns ``(any rule applies to service, matching rule or None)``.
+    """
+    applicable = False
+    for rules in sets:
+        if not rules.applies_to(service):
+            continue
+        applicable = True
+        hit = rules.match(addr, service)
+        if hit is not None:
+            return True, hit
+    return applicable, None

@@ -1,0 +1,392 @@
+"""Password hashing and verification, Dovecot-compatible.
+
+Stored hashes use Dovecot's notation ``{SCHEME}value`` (doc: Dovecot
+"Password Schemes"), so a row can be copied to or from a Dovecot
+passwd-file unchanged. Accepted on input with or without the prefix:
+
+=============== ============================== =============================
+Dovecot scheme  value looks like               verified by
+=============== ============================== =============================
+ARGON2ID        ``$argon2id$v=19$...``         argon2-cffi (via passlib)
+ARGON2I         ``$argon2i$v=19$...``          argon2-cffi (via passlib)
+BLF-CRYPT       ``$2y$``/``$2b$``/``$2a$``     libcrypt ``crypt_rn`` (or passlib)
+SHA512-CRYPT    ``$6$...``                     libcrypt ``crypt_rn`` (or passlib)
+SHA256-CRYPT    ``$5$...``                     libcrypt ``crypt_rn`` (or passlib)
+MD5-CRYPT       ``$1$...``                     libcrypt ``crypt_rn`` (or passlib)
+CRYPT/DES-CRYPT 13 chars                       libcrypt ``crypt_rn`` (or passlib)
+SSHA/256/512    base64(digest + salt)          passlib ``ldap_salted_sha*``
+SMD5, SHA/SHA1  base64                         passlib ``ldap_*``
+PLAIN/CLEARTEXT the password itself            constant-time compare (warned)
+=============== ============================== =============================
+
+``crypt_rn`` from the system's libcrypt (the library Dovecot itself uses)
+is called through ctypes, which releases the GIL, so crypt-family hashes
+verify in parallel on threads; argon2-cffi and bcrypt release the GIL too.
+
+An unknown or malformed hash raises :class:`InvalidHashError` when it is
+stored and when it is verified; it never verifies as correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hmac
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from saslnetauth.errors import InvalidHashError
+
+__all__ = [
+    "DEFAULT_SCHEME",
+    "SCHEMES",
+    "PasswordHasher",
+    "crypt_available",
+    "split_scheme",
+]
+
+DEFAULT_SCHEME = "ARGON2ID"
+#: Maximum password length we ever hash or verify (bytes); longer is a FAIL.
+MAX_PASSWORD_BYTES = 4096
+#: libxcrypt refuses longer passphrases (CRYPT_MAX_PASSPHRASE_SIZE); so does Dovecot.
+CRYPT_MAX_PASSPHRASE = 511  # bytes, without the terminating NUL
+#: bcrypt only reads 72 bytes; crypt(3) truncates, so do we (Dovecot compatible).
+BCRYPT_MAX_BYTES = 72
+
+_SCHEME_RE = re.compile(r"^\{([A-Za-z0-9_.-]{1,32})\}")
+
+# Dovecot scheme name -> (kind, passlib handler name or None)
+SCHEMES: dict[str, str] = {
+    "ARGON2ID": "argon2",
+    "ARGON2I": "argon2",
+    "BLF-CRYPT": "crypt",
+    "SHA512-CRYPT": "crypt",
+    "SHA256-CRYPT": "crypt",
+    "MD5-CRYPT": "crypt",
+    "DES-CRYPT": "crypt",
+    "CRYPT": "crypt",
+    "SSHA": "ldap_salted_sha1",
+    "SSHA256": "ldap_salted_sha256",
+    "SSHA512": "ldap_salted_sha512",
+    "SMD5": "ldap_salted_md5",
+    "SHA": "ldap_sha1",
+    "SHA1": "ldap_sha1",
+    "PLAIN": "plain",
+    "CLEARTEXT": "plain",
+}
+_ALIASES = {"MD5": "MD5-CRYPT", "BLF": "BLF-CRYPT", "ARGON2": "ARGON2I"}
+PLAINTEXT_SCHEMES = frozenset({"PLAIN", "CLEARTEXT"})
+
+# crypt(3) prefix -> (Dovecot scheme, passlib handler used when libcrypt lacks it)
+_CRYPT_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("$6$", "SHA512-CRYPT", "sha512_crypt"),
+    ("$5$", "SHA256-CRYPT", "sha256_crypt"),
+    ("$2y$", "BLF-CRYPT", "bcrypt"),
+    ("$2b$", "BLF-CRYPT", "bcrypt"),
+    ("$2a$", "BLF-CRYPT", "bcrypt"),
+    ("$1$", "MD5-CRYPT", "md5_crypt"),
+)
+_DES_RE = re.compile(r"^[./0-9A-Za-z]{13}$")
+_CRYPT_VALUE_RE = re.compile(r"^\$[0-9a-z]{1,2}\$[./0-9A-Za-z$,=]+$")
+_ARGON_RE = re.compile(r"^\$argon2(id|i)\$")
+
+# Scheme names accepted for *new* hashes, with the passlib settings used.
+_NEW_HASH_SCHEMES = ("ARGON2ID", "ARGON2I", "BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT", "SSHA512")
+
+
+def split_scheme(stored: str) -> tuple[str | None, str]:
+    """Split ``{SCHEME}value`` into (upper-case scheme or None, value)."""
+    m = _SCHEME_RE.match(stored)
+    if not m:
+        return None, stored
+    return m.group(1).upper(), stored[m.end() :]
+
+
+# --- libcrypt through ctypes -------------------------------------------------
+
+_CRYPT_DATA_SIZE = 32768  # sizeof(struct crypt_data) in libxcrypt
+
+
+class _LibCrypt:
+    def __init__(self) -> None:
+        self.fn: Any = None
+        name = ctypes.util.find_library("crypt")
+        if not name:
+            return
+        try:
+            lib = ctypes.CDLL(name)
+            fn = lib.crypt_rn
+        except (OSError, AttributeError):
+            return
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+        self.fn = fn
+        self._local = threading.local()
+
+    def crypt(self, password: bytes, setting: bytes) -> bytes | None:
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = ctypes.create_string_buffer(_CRYPT_DATA_SIZE)
+        out = self.fn(password, setting, buf, _CRYPT_DATA_SIZE)
+        if not out or out.startswith(b"*"):
+            return None
+        return bytes(out)
+
+
+_libcrypt = _LibCrypt()
+
+
+def crypt_available() -> bool:
+    """True when the system libcrypt (crypt_rn) is used for crypt hashes."""
+    return _libcrypt.fn is not None
+
+
+# --- the hasher --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedHash:
+    scheme: str  # canonical Dovecot scheme name
+    value: str  # the part after {SCHEME}
+
+    @property
+    def stored(self) -> str:
+        return f"{{{self.scheme}}}{self.value}"
+
+    @property
+    def plaintext(self) -> bool:
+        return self.scheme in PLAINTEXT_SCHEMES
+
+
+def _handler(name: str) -> Any:
+    from passlib import hash as passlib_hash  # lazy: keeps light importers light
+
+    return getattr(passlib_hash, name)
+
+
+class PasswordHasher:
+    """Creates new hashes in the configured scheme and verifies stored ones."""
+
+    def __init__(
+        self,
+        default_scheme: str = DEFAULT_SCHEME,
+        *,
+        argon2_memory_kib: int = 65536,
+        argon2_time_cost: int = 3,
+        argon2_parallelism: int = 1,
+        bcrypt_cost: int = 10,
+        sha_crypt_rounds: int = 5000,
+    ) -> None:
+        scheme = _ALIASES.get(default_scheme.upper(), default_scheme.upper())
+        if scheme not in _NEW_HASH_SCHEMES:
+            raise InvalidHashError(
+                f"unsupported default scheme {default_scheme!r}; "
+                f"choose one of {', '.join(_NEW_HASH_SCHEMES)}"
+            )
+        self.default_scheme = scheme
+        self._argon2 = (argon2_memory_kib, argon2_time_cost, argon2_parallelism)
+        self._bcrypt_cost = bcrypt_cost
+        self._sha_rounds = sha_crypt_rounds
+        self._dummy: ParsedHash | None = None
+        self._dummy_lock = threading.Lock()
+
+    # -- parsing -------------------------------------------------------------
+
+    def parse(self, stored: str) -> ParsedHash:
+        """Validate a hash given by an admin or read from the database.
+
+        Accepts ``{SCHEME}value`` or a bare crypt/argon2 string and returns
+        the canonical form. Raises :class:`InvalidHashError` otherwise.
+        """
+        if not isinstance(stored, str) or not stored:
+            raise InvalidHashError("empty password hash")
+        if len(stored) > 1024 or any(c in stored for c in "\t\r\n\x00"):
+            raise InvalidHashError("password hash is too long or contains control characters")
+        scheme, value = split_scheme(stored)
+        if scheme is None:
+            return self._identify_bare(value)
+        if "." in scheme:
+            raise InvalidHashError(
+                f"scheme {{{scheme}}}: encoding suffixes (.hex, .b64) are not supported"
+            )
+        scheme = _ALIASES.get(scheme, scheme)
+        kind = SCHEMES.get(scheme)
+        if kind is None:
+            raise InvalidHashError(
+                f"unknown password scheme {{{scheme}}}; supported: {', '.join(sorted(SCHEMES))}"
+            )
+        if kind == "plain":
+            return ParsedHash(scheme, value)
+        if not value:
+            raise InvalidHashError(f"{{{scheme}}} hash has no value")
+        if kind == "crypt":
+            return self._parse_crypt(scheme, value)
+        if kind == "argon2":
+            m = _ARGON_RE.match(value)
+            if not m or ("ARGON2ID" if m.group(1) == "id" else "ARGON2I") != scheme:
+                raise InvalidHashError(f"{{{scheme}}} value is not an {scheme.lower()} hash")
+            self._check_passlib("argon2", value, scheme)
+            return ParsedHash(scheme, value)
+        self._check_passlib(kind, f"{{{_ldap_prefix(kind)}}}{value}", scheme)
+        return ParsedHash(scheme, value)
+
+    def _identify_bare(self, value: str) -> ParsedHash:
+        m = _ARGON_RE.match(value)
+        if m:
+            return self.parse(("{ARGON2ID}" if m.group(1) == "id" else "{ARGON2I}") + value)
+        for prefix, scheme, _ in _CRYPT_PREFIXES:
+            if value.startswith(prefix):
+                return self._parse_crypt(scheme, value)
+        raise InvalidHashError(
+            "unrecognised password hash: give it with its Dovecot scheme prefix, "
+            "e.g. {SHA512-CRYPT}$6$... or {PLAIN}secret"
+        )
+
+    def _parse_crypt(self, scheme: str, value: str) -> ParsedHash:
+        detected = None
+        for prefix, name, _ in _CRYPT_PREFIXES:
+            if value.startswith(prefix):
+                detected = name
+                break
+        if detected is None:
+            if scheme in ("CRYPT", "DES-CRYPT") and _DES_RE.match(value):
+                return ParsedHash("DES-CRYPT", value)
+            raise InvalidHashError(f"{{{scheme}}} value is not a recognised crypt(3) hash")
+        if scheme not in ("CRYPT", detected):
+            raise InvalidHashError(f"{{{scheme}}} value is a {detected} hash")
+        if not _CRYPT_VALUE_RE.match(value):
+            raise InvalidHashError(f"malformed {detected} hash")
+        handler = next(h for p, _, h in _CRYPT_PREFIXES if value.startswith(p))
+        self._check_passlib(handler, value, detected)
+        return ParsedHash(detected, value)
+
+    @staticmethod
+    def _check_passlib(handler: str, value: str, scheme: str) -> None:
+        try:
+            ok = _handler(handler).identify(value)
+            if ok and getattr(_handler(handler).from_string(value), "checksum", "") is None:
+                raise ValueError("the hash has no checksum part")
+        except (ValueError, TypeError) as exc:
+            raise InvalidHashError(f"malformed {scheme} hash: {exc}") from None
+        if not ok:
+            raise InvalidHashError(f"malformed {scheme} hash")
+
+    # -- hashing and verifying -------------------------------------------------
+
+    def hash(self, password: str | bytes, scheme: str | None = None) -> str:
+        """Hash a new password; returns ``{SCHEME}value``."""
+        secret = _to_bytes(password)
+        if len(secret) > MAX_PASSWORD_BYTES:
+            raise InvalidHashError(f"password longer than {MAX_PASSWORD_BYTES} bytes")
+        name = _ALIASES.get((scheme or self.default_scheme).upper(), scheme or self.default_scheme)
+        name = name.upper()
+        mem, time_cost, par = self._argon2
+        if name in ("ARGON2ID", "ARGON2I"):
+            h = _handler("argon2").using(
+                type="ID" if name == "ARGON2ID" else "I",
+                memory_cost=mem,
+                rounds=time_cost,
+                parallelism=par,
+            )
+            return f"{{{name}}}{h.hash(secret)}"
+        if name == "BLF-CRYPT":
+            value = (
+                _handler("bcrypt")
+                .using(rounds=self._bcrypt_cost, ident="2y")
+                .hash(secret[:BCRYPT_MAX_BYTES])
+            )
+            return f"{{{name}}}{value}"
+        if name in ("SHA512-CRYPT", "SHA256-CRYPT"):
+            handler = "sha512_crypt" if name == "SHA512-CRYPT" else "sha256_crypt"
+            return f"{{{name}}}{_handler(handler).using(rounds=self._sha_rounds).hash(secret)}"
+        if name == "SSHA512":
+            value = _handler("ldap_salted_sha512").hash(secret)
+            return f"{{{name}}}{value[len('{SSHA512}') :]}"
+        raise InvalidHashError(f"cannot create new hashes with scheme {name}")
+
+    def verify(self, password: str | bytes, stored: str | ParsedHash) -> bool:
+        """True when ``password`` matches ``stored``.
+
+        Raises :class:`InvalidHashError` when ``stored`` is unusable; never
+        returns True for it.
+        """
+        parsed = stored if isinstance(stored, ParsedHash) else self.parse(stored)
+        secret = _to_bytes(password)
+        if len(secret) > MAX_PASSWORD_BYTES:
+            return False
+        kind = SCHEMES[parsed.scheme]
+        try:
+            if kind == "plain":
+                return hmac.compare_digest(secret, parsed.value.encode("utf-8"))
+            if kind == "crypt":
+                return self._verify_crypt(secret, parsed)
+            if kind == "argon2":
+                return bool(_handler("argon2").verify(secret, parsed.value))
+            prefixed = f"{{{_ldap_prefix(kind)}}}{parsed.value}"
+            return bool(_handler(kind).verify(secret, prefixed))
+        except (ValueError, TypeError) as exc:
+            raise InvalidHashError(f"cannot verify {parsed.scheme} hash: {exc}") from None
+
+    def _verify_crypt(self, secret: bytes, parsed: ParsedHash) -> bool:
+        if parsed.scheme == "BLF-CRYPT":
+            secret = secret[:BCRYPT_MAX_BYTES]
+        if b"\x00" in secret or len(secret) > CRYPT_MAX_PASSPHRASE:
+            return False  # crypt(3) cannot see past a NUL or take more: never match
+        setting = parsed.value.encode("ascii")
+        if _libcrypt.fn is not None:
+            out = _libcrypt.crypt(secret, setting)
+            if out is None:
+                raise InvalidHashError(f"libcrypt refused the {parsed.scheme} hash")
+            return hmac.compare_digest(out, setting)
+        handler = {
+            "SHA512-CRYPT": "sha512_crypt",
+            "SHA256-CRYPT": "sha256_crypt",
+            "BLF-CRYPT": "bcrypt",
+            "MD5-CRYPT": "md5_crypt",
+            "DES-CRYPT": "des_crypt",
+        }[parsed.scheme]
+        return bool(_handler(handler).verify(secret, parsed.value))
+
+    def dummy_verify(self, password: str | bytes) -> None:
+        """Spend the time of a real verification against the default scheme.
+
+        Used for unknown users and users without a hash, so that timing
+        does not reveal which names exist.
+        """
+        if self._dummy is None:
+            with self._dummy_lock:
+                if self._dummy is None:
+                    self._dummy = self.parse(self.hash(b"saslnetauth dummy password"))
+        with contextlib.suppress(Exception):  # the result is ignored on purpose
+            self.verify(password, self._dummy)
+
+    def needs_rehash(self, stored: str | ParsedHash) -> bool:
+        """True when ``stored`` is not in the default scheme with current costs."""
+        parsed = stored if isinstance(stored, ParsedHash) else self.parse(stored)
+        if parsed.scheme != self.default_scheme:
+            return True
+        if parsed.scheme in ("ARGON2ID", "ARGON2I"):
+            mem, time_cost, par = self._argon2
+            return f"m={mem},t={time_cost},p={par}$" not in parsed.value
+        if parsed.scheme == "BLF-CRYPT":
+            return parsed.value[4:7] != f"{self._bcrypt_cost:02d}$"
+        return False
+
+
+def _ldap_prefix(handler: str) -> str:
+    return {
+        "ldap_salted_sha1": "SSHA",
+        "ldap_salted_sha256": "SSHA256",
+        "ldap_salted_sha512": "SSHA512",
+        "ldap_salted_md5": "SMD5",
+        "ldap_sha1": "SHA",
+    }[handler]
+
+
+def _to_bytes(password: str | bytes) -> bytes:
+    if isinstance(password, bytes):
+        return password
+    return password.encode("utf-8", "surrogateescape")

@@ -1,0 +1,80 @@
+"""Wiring: build the store, hasher and engine from a :class:`Config`; set up logging."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+from saslnetauth.config import Config
+from saslnetauth.engine import DecisionEngine
+from saslnetauth.errors import SchemaOutdatedError
+from saslnetauth.passwords import PasswordHasher
+from saslnetauth.store import SqlStore, sqlite_path
+
+LOG_FORMAT = "%(asctime)s saslnetauth[%(process)d]: %(levelname)s %(message)s"
+
+
+def make_hasher(cfg: Config) -> PasswordHasher:
+    p = cfg.passwords
+    return PasswordHasher(
+        p.default_scheme,
+        argon2_memory_kib=p.argon2_memory_kib,
+        argon2_time_cost=p.argon2_time_cost,
+        argon2_parallelism=p.argon2_parallelism,
+        bcrypt_cost=p.bcrypt_cost,
+        sha_crypt_rounds=p.sha_crypt_rounds,
+    )
+
+
+def open_store(cfg: Config, *, check_schema: bool = True, create: bool = False) -> SqlStore:
+    """Open the configured database.
+
+    A missing SQLite file is an error (never silently created) unless
+    ``create`` is set, in which case its directory is created too.
+    """
+    path = sqlite_path(cfg.database_url)
+    if path is not None:
+        if create:
+            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        elif not path.exists():
+            raise SchemaOutdatedError(f"database file {path} does not exist; run: saslnetauth init")
+    store = SqlStore(
+        cfg.database_url,
+        lowercase_usernames=cfg.lowercase_usernames,
+        cache_seconds=cfg.global_cache_seconds,
+        busy_timeout=cfg.database_timeout,
+    )
+    if check_schema:
+        try:
+            store.check_schema()
+        except Exception:
+            store.close()
+            raise
+    return store
+
+
+def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:
+    return DecisionEngine(
+        store,
+        make_hasher(cfg),
+        lowercase_usernames=cfg.lowercase_usernames,
+        rehash_on_login=cfg.passwords.rehash_on_login,
+    )
+
+
+def setup_logging(cfg: Config, stream: TextIO | None = None, level: str | None = None) -> None:
+    """Log to standard error (and to ``logging.file`` when set)."""
+    root = logging.getLogger("saslnetauth")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z")
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    if cfg.logging.file:
+        handlers.append(logging.FileHandler(cfg.logging.file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root.setLevel((level or cfg.logging.level).upper())
+    root.propagate = False

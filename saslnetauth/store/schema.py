@@ -1,0 +1,84 @@
+"""Table definitions: the documented database that admin scripts may use.
+
+Tables (see README "Database"):
+
+``users``
+    ``id`` integer key; ``name`` unique (canonical, lower case by default);
+    ``password_hash`` Dovecot-style ``{SCHEME}value`` or NULL (no password:
+    every login fails); ``backend`` ``hash`` or ``pam``; ``enabled``
+    boolean; ``created_at``/``updated_at`` timestamps.
+``user_networks``
+    ``user_id`` -> users.id (cascade delete); ``network`` canonical text
+    (``192.0.2.0/24``, ``2001:db8::/32``, ``local``, ``any``); ``services``
+    comma separated lower-case names or NULL/empty for all; ``comment``.
+    Unique (user_id, network).
+``global_networks``
+    ``network`` unique, ``services``, ``comment`` as above; applies to
+    every user.
+
+Changing these definitions requires a new Alembic migration.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+metadata = sa.MetaData()
+
+#: Alembic revision the code expects; tests check it equals the head.
+SCHEMA_REVISION = "0001"
+
+# Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
+_NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
+_NET = sa.String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", _NAME, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=True),
+    sa.Column("backend", sa.String(16), nullable=False, server_default="hash"),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("name", name="uq_users_name"),
+)
+
+user_networks = sa.Table(
+    "user_networks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE", name="fk_user_networks_user"),
+        nullable=False,
+    ),
+    sa.Column("network", _NET, nullable=False),
+    sa.Column("services", sa.String(255), nullable=True),
+    sa.Column("comment", sa.String(255), nullable=True),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("user_id", "network", name="uq_user_networks_user_network"),
+    sa.Index("ix_user_networks_user_id", "user_id"),
+)
+
+global_networks = sa.Table(
+    "global_networks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("network", _NET, nullable=False),
+    sa.Column("services", sa.String(255), nullable=True),
+    sa.Column("comment", sa.String(255), nullable=True),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("network", name="uq_global_networks_network"),
+)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from saslnetauth.passwords import PasswordHasher
+from saslnetauth.store import SqlStore, migrate
+from tests.peers import fresh_database
+
+DB_KINDS = ["sqlite", "postgresql", "mariadb"]
+
+
+@pytest.fixture(params=DB_KINDS)
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(db_kind: str) -> Iterator[str]:
+    """An empty database on each of SQLite, PostgreSQL and MariaDB."""
+    with fresh_database(db_kind) as url:
+        yield url
+
+
+@pytest.fixture
+def sqlite_url() -> Iterator[str]:
+    with fresh_database("sqlite") as url:
+        yield url
+
+
+def _migrated_store(url: str) -> SqlStore:
+    store = SqlStore(url, cache_seconds=0)
+    migrate.upgrade(store)
+    return store
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    s = _migrated_store(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[SqlStore]:
+    s = _migrated_store(sqlite_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def fast_hasher() -> PasswordHasher:
+    """Cheap argon2 parameters so that unit tests stay fast."""
+    return PasswordHasher("ARGON2ID", argon2_memory_kib=256, argon2_time_cost=1)
+
+
+@pytest.fixture(autouse=True)
+def _saslnetauth_logs_propagate() -> Iterator[None]:
+    """Let caplog see saslnetauth's records even after setup_logging ran."""
+    logger = logging.getLogger("saslnetauth")
+    old = logger.propagate
+    logger.propagate = True
+    yield
+    logger.propagate = old
