@@ -54,6 +54,8 @@ class ServeConfig:
     listen: list[str] = field(default_factory=lambda: ["unix:/run/saslnetauth/auth-client"])
     #: Seconds to wait before answering a failure (0 allowed; well under Postfix's 10 s).
     failure_delay: float = 2.0
+    #: reason= text of every FAIL, whatever the cause ("" = send none, like Dovecot).
+    fail_reason: str = "Authentication failed"
     #: Permissions, owner and group of UNIX sockets we create.
     socket_mode: str = "0660"
     socket_owner: str = ""
@@ -185,6 +187,8 @@ def load_config(
 def validate(cfg: Config) -> None:
     """Range checks that types alone do not catch."""
     s = cfg.serve
+    if len(s.fail_reason) > 200 or not s.fail_reason.isprintable() or "\t" in s.fail_reason:
+        raise ConfigError("serve.fail_reason: printable text of at most 200 characters")
     if not 0 <= s.failure_delay <= 8:
         raise ConfigError("serve.failure_delay: must be between 0 and 8 seconds (Postfix waits 10)")
     for name in ("max_pending", "max_requests_per_connection", "max_connections"):

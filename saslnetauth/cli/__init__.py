@@ -68,13 +68,14 @@ def cli(ctx: click.Context, database: str | None, config_path: str | None, debug
 
 
 def _register() -> None:
-    from saslnetauth.cli import check, db, nets, users
+    from saslnetauth.cli import check, db, nets, serve, users
 
     cli.add_command(db.init)
     cli.add_command(db.db)
     cli.add_command(users.user)
     cli.add_command(nets.net)
     cli.add_command(check.check)
+    cli.add_command(serve.serve)
 
 
 _register()

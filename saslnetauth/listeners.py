@@ -1,0 +1,211 @@
+"""Listening sockets for ``saslnetauth serve``: UNIX, TCP and systemd socket activation.
+
+Addresses: ``unix:/path/to/socket``, ``inet:HOST:PORT``, ``inet:[IPv6]:PORT``.
+UNIX sockets get the configured mode, owner and group (so that one can live
+in Postfix's chroot ``private/`` directory, owned by postfix). A stale
+socket file is replaced; one that a running server still answers on is an
+error. Sockets passed by systemd (``LISTEN_FDS``/``LISTEN_PID``, see
+sd_listen_fds(3)) are used as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import os
+import pwd
+import socket
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from saslnetauth.errors import ConfigError
+
+__all__ = ["ListenAddress", "bind", "parse_listen", "sd_notify", "systemd_sockets"]
+
+BACKLOG = 512
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    kind: str  # "unix" or "inet"
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"inet:{host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Parse ``unix:/path`` or ``inet:HOST:PORT`` (``inet:[::1]:PORT``)."""
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in ("unix", "inet") or not rest:
+        raise ConfigError(
+            f"invalid listen address {text!r}: use unix:/path/to/socket or inet:HOST:PORT"
+        )
+    if kind == "unix":
+        if not rest.startswith("/"):
+            raise ConfigError(f"invalid listen address {text!r}: the socket path must be absolute")
+        return ListenAddress("unix", path=rest)
+    if rest.startswith("["):
+        host, sep, port_text = rest[1:].partition("]:")
+        if not sep:
+            raise ConfigError(f"invalid listen address {text!r}: use inet:[IPv6]:PORT")
+    else:
+        host, sep, port_text = rest.rpartition(":")
+        if not sep or ":" in host:
+            raise ConfigError(
+                f"invalid listen address {text!r}: use inet:HOST:PORT (IPv6: inet:[::1]:PORT)"
+            )
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"invalid port in listen address {text!r}")
+    if not host:
+        raise ConfigError(f"invalid listen address {text!r}: missing host")
+    return ListenAddress("inet", host=host, port=int(port_text))
+
+
+def _resolve_uid(owner: str) -> int:
+    if not owner:
+        return -1
+    if owner.isdigit():
+        return int(owner)
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise ConfigError(f"socket_owner: no such user {owner!r}") from None
+
+
+def _resolve_gid(group: str) -> int:
+    if not group:
+        return -1
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"socket_group: no such group {group!r}") from None
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)  # stale socket of a server that is gone
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot probe existing socket {path}: {exc.strerror}") from None
+    finally:
+        probe.close()
+    raise ConfigError(f"another server is already listening on {path}")
+
+
+def bind(
+    addr: ListenAddress, *, mode: str = "0660", owner: str = "", group: str = ""
+) -> socket.socket:
+    """Create, bind and listen on ``addr``. Raises ConfigError with a clear message."""
+    if addr.kind == "unix":
+        return _bind_unix(Path(addr.path), int(mode, 8), _resolve_uid(owner), _resolve_gid(group))
+    return _bind_inet(addr)
+
+
+def _bind_unix(path: Path, mode: int, uid: int, gid: int) -> socket.socket:
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create directory {path.parent}: {exc.strerror}") from None
+    _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # nobody can connect before chmod
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    try:
+        if uid != -1 or gid != -1:
+            os.chown(path, uid, gid)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot set owner/mode of {path}: {exc.strerror}") from None
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_inet(addr: ListenAddress) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(
+            addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve {addr}: {exc.strerror}") from None
+    family, socktype, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        what = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(f"cannot listen on {addr}: {what}") from None
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def systemd_sockets() -> list[socket.socket]:
+    """Sockets passed by systemd socket activation, if this process got any."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    for var in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(var, None)
+    socks = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        os.set_inheritable(fd, False)
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about our state (Type=notify); silently nothing without systemd."""
+    target = os.environ.get("NOTIFY_SOCKET")
+    if not target:
+        return
+    if target.startswith("@"):
+        target = "\0" + target[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(target)
+        s.sendall(message.encode())
+
+
+def describe(sock: socket.socket) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name if isinstance(name, str) else name.decode(errors='replace')}"
+    host, port = name[0], name[1]
+    return f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}"

@@ -1,0 +1,474 @@
+"""The auth-socket responder: asyncio around the pure protocol codec.
+
+Each client connection gets the Dovecot handshake as soon as it connects,
+then any number of requests, concurrently, answered by id. Credentials go
+to the decision engine on a thread pool (the hashes used release the GIL:
+libcrypt through ctypes, argon2-cffi, bcrypt), so the event loop never
+blocks on hashing or on the database. Failures are answered after the
+failure delay, which holds only that request.
+
+Limits: line length (:data:`saslnetauth.protocol.MAX_LINE`), requests in
+flight per connection, connections, verifications pending over all
+clients (beyond: TEMPFAIL), LOGIN exchanges waiting for CONT (expire),
+optional idle timeout. SIGTERM/SIGINT stop accepting and drain; SIGHUP
+reloads the configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from saslnetauth.config import ServeConfig
+from saslnetauth.engine import DecisionEngine
+from saslnetauth.errors import ProtocolError
+from saslnetauth.listeners import describe, sd_notify
+from saslnetauth.logfmt import kv
+from saslnetauth.protocol import (
+    AuthRequest,
+    ClientCpid,
+    ClientVersion,
+    ContRequest,
+    Event,
+    ServerCodec,
+    UnknownCommand,
+    format_cont,
+    format_fail,
+    format_handshake,
+    format_ok,
+)
+from saslnetauth.sasl import (
+    MECHANISMS,
+    Challenge,
+    Credentials,
+    Mechanism,
+    SaslFailure,
+    Step,
+    decode_base64,
+    encode_base64,
+    new_mechanism,
+)
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+__all__ = ["AuthServer", "Settings"]
+
+log = logging.getLogger("saslnetauth.server")
+
+READ_SIZE = 65536
+#: Seconds SIGTERM waits for requests in flight before closing connections.
+DRAIN_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The run-time knobs of the server (reloadable with SIGHUP)."""
+
+    failure_delay: float = 2.0
+    max_pending: int = 1024
+    max_requests_per_connection: int = 64
+    max_connections: int = 1000
+    cont_timeout: float = 60.0
+    idle_timeout: float = 0.0
+    fail_reason: str = "Authentication failed"
+
+    @classmethod
+    def from_config(cls, s: ServeConfig) -> Settings:
+        return cls(
+            failure_delay=s.failure_delay,
+            max_pending=s.max_pending,
+            max_requests_per_connection=s.max_requests_per_connection,
+            max_connections=s.max_connections,
+            cont_timeout=s.cont_timeout,
+            idle_timeout=s.idle_timeout,
+            fail_reason=s.fail_reason,
+        )
+
+
+@dataclass
+class _Exchange:
+    """A request whose mechanism waits for the client's next CONT."""
+
+    auth: AuthRequest
+    mech: Mechanism
+    expiry: asyncio.TimerHandle | None = None
+
+
+class AuthServer:
+    """Serves the Dovecot auth-client protocol on the given listening sockets."""
+
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        settings: Settings,
+        *,
+        workers: int = 0,
+        reload: Callable[[], tuple[DecisionEngine, Settings]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        n = workers or 2 * (os.cpu_count() or 1)
+        self.executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="saslnetauth-verify")
+        self.workers = n
+        self._reload_cb = reload
+        self._servers: list[asyncio.base_events.Server] = []
+        self._sessions: set[_Session] = set()
+        self._cuids = itertools.count(1)
+        self.pending = 0  # verifications queued or running, over all clients
+        self._stopping: asyncio.Event | None = None
+        self.stats = {"connections": 0, "ok": 0, "fail": 0, "tempfail": 0, "overload": 0}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        self._stopping = asyncio.Event()
+        for sock in sockets:
+            if sock.family == socket.AF_UNIX:
+                srv = await asyncio.start_unix_server(self._on_connect, sock=sock)
+            else:
+                srv = await asyncio.start_server(self._on_connect, sock=sock)
+            self._servers.append(srv)
+            log.info("%s", kv("listening", on=describe(sock)))
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def request_stop(self) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            log.info("stopping: no new connections, draining requests in flight")
+            self._stopping.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT (or request_stop), then drain and close."""
+        assert self._stopping is not None
+        sd_notify("READY=1")
+        log.info(
+            "%s",
+            kv(
+                "ready",
+                workers=self.workers,
+                failure_delay=self.settings.failure_delay,
+                max_pending=self.settings.max_pending,
+            ),
+        )
+        await self._stopping.wait()
+        sd_notify("STOPPING=1")
+        await self.shutdown()
+
+    async def shutdown(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        for srv in self._servers:
+            srv.close()
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await srv.wait_closed()
+        tasks = [t for s in self._sessions for t in s.tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_timeout)
+        for session in list(self._sessions):
+            session.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        log.info("%s", kv("stopped", **self.stats))
+
+    def reload(self) -> None:
+        if self._reload_cb is None:
+            return
+        try:
+            engine, settings = self._reload_cb()
+        except Exception as exc:
+            log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
+            return
+        old = self.engine
+        self.engine, self.settings = engine, settings
+        log.info("%s", kv("configuration reloaded", failure_delay=settings.failure_delay))
+        close = getattr(old.store, "close", None)
+        if close is not None:
+            asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, close)
+
+    # -- connections --------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            writer.close()
+            return
+        if len(self._sessions) >= self.settings.max_connections:
+            log.warning(
+                "%s",
+                kv(
+                    "connection refused",
+                    reason="max_connections",
+                    limit=self.settings.max_connections,
+                ),
+            )
+            writer.close()
+            return
+        session = _Session(self, reader, writer, next(self._cuids))
+        self._sessions.add(session)
+        self.stats["connections"] += 1
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            session.close()
+
+    # -- verification ----------------------------------------------------------------
+
+    async def decide(self, creds: Credentials, auth: AuthRequest) -> Decision:
+        """Run the engine off the event loop, within the pending bound."""
+        if self.pending >= self.settings.max_pending:
+            self.stats["overload"] += 1
+            log.warning(
+                "%s",
+                kv(
+                    "auth tempfail",
+                    user=creds.username,
+                    service=auth.service or None,
+                    rip=auth.rip or "-",
+                    reason="overload",
+                    pending=self.pending,
+                ),
+            )
+            return Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail="overload"
+            )
+        self.pending += 1
+        engine = self.engine
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self.executor, engine.decide, creds.username, creds.password, auth.rip, auth.service
+            )
+        except Exception as exc:  # the pool is gone or broken: fail closed
+            log.error("%s", kv("verification failed", error=repr(exc)))
+            return Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=repr(exc)
+            )
+        finally:
+            self.pending -= 1
+
+
+class _Session:
+    """One client connection."""
+
+    def __init__(
+        self,
+        server: AuthServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cuid: int,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.cuid = cuid
+        self.codec = ServerCodec()
+        self.exchanges: dict[int, _Exchange] = {}  # waiting for CONT
+        self.running: set[int] = set()  # ids being verified or delayed
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # -- I/O ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        mechs = [(name, flags) for name, flags in MECHANISMS.items()]
+        self.send(format_handshake(mechs, cuid=self.cuid))
+        settings = self.server.settings
+        while not self.closed:
+            try:
+                if settings.idle_timeout > 0 and not self.exchanges and not self.running:
+                    data = await asyncio.wait_for(
+                        self.reader.read(READ_SIZE), settings.idle_timeout
+                    )
+                else:
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                log.info("%s", kv("connection closed", cuid=self.cuid, reason="idle"))
+                return
+            except (ConnectionError, OSError):
+                return
+            if not data:
+                return
+            try:
+                events = self.codec.receive_data(data)
+            except ProtocolError as exc:
+                log.warning(
+                    "%s", kv("client protocol error, disconnecting", cuid=self.cuid, error=str(exc))
+                )
+                return
+            for event in events:
+                try:
+                    self.handle(event)
+                except ProtocolError as exc:
+                    log.warning(
+                        "%s",
+                        kv("client protocol error, disconnecting", cuid=self.cuid, error=str(exc)),
+                    )
+                    return
+                if self.closed:
+                    return
+
+    def send(self, data: bytes) -> None:
+        if not self.closed and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for ex in self.exchanges.values():
+            if ex.expiry is not None:
+                ex.expiry.cancel()
+        self.exchanges.clear()
+        for task in self.tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+    # -- protocol ---------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, AuthRequest):
+            self.on_auth(event)
+        elif isinstance(event, ContRequest):
+            self.on_cont(event)
+        elif isinstance(event, ClientVersion | ClientCpid):
+            return
+        elif isinstance(event, UnknownCommand):
+            log.debug("%s", kv("unknown command ignored", cuid=self.cuid, command=event.name))
+
+    def on_auth(self, auth: AuthRequest) -> None:
+        if auth.id in self.exchanges or auth.id in self.running:
+            raise ProtocolError(f"duplicate request id {auth.id}")
+        limit = self.server.settings.max_requests_per_connection
+        if len(self.exchanges) + len(self.running) >= limit:
+            raise ProtocolError(f"more than {limit} requests in flight")
+        mech = new_mechanism(auth.mech)
+        if mech is None:
+            log.info(
+                "%s",
+                kv(
+                    "auth fail",
+                    cuid=self.cuid,
+                    service=auth.service or None,
+                    rip=auth.rip or "-",
+                    reason="unsupported_mechanism",
+                    mech=auth.mech,
+                ),
+            )
+            self.send(format_fail(auth.id, None, reason="Unsupported authentication mechanism"))
+            return
+        initial: bytes | None = None
+        if auth.resp is not None:
+            initial = decode_base64(auth.resp)
+            if initial is None:
+                self.finish_failed(auth, SaslFailure("invalid base64 in initial response"))
+                return
+        self.advance(auth, mech, mech.start(initial))
+
+    def on_cont(self, cont: ContRequest) -> None:
+        ex = self.exchanges.pop(cont.id, None)
+        if ex is None:
+            if cont.id in self.running:
+                raise ProtocolError(f"CONT for request {cont.id} that is not waiting for one")
+            self.send(format_fail(cont.id, None, reason=self.server.settings.fail_reason))
+            return
+        if ex.expiry is not None:
+            ex.expiry.cancel()
+        data = decode_base64(cont.data)
+        if data is None:
+            self.finish_failed(ex.auth, SaslFailure("invalid base64 in continued response"))
+            return
+        self.advance(ex.auth, ex.mech, ex.mech.step(data))
+
+    def advance(self, auth: AuthRequest, mech: Mechanism, step: Step) -> None:
+        if isinstance(step, Challenge):
+            ex = _Exchange(auth, mech)
+            ex.expiry = asyncio.get_running_loop().call_later(
+                self.server.settings.cont_timeout, self.expire, auth.id
+            )
+            self.exchanges[auth.id] = ex
+            self.send(format_cont(auth.id, encode_base64(step.data)))
+        elif isinstance(step, Credentials):
+            self.spawn(auth.id, self.verify(auth, step))
+        else:
+            self.finish_failed(auth, step)
+
+    def expire(self, req_id: int) -> None:
+        ex = self.exchanges.pop(req_id, None)
+        if ex is None:
+            return
+        log.info(
+            "%s",
+            kv(
+                "auth fail",
+                cuid=self.cuid,
+                service=ex.auth.service or None,
+                rip=ex.auth.rip or "-",
+                reason="timeout",
+            ),
+        )
+        self.send(format_fail(req_id, None, reason=self.server.settings.fail_reason))
+
+    def spawn(self, req_id: int, coro: Coroutine[Any, Any, None]) -> None:
+        self.running.add(req_id)
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            self.running.discard(req_id)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s", kv("request failed", cuid=self.cuid, error=repr(t.exception())))
+
+        task.add_done_callback(done)
+
+    def finish_failed(self, auth: AuthRequest, failure: SaslFailure) -> None:
+        """A malformed exchange: logged with its reason, answered like any failure."""
+        log.info(
+            "%s",
+            kv(
+                "auth fail",
+                user=failure.username,
+                service=auth.service or None,
+                rip=auth.rip or "-",
+                reason="sasl_error",
+                error=failure.reason,
+            ),
+        )
+        decision = Decision(Verdict.FAIL, Reason.INVALID_REQUEST, failure.username or "")
+        self.spawn(auth.id, self.reply(auth.id, decision))
+
+    async def verify(self, auth: AuthRequest, creds: Credentials) -> None:
+        decision = await self.server.decide(creds, auth)
+        await self.reply(auth.id, decision)
+
+    async def reply(self, req_id: int, decision: Decision) -> None:
+        stats = self.server.stats
+        if decision.verdict is Verdict.OK:
+            stats["ok"] += 1
+            self.send(format_ok(req_id, decision.user))
+        else:
+            stats["tempfail" if decision.verdict is Verdict.TEMPFAIL else "fail"] += 1
+            delay = self.server.settings.failure_delay
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.send(
+                format_fail(
+                    req_id,
+                    decision.user or None,
+                    temp=decision.verdict is Verdict.TEMPFAIL,
+                    reason=self.server.settings.fail_reason,
+                )
+            )
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.drain()
