@@ -10,18 +10,32 @@ The package is layered (see ``../shared/DESIGN.md`` of the project):
 * frontends: :mod:`saslnetauth.cli` and the servers.
 """
 
-from saslnetauth.errors import (
-    BackendError,
-    ConfigError,
-    InvalidHashError,
-    InvalidNetworkError,
-    InvalidUsernameError,
-    SaslNetAuthError,
-    SchemaOutdatedError,
-)
-from saslnetauth.verdict import Decision, Reason, Verdict
-
 __version__ = "0.1.0"
+
+# Exports are imported lazily so that light entry points (the checkpassword
+# fast path) do not pay for modules they never use.
+_EXPORTS = {
+    "BackendError": "saslnetauth.errors",
+    "ConfigError": "saslnetauth.errors",
+    "InvalidHashError": "saslnetauth.errors",
+    "InvalidNetworkError": "saslnetauth.errors",
+    "InvalidUsernameError": "saslnetauth.errors",
+    "SaslNetAuthError": "saslnetauth.errors",
+    "SchemaOutdatedError": "saslnetauth.errors",
+    "Decision": "saslnetauth.verdict",
+    "Reason": "saslnetauth.verdict",
+    "Verdict": "saslnetauth.verdict",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'saslnetauth' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "BackendError",

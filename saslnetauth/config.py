@@ -75,6 +75,16 @@ class ServeConfig:
 
 
 @dataclass
+class CheckpasswordConfig:
+    #: Socket of the running `saslnetauth serve` (unix:/path, /path or inet:HOST:PORT).
+    socket: str = "/run/saslnetauth/auth-client"
+    #: When no server answers: "local" decides in-process, "tempfail" fails temporarily.
+    fallback: str = "local"
+    #: Accept Dovecot master-user logins (MASTER_USER set); refused by default.
+    allow_master_user: bool = False
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -94,6 +104,7 @@ class Config:
     global_cache_seconds: float = 1.0
     passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})
@@ -204,6 +215,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} is not an octal mode") from None
     if not 0 <= mode <= 0o777:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
+    if cfg.checkpassword.fallback not in ("local", "tempfail"):
+        raise ConfigError("checkpassword.fallback: use local or tempfail")
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:

@@ -1,0 +1,148 @@
+"""A small blocking client of the Dovecot auth protocol. Standard library only.
+
+Used by ``saslnetauth-checkpassword``'s fast path to ask a running
+``saslnetauth serve``, so it must stay light: no SQLAlchemy, passlib or
+click here, nor in anything it imports.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+
+__all__ = ["AuthClientError", "AuthReply", "authenticate_plain", "connect"]
+
+#: Longest reply line we read from the server.
+MAX_REPLY = 16 * 1024
+
+
+class AuthClientError(Exception):
+    """The server could not be reached or broke the protocol."""
+
+
+class AuthReply:
+    __slots__ = ("fields", "ok", "temp", "user")
+
+    def __init__(self, ok: bool, temp: bool, user: str | None, fields: dict[str, str]) -> None:
+        self.ok = ok
+        self.temp = temp
+        self.user = user
+        self.fields = fields
+
+
+def connect(address: str, timeout: float) -> socket.socket:
+    """Connect to ``/path``, ``unix:/path``, ``inet:HOST:PORT`` or ``inet:[V6]:PORT``."""
+    try:
+        if address.startswith("inet:"):
+            rest = address[5:]
+            if rest.startswith("["):
+                host, _, port = rest[1:].partition("]:")
+            else:
+                host, _, port = rest.rpartition(":")
+            return socket.create_connection((host, int(port)), timeout=timeout)
+        path = address[5:] if address.startswith("unix:") else address
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    except (OSError, ValueError) as exc:
+        raise AuthClientError(f"cannot connect to {address}: {exc}") from None
+
+
+class _Lines:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def next(self) -> str:
+        while b"\n" not in self.buf:
+            if len(self.buf) > MAX_REPLY:
+                raise AuthClientError("reply line too long")
+            try:
+                chunk = self.sock.recv(4096)
+            except OSError as exc:
+                raise AuthClientError(f"read failed: {exc}") from None
+            if not chunk:
+                raise AuthClientError("connection closed by the auth server")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+
+def _unescape(value: str) -> str:
+    if "\x01" not in value:
+        return value
+    table = {"0": "\x00", "1": "\x01", "t": "\t", "r": "\r", "n": "\n", "l": "\n"}
+    out, it = [], iter(value)
+    for c in it:
+        if c == "\x01":
+            nxt = next(it, "")
+            out.append(table.get(nxt, nxt))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _clean(value: str) -> str:
+    """Make a parameter value safe for a TAB-separated line."""
+    return "".join(c for c in value if c not in "\t\n\r\x00\x01")
+
+
+def authenticate_plain(
+    address: str,
+    username: bytes,
+    password: bytes,
+    *,
+    service: str,
+    rip: str | None = None,
+    lip: str | None = None,
+    timeout: float = 10.0,
+) -> AuthReply:
+    """One PLAIN login over a fresh connection; raises AuthClientError."""
+    sock = connect(address, timeout)
+    try:
+        lines = _Lines(sock)
+        mechs = set()
+        while True:
+            line = lines.next()
+            if line == "DONE":
+                break
+            parts = line.split("\t")
+            if parts[0] == "VERSION" and parts[1:2] != ["1"]:
+                raise AuthClientError(f"incompatible auth protocol: {line!r}")
+            if parts[0] == "MECH" and len(parts) > 1:
+                mechs.add(parts[1].upper())
+        if "PLAIN" not in mechs:
+            raise AuthClientError("the auth server does not offer PLAIN")
+        resp = base64.b64encode(b"\0" + username + b"\0" + password).decode("ascii")
+        request = f"AUTH\t1\tPLAIN\tservice={_clean(service)}\tnologin"
+        if lip:
+            request += f"\tlip={_clean(lip)}"
+        if rip:
+            request += f"\trip={_clean(rip)}"
+        request += f"\tresp={resp}\n"
+        try:
+            sock.sendall(f"VERSION\t1\t2\nCPID\t{os.getpid()}\n{request}".encode())
+        except OSError as exc:
+            raise AuthClientError(f"write failed: {exc}") from None
+        while True:
+            parts = lines.next().split("\t")
+            if len(parts) >= 2 and parts[1] == "1" and parts[0] in ("OK", "FAIL"):
+                break
+        fields: dict[str, str] = {}
+        flags = set()
+        for arg in parts[2:]:
+            key, eq, value = arg.partition("=")
+            if eq:
+                fields[key] = _unescape(value)
+            else:
+                flags.add(arg)
+        temp = "temp" in flags or fields.get("code") == "temp_fail"
+        return AuthReply(parts[0] == "OK", temp, fields.get("user"), fields)
+    finally:
+        sock.close()

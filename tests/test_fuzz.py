@@ -1,0 +1,100 @@
+"""Property-based fuzzing: the parsers only ever raise the project's own errors."""
+
+from __future__ import annotations
+
+import base64
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from saslnetauth.errors import InvalidHashError, InvalidNetworkError, InvalidServiceError, ProtocolError
+from saslnetauth.netrules import NetworkRule, parse_address, parse_network
+from saslnetauth.passwords import PasswordHasher
+from saslnetauth.protocol import AuthRequest, ServerCodec
+from saslnetauth.sasl import LoginMechanism, PlainMechanism, SaslFailure, decode_base64
+
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+commands = st.sampled_from(["AUTH", "CONT", "CPID", "VERSION", "FOO", "", "OK"])
+field = st.one_of(
+    st.text(alphabet=st.characters(blacklist_characters="\t\n"), max_size=20),
+    st.sampled_from(["resp=", "resp==", "rip=", "rip=NULL", "lip=NULL", "service=smtp", "1", "PLAIN",
+                     "LOGIN", "nologin", "secured", "rip=::ffff:1.2.3.4"]),
+    st.integers(min_value=-5, max_value=2**33).map(str),
+)
+lines = st.builds(lambda c, fs: "\t".join([c, *fs]), commands, st.lists(field, max_size=8))
+
+
+@FUZZ
+@given(st.binary(max_size=4096))
+def test_codec_arbitrary_bytes(data: bytes) -> None:
+    codec = ServerCodec(max_line=512)
+    try:
+        codec.receive_data(b"VERSION\t1\t2\n" + data)
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(st.lists(lines, max_size=10), st.integers(min_value=1, max_value=64))
+def test_codec_plausible_lines_any_chunking(ls: list[str], chunk: int) -> None:
+    data = ("VERSION\t1\t2\n" + "\n".join(ls) + "\n").encode("utf-8", "surrogatepass")
+    codec = ServerCodec()
+    try:
+        for i in range(0, len(data), chunk):
+            for ev in codec.receive_data(data[i : i + chunk]):
+                if isinstance(ev, AuthRequest):
+                    assert 0 <= ev.id < 2**32
+                    ev.rip  # noqa: B018 - must not raise
+    except ProtocolError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_sasl_decoders(data: bytes) -> None:
+    for mech in (PlainMechanism(), LoginMechanism()):
+        step = mech.start(data)
+        if not isinstance(step, SaslFailure):
+            mech.step(data)
+    text = base64.b64encode(data).decode()
+    assert decode_base64(text) == data
+    decode_base64(data.decode("latin-1"))
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=60), st.from_regex(r"[0-9a-fA-F:.%/\[\]]{0,45}", fullmatch=True)))
+def test_network_parser(text: str) -> None:
+    try:
+        spec, nets, _ = parse_network(text)
+    except InvalidNetworkError:
+        return
+    assert parse_network(spec)[1] == nets  # canonical form parses to the same networks
+    parse_address(text)
+
+
+@FUZZ
+@given(st.text(max_size=40), st.one_of(st.none(), st.text(max_size=30)))
+def test_rule_with_services(net: str, services: str | None) -> None:
+    try:
+        NetworkRule.parse(net, services)
+    except (InvalidNetworkError, InvalidServiceError):
+        pass
+
+
+HASHER = PasswordHasher("ARGON2ID", argon2_memory_kib=256, argon2_time_cost=1)
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=120), st.builds(lambda s, v: "{" + s + "}" + v,
+       st.sampled_from(["SHA512-CRYPT", "BLF-CRYPT", "ARGON2ID", "SSHA", "PLAIN", "CRYPT", "X"]),
+       st.text(max_size=100))))
+def test_hash_parser_never_crashes(stored: str) -> None:
+    try:
+        parsed = HASHER.parse(stored)
+    except InvalidHashError:
+        return
+    try:
+        HASHER.verify(b"password", parsed)
+    except InvalidHashError:
+        pass
