@@ -33,7 +33,10 @@ from saslnetauth.sasl import (
 
 def started() -> ServerCodec:
     codec = ServerCodec()
-    assert codec.receive_data(b"VERSION\t1\t2\nCPID\t123\n") == [ClientVersion(1, 2), ClientCpid("123")]
+    assert codec.receive_data(b"VERSION\t1\t2\nCPID\t123\n") == [
+        ClientVersion(1, 2),
+        ClientCpid("123"),
+    ]
     return codec
 
 
@@ -47,10 +50,13 @@ def test_escape_roundtrip() -> None:
 
 
 def test_handshake_mech_before_spid() -> None:
-    data = format_handshake([("PLAIN", ("plaintext",)), ("LOGIN", ("plaintext",))], spid=7, cuid=3,
-                            cookie="ab" * 16)
-    assert data == (b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t7\n"
-                    b"CUID\t3\nCOOKIE\t" + b"ab" * 16 + b"\nDONE\n")
+    data = format_handshake(
+        [("PLAIN", ("plaintext",)), ("LOGIN", ("plaintext",))], spid=7, cuid=3, cookie="ab" * 16
+    )
+    assert data == (
+        b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t7\n"
+        b"CUID\t3\nCOOKIE\t" + b"ab" * 16 + b"\nDONE\n"
+    )
 
 
 def test_postfix_auth_line() -> None:
@@ -60,7 +66,13 @@ def test_postfix_auth_line() -> None:
     )
     assert isinstance(ev, AuthRequest)
     assert (ev.id, ev.mech, ev.service, ev.rip, ev.secured, ev.resp) == (
-        1, "PLAIN", "smtp", "192.0.2.1", True, "AGEAYg==")
+        1,
+        "PLAIN",
+        "smtp",
+        "192.0.2.1",
+        True,
+        "AGEAYg==",
+    )
     assert ev.flags == frozenset({"nologin", "secured"})
 
 
@@ -88,7 +100,10 @@ def test_escaped_parameter_values() -> None:
 def test_cont_unknown_and_split_reads() -> None:
     codec = started()
     assert codec.receive_data(b"CONT\t4\tYWxp") == []
-    assert codec.receive_data(b"Y2U=\nFOO\tbar\r\n") == [ContRequest(4, "YWxpY2U="), UnknownCommand("FOO")]
+    assert codec.receive_data(b"Y2U=\nFOO\tbar\r\n") == [
+        ContRequest(4, "YWxpY2U="),
+        UnknownCommand("FOO"),
+    ]
     assert codec.receive_data(b"\n\n") == []
 
 
@@ -116,7 +131,8 @@ def test_protocol_errors(data: bytes) -> None:
 def test_reply_formats() -> None:
     assert format_ok(3, "alice") == b"OK\t3\tuser=alice\n"
     assert format_fail(3, "al\tice", reason="Authentication failed") == (
-        b"FAIL\t3\tuser=al\x01tice\treason=Authentication failed\n")
+        b"FAIL\t3\tuser=al\x01tice\treason=Authentication failed\n"
+    )
     assert format_fail(4, "bob", temp=True) == b"FAIL\t4\tuser=bob\tcode=temp_fail\ttemp\n"
     assert format_fail(5, None) == b"FAIL\t5\n"
     assert format_cont(6, "") == b"CONT\t6\t\n"
