@@ -117,9 +117,11 @@ def parse_args(argv: list[str]) -> Options:
 
 def read_fd3(fd: int = 3) -> tuple[bytes, bytes]:
     """``(user, password)`` from Dovecot's fd 3 input; exits on bad input."""
+    from saslnetauth.errors import ProtocolError
+
     chunks: list[bytes] = []
     total = 0
-    while True:
+    while total <= MAX_INPUT:
         try:
             chunk = os.read(fd, MAX_INPUT + 1 - total)
         except OSError as exc:
@@ -128,16 +130,24 @@ def read_fd3(fd: int = 3) -> tuple[bytes, bytes]:
             break
         chunks.append(chunk)
         total += len(chunk)
-        if total > MAX_INPUT:
-            _exit(EXIT_FAIL, f"more than {MAX_INPUT} bytes on fd {fd}")
-    return parse_input(b"".join(chunks))
+    try:
+        return parse_input(b"".join(chunks))
+    except ProtocolError as exc:
+        _exit(EXIT_FAIL, f"fd {fd}: {exc}")
 
 
 def parse_input(data: bytes) -> tuple[bytes, bytes]:
-    """Split ``user NUL password NUL timestamp NUL``; exits on malformed input."""
+    """Split ``user NUL password NUL timestamp NUL`` (at most 512 bytes).
+
+    Raises :class:`ProtocolError` for anything else.
+    """
+    from saslnetauth.errors import ProtocolError
+
+    if len(data) > MAX_INPUT:
+        raise ProtocolError(f"more than {MAX_INPUT} bytes of input")
     parts = data.split(b"\0")
-    if len(data) > MAX_INPUT or len(parts) < 3 or not parts[0]:
-        _exit(EXIT_FAIL, "malformed input on fd 3")
+    if len(parts) < 3 or not parts[0]:
+        raise ProtocolError("malformed input: expected user NUL password NUL timestamp NUL")
     return parts[0], parts[1]
 
 

@@ -121,3 +121,17 @@ def test_hash_parser_never_crashes(stored: str) -> None:
         return
     with contextlib.suppress(InvalidHashError):
         HASHER.verify(b"password", parsed)
+
+
+@FUZZ
+@given(st.binary(max_size=700))
+def test_checkpassword_input_parser(data: bytes) -> None:
+    from saslnetauth.checkpassword import MAX_INPUT, parse_input
+
+    try:
+        user, password = parse_input(data)
+    except ProtocolError:
+        assert len(data) > MAX_INPUT or data.count(b"\0") < 2 or data.startswith(b"\0")
+        return
+    assert user and b"\0" not in user and b"\0" not in password
+    assert data.startswith(user + b"\0" + password + b"\0")
