@@ -72,6 +72,25 @@ class ServeConfig:
     cont_timeout: float = 60.0
     #: Seconds without any traffic before an idle connection is closed (0 = never).
     idle_timeout: float = 0.0
+    #: Brute-force brake per client (IPv4 address, IPv6 /penalty_ipv6_prefix), like
+    #: Dovecot's auth_penalty: after penalty_free_failures failures, each request waits
+    #: penalty_base seconds, doubling per failure, at most penalty_max (0 = off).
+    #: A success clears it.
+    penalty_base: float = 0.5
+    penalty_max: float = 4.0
+    penalty_free_failures: int = 2
+    penalty_ipv6_prefix: int = 64
+    #: Clients remembered at most (least recently failed are forgotten first).
+    penalty_max_entries: int = 100000
+    #: Also brake failures per user, but only those from outside the user's own
+    #: networks (so it can never lock the real user out of an allowed network).
+    user_penalty: bool = False
+    #: Command run when a correct password comes from a forbidden network (likely
+    #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Gets SASLNETAUTH_USER,
+    #: SASLNETAUTH_RIP, SASLNETAUTH_SERVICE; never the password. [] = none.
+    alert_command: list[str] = field(default_factory=list)
+    #: Seconds before the alert command is killed.
+    alert_timeout: float = 10.0
 
 
 @dataclass
@@ -202,6 +221,17 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.fail_reason: printable text of at most 200 characters")
     if not 0 <= s.failure_delay <= 8:
         raise ConfigError("serve.failure_delay: must be between 0 and 8 seconds (Postfix waits 10)")
+    if s.penalty_max < 0 or s.penalty_base <= 0 or s.penalty_free_failures < 0:
+        raise ConfigError("serve.penalty_*: penalty_base > 0, penalty_max and free failures >= 0")
+    if s.failure_delay + s.penalty_max > 8:
+        raise ConfigError(
+            "serve.failure_delay + serve.penalty_max must stay at most 8 seconds "
+            "(Postfix gives up after 10)"
+        )
+    if not 1 <= s.penalty_ipv6_prefix <= 128 or s.penalty_max_entries < 1:
+        raise ConfigError("serve.penalty_ipv6_prefix: 1..128; penalty_max_entries >= 1")
+    if s.alert_timeout <= 0:
+        raise ConfigError("serve.alert_timeout: must be > 0")
     for name in ("max_pending", "max_requests_per_connection", "max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"serve.{name}: must be at least 1")

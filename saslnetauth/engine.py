@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
-from saslnetauth.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.netrules import merged_match, parse_address
 from saslnetauth.passwords import PasswordHasher
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -112,15 +113,30 @@ class DecisionEngine:
             self.hasher.dummy_verify(secret)
             return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)
 
+        # The network is matched for every existing user before the password,
+        # so the work done does not depend on which check fails.
+        applicable, rule = merged_match((user.rules, global_rules), parse_address(rip), service)
+        net_ok = rule is not None
         checked = self._check_credentials(user, secret, rip, service)
         if isinstance(checked, Decision):
-            return checked
+            return replace(checked, network_ok=net_ok)
         if not checked:
-            return Decision(Verdict.FAIL, Reason.BAD_PASSWORD, user.name)
+            return Decision(Verdict.FAIL, Reason.BAD_PASSWORD, user.name, network_ok=net_ok)
         if not user.enabled:
-            return Decision(Verdict.FAIL, Reason.DISABLED, user.name, credentials_valid=True)
-
-        return self._check_network(user, global_rules, rip, service)
+            return Decision(
+                Verdict.FAIL, Reason.DISABLED, user.name, credentials_valid=True, network_ok=net_ok
+            )
+        if rule is not None:
+            return Decision(
+                Verdict.OK,
+                Reason.OK,
+                user.name,
+                credentials_valid=True,
+                matched=rule.describe(),
+                network_ok=True,
+            )
+        reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
+        return Decision(Verdict.FAIL, reason, user.name, credentials_valid=True, network_ok=False)
 
     def _check_credentials(
         self, user: UserRecord, secret: bytes, rip: str | None, service: str
@@ -155,18 +171,6 @@ class DecisionEngine:
             self._rehash(user.name, secret)
         return ok
 
-    def _check_network(
-        self, user: UserRecord, global_rules: RuleSet, rip: str | None, service: str
-    ) -> Decision:
-        addr = parse_address(rip)
-        applicable, rule = merged_match((user.rules, global_rules), addr, service)
-        if rule is not None:
-            return Decision(
-                Verdict.OK, Reason.OK, user.name, credentials_valid=True, matched=rule.describe()
-            )
-        reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
-        return Decision(Verdict.FAIL, reason, user.name, credentials_valid=True)
-
     def _rehash(self, name: str, secret: bytes) -> None:
         try:
             self.store.update_hash(name, self.hasher.hash(secret))
@@ -177,10 +181,12 @@ class DecisionEngine:
     # -- logging --------------------------------------------------------------------
 
     def _log(self, d: Decision, rip: str | None, service: str, extra: dict[str, object]) -> None:
+        addr = parse_address(rip)
         fields: dict[str, object] = {
             "user": d.user,
             "service": service or None,
-            "rip": rip or "-",
+            # canonical form (Exim sends fully expanded IPv6), or the raw text if unparsable
+            "rip": str(addr) if addr is not None else (rip or "-"),
         }
         fields.update(extra)
         if d.verdict is Verdict.OK:

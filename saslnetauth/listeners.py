@@ -24,7 +24,7 @@ from saslnetauth.errors import ConfigError
 
 __all__ = ["ListenAddress", "bind", "parse_listen", "sd_notify", "systemd_sockets"]
 
-BACKLOG = 512
+BACKLOG = 1024
 SD_LISTEN_FDS_START = 3
 
 

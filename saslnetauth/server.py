@@ -23,16 +23,19 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from saslnetauth.alerts import AlertRunner
 from saslnetauth.config import ServeConfig
 from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import ProtocolError
-from saslnetauth.listeners import describe, sd_notify
+from saslnetauth.listeners import BACKLOG, describe, sd_notify
 from saslnetauth.logfmt import kv
+from saslnetauth.penalty import PenaltyBox, client_key
 from saslnetauth.protocol import (
     AuthRequest,
     ClientCpid,
@@ -79,6 +82,14 @@ class Settings:
     cont_timeout: float = 60.0
     idle_timeout: float = 0.0
     fail_reason: str = "Authentication failed"
+    penalty_base: float = 0.5
+    penalty_max: float = 4.0
+    penalty_free_failures: int = 2
+    penalty_ipv6_prefix: int = 64
+    penalty_max_entries: int = 100_000
+    user_penalty: bool = False
+    alert_command: tuple[str, ...] = ()
+    alert_timeout: float = 10.0
 
     @classmethod
     def from_config(cls, s: ServeConfig) -> Settings:
@@ -90,6 +101,22 @@ class Settings:
             cont_timeout=s.cont_timeout,
             idle_timeout=s.idle_timeout,
             fail_reason=s.fail_reason,
+            penalty_base=s.penalty_base,
+            penalty_max=s.penalty_max,
+            penalty_free_failures=s.penalty_free_failures,
+            penalty_ipv6_prefix=s.penalty_ipv6_prefix,
+            penalty_max_entries=s.penalty_max_entries,
+            user_penalty=s.user_penalty,
+            alert_command=tuple(s.alert_command),
+            alert_timeout=s.alert_timeout,
+        )
+
+    def penalty_box(self) -> PenaltyBox:
+        return PenaltyBox(
+            base=self.penalty_base,
+            cap=self.penalty_max,
+            free_failures=self.penalty_free_failures,
+            max_entries=self.penalty_max_entries,
         )
 
 
@@ -124,17 +151,38 @@ class AuthServer:
         self._cuids = itertools.count(1)
         self.pending = 0  # verifications queued or running, over all clients
         self._stopping: asyncio.Event | None = None
-        self.stats = {"connections": 0, "ok": 0, "fail": 0, "tempfail": 0, "overload": 0}
+        self.stats = {
+            "connections": 0,
+            "ok": 0,
+            "fail": 0,
+            "tempfail": 0,
+            "overload": 0,
+            "stolen_credentials": 0,
+        }
+        self._configure(settings)
+
+    def _configure(self, settings: Settings) -> None:
+        """(Re)build what depends on the settings; penalties survive a reload."""
+        self.settings = settings
+        old_ip = getattr(self, "ip_penalty", None)
+        old_user = getattr(self, "user_penalty", None)
+        self.ip_penalty = settings.penalty_box()
+        self.user_penalty = settings.penalty_box()
+        for old, new in ((old_ip, self.ip_penalty), (old_user, self.user_penalty)):
+            if old is not None:
+                new._entries = old._entries
+        self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self, sockets: list[socket.socket]) -> None:
         self._stopping = asyncio.Event()
         for sock in sockets:
+            # asyncio calls listen() again: keep our backlog, not its default of 100
             if sock.family == socket.AF_UNIX:
-                srv = await asyncio.start_unix_server(self._on_connect, sock=sock)
+                srv = await asyncio.start_unix_server(self._on_connect, sock=sock, backlog=BACKLOG)
             else:
-                srv = await asyncio.start_server(self._on_connect, sock=sock)
+                srv = await asyncio.start_server(self._on_connect, sock=sock, backlog=BACKLOG)
             self._servers.append(srv)
             log.info("%s", kv("listening", on=describe(sock)))
 
@@ -175,6 +223,7 @@ class AuthServer:
         tasks = [t for s in self._sessions for t in s.tasks]
         if tasks:
             await asyncio.wait(tasks, timeout=drain_timeout)
+        await self.alerts.drain(timeout=drain_timeout)
         for session in list(self._sessions):
             session.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -189,7 +238,8 @@ class AuthServer:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
         old = self.engine
-        self.engine, self.settings = engine, settings
+        self.engine = engine
+        self._configure(settings)
         log.info("%s", kv("configuration reloaded", failure_delay=settings.failure_delay))
         close = getattr(old.store, "close", None)
         if close is not None:
@@ -223,8 +273,37 @@ class AuthServer:
 
     # -- verification ----------------------------------------------------------------
 
-    async def decide(self, creds: Credentials, auth: AuthRequest) -> Decision:
-        """Run the engine off the event loop, within the pending bound."""
+    async def decide(self, creds: Credentials, auth: AuthRequest) -> tuple[Decision, float]:
+        """Run the engine off the event loop; returns the decision and the extra
+        failure delay (user penalty). The client's penalty is waited out first,
+        whatever the outcome will be, like Dovecot's auth_penalty."""
+        settings = self.settings
+        key = client_key(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
+        wait = self.ip_penalty.delay(key, time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        decision = await self._run_engine(creds, auth)
+        now = time.monotonic()
+        extra = 0.0
+        if decision.verdict is Verdict.OK:
+            # The user brake is not cleared: it only counts failures from outside the
+            # user's networks, which the real user's success says nothing about.
+            self.ip_penalty.record_success(key)
+        elif decision.verdict is Verdict.FAIL:
+            self.ip_penalty.record_failure(key, now)
+            if settings.user_penalty and decision.network_ok is False:
+                extra = self.user_penalty.delay(decision.user, now)
+                self.user_penalty.record_failure(decision.user, now)
+            if decision.credentials_valid and decision.reason in (
+                Reason.NETWORK,
+                Reason.NO_NETWORK_RULES,
+            ):
+                self.stats["stolen_credentials"] += 1
+                self.alerts.fire(decision.user, auth.rip, auth.service, decision.reason.value)
+        return decision, extra
+
+    async def _run_engine(self, creds: Credentials, auth: AuthRequest) -> Decision:
+        """The engine on a worker thread, within the pending bound."""
         if self.pending >= self.settings.max_pending:
             self.stats["overload"] += 1
             log.warning(
@@ -449,17 +528,17 @@ class _Session:
         self.spawn(auth.id, self.reply(auth.id, decision))
 
     async def verify(self, auth: AuthRequest, creds: Credentials) -> None:
-        decision = await self.server.decide(creds, auth)
-        await self.reply(auth.id, decision)
+        decision, extra_delay = await self.server.decide(creds, auth)
+        await self.reply(auth.id, decision, extra_delay)
 
-    async def reply(self, req_id: int, decision: Decision) -> None:
+    async def reply(self, req_id: int, decision: Decision, extra_delay: float = 0.0) -> None:
         stats = self.server.stats
         if decision.verdict is Verdict.OK:
             stats["ok"] += 1
             self.send(format_ok(req_id, decision.user))
         else:
             stats["tempfail" if decision.verdict is Verdict.TEMPFAIL else "fail"] += 1
-            delay = self.server.settings.failure_delay
+            delay = self.server.settings.failure_delay + extra_delay
             if delay > 0:
                 await asyncio.sleep(delay)
             self.send(

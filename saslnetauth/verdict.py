@@ -52,6 +52,8 @@ class Decision:
     credentials_valid: bool = False
     matched: str | None = None
     detail: str | None = None
+    #: Whether the client address is in the user's networks (None: not checked).
+    network_ok: bool | None = None
 
     @property
     def ok(self) -> bool:

@@ -371,7 +371,7 @@ def test_no_password_in_logs(db: str, config: Path, tmp_path: Path) -> None:
 def test_two_hundred_clients_twenty_logins_each(db: str, tmp_path: Path) -> None:
     """200 concurrent connections x 20 logins (failure delay 0): every reply correct."""
     cfg = tmp_path / "load.toml"
-    cfg.write_text(FAST_CONFIG + "[serve]\nmax_pending = 5000\n")
+    cfg.write_text(FAST_CONFIG + "[serve]\nmax_pending = 5000\npenalty_max = 0\n")
     r = run(
         "user",
         "add",

@@ -69,6 +69,7 @@ def cli(ctx: click.Context, database: str | None, config_path: str | None, debug
 
 def _register() -> None:
     from saslnetauth.cli import check, db, nets, serve, users
+    from saslnetauth.cli import io as cli_io
 
     cli.add_command(db.init)
     cli.add_command(db.db)
@@ -76,6 +77,8 @@ def _register() -> None:
     cli.add_command(nets.net)
     cli.add_command(check.check)
     cli.add_command(serve.serve)
+    cli.add_command(cli_io.import_group)
+    cli.add_command(cli_io.export_group)
 
 
 _register()
