@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,8 @@ from saslnetauth.netrules import NetworkRule, parse_address, parse_network
 from saslnetauth.passwords import PasswordHasher
 from saslnetauth.protocol import AuthRequest, ServerCodec
 from saslnetauth.sasl import LoginMechanism, PlainMechanism, SaslFailure, decode_base64
+from tests.clitools import run
+from tests.serverproc import ServerProcess, run_server
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -135,3 +139,56 @@ def test_checkpassword_input_parser(data: bytes) -> None:
         return
     assert user and b"\0" not in user and b"\0" not in password
     assert data.startswith(user + b"\0" + password + b"\0")
+
+
+SERVER_FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    db = f"sqlite:///{tmp}/f.db"
+    assert run("init", db=db).code == 0
+    assert run("user", "add", "alice", "--hash", "{PLAIN}pw", "--net", "any", db=db).code == 0
+    cfg = tmp / "c.toml"
+    cfg.write_text("[serve]\npenalty_max = 0\ncont_timeout = 1.0\n")
+    with run_server(db, config=cfg) as srv:
+        yield srv
+
+
+@SERVER_FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=2048),
+        st.lists(lines, max_size=8).map(
+            lambda ls: ("\n".join(ls) + "\n").encode("utf-8", "surrogatepass")
+        ),
+    )
+)
+def test_server_survives_fuzz_over_a_real_socket(
+    live_server: ServerProcess, payload: bytes
+) -> None:
+    c = live_server.connect()
+    try:
+        while c.line() != "DONE":
+            pass
+        c.send(b"VERSION\t1\t2\nCPID\t1\n" + payload)
+        c.closed(timeout=0.05)  # whatever the server makes of it
+    except (OSError, EOFError):
+        pass
+    finally:
+        c.close()
+    ok = live_server.connect()
+    ok.handshake()
+    ok.plain(1, "alice", "pw")
+    assert ok.line() == "OK\t1\tuser=alice"
+    ok.close()
+
+
+def test_no_tracebacks_after_fuzzing(live_server: ServerProcess) -> None:
+    log = live_server.log()
+    assert "Traceback" not in log and "request failed" not in log
