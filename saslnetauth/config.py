@@ -104,6 +104,17 @@ class CheckpasswordConfig:
 
 
 @dataclass
+class PamConfig:
+    #: Check the passwords of users whose backend is "pam" with PAM.
+    enabled: bool = False
+    #: PAM service name: /etc/pam.d/<service> (see dovecot-examples/pam/saslnetauth).
+    service: str = "saslnetauth"
+    #: Also admit PAM (system) users that are not listed in saslnetauth, under the
+    #: global networks only. false: only listed users with backend "pam".
+    any_user: bool = False
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -124,6 +135,7 @@ class Config:
     passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
+    pam: PamConfig = field(default_factory=PamConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})
@@ -245,6 +257,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} is not an octal mode") from None
     if not 0 <= mode <= 0o777:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
+    if not cfg.pam.service or "/" in cfg.pam.service:
+        raise ConfigError("pam.service: a PAM service name such as saslnetauth")
     if cfg.checkpassword.fallback not in ("local", "tempfail"):
         raise ConfigError("checkpassword.fallback: use local or tempfail")
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):

@@ -56,6 +56,7 @@ class DecisionEngine:
         lowercase_usernames: bool = True,
         rehash_on_login: bool = False,
         pam: PamVerifier | None = None,
+        pam_any_user: bool = False,
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
     ) -> None:
         self.store = store
@@ -63,6 +64,7 @@ class DecisionEngine:
         self.lowercase = lowercase_usernames
         self.rehash_on_login = rehash_on_login
         self.pam = pam
+        self.pam_any_user = pam_any_user and pam is not None
         self.on_decision = on_decision
 
     def decide(
@@ -109,6 +111,9 @@ class DecisionEngine:
             global_rules = self.store.global_rules()
         except BackendError as exc:
             return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
+        if user is None and self.pam_any_user:
+            # any PAM (system) user, under the global networks only
+            user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         if user is None:
             self.hasher.dummy_verify(secret)
             return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)

@@ -55,11 +55,18 @@ def open_store(cfg: Config, *, check_schema: bool = True, create: bool = False) 
 
 
 def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:
+    pam = None
+    if cfg.pam.enabled:
+        from saslnetauth.pamauth import PamAuth
+
+        pam = PamAuth(cfg.pam.service)
     return DecisionEngine(
         store,
         make_hasher(cfg),
         lowercase_usernames=cfg.lowercase_usernames,
         rehash_on_login=cfg.passwords.rehash_on_login,
+        pam=pam,
+        pam_any_user=cfg.pam.any_user,
     )
 
 

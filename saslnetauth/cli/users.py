@@ -55,6 +55,12 @@ def user() -> None:
     "--no-password", is_flag=True, help="Create the user without a password (no login works)."
 )
 @click.option(
+    "--pam",
+    "use_pam",
+    is_flag=True,
+    help="Check this user's password with PAM (needs [pam] enabled = true) instead of a hash.",
+)
+@click.option(
     "--net",
     "nets",
     multiple=True,
@@ -70,6 +76,7 @@ def add(
     password_stdin: bool,
     hash_: str | None,
     no_password: bool,
+    use_pam: bool,
     nets: tuple[str, ...],
     disabled: bool,
 ) -> None:
@@ -80,14 +87,23 @@ def add(
     """
     rules = [NetworkRule.parse(n, scope="user") for n in nets]
     store = app.store()
-    if no_password:
-        if password_stdin or hash_:
-            raise click.UsageError("--no-password excludes --password-stdin and --hash")
+    if no_password or use_pam:
+        if password_stdin or hash_ or (no_password and use_pam):
+            raise click.UsageError(
+                "--no-password and --pam exclude each other, --password-stdin and --hash"
+            )
         phash = None
     else:
         store.name(name)  # validate the name before asking for a password
         phash = _new_hash(app, password_stdin, hash_)
-    key = store.add_user(name, phash, enabled=not disabled, networks=rules)
+    backend = "pam" if use_pam else "hash"
+    key = store.add_user(name, phash, enabled=not disabled, networks=rules, backend=backend)
+    if use_pam and not app.config.pam.enabled:
+        click.echo(
+            "saslnetauth: warning: [pam] enabled is false: this user's logins fail "
+            "temporarily until PAM is enabled",
+            err=True,
+        )
     nets_txt = ", ".join(r.spec for r in rules) or "none"
     click.echo(f"user {key} added ({'disabled' if disabled else 'enabled'}; networks: {nets_txt})")
 
@@ -99,10 +115,13 @@ def add(
 def passwd(app: AppContext, name: str, password_stdin: bool, hash_: str | None) -> None:
     """Set the password of user NAME (prompted, --password-stdin or --hash)."""
     store = app.store()
-    if store.get_user(name) is None:
+    record = store.get_user(name)
+    if record is None:
         from saslnetauth.errors import NotFoundError
 
         raise NotFoundError(f"no such user: {store.name(name)}")
+    if record.backend == "pam":
+        raise InvalidInputError(f"user {record.name} is checked by PAM: change the password there")
     store.set_password(name, _new_hash(app, password_stdin, hash_))
     click.echo(f"password of {store.name(name)} changed")
 
