@@ -115,6 +115,17 @@ class PamConfig:
 
 
 @dataclass
+class ReportConfig:
+    #: Keep a record of the server's verdicts in the database (table auth_events)
+    #: for `saslnetauth report`; written in the background, never delaying a login.
+    record: bool = True
+    #: Days the record is kept.
+    keep_days: int = 30
+    #: Verdicts waiting to be written at most; more are dropped (and counted).
+    queue_size: int = 10000
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -136,6 +147,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
     pam: PamConfig = field(default_factory=PamConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})
@@ -257,6 +269,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} is not an octal mode") from None
     if not 0 <= mode <= 0o777:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
+    if cfg.report.keep_days < 1 or cfg.report.queue_size < 1:
+        raise ConfigError("report.keep_days and report.queue_size: at least 1")
     if not cfg.pam.service or "/" in cfg.pam.service:
         raise ConfigError("pam.service: a PAM service name such as saslnetauth")
     if cfg.checkpassword.fallback not in ("local", "tempfail"):

@@ -66,6 +66,16 @@ class DecisionEngine:
         self.pam = pam
         self.pam_any_user = pam_any_user and pam is not None
         self.on_decision = on_decision
+        #: Run by close(): what this engine owns (store, verdict recorder).
+        self.closers: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        for fn in reversed(self.closers):
+            try:
+                fn()
+            except Exception:
+                log.exception("error while closing the engine")
+        self.closers.clear()
 
     def decide(
         self,

@@ -227,6 +227,7 @@ class AuthServer:
         for session in list(self._sessions):
             session.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
         log.info("%s", kv("stopped", **self.stats))
 
     def reload(self) -> None:
@@ -241,9 +242,7 @@ class AuthServer:
         self.engine = engine
         self._configure(settings)
         log.info("%s", kv("configuration reloaded", failure_delay=settings.failure_delay))
-        close = getattr(old.store, "close", None)
-        if close is not None:
-            asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, close)
+        asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, old.close)
 
     # -- connections --------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def cli(ctx: click.Context, database: str | None, config_path: str | None, debug
 
 
 def _register() -> None:
-    from saslnetauth.cli import check, db, nets, serve, users
+    from saslnetauth.cli import check, db, nets, report, serve, users
     from saslnetauth.cli import io as cli_io
 
     cli.add_command(db.init)
@@ -77,6 +77,7 @@ def _register() -> None:
     cli.add_command(nets.net)
     cli.add_command(check.check)
     cli.add_command(serve.serve)
+    cli.add_command(report.report)
     cli.add_command(cli_io.import_group)
     cli.add_command(cli_io.export_group)
 

@@ -112,7 +112,17 @@ def _build_engine(cfg: Config) -> DecisionEngine:
         # Start anyway: logins fail temporarily until the database answers.
         log.error("%s", kv("database unavailable at start", error=str(exc)))
         store = open_store(cfg, check_schema=False)
-    return make_engine(cfg, store)
+    engine = make_engine(cfg, store)
+    engine.closers.append(store.close)
+    if cfg.report.record:
+        from saslnetauth.store.events import EventRecorder
+
+        recorder = EventRecorder(
+            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
+        )
+        engine.on_decision = recorder.record
+        engine.closers.append(recorder.close)
+    return engine
 
 
 async def _run(

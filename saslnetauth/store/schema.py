@@ -15,6 +15,10 @@ Tables (see README "Database"):
 ``global_networks``
     ``network`` unique, ``services``, ``comment`` as above; applies to
     every user.
+``auth_events``
+    one row per verdict of the server (``ts``, ``user``, ``rip``,
+    ``service``, ``verdict``, ``reason``, ``credentials_valid``), written
+    in the background, read by ``saslnetauth report``.
 
 Changing these definitions requires a new Alembic migration.
 """
@@ -27,7 +31,7 @@ from sqlalchemy.dialects import mysql
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -81,4 +85,26 @@ global_networks = sa.Table(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.UniqueConstraint("network", name="uq_global_networks_network"),
+)
+
+_TEXT = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+#: One row per decision of the server (written in batches, pruned after keep_days).
+auth_events = sa.Table(
+    "auth_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("user", _TEXT, nullable=True),
+    sa.Column("rip", sa.String(64), nullable=True),
+    sa.Column("service", sa.String(32), nullable=True),
+    sa.Column("verdict", sa.String(8), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("credentials_valid", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_auth_events_ts", "ts"),
 )

@@ -1,0 +1,88 @@
+"""``saslnetauth report``: what the server saw recently."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from saslnetauth.cli.common import AppContext, emit_json, pass_app
+from saslnetauth.errors import InvalidInputError
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    m = re.fullmatch(r"(\d{1,6})([mhdw])", text.strip())
+    if not m:
+        raise InvalidInputError(f"invalid duration {text!r}: use e.g. 30m, 24h, 7d, 2w")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+@click.command()
+@click.option(
+    "--since",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="How far back: 30m, 24h, 7d, 2w.",
+)
+@click.option(
+    "--top",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Entries in the top lists.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
+@pass_app
+def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
+    """Summarise the server's recent verdicts.
+
+    Shows verdict counts, failures per service and reason, the client
+    addresses and networks (/24, /48) that failed most, and the users whose
+    correct password was used from a forbidden network (likely stolen
+    credentials). Reads the record `saslnetauth serve` keeps ([report]
+    record = true, the default).
+    """
+    from saslnetauth.store.events import build_report
+
+    start = datetime.now(UTC) - parse_duration(since)
+    rep = build_report(app.store(), start)
+    data = rep.to_json(top)
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"since {start:%Y-%m-%d %H:%M} UTC")
+    verdicts = data["verdicts"]
+    assert isinstance(verdicts, dict)
+    click.echo(
+        "verdicts: " + (", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())) or "none")
+    )
+    _section("failures by service", data["failures_by_service"])
+    _section("failures by reason", data["failures_by_reason"])
+    _rows("top denied addresses", data["top_denied_addresses"], "address")
+    _rows("top denied networks", data["top_denied_networks"], "network")
+    stolen = data["stolen_credentials"]
+    assert isinstance(stolen, list)
+    click.echo(
+        "correct password from a forbidden network (likely stolen):" + ("" if stolen else " none")
+    )
+    for s in stolen:
+        click.echo(
+            f"  {s['user']} from {s['address']}: {s['count']} times, last {s['last']}, "
+            f"services {','.join(s['services'])}"
+        )
+
+
+def _section(title: str, counts: object) -> None:
+    assert isinstance(counts, dict)
+    click.echo(f"{title}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
+
+
+def _rows(title: str, rows: object, key: str) -> None:
+    assert isinstance(rows, list)
+    click.echo(f"{title}:" + ("" if rows else " none"))
+    for r in rows:
+        click.echo(f"  {r[key]:<40} {r['failures']}")

@@ -1,0 +1,188 @@
+"""The verdict record: written in the background, summarised by ``saslnetauth report``.
+
+Logins never wait for it: a decision is put on a bounded queue (dropped,
+and counted, when the queue is full) and one writer thread inserts them in
+batches; rows older than ``keep_days`` are pruned hourly. A database error
+loses that batch (logged) and never affects a login.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from saslnetauth.errors import BackendError
+from saslnetauth.logfmt import kv
+from saslnetauth.netrules import parse_address
+from saslnetauth.penalty import client_key
+from saslnetauth.store.schema import auth_events
+from saslnetauth.store.sql import SqlStore
+from saslnetauth.verdict import Decision, Reason
+
+__all__ = ["EventRecorder", "Report", "build_report"]
+
+log = logging.getLogger("saslnetauth.record")
+
+BATCH = 500
+FLUSH_SECONDS = 1.0
+PRUNE_SECONDS = 3600.0
+
+
+class EventRecorder:
+    """Queue decisions and insert them from one background thread."""
+
+    def __init__(self, store: SqlStore, *, keep_days: int = 30, queue_size: int = 10_000) -> None:
+        self.store = store
+        self.keep_days = keep_days
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="saslnetauth-record", daemon=True)
+        self._thread.start()
+
+    def record(self, decision: Decision, rip: str | None, service: str) -> None:
+        """Called by the engine for every decision (from worker threads); never blocks."""
+        addr = parse_address(rip)
+        row = {
+            "ts": datetime.now(UTC),
+            "user": decision.user[:255] if decision.user else None,
+            "rip": str(addr) if addr is not None else None,
+            "service": service[:32] or None,
+            "verdict": decision.verdict.value,
+            "reason": decision.reason.value,
+            "credentials_valid": decision.credentials_valid,
+        }
+        try:
+            self.queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        with contextlib.suppress(queue.Full):
+            self.queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_prune = 0.0
+        stop = False
+        while not stop:
+            batch: list[dict[str, Any]] = []
+            deadline = time.monotonic() + FLUSH_SECONDS
+            while len(batch) < BATCH:
+                try:
+                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            if batch:
+                self._write(batch)
+            if time.monotonic() - last_prune > PRUNE_SECONDS:
+                last_prune = time.monotonic()
+                self._prune()
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(auth_events.insert(), batch)
+            self.written += len(batch)
+        except SQLAlchemyError as exc:
+            log.warning("%s", kv("verdict record lost", rows=len(batch), error=str(exc)[:200]))
+
+    def _prune(self) -> None:
+        cutoff = datetime.now(UTC) - timedelta(days=self.keep_days)
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(auth_events.delete().where(auth_events.c.ts < cutoff))
+        except SQLAlchemyError as exc:
+            log.warning("%s", kv("verdict record prune failed", error=str(exc)[:200]))
+
+
+@dataclass
+class Report:
+    since: datetime
+    verdicts: Counter[str] = field(default_factory=Counter)
+    failures_by_service: Counter[str] = field(default_factory=Counter)
+    failures_by_reason: Counter[str] = field(default_factory=Counter)
+    denied_addresses: Counter[str] = field(default_factory=Counter)
+    denied_networks: Counter[str] = field(default_factory=Counter)
+    stolen: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self, top: int) -> dict[str, object]:
+        """The documented ``report --json`` shape."""
+        return {
+            "since": self.since.isoformat(),
+            "verdicts": dict(self.verdicts),
+            "failures_by_service": dict(self.failures_by_service.most_common()),
+            "failures_by_reason": dict(self.failures_by_reason.most_common()),
+            "top_denied_addresses": [
+                {"address": a, "failures": n} for a, n in self.denied_addresses.most_common(top)
+            ],
+            "top_denied_networks": [
+                {"network": a, "failures": n} for a, n in self.denied_networks.most_common(top)
+            ],
+            "stolen_credentials": sorted(
+                (
+                    {
+                        "user": user,
+                        "address": rip,
+                        "count": v["count"],
+                        "last": v["last"].isoformat(),
+                        "services": sorted(v["services"]),
+                    }
+                    for (user, rip), v in self.stolen.items()
+                ),
+                key=lambda d: (-int(str(d["count"])), str(d["user"])),
+            ),
+        }
+
+
+def build_report(store: SqlStore, since: datetime) -> Report:
+    """Summarise the verdict record since ``since`` (streamed, constant memory per key)."""
+    rep = Report(since=since)
+    cols = auth_events.c
+    query = sa.select(
+        cols.ts,
+        cols.user,
+        cols.rip,
+        cols.service,
+        cols.verdict,
+        cols.reason,
+        cols.credentials_valid,
+    ).where(cols.ts >= since)
+    stolen_reasons = {Reason.NETWORK.value, Reason.NO_NETWORK_RULES.value}
+    try:
+        with store.engine.connect() as conn:
+            for ts, user, rip, service, verdict, reason, valid in conn.execute(query):
+                rep.verdicts[verdict] += 1
+                if verdict != "fail":
+                    continue
+                rep.failures_by_service[service or "-"] += 1
+                rep.failures_by_reason[reason] += 1
+                if rip:
+                    rep.denied_addresses[rip] += 1
+                    net = client_key(rip, ipv4_prefix=24, ipv6_prefix=48)
+                    if net:
+                        rep.denied_networks[net] += 1
+                if valid and reason in stolen_reasons:
+                    entry = rep.stolen.setdefault(
+                        (user or "?", rip or "-"), {"count": 0, "last": ts, "services": set()}
+                    )
+                    entry["count"] += 1
+                    entry["last"] = max(entry["last"], ts)
+                    entry["services"].add(service or "-")
+    except SQLAlchemyError as exc:
+        raise BackendError(f"cannot read the verdict record: {exc}") from None
+    return rep
