@@ -91,6 +91,9 @@ class ServeConfig:
     alert_command: list[str] = field(default_factory=list)
     #: Seconds before the alert command is killed.
     alert_timeout: float = 10.0
+    #: Serve Prometheus metrics at http://ADDR/metrics: inet:HOST:PORT or unix:/path
+    #: ("" = off). Keep it on loopback or a management network.
+    metrics_listen: str = ""
 
 
 @dataclass

@@ -35,6 +35,7 @@ from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import ProtocolError
 from saslnetauth.listeners import BACKLOG, describe, sd_notify
 from saslnetauth.logfmt import kv
+from saslnetauth.metrics import Metrics
 from saslnetauth.penalty import PenaltyBox, client_key
 from saslnetauth.protocol import (
     AuthRequest,
@@ -159,6 +160,7 @@ class AuthServer:
             "overload": 0,
             "stolen_credentials": 0,
         }
+        self.metrics = Metrics()
         self._configure(settings)
 
     def _configure(self, settings: Settings) -> None:
@@ -185,6 +187,64 @@ class AuthServer:
                 srv = await asyncio.start_server(self._on_connect, sock=sock, backlog=BACKLOG)
             self._servers.append(srv)
             log.info("%s", kv("listening", on=describe(sock)))
+
+    async def start_metrics(self, sock: socket.socket) -> None:
+        """Serve GET /metrics (Prometheus text format) on ``sock``."""
+        if sock.family == socket.AF_UNIX:
+            srv = await asyncio.start_unix_server(self._on_metrics, sock=sock)
+        else:
+            srv = await asyncio.start_server(self._on_metrics, sock=sock)
+        self._servers.append(srv)
+        log.info("%s", kv("metrics", on=describe(sock)))
+
+    def render_metrics(self) -> str:
+        m = self.metrics
+        for name, text, value in (
+            ("saslnetauth_connections_open", "Client connections now.", len(self._sessions)),
+            ("saslnetauth_pending_verifications", "Verifications queued or running.", self.pending),
+            (
+                "saslnetauth_penalised_clients",
+                "Clients with a brute-force penalty.",
+                len(self.ip_penalty),
+            ),
+            (
+                "saslnetauth_connections_total",
+                "Client connections accepted.",
+                self.stats["connections"],
+            ),
+            (
+                "saslnetauth_overload_total",
+                "Logins refused for max_pending.",
+                self.stats["overload"],
+            ),
+            (
+                "saslnetauth_stolen_credentials_total",
+                "Correct passwords from forbidden networks.",
+                self.stats["stolen_credentials"],
+            ),
+        ):
+            m.set_gauge(name, text, value)
+        return m.render()
+
+    async def _on_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            writer.close()
+            return
+        line = request.split(b"\r\n", 1)[0].split()
+        if len(line) >= 2 and line[0] == b"GET" and line[1] in (b"/metrics", b"/"):
+            body = self.render_metrics().encode()
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        else:
+            body = b"not found\n"
+            head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+        writer.write(
+            head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        writer.close()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -277,12 +337,16 @@ class AuthServer:
         failure delay (user penalty). The client's penalty is waited out first,
         whatever the outcome will be, like Dovecot's auth_penalty."""
         settings = self.settings
+        started = time.monotonic()
         key = client_key(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
-        wait = self.ip_penalty.delay(key, time.monotonic())
+        wait = self.ip_penalty.delay(key, started)
         if wait > 0:
             await asyncio.sleep(wait)
         decision = await self._run_engine(creds, auth)
         now = time.monotonic()
+        self.metrics.observe(
+            decision.verdict.value, decision.reason.value, auth.service, now - started
+        )
         extra = 0.0
         if decision.verdict is Verdict.OK:
             # The user brake is not cleared: it only counts failures from outside the

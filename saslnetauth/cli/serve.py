@@ -91,6 +91,10 @@ def serve(
         for a in addrs
     ]
 
+    metrics_sock = None
+    if cfg.serve.metrics_listen:
+        metrics_sock = listeners.bind(listeners.parse_listen(cfg.serve.metrics_listen), mode="0600")
+
     def reload() -> tuple[DecisionEngine, Settings]:
         from saslnetauth.server import Settings
 
@@ -98,7 +102,7 @@ def serve(
         setup_logging(new)
         return _build_engine(new), Settings.from_config(new.serve)
 
-    asyncio.run(_run(cfg, engine, sockets, reload))
+    asyncio.run(_run(cfg, engine, sockets, reload, metrics_sock))
 
 
 def _build_engine(cfg: Config) -> DecisionEngine:
@@ -130,6 +134,7 @@ async def _run(
     engine: DecisionEngine,
     sockets: list[socket.socket],
     reload: Callable[[], tuple[DecisionEngine, Settings]],
+    metrics_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.server import AuthServer, Settings
 
@@ -137,5 +142,7 @@ async def _run(
         engine, Settings.from_config(cfg.serve), workers=cfg.serve.workers, reload=reload
     )
     await server.start(sockets)
+    if metrics_sock is not None:
+        await server.start_metrics(metrics_sock)
     server.install_signal_handlers()
     await server.serve()
