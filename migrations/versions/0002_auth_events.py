@@ -22,8 +22,12 @@ _TEXT = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"),
 def upgrade() -> None:
     op.create_table(
         "auth_events",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
-                  autoincrement=True),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("user", _TEXT, nullable=True),
         sa.Column("rip", sa.String(64), nullable=True),
