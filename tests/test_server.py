@@ -425,3 +425,30 @@ async def _load(path: str, clients: int, logins: int) -> list[tuple[str, str]]:
 
     batches = await asyncio.gather(*(one(n) for n in range(clients)))
     return [r for b in batches for r in b]
+
+
+def test_max_connections_idle_timeout_and_max_pending(db: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "caps.toml"
+    cfg.write_text(
+        "[passwords]\nargon2_memory_kib = 65536\nargon2_time_cost = 3\n"
+        "[serve]\nmax_connections = 3\nidle_timeout = 1.0\nmax_pending = 1\npenalty_max = 0\n"
+        "workers = 1\n"
+    )
+    with run_server(db, config=cfg) as srv:
+        held = [srv.connect() for _ in range(3)]
+        for c in held:
+            c.handshake()
+        extra = srv.connect()
+        assert extra.closed(timeout=5), "a 4th connection must be refused"
+        srv.wait_log("connection refused: reason=max_connections limit=3")
+        # max_pending = 1: while one slow (default-cost ARGON2ID) verification runs,
+        # the next login is answered TEMPFAIL at once, never queued without bound
+        c = held[0]
+        c.plain(1, "ghost", "x")  # unknown user: a full dummy verification
+        c.plain(2, "alice", PW)
+        replies = {c.line() for _ in range(2)}
+        assert any(r.startswith("FAIL\t2\t") and "temp" in r for r in replies), replies
+        assert "reason=overload" in srv.log()
+        # idle connections are closed after idle_timeout
+        assert held[1].closed(timeout=5)
+        srv.wait_log("connection closed: cuid=")
