@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from saslnetauth.store.schema import SCHEMA_REVISION
 from tests.clitools import run
 
 
@@ -243,7 +244,7 @@ def test_db_current_and_env_and_config(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/env.db"
     assert run("init", env={"SASLNETAUTH_DATABASE_URL": url}).code == 0
     r = run("db", "current", env={"SASLNETAUTH_DATABASE_URL": url})
-    assert r.code == 0 and "revision: 0001" in r.out
+    assert r.code == 0 and f"revision: {SCHEMA_REVISION}" in r.out
     cfg = tmp_path / "conf.toml"
     cfg.write_text(f'database_url = "sqlite:///{tmp_path}/conf.db"\n')
     assert run("--config", str(cfg), "init").code == 0

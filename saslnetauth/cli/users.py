@@ -182,7 +182,7 @@ def list_(app: AppContext, as_json: bool) -> None:
 def show(app: AppContext, name: str, as_json: bool) -> None:
     """Show user NAME: state, password scheme and networks."""
     store = app.store()
-    u = store.get_user(name)
+    u = store.get_user(name, details=True)
     if u is None:
         from saslnetauth.errors import NotFoundError
 

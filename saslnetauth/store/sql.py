@@ -130,36 +130,25 @@ class SqlStore:
 
     # -- what the engine needs --------------------------------------------------
 
-    def get_user(self, name: str) -> UserRecord | None:
+    def get_user(self, name: str, *, details: bool = False) -> UserRecord | None:
+        """The user with its valid rules; ``details`` adds timestamps and comments.
+
+        The lean form (the engine's, once per login) runs a statement built
+        once, and skips the columns only admins look at.
+        """
         key = self.name(name)
-        query = (
-            sa.select(
-                users.c.id,
-                users.c.name,
-                users.c.password_hash,
-                users.c.enabled,
-                users.c.backend,
-                users.c.created_at,
-                users.c.updated_at,
-                user_networks.c.id,
-                user_networks.c.network,
-                user_networks.c.services,
-                user_networks.c.comment,
-                user_networks.c.created_at,
-            )
-            .select_from(users.outerjoin(user_networks, user_networks.c.user_id == users.c.id))
-            .where(users.c.name == key)
-            .order_by(user_networks.c.id)
-        )
+        stmt = _USER_DETAILS_BY_NAME if details else _USER_BY_NAME
         with self._conn() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(stmt, {"name": key}).all()
         if not rows:
             return None
         return self._build_user(rows)
 
     def _build_user(self, rows: Sequence[Any]) -> UserRecord:
         first = rows[0]
-        uid, uname, phash, enabled, backend, created, updated = first[:7]
+        details = len(first) == len(_DETAIL_COLUMNS)
+        uid, uname, phash, enabled, backend = first[:5]
+        created, updated = (first[5], first[6]) if details else (None, None)
         if backend not in BACKENDS or not isinstance(enabled, bool):
             log.error(
                 "%s",
@@ -175,7 +164,11 @@ class SqlStore:
         records: list[NetworkRecord] = []
         rules: list[NetworkRule] = []
         for row in rows:
-            nid, net, services, comment, ncreated = row[7:]
+            if details:
+                nid, net, services, comment, ncreated = row[7:]
+            else:
+                nid, net, services = row[5:]
+                comment = ncreated = None
             if nid is None:
                 continue
             rec, rule = _network_row("user_networks", nid, net, services, comment, ncreated, uname)
@@ -312,24 +305,7 @@ class SqlStore:
             conn.execute(users.delete().where(users.c.id == uid))
 
     def list_users(self) -> list[UserRecord]:
-        query = (
-            sa.select(
-                users.c.id,
-                users.c.name,
-                users.c.password_hash,
-                users.c.enabled,
-                users.c.backend,
-                users.c.created_at,
-                users.c.updated_at,
-                user_networks.c.id,
-                user_networks.c.network,
-                user_networks.c.services,
-                user_networks.c.comment,
-                user_networks.c.created_at,
-            )
-            .select_from(users.outerjoin(user_networks, user_networks.c.user_id == users.c.id))
-            .order_by(users.c.name, user_networks.c.id)
-        )
+        query = _USER_DETAILS.order_by(users.c.name, user_networks.c.id)
         with self._conn() as conn:
             rows = conn.execute(query).all()
         grouped: dict[int, list[Any]] = {}
@@ -398,6 +374,45 @@ class SqlStore:
                 ).order_by(global_networks.c.id)
             ).all()
         return [_network_row("global_networks", *row)[0] for row in rows]
+
+
+# -- statements built once ------------------------------------------------------------
+
+_JOIN = users.outerjoin(user_networks, user_networks.c.user_id == users.c.id)
+_LEAN_COLUMNS = (
+    users.c.id,
+    users.c.name,
+    users.c.password_hash,
+    users.c.enabled,
+    users.c.backend,
+    user_networks.c.id,
+    user_networks.c.network,
+    user_networks.c.services,
+)
+_DETAIL_COLUMNS = (
+    users.c.id,
+    users.c.name,
+    users.c.password_hash,
+    users.c.enabled,
+    users.c.backend,
+    users.c.created_at,
+    users.c.updated_at,
+    user_networks.c.id,
+    user_networks.c.network,
+    user_networks.c.services,
+    user_networks.c.comment,
+    user_networks.c.created_at,
+)
+_USER_BY_NAME = (
+    sa.select(*_LEAN_COLUMNS)
+    .select_from(_JOIN)
+    .where(users.c.name == sa.bindparam("name"))
+    .order_by(user_networks.c.id)
+)
+_USER_DETAILS = sa.select(*_DETAIL_COLUMNS).select_from(_JOIN)
+_USER_DETAILS_BY_NAME = _USER_DETAILS.where(users.c.name == sa.bindparam("name")).order_by(
+    user_networks.c.id
+)
 
 
 # -- helpers ----------------------------------------------------------------------
