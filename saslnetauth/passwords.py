@@ -49,6 +49,8 @@ __all__ = [
 ]
 
 DEFAULT_SCHEME = "ARGON2ID"
+#: Parsed stored hashes remembered at most (the cache is emptied when full).
+PARSE_CACHE_SIZE = 20_000
 #: Maximum password length we ever hash or verify (bytes); longer is a FAIL.
 MAX_PASSWORD_BYTES = 4096
 #: libxcrypt refuses longer passphrases (CRYPT_MAX_PASSPHRASE_SIZE); so does Dovecot.
@@ -192,6 +194,7 @@ class PasswordHasher:
         self._sha_rounds = sha_crypt_rounds
         self._dummy: ParsedHash | None = None
         self._dummy_lock = threading.Lock()
+        self._parsed: dict[str, ParsedHash] = {}
 
     # -- parsing -------------------------------------------------------------
 
@@ -200,7 +203,19 @@ class PasswordHasher:
 
         Accepts ``{SCHEME}value`` or a bare crypt/argon2 string and returns
         the canonical form. Raises :class:`InvalidHashError` otherwise.
+        Valid results are remembered (bounded), since the engine parses the
+        same stored hashes on every login.
         """
+        cached = self._parsed.get(stored) if isinstance(stored, str) else None
+        if cached is not None:
+            return cached
+        parsed = self._parse(stored)
+        if len(self._parsed) >= PARSE_CACHE_SIZE:
+            self._parsed.clear()
+        self._parsed[stored] = parsed
+        return parsed
+
+    def _parse(self, stored: str) -> ParsedHash:
         if not isinstance(stored, str) or not stored:
             raise InvalidHashError("empty password hash")
         if len(stored) > 1024 or any(c in stored for c in "\t\r\n\x00"):
