@@ -70,6 +70,39 @@ def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:
     )
 
 
+def build_server_engine(cfg: Config, *, check_schema: bool = True) -> DecisionEngine:
+    """The engine of a long-running server: store, verdict record, closers.
+
+    A database that is down is logged and tolerated (logins fail temporarily
+    until it answers); an outdated schema raises SchemaOutdatedError.
+    """
+    import logging as _logging
+
+    from saslnetauth.errors import BackendError
+    from saslnetauth.logfmt import kv
+
+    try:
+        store = open_store(cfg, check_schema=check_schema)
+    except SchemaOutdatedError:
+        raise
+    except BackendError as exc:
+        _logging.getLogger("saslnetauth.server").error(
+            "%s", kv("database unavailable at start", error=str(exc))
+        )
+        store = open_store(cfg, check_schema=False)
+    engine = make_engine(cfg, store)
+    engine.closers.append(store.close)
+    if cfg.report.record:
+        from saslnetauth.store.events import EventRecorder
+
+        recorder = EventRecorder(
+            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
+        )
+        engine.on_decision = recorder.record
+        engine.closers.append(recorder.close)
+    return engine
+
+
 def setup_logging(cfg: Config, stream: TextIO | None = None, level: str | None = None) -> None:
     """Log to standard error (and to ``logging.file`` when set)."""
     root = logging.getLogger("saslnetauth")

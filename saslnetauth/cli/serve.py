@@ -12,8 +12,7 @@ import click
 
 from saslnetauth.cli.common import AppContext, pass_app
 from saslnetauth.config import Config, load_config, validate
-from saslnetauth.errors import BackendError, ConfigError, SchemaOutdatedError
-from saslnetauth.logfmt import kv
+from saslnetauth.errors import ConfigError
 
 if TYPE_CHECKING:
     from saslnetauth.engine import DecisionEngine
@@ -106,27 +105,9 @@ def serve(
 
 
 def _build_engine(cfg: Config) -> DecisionEngine:
-    from saslnetauth.runtime import make_engine, open_store
+    from saslnetauth.runtime import build_server_engine
 
-    try:
-        store = open_store(cfg)
-    except SchemaOutdatedError:
-        raise
-    except BackendError as exc:
-        # Start anyway: logins fail temporarily until the database answers.
-        log.error("%s", kv("database unavailable at start", error=str(exc)))
-        store = open_store(cfg, check_schema=False)
-    engine = make_engine(cfg, store)
-    engine.closers.append(store.close)
-    if cfg.report.record:
-        from saslnetauth.store.events import EventRecorder
-
-        recorder = EventRecorder(
-            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
-        )
-        engine.on_decision = recorder.record
-        engine.closers.append(recorder.close)
-    return engine
+    return build_server_engine(cfg)
 
 
 async def _run(
