@@ -378,7 +378,7 @@ async def run_load(
             latencies.append(perf() - t0)
             labels.append(idx)
             kind = classify(line, rid, logins_[idx].expect_ok)
-            verdicts[line[:4].rstrip(b"\t").decode("ascii", "replace")] += 1
+            verdicts[line.split(b"\t", 1)[0].decode("ascii", "replace")] += 1
             if kind is not None:
                 state.error(kind, f"{logins_[idx].label or logins_[idx].user}: {line[:120]!r}")
                 if kind == "protocol":

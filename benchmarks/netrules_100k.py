@@ -192,12 +192,22 @@ def main(argv: list[str] | None = None) -> int:
             return store.global_rules()
 
         recheck_s, _ = timed(recheck, repeat=20)
+
+        def full_reload() -> RuleSet:
+            store._global_checked = 0.0
+            store._global_loaded = -1e9  # as if GLOBAL_FULL_RELOAD (30 s) had passed
+            return store.global_rules()
+
+        reload_s = float("nan")
+        if hasattr(store, "_global_loaded"):
+            reload_s, _ = timed(full_reload, repeat=3)
         store.close()
         db_rows = [
             ["INSERT 100k rows (sqlite3 executemany, one transaction)", f"{insert_s:.3f} s"],
             ["SqlStore(url).global_rules(), cold (median of 5)", f"{cold_s:.3f} s"],
             ["global_rules(), cached", f"{cached_s * 1e6:.2f} us"],
             ["global_rules(), change check after cache_seconds", f"{recheck_s * 1e3:.2f} ms"],
+            ["global_rules(), periodic full reload (nothing changed)", f"{reload_s:.3f} s"],
         ]
 
     samples = addresses(nets, rng, args.lookups)
@@ -237,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     load = "MET" if cold_s <= 1.0 else "NOT MET"
+    build = "MET" if parse_s + build_s <= 1.0 else "NOT MET"
     look = "MET" if worst <= 20 else "NOT MET"
+    print(f"target load <= 1 s (NetworkRule.parse + RuleSet): {build} ({parse_s + build_s:.3f} s)")
     print(f"target load <= 1 s (from the database): {load} ({cold_s:.3f} s)")
     print(f"target lookup <= 20 us (worst, incl. parse): {look} ({worst:.2f} us)")
     print(f"reproduce: {command_line()}")

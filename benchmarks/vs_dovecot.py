@@ -117,6 +117,7 @@ class Agg:
 
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    wall: float = 0.0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     server_cpu: float = 0.0
@@ -127,6 +128,7 @@ class Agg:
     def add(self, res: LoadResult, wall: float, srv: float, own: float, others: float) -> None:
         self.latencies += res.latencies
         self.elapsed += res.elapsed
+        self.wall += wall
         self.errors += res.error_count
         self.error_samples += res.error_samples[: 3 - len(self.error_samples)]
         self.server_cpu += srv
@@ -156,7 +158,7 @@ def plan(args: argparse.Namespace) -> list[Cell]:
                 if args.quick:
                     if (scheme, conns) in QUICK_SKIP:
                         continue
-                    base //= QUICK_DIVISOR
+                    base = max(2, base // QUICK_DIVISOR)
                     rounds = 1
                 n = max(conns, int(base * args.scale))
                 cells.append(Cell(scheme, kind, conns, n, rounds))
@@ -312,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                     ms(agg.pct(100)),
                     agg.errors,
                     f"{agg.cpu_per_login * 1000:.3f}",
-                    f"{agg.client_cpu / agg.elapsed * 100:.0f}" if agg.elapsed else "-",
-                    f"{agg.others_cpu / agg.elapsed * 100:.0f}" if agg.elapsed else "-",
+                    f"{agg.client_cpu / agg.wall * 100:.0f}" if agg.wall else "-",
+                    f"{agg.others_cpu / agg.wall * 100:.0f}" if agg.wall else "-",
                     *ratio,
                 ]
             )
