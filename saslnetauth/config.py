@@ -60,8 +60,11 @@ class ServeConfig:
     socket_mode: str = "0660"
     socket_owner: str = ""
     socket_group: str = ""
-    #: Verification threads (0 = 2 x number of cores).
+    #: Decision workers (0 = one per core): processes, or threads (see worker_mode).
     workers: int = 0
+    #: "processes" (default: every core also runs the Python around the hashes) or
+    #: "threads" (one process; only the hashes themselves run in parallel).
+    worker_mode: str = "processes"
     #: Most requests being verified or waiting for a worker, over all clients.
     max_pending: int = 1024
     #: Most requests in flight on one connection; more closes the connection.
@@ -264,6 +267,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"serve.{name}: must be at least 1")
     if s.workers < 0:
         raise ConfigError("serve.workers: must be 0 (automatic) or more")
+    if s.worker_mode not in ("processes", "threads"):
+        raise ConfigError("serve.worker_mode: use processes or threads")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
     try:

@@ -2,10 +2,10 @@
 
 Each client connection gets the Dovecot handshake as soon as it connects,
 then any number of requests, concurrently, answered by id. Credentials go
-to the decision engine on a thread pool (the hashes used release the GIL:
-libcrypt through ctypes, argon2-cffi, bcrypt), so the event loop never
-blocks on hashing or on the database. Failures are answered after the
-failure delay, which holds only that request.
+to the decision engine in worker processes (:mod:`saslnetauth.workers`),
+so the event loop never blocks on hashing or on the database, and every
+core works. Failures are answered after the failure delay, which holds
+only that request.
 
 Limits: line length (:data:`saslnetauth.protocol.MAX_LINE`), requests in
 flight per connection, connections, verifications pending over all
@@ -20,18 +20,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from saslnetauth.alerts import AlertRunner
-from saslnetauth.config import ServeConfig
-from saslnetauth.engine import DecisionEngine
+from saslnetauth.config import Config, ServeConfig
 from saslnetauth.errors import ProtocolError
 from saslnetauth.listeners import BACKLOG, describe, sd_notify
 from saslnetauth.logfmt import kv
@@ -62,6 +59,7 @@ from saslnetauth.sasl import (
     new_mechanism,
 )
 from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.workers import Decider
 
 __all__ = ["AuthServer", "Settings"]
 
@@ -135,21 +133,18 @@ class AuthServer:
 
     def __init__(
         self,
-        engine: DecisionEngine,
+        decider: Decider,
         settings: Settings,
         *,
-        workers: int = 0,
-        reload: Callable[[], tuple[DecisionEngine, Settings]] | None = None,
+        reload: Callable[[], tuple[Config, Settings]] | None = None,
     ) -> None:
-        self.engine = engine
+        self.decider = decider
         self.settings = settings
-        n = workers or 2 * (os.cpu_count() or 1)
-        self.executor = ThreadPoolExecutor(max_workers=n, thread_name_prefix="saslnetauth-verify")
-        self.workers = n
         self._reload_cb = reload
         self._servers: list[asyncio.base_events.Server] = []
         self._sessions: set[_Session] = set()
         self._cuids = itertools.count(1)
+        self._background: set[asyncio.Task[None]] = set()
         self.pending = 0  # verifications queued or running, over all clients
         self._stopping: asyncio.Event | None = None
         self.stats = {
@@ -265,7 +260,7 @@ class AuthServer:
             "%s",
             kv(
                 "ready",
-                workers=self.workers,
+                workers=self.decider.describe(),
                 failure_delay=self.settings.failure_delay,
                 max_pending=self.settings.max_pending,
             ),
@@ -286,23 +281,25 @@ class AuthServer:
         await self.alerts.drain(timeout=drain_timeout)
         for session in list(self._sessions):
             session.close()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
+        await self.decider.close()
         log.info("%s", kv("stopped", **self.stats))
 
     def reload(self) -> None:
-        if self._reload_cb is None:
-            return
+        if self._reload_cb is not None:
+            task = asyncio.ensure_future(self._reload())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reload(self) -> None:
+        assert self._reload_cb is not None
         try:
-            engine, settings = self._reload_cb()
+            cfg, settings = self._reload_cb()
+            await self.decider.reload(cfg)
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
-        old = self.engine
-        self.engine = engine
         self._configure(settings)
         log.info("%s", kv("configuration reloaded", failure_delay=settings.failure_delay))
-        asyncio.get_running_loop().call_later(DRAIN_TIMEOUT, old.close)
 
     # -- connections --------------------------------------------------------------
 
@@ -366,7 +363,7 @@ class AuthServer:
         return decision, extra
 
     async def _run_engine(self, creds: Credentials, auth: AuthRequest) -> Decision:
-        """The engine on a worker thread, within the pending bound."""
+        """The engine in a worker, within the pending bound."""
         if self.pending >= self.settings.max_pending:
             self.stats["overload"] += 1
             log.warning(
@@ -384,13 +381,9 @@ class AuthServer:
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail="overload"
             )
         self.pending += 1
-        engine = self.engine
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(
-                self.executor, engine.decide, creds.username, creds.password, auth.rip, auth.service
-            )
-        except Exception as exc:  # the pool is gone or broken: fail closed
+            return await self.decider.decide(creds.username, creds.password, auth.rip, auth.service)
+        except Exception as exc:  # fail closed
             log.error("%s", kv("verification failed", error=repr(exc)))
             return Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=repr(exc)

@@ -208,3 +208,37 @@ def test_ten_thousand_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
     print(f"fds {base_fds} -> {end_fds}, RSS {base_rss} KiB -> {rss} KiB (+{grew})")
     # a leak of more than ~1.6 KiB per client would show here
     assert grew < 16 * 1024, f"RSS grew by {grew} KiB over 10,000 vanishing clients"
+
+
+def test_killed_worker_fails_temporarily_and_is_replaced(tmp_path: Path) -> None:
+    import re
+    import signal
+
+    db = f"sqlite:///{tmp_path}/w.db"
+    populate(db)
+    cfg = tmp_path / "c.toml"
+    # default-cost ARGON2ID for the unknown users' dummy verification keeps workers busy
+    cfg.write_text("[serve]\npenalty_max = 0\nworkers = 2\n")
+    with run_server(db, config=cfg) as srv, Load(srv, clients=6) as load:
+        t0 = time.monotonic()
+        load.wait(lambda rs: len(rs) >= 20, t0, 60, "logins")
+        pids = [int(p) for p in re.findall(r"worker started: pid=(\d+)", srv.log())]
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        t_kill = time.monotonic()
+        srv.wait_log("decision worker died")
+        wait_for(
+            lambda: len(re.findall(r"worker started: pid=(\d+)", srv.log())) == 3,
+            timeout=60,
+            what="a replacement worker",
+        )
+        t_back = time.monotonic()
+        load.wait(lambda rs: sum(r[2] == "OK" for r in rs) >= 5, t_back, 60, "logins after")
+        assert srv.stop() == 0
+        log = srv.log()
+    results = load.results
+    assert [r for r in results if r[2] == "OK" and r[1] != "OK"] == []
+    assert f"decision worker died: pid={pids[0]}" in log
+    after = [r for r in results if r[0] > t_back + 1]
+    assert after and all(r[2] == r[1] for r in after), after[:5]
+    print(f"replacement ready {t_back - t_kill:.2f}s after the kill")

@@ -13,9 +13,9 @@ import click
 from saslnetauth.cli.common import AppContext, pass_app
 from saslnetauth.config import Config, load_config, validate
 from saslnetauth.errors import ConfigError
+from saslnetauth.logfmt import kv
 
 if TYPE_CHECKING:
-    from saslnetauth.engine import DecisionEngine
     from saslnetauth.server import Settings
 
 log = logging.getLogger("saslnetauth.server")
@@ -41,7 +41,7 @@ log = logging.getLogger("saslnetauth.server")
     "--workers",
     type=click.IntRange(0, 1024),
     metavar="N",
-    help="Verification threads (default: two per core).",
+    help="Decision worker processes (default: one per core; see [serve] worker_mode).",
 )
 @pass_app
 def serve(
@@ -79,7 +79,7 @@ def serve(
     addrs = [] if inherited else [listeners.parse_listen(a) for a in cfg.serve.listen]
     if not inherited and not addrs:
         raise ConfigError("nothing to listen on: give --listen or serve.listen")
-    engine = _build_engine(cfg)
+    _check_database(cfg)
     sockets = inherited or [
         listeners.bind(
             a,
@@ -89,39 +89,47 @@ def serve(
         )
         for a in addrs
     ]
-
     metrics_sock = None
     if cfg.serve.metrics_listen:
         metrics_sock = listeners.bind(listeners.parse_listen(cfg.serve.metrics_listen), mode="0600")
 
-    def reload() -> tuple[DecisionEngine, Settings]:
+    def reload() -> tuple[Config, Settings]:
         from saslnetauth.server import Settings
 
         new = overrides(load_config(app.config_path, app.database))
+        _check_database(new)
         setup_logging(new)
-        return _build_engine(new), Settings.from_config(new.serve)
+        return new, Settings.from_config(new.serve)
 
-    asyncio.run(_run(cfg, engine, sockets, reload, metrics_sock))
+    asyncio.run(_run(cfg, sockets, reload, metrics_sock))
 
 
-def _build_engine(cfg: Config) -> DecisionEngine:
-    from saslnetauth.runtime import build_server_engine
+def _check_database(cfg: Config) -> None:
+    """Refuse an outdated schema before starting; a database that is down is only logged
+    (logins fail temporarily until it answers)."""
+    from saslnetauth.errors import BackendError, SchemaOutdatedError
+    from saslnetauth.runtime import open_store
 
-    return build_server_engine(cfg)
+    try:
+        open_store(cfg).close()
+    except SchemaOutdatedError:
+        raise
+    except BackendError as exc:
+        log.error("%s", kv("database unavailable at start", error=str(exc)))
 
 
 async def _run(
     cfg: Config,
-    engine: DecisionEngine,
     sockets: list[socket.socket],
-    reload: Callable[[], tuple[DecisionEngine, Settings]],
+    reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.server import AuthServer, Settings
+    from saslnetauth.workers import make_decider
 
-    server = AuthServer(
-        engine, Settings.from_config(cfg.serve), workers=cfg.serve.workers, reload=reload
-    )
+    decider = make_decider(cfg)
+    await decider.start()
+    server = AuthServer(decider, Settings.from_config(cfg.serve), reload=reload)
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)

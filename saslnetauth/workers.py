@@ -1,0 +1,332 @@
+"""Decision worker processes for ``saslnetauth serve``.
+
+Each worker is a separate process running the ordinary decision engine
+(database lookup, password verification, logging, verdict record). The
+event loop of the server hands it ``(user, password, rip, service)`` over a
+UNIX socket pair and awaits the verdict, so neither hashing nor the
+database nor the engine's Python code ever runs on the loop, and every core
+works whether or not a hash releases the GIL (measured in
+``benchmarks/gil.py``: argon2, bcrypt and libcrypt do; the per-login Python
+around them does not).
+
+Workers are started with the ``spawn`` method (no fork of a process with
+threads and an event loop). A worker that dies fails its requests
+temporarily (TEMPFAIL) and is replaced; a request that takes longer than
+``REQUEST_TIMEOUT`` fails temporarily. Frames are a 4-byte length and a
+pickle of a tuple; both ends are this program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from saslnetauth.logfmt import kv
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.config import Config
+    from saslnetauth.engine import DecisionEngine
+
+__all__ = ["Decider", "ThreadDecider", "WorkerPool", "make_decider"]
+
+log = logging.getLogger("saslnetauth.workers")
+
+#: Seconds a verification may take before it fails temporarily (Postfix waits 10).
+REQUEST_TIMEOUT = 8.0
+#: Seconds a new worker may take to get ready.
+START_TIMEOUT = 60.0
+_HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 20
+
+
+class Decider(Protocol):
+    """Where the server's logins are decided: worker processes, or threads."""
+
+    async def start(self) -> None: ...
+
+    async def decide(
+        self, user: str, password: bytes, rip: str | None, service: str
+    ) -> Decision: ...
+
+    async def reload(self, cfg: Config) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def make_decider(cfg: Config) -> Decider:
+    """``[serve] worker_mode``: "processes" (default) or "threads"."""
+    n = cfg.serve.workers or (os.cpu_count() or 1)
+    if cfg.serve.worker_mode == "threads":
+        return ThreadDecider(cfg, n)
+    return WorkerPool(cfg, n)
+
+
+class ThreadDecider:
+    """The engine in this process, on a thread pool (for small installations and
+    comparison: only the hashes release the GIL, the Python around them does not)."""
+
+    def __init__(self, cfg: Config, size: int) -> None:
+        self.cfg = cfg
+        self.size = max(1, size)
+        self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="saslnetauth-decide")
+        self.engine: DecisionEngine | None = None
+
+    async def start(self) -> None:
+        from saslnetauth.runtime import build_server_engine
+
+        self.engine = build_server_engine(self.cfg, check_schema=False)
+
+    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+        engine = self.engine
+        if engine is None:
+            return _tempfail(user, "not started")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.executor, engine.decide, user, password, rip, service
+        )
+
+    async def reload(self, cfg: Config) -> None:
+        from saslnetauth.runtime import build_server_engine
+
+        old, self.engine, self.cfg = self.engine, build_server_engine(cfg, check_schema=False), cfg
+        if old is not None:
+            asyncio.get_running_loop().call_later(REQUEST_TIMEOUT + 2, old.close)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        if self.engine is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
+
+    def describe(self) -> str:
+        return f"{self.size} threads"
+
+
+def _send(sock: socket.socket, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_HEADER.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> Any:
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+    if size > MAX_FRAME:
+        raise EOFError
+    return pickle.loads(_recv_exact(sock, size))  # noqa: S301 - our own parent process
+
+
+def worker_main(sock: socket.socket, cfg: Config) -> None:
+    """Entry point of a worker process: decide until the parent says stop or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from saslnetauth.runtime import build_server_engine, setup_logging
+
+    setup_logging(cfg)
+    engine = build_server_engine(cfg, check_schema=False)
+    _send(sock, ("ready", os.getpid()))
+    try:
+        while True:
+            try:
+                msg = _recv(sock)
+            except (EOFError, OSError):
+                break
+            if msg is None:
+                break
+            rid, user, password, rip, service = msg
+            d = engine.decide(user, password, rip, service)
+            _send(
+                sock,
+                (
+                    rid,
+                    d.verdict.value,
+                    d.reason.value,
+                    d.user,
+                    d.credentials_valid,
+                    d.network_ok,
+                    d.matched,
+                    d.detail,
+                ),
+            )
+    finally:
+        engine.close()
+
+
+def _tempfail(user: str, detail: str) -> Decision:
+    return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user, detail=detail)
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    pid: int
+    pending: dict[int, tuple[asyncio.Future[Decision], str]] = field(default_factory=dict)
+    retiring: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+class WorkerPool:
+    """``size`` decision workers; :meth:`decide` picks the least busy one."""
+
+    def __init__(self, cfg: Config, size: int) -> None:
+        self.cfg = cfg
+        self.size = max(1, size)
+        self.workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._closing = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.deaths = 0
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        started = await asyncio.gather(*(self._spawn(self.cfg) for _ in range(self.size)))
+        self.workers.extend(started)
+
+    async def _spawn(self, cfg: Config) -> _Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = self._ctx.Process(
+            target=worker_main, args=(child, cfg), name="saslnetauth-worker", daemon=True
+        )
+        proc.start()
+        child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        try:
+            head = await asyncio.wait_for(reader.readexactly(_HEADER.size), START_TIMEOUT)
+            (size,) = _HEADER.unpack(head)
+            _, pid = pickle.loads(await reader.readexactly(size))  # noqa: S301
+        except (TimeoutError, asyncio.IncompleteReadError) as exc:
+            proc.kill()
+            writer.close()
+            raise RuntimeError(f"decision worker did not start: {exc!r}") from None
+        worker = _Worker(proc, reader, writer, pid)
+        worker.task = asyncio.ensure_future(self._read_replies(worker))
+        log.info("%s", kv("worker started", pid=pid))
+        return worker
+
+    async def close(self, timeout: float = 10.0) -> None:
+        self._closing = True
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(self._retire(w, timeout) for w in workers))
+
+    async def reload(self, cfg: Config) -> None:
+        """Start workers with ``cfg``; old ones finish what they have, then exit."""
+        new = await asyncio.gather(*(self._spawn(cfg) for _ in range(self.size)))
+        old, self.workers = self.workers, list(new)
+        self.cfg = cfg
+        for w in old:
+            task = asyncio.ensure_future(self._retire(w, REQUEST_TIMEOUT + 2))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _retire(self, w: _Worker, timeout: float) -> None:
+        w.retiring = True
+        with contextlib.suppress(Exception):
+            w.writer.write(_frame(None))
+            await w.writer.drain()
+        deadline = time.monotonic() + timeout
+        while w.process.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if w.process.is_alive():
+            w.process.kill()
+        w.writer.close()
+
+    # -- requests --------------------------------------------------------------------
+
+    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+        live = [w for w in self.workers if not w.retiring]
+        if not live:
+            return _tempfail(user, "no decision worker available")
+        w = min(live, key=lambda x: len(x.pending))
+        rid = next(self._ids)
+        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        w.pending[rid] = (fut, user)
+        try:
+            w.writer.write(_frame((rid, user, password, rip, service)))
+            await w.writer.drain()
+            return await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
+        except TimeoutError:
+            log.error("%s", kv("verification timed out", user=user, worker=w.pid))
+            return _tempfail(user, "verification timed out")
+        except (ConnectionError, OSError) as exc:
+            return _tempfail(user, f"decision worker unreachable: {exc!r}")
+        finally:
+            w.pending.pop(rid, None)
+
+    async def _read_replies(self, w: _Worker) -> None:
+        try:
+            while True:
+                head = await w.reader.readexactly(_HEADER.size)
+                (size,) = _HEADER.unpack(head)
+                msg = pickle.loads(await w.reader.readexactly(size))  # noqa: S301
+                rid, verdict, reason, user, valid, net_ok, matched, detail = msg
+                entry = w.pending.get(rid)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result(
+                        Decision(
+                            Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok
+                        )
+                    )
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        if w.retiring or self._closing:
+            return
+        self.deaths += 1
+        log.error("%s", kv("decision worker died", pid=w.pid, failed_requests=len(w.pending)))
+        for fut, user in list(w.pending.values()):
+            if not fut.done():
+                fut.set_result(_tempfail(user, "decision worker died"))
+        with contextlib.suppress(ValueError):
+            self.workers.remove(w)
+        w.writer.close()
+        await self._replace()
+
+    async def _replace(self) -> None:
+        while not self._closing:
+            try:
+                self.workers.append(await self._spawn(self.cfg))
+                return
+            except Exception as exc:
+                log.error("%s", kv("cannot start a decision worker", error=repr(exc)))
+                await asyncio.sleep(1.0)
+
+    def describe(self) -> str:
+        return f"{self.size} processes"
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(w.pending) for w in self.workers)
+
+
+def _frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
