@@ -7,8 +7,9 @@ passwd-file unchanged. Accepted on input with or without the prefix:
 =============== ============================== =============================
 Dovecot scheme  value looks like               verified by
 =============== ============================== =============================
-ARGON2ID        ``$argon2id$v=19$...``         argon2-cffi (via passlib)
-ARGON2I         ``$argon2i$v=19$...``          argon2-cffi (via passlib)
+ARGON2ID        ``$argon2id$v=19$...``         libsodium ``crypto_pwhash_str_verify``
+                                               (or argon2-cffi via passlib)
+ARGON2I         ``$argon2i$v=19$...``          libsodium (or argon2-cffi)
 BLF-CRYPT       ``$2y$``/``$2b$``/``$2a$``     libcrypt ``crypt_rn`` (or passlib)
 SHA512-CRYPT    ``$6$...``                     libcrypt ``crypt_rn`` (or passlib)
 SHA256-CRYPT    ``$5$...``                     libcrypt ``crypt_rn`` (or passlib)
@@ -19,9 +20,9 @@ SMD5, SHA/SHA1  base64                         passlib ``ldap_*``
 PLAIN/CLEARTEXT the password itself            constant-time compare (warned)
 =============== ============================== =============================
 
-``crypt_rn`` from the system's libcrypt (the library Dovecot itself uses)
-is called through ctypes, which releases the GIL, so crypt-family hashes
-verify in parallel on threads; argon2-cffi and bcrypt release the GIL too.
+``crypt_rn`` from the system's libcrypt and ``crypto_pwhash_str_verify``
+from libsodium (the libraries Dovecot itself uses) are called through
+ctypes, which releases the GIL; argon2-cffi and bcrypt release it too.
 
 An unknown or malformed hash raises :class:`InvalidHashError` when it is
 stored and when it is verified; it never verifies as correct.
@@ -144,6 +145,53 @@ _libcrypt = _LibCrypt()
 def crypt_available() -> bool:
     """True when the system libcrypt (crypt_rn) is used for crypt hashes."""
     return _libcrypt.fn is not None
+
+
+# --- libsodium through ctypes (ARGON2, as Dovecot does) ------------------------------
+
+_SODIUM_PARAMS = re.compile(r"^\$argon2i?d?\$v=19\$m=(\d{1,10}),t=(\d{1,10}),p=(\d{1,3})\$")
+
+
+class _LibSodium:
+    """crypto_pwhash_str_verify from the system libsodium (the library Dovecot uses
+    for ARGON2I/ARGON2ID): about twice as fast as argon2-cffi's bundled code."""
+
+    def __init__(self) -> None:
+        self.fn: Any = None
+        name = ctypes.util.find_library("sodium")
+        if not name:
+            return
+        try:
+            lib = ctypes.CDLL(name)
+            if lib.sodium_init() < 0:
+                return
+            fn = lib.crypto_pwhash_str_verify
+        except (OSError, AttributeError):
+            return
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong]
+        fn.restype = ctypes.c_int
+        self.fn = fn
+
+    def handles(self, value: str) -> bool:
+        """libsodium takes version 19 strings with p >= 1 and m >= 8 KiB per lane."""
+        if self.fn is None:
+            return False
+        m = _SODIUM_PARAMS.match(value)
+        if not m:
+            return False
+        mem, time_cost, lanes = (int(g) for g in m.groups())
+        return lanes >= 1 and time_cost >= 1 and mem >= 8 * lanes
+
+    def verify(self, value: str, secret: bytes) -> bool:
+        return int(self.fn(value.encode("ascii"), secret, len(secret))) == 0
+
+
+_libsodium = _LibSodium()
+
+
+def argon2_backend() -> str:
+    """Which code verifies ARGON2 hashes: "libsodium" or "argon2-cffi"."""
+    return "libsodium" if _libsodium.fn is not None else "argon2-cffi"
 
 
 # --- the hasher --------------------------------------------------------------
@@ -339,6 +387,8 @@ class PasswordHasher:
             if kind == "crypt":
                 return self._verify_crypt(secret, parsed)
             if kind == "argon2":
+                if b"\x00" not in secret and _libsodium.handles(parsed.value):
+                    return _libsodium.verify(parsed.value, secret)
                 return bool(_handler("argon2").verify(secret, parsed.value))
             prefixed = f"{{{_ldap_prefix(kind)}}}{parsed.value}"
             return bool(_handler(kind).verify(secret, prefixed))

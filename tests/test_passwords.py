@@ -166,3 +166,32 @@ def test_doveadm_verifies_our_hashes(hasher: PasswordHasher) -> None:
             [doveadm, "pw", "-t", stored, "-p", "our pw"], capture_output=True, text=True
         )
         assert res.returncode == 0 and "verified" in res.stdout, (scheme, res.stdout, res.stderr)
+
+
+def test_argon2_uses_libsodium_like_dovecot() -> None:
+    from saslnetauth.passwords import argon2_backend
+
+    assert argon2_backend() == "libsodium", "libsodium (Debian libsodium23) should be used"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"type": "ID", "memory_cost": 1024, "rounds": 3, "parallelism": 1},
+        {"type": "ID", "memory_cost": 1024, "rounds": 1, "parallelism": 4},
+        {"type": "I", "memory_cost": 2048, "rounds": 2, "parallelism": 1},
+    ],
+)
+def test_libsodium_and_argon2_cffi_agree(params: dict[str, object]) -> None:
+    from passlib.hash import argon2
+
+    from saslnetauth.passwords import _libsodium
+
+    value = argon2.using(**params).hash("agree pw")
+    scheme = "{ARGON2ID}" if params["type"] == "ID" else "{ARGON2I}"
+    h = PasswordHasher()
+    assert _libsodium.handles(value)
+    for pw, expected in ((b"agree pw", True), (b"agree pX", False), (b"", False)):
+        assert h.verify(pw, scheme + value) is expected
+        assert argon2.verify(pw, value) is expected
+    assert h.verify(b"agree pw\x00", scheme + value) is False
