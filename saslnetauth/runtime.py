@@ -15,6 +15,19 @@ from saslnetauth.store import SqlStore, sqlite_path
 LOG_FORMAT = "%(asctime)s saslnetauth[%(process)d]: %(levelname)s %(message)s"
 
 
+class _Formatter(logging.Formatter):
+    """The standard formatter, formatting the time once per second (one log line per
+    login makes strftime show up in profiles)."""
+
+    _last: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if self._last[0] != second:
+            self._last = (second, super().formatTime(record, datefmt))
+        return self._last[1]
+
+
 def make_hasher(cfg: Config) -> PasswordHasher:
     p = cfg.passwords
     return PasswordHasher(
@@ -109,7 +122,7 @@ def setup_logging(cfg: Config, stream: TextIO | None = None, level: str | None =
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    fmt = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z")
+    fmt = _Formatter(LOG_FORMAT, datefmt="%Y-%m-%dT%H:%M:%S%z")
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
     if cfg.logging.file:
         handlers.append(logging.FileHandler(cfg.logging.file, encoding="utf-8"))

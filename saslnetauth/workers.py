@@ -174,6 +174,12 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
         engine.close()
 
 
+def _expire(fut: asyncio.Future[Decision], user: str, pid: int) -> None:
+    if not fut.done():
+        log.error("%s", kv("verification timed out", user=user, worker=pid))
+        fut.set_result(_tempfail(user, "verification timed out"))
+
+
 def _tempfail(user: str, detail: str) -> Decision:
     return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user, detail=detail)
 
@@ -264,18 +270,18 @@ class WorkerPool:
             return _tempfail(user, "no decision worker available")
         w = min(live, key=lambda x: len(x.pending))
         rid = next(self._ids)
-        fut: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Decision] = loop.create_future()
         w.pending[rid] = (fut, user)
+        timer = loop.call_later(REQUEST_TIMEOUT, _expire, fut, user, w.pid)
         try:
             w.writer.write(_frame((rid, user, password, rip, service)))
             await w.writer.drain()
-            return await asyncio.wait_for(asyncio.shield(fut), REQUEST_TIMEOUT)
-        except TimeoutError:
-            log.error("%s", kv("verification timed out", user=user, worker=w.pid))
-            return _tempfail(user, "verification timed out")
+            return await fut
         except (ConnectionError, OSError) as exc:
             return _tempfail(user, f"decision worker unreachable: {exc!r}")
         finally:
+            timer.cancel()
             w.pending.pop(rid, None)
 
     async def _read_replies(self, w: _Worker) -> None:
