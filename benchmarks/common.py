@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +122,27 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         fields = data[data.rfind(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its live descendants (e.g. serve's decision worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            data = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = data[data.rfind(")") + 2 :].split()
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
 
 
 def rss_kib(pid: int) -> int:
@@ -232,6 +253,17 @@ class SaslServer:
     @property
     def target(self) -> str:
         return f"unix:{self.socket}"
+
+    def pids(self) -> list[int]:
+        """The server process and its decision worker processes (if any)."""
+        return process_tree(self.proc.pid)
+
+    def ready_line(self) -> str:
+        """The server's own ``ready:`` log line (workers, mode, delays)."""
+        for line in self.log().splitlines():
+            if "ready:" in line:
+                return line.split("ready:", 1)[1].strip()
+        return "?"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -427,21 +459,23 @@ def system_busy_jiffies() -> int:
 class CpuMeter:
     """CPU used by the server's processes, by this process, and by everything else.
 
-    ``others`` (the rest of the machine) flags runs disturbed by unrelated
-    load, e.g. a test suite running at the same time.
+    ``server_pids`` is a list or a function returning the current list (a
+    server's worker processes may be replaced during a run). ``others``
+    (the rest of the machine) flags runs disturbed by unrelated load, e.g.
+    a test suite running at the same time.
     """
 
-    def __init__(self, server_pids: Sequence[int]) -> None:
-        self.server_pids = list(server_pids)
+    def __init__(self, server_pids: Sequence[int] | Callable[[], Sequence[int]]) -> None:
+        self.pids_fn = server_pids if callable(server_pids) else (lambda: list(server_pids))
         self.t0 = time.perf_counter()
-        self.srv0 = cpu_seconds(self.server_pids)
+        self.srv0 = {pid: cpu_seconds([pid]) for pid in self.pids_fn()}
         self.self0 = _self_cpu()
         self.sys0 = system_busy_jiffies()
 
     def stop(self) -> tuple[float, float, float, float]:
         """(wall seconds, server CPU s, own CPU s, others' CPU s)."""
         wall = time.perf_counter() - self.t0
-        srv = cpu_seconds(self.server_pids) - self.srv0
+        srv = sum(cpu_seconds([pid]) - self.srv0.get(pid, 0.0) for pid in self.pids_fn())
         own = _self_cpu() - self.self0
         busy = (system_busy_jiffies() - self.sys0) / CLK_TCK
         return wall, srv, own, max(0.0, busy - srv - own)

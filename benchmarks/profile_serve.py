@@ -6,15 +6,18 @@
    ``plain-gil`` the same, sampling only the thread that holds the GIL
                (what serialises the server when hashes are cheap);
    ``sha512``  SHA512-CRYPT, allowed/denied/wrong mix, 20 connections.
-   Each profile is summarised by category (the innermost frame that
+   py-spy follows the decision worker processes too (``--subprocesses``).
+   Each profile is summarised by process and thread, by category (the innermost frame that
    belongs to a known area: SQL, hashing, logging, asyncio, protocol...),
    by thread, and as the top functions by self and inclusive samples.
 2. Costs of the pieces measured in-process, one call at a time:
    ``engine.decide`` for a PLAIN user, ``store.get_user``,
    ``global_rules``, a log line, the codec, and the asyncio -> thread
    pool -> asyncio hop (``run_in_executor`` of a no-op).
-3. Throughput against ``--workers`` (verification threads) for PLAIN and
-   SHA512-CRYPT allowed logins, 20 connections, a few seconds each.
+3. Throughput against ``[serve] worker_mode`` (processes, threads) and
+   ``--workers N`` for PLAIN and SHA512-CRYPT allowed logins, 20
+   connections, a few seconds each; CPU of the main process and its
+   worker processes together.
 
 py-spy is a developer tool, not a dependency: ``.venv/bin/pip install
 py-spy`` (without it, part 1 is skipped).
@@ -52,12 +55,12 @@ from benchmarks.common import (
     banner,
     bench_dir,
     command_line,
-    cpu_seconds,
     doveadm_pw,
     exit_on_sigterm,
     machine_summary,
     make_database,
     ms,
+    process_tree,
     rate,
     saslnetauth_server,
     table,
@@ -78,6 +81,7 @@ CATEGORIES: list[tuple[str, str]] = [
     ("protocol codec + SASL", "saslnetauth/protocol.py"),
     ("protocol codec + SASL", "saslnetauth/sasl.py"),
     ("server (asyncio side)", "saslnetauth/server.py"),
+    ("worker IPC, or idle in recv (workers.py)", "saslnetauth/workers.py"),
     ("thread pool hop", "concurrent/futures/"),
     ("thread pool hop", "threading.py"),
     ("thread pool hop", "queue.py"),
@@ -102,30 +106,63 @@ def short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
-def summarise(raw: str, title: str, top: int = 15) -> None:
+def split_stack(stack: str) -> list[str]:
+    """Split a raw py-spy stack on ``;`` but keep ``process N:"cmdline"`` frames whole
+    (a command line such as ``-c "...; spawn_main(...)"`` contains ``;``)."""
+    frames: list[str] = []
+    pending = ""
+    for piece in stack.split(";"):
+        if pending:
+            pending += ";" + piece
+            if piece.endswith('"'):
+                frames.append(pending)
+                pending = ""
+        elif piece.startswith("process ") and not piece.endswith('"'):
+            pending = piece
+        else:
+            frames.append(piece)
+    if pending:
+        frames.append(pending)
+    return frames
+
+
+def owner(frames: list[str], main_pid: int) -> tuple[str, list[str]]:
+    """Strip the leading ``process ...`` and ``thread ...`` frames; name who ran the stack."""
+    proc = "main process"
+    while frames and frames[0].startswith("process "):
+        pid = frames[0][8:].split(":", 1)[0]
+        if pid.isdigit() and int(pid) != main_pid:
+            proc = "tracker" if "resource_tracker" in frames[0] else "worker processes"
+        frames = frames[1:]
+    thread = ""
+    if frames and frames[0].startswith("thread ("):
+        name = frames[0].split(": ", 1)[-1] if ": " in frames[0] else "?"
+        thread = "worker threads" if "verify" in name or "decide" in name else name
+        frames = frames[1:]
+    return f"{proc}: {thread}" if thread else proc, frames
+
+
+def summarise(raw: str, title: str, main_pid: int, top: int = 15) -> None:
     stacks: list[tuple[list[str], int]] = []
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            stacks.append((stack.split(";"), int(count)))
+            stacks.append((split_stack(stack), int(count)))
     total = sum(c for _, c in stacks) or 1
     threads: Counter[str] = Counter()
     cats: Counter[str] = Counter()
     selfs: Counter[str] = Counter()
     incl: Counter[str] = Counter()
-    for frames, count in stacks:
-        thread = frames[0]
-        if thread.startswith("thread ("):
-            name = thread.split(": ", 1)[-1] if ": " in thread else thread
-            threads["worker threads" if "verify" in name else name] += count
-            frames = frames[1:]
+    for stack, count in stacks:
+        who, frames = owner(stack, main_pid)
+        threads[who] += count
         cats[categorise(frames)] += count
         if frames:
             selfs[short(frames[-1])] += count
         for f in {short(f) for f in frames}:
             incl[f] += count
     banner(f"py-spy: {title} ({total} samples)")
-    print(table(["thread", "samples", "%"], _pct(threads, total)))
+    print(table(["process: thread", "samples", "%"], _pct(threads, total)))
     print()
     print(table(["category (innermost known frame)", "samples", "%"], _pct(cats, total)))
     print()
@@ -163,6 +200,7 @@ def profile_run(
             "raw",
             "--threads",
             "--nonblocking",
+            "--subprocesses",
             "--output",
             str(out),
             *extra,
@@ -172,9 +210,9 @@ def profile_run(
     )
     try:
         time.sleep(0.5)
-        cpu0 = cpu_seconds([pid])
+        meter = CpuMeter(lambda: process_tree(pid))
         res = asyncio.run(run_load(target, logins, connections=20, seconds=seconds - 1.0))
-        cpu = cpu_seconds([pid]) - cpu0
+        cpu = meter.stop()[1]
         spy.communicate(timeout=120)
     finally:
         if spy.poll() is None:
@@ -265,28 +303,40 @@ def components(db: str, user: BenchUser, tmp: Path) -> list[list[object]]:
 
 
 def workers_sweep(
-    tmp: Path, db: str, users: list[BenchUser], counts: str, seconds: float
+    tmp: Path, db: str, users: list[BenchUser], counts: str, modes: str, seconds: float
 ) -> list[list[object]]:
+    """Throughput per ``[serve] worker_mode`` and ``--workers N``."""
     rows: list[list[object]] = []
-    for n in [int(c) for c in counts.split(",") if c.strip()]:
-        with saslnetauth_server(tmp, db, failure_delay=0.0, workers=n, name=f"w{n}") as sna:
-            for user in users:
-                login = [Login(user.name, user.password, ALLOWED_IP, True)]
-                asyncio.run(run_load(sna.target, login, connections=20, requests=40))
-                meter = CpuMeter([sna.pid])
-                res = asyncio.run(run_load(sna.target, login, connections=20, seconds=seconds))
-                wall, srv, _own, others = meter.stop()
-                scheme = (user.hash or "?").split("}")[0].lstrip("{")
-                rows.append(
-                    [
-                        n,
-                        scheme,
-                        rate(res.throughput),
-                        ms(res.p50),
-                        f"{srv / wall * 100:.0f}",
-                        f"{others / wall * 100:.0f}",
-                    ]
-                )
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        for n in [int(c) for c in counts.split(",") if c.strip()]:
+            with saslnetauth_server(
+                tmp,
+                db,
+                failure_delay=0.0,
+                workers=n,
+                serve={"penalty_max": 0, "worker_mode": mode},
+                name=f"{mode}{n}",
+            ) as sna:
+                for user in users:
+                    login = [Login(user.name, user.password, ALLOWED_IP, True)]
+                    asyncio.run(run_load(sna.target, login, connections=20, requests=40))
+                    meter = CpuMeter(sna.pids)
+                    res = asyncio.run(run_load(sna.target, login, connections=20, seconds=seconds))
+                    wall, srv, _own, others = meter.stop()
+                    scheme = (user.hash or "?").split("}")[0].lstrip("{")
+                    rows.append(
+                        [
+                            mode,
+                            n,
+                            scheme,
+                            rate(res.throughput),
+                            ms(res.p50),
+                            res.error_count,
+                            f"{srv / wall * 100:.0f}",
+                            f"{srv / max(1, res.completed) * 1000:.3f}",
+                            f"{others / wall * 100:.0f}",
+                        ]
+                    )
     return rows
 
 
@@ -294,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="per profile")
     ap.add_argument("--keep", type=Path, help="copy the raw py-spy stacks here")
-    ap.add_argument("--workers", default="1,2,4,8", help="worker counts to sweep ('' = skip)")
+    ap.add_argument("--workers", default="1,2,4", help="worker counts to sweep ('' = skip)")
+    ap.add_argument("--modes", default="processes,threads", help="[serve] worker_mode values")
     ap.add_argument("--sweep-seconds", type=float, default=4.0)
     args = ap.parse_args(argv)
     exit_on_sigterm()
@@ -326,15 +377,15 @@ def main(argv: list[str] | None = None) -> int:
                     raw = profile_run(
                         tmp, sna.target, sna.pid, logins, args.seconds, name, extra, args.keep
                     )
-                    summarise(raw, name)
+                    summarise(raw, name, sna.pid)
         if args.workers:
-            banner("serve --workers N: throughput, 20 connections, allowed logins")
-            print(
-                table(
-                    ["workers", "scheme", "req/s", "p50 ms", "srv CPU %", "others %"],
-                    workers_sweep(tmp, db, [plain, sha], args.workers, args.sweep_seconds),
-                )
+            banner("serve --workers N, worker_mode: throughput, 20 connections, allowed logins")
+            rows = workers_sweep(
+                tmp, db, [plain, sha], args.workers, args.modes, args.sweep_seconds
             )
+            headers = ["mode", "workers", "scheme", "req/s", "p50 ms", "errors"]
+            headers += ["srv CPU %", "srv ms/login", "others %"]
+            print(table(headers, rows))
         banner("Component costs, in-process, one call at a time")
         buf = io.StringIO()
         rows = components(db, plain, tmp)

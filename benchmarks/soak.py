@@ -16,8 +16,10 @@ made by ``doveadm pw``): cheap enough that the server's own overhead, not
 only hashing, is exercised. Every request's verdict is checked.
 
 Every 10 s a line shows the interval's throughput and p99 and the
-server's RSS (VmRSS), open fds and threads; the end prints the totals,
-RSS and fds at start and end. Exit status 1 if any error occurred.
+server's RSS (VmRSS) and open fds, of the main process and summed over
+its decision worker processes; the end prints the totals, RSS and fds at
+start, end and peak, and the server's CPU (main + workers) per login.
+Exit status 1 if any error occurred.
 
 Usage::
 
@@ -39,10 +41,10 @@ from benchmarks.common import (
     ALLOWED_IP,
     DENIED_IP,
     BenchUser,
+    CpuMeter,
     banner,
     bench_dir,
     command_line,
-    cpu_seconds,
     doveadm_pw,
     exit_on_sigterm,
     fd_count,
@@ -61,6 +63,47 @@ from benchmarks.loadgen import LoadState, Login, print_summary, run_load
 
 V6_NET = "2001:db8:1::/48"
 V6_RIP = "2001:db8:1::7"
+
+
+SAMPLE_COLUMNS = [
+    "t s",
+    "done",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "RSS MiB",
+    "RSS all",
+    "fds",
+    "fds all",
+    "procs",
+]
+SNAPSHOT_ROWS = {
+    "rss": "RSS MiB, main process",
+    "rss_all": "RSS MiB, main + workers",
+    "fds": "open fds, main process",
+    "fds_all": "open fds, main + workers",
+    "threads": "threads, main process",
+    "procs": "processes",
+}
+
+
+def snapshot(pids: list[int]) -> dict[str, int]:
+    """RSS, fds, threads of the main process (first pid) and summed over all."""
+    main, live = pids[0], []
+    for pid in pids:
+        try:
+            live.append((rss_kib(pid), fd_count(pid)))
+        except OSError:  # a worker that just exited
+            continue
+    return {
+        "rss": rss_kib(main),
+        "rss_all": sum(r for r, _ in live),
+        "fds": fd_count(main),
+        "fds_all": sum(f for _, f in live),
+        "threads": thread_count(main),
+        "procs": len(live),
+    }
 
 
 def make_logins(users: list[BenchUser]) -> list[Login]:
@@ -103,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"users: {args.users} (SHA512-CRYPT, 5000 rounds), logins: allowed, allowed-v6, "
                 "denied, wrong-pw in a seeded random mix"
             )
-            start = {"rss": rss_kib(pid), "fds": fd_count(pid), "threads": thread_count(pid)}
+            print(f"ready: {sna.ready_line()}")
+            start = snapshot(sna.pids())
             samples: list[list[object]] = []
-            cpu0 = cpu_seconds([pid])
-            peak = {"rss": start["rss"], "fds": start["fds"]}
+            meter = CpuMeter(sna.pids)
+            peak = dict(start)
 
             async def monitor(state: LoadState) -> None:
                 t0 = time.monotonic()
@@ -116,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                     lat = state.latencies[seen:]
                     seen += len(lat)
                     s = sorted(lat)
-                    rss, fds = rss_kib(pid), fd_count(pid)
-                    peak["rss"] = max(peak["rss"], rss)
-                    peak["fds"] = max(peak["fds"], fds)
+                    snap = snapshot(sna.pids())
+                    for key, value in snap.items():
+                        peak[key] = max(peak[key], value)
                     samples.append(
                         [
                             f"{time.monotonic() - t0:.0f}",
@@ -127,14 +171,16 @@ def main(argv: list[str] | None = None) -> int:
                             ms(percentile(s, 50)),
                             ms(percentile(s, 99)),
                             sum(state.errors.values()),
-                            f"{rss / 1024:.1f}",
-                            fds,
-                            thread_count(pid),
+                            f"{snap['rss'] / 1024:.1f}",
+                            f"{snap['rss_all'] / 1024:.1f}",
+                            snap["fds"],
+                            snap["fds_all"],
+                            snap["procs"],
                         ]
                     )
                     print("  " + "  ".join(str(c) for c in samples[-1]), flush=True)
 
-            print("  t s  done  req/s  p50 ms  p99 ms  errors  RSS MiB  fds  threads")
+            print("  " + "  ".join(SAMPLE_COLUMNS))
             result = asyncio.run(
                 run_load(
                     sna.target,
@@ -146,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                     monitor=monitor,
                 )
             )
-            cpu = cpu_seconds([pid]) - cpu0
-            end = {"rss": rss_kib(pid), "fds": fd_count(pid), "threads": thread_count(pid)}
+            _, cpu, _, others = meter.stop()
+            end = snapshot(sna.pids())
             time.sleep(1.0)
-            idle = {"rss": rss_kib(pid), "fds": fd_count(pid)}
+            idle = snapshot(sna.pids())
             alive = sna.proc.poll() is None
+            deaths = sna.log().count("decision worker died")
     banner("Results")
     print(
         table(
@@ -161,27 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_summary(result)
     print()
+    rows = []
+    for key, label in SNAPSHOT_ROWS.items():
+        values = [start[key], end[key], idle[key], peak[key]]
+        if key.startswith("rss"):
+            rows.append([label, *(f"{v / 1024:.1f}" for v in values)])
+        else:
+            rows.append([label, *values])
+    print(table(["server", "start", "end of run", "1 s later", "peak (10 s samples)"], rows))
     print(
-        table(
-            ["server", "start", "end of run", "1 s later", "peak (10 s samples)"],
-            [
-                [
-                    "RSS MiB",
-                    f"{start['rss'] / 1024:.1f}",
-                    f"{end['rss'] / 1024:.1f}",
-                    f"{idle['rss'] / 1024:.1f}",
-                    f"{peak['rss'] / 1024:.1f}",
-                ],
-                ["open fds", start["fds"], end["fds"], idle["fds"], peak["fds"]],
-                ["threads", start["threads"], end["threads"], "", ""],
-            ],
-        )
-    )
-    print(
-        f"server CPU {cpu:.1f} s over {result.elapsed:.1f} s "
+        f"server CPU (main + workers) {cpu:.1f} s over {result.elapsed:.1f} s "
         f"({cpu / result.elapsed * 100:.0f}% of one core); "
-        f"{cpu / max(1, result.completed) * 1000:.2f} ms per login; server alive: {alive}"
+        f"{cpu / max(1, result.completed) * 1000:.2f} ms per login; "
+        f"others on the machine {others / result.elapsed * 100:.0f}% of one core"
     )
+    print(f"server alive at the end: {alive}; decision workers died: {deaths}")
     print(f"verdicts: {dict(result.verdicts)}")
     print(f"errors: {result.error_count} (must be 0)")
     print(f"reproduce: {command_line()}")

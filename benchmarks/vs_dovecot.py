@@ -39,6 +39,7 @@ import json
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,7 +185,9 @@ def logins_for(user: BenchUser, kind: str) -> list[Login]:
     return [Login(user.name, user.password, DENIED_IP, False, label="denied")]
 
 
-def run_one(target: str, pids: list[int], logins: list[Login], cell: Cell, agg: Agg) -> None:
+def run_one(
+    target: str, pids: Callable[[], list[int]], logins: list[Login], cell: Cell, agg: Agg
+) -> None:
     meter = CpuMeter(pids)
     res = asyncio.run(
         run_load(
@@ -254,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
             saslnetauth_server(tmp, db, failure_delay=0.0, serve={"penalty_max": 0}) as sna,
         ):
             d_target = f"unix:{dovecot.auth_socket}"
-            d_pids = dovecot_pids(dovecot._master_pid)
-            servers = {"dovecot": (d_target, d_pids), "saslnetauth": (sna.target, [sna.pid])}
+            master = dovecot._master_pid
+            servers: dict[str, tuple[str, Callable[[], list[int]]]] = {
+                "dovecot": (d_target, lambda: dovecot_pids(master)),
+                "saslnetauth": (sna.target, sna.pids),
+            }
             print(f"saslnetauth: {' '.join(sna.argv[1:])}")
+            print(f"  ready: {sna.ready_line()}")
             print(f"  config: {sna.config_path.read_text().strip().replace(chr(10), '; ')}")
             print(f"dovecot: {dovecot.config_file} (harness config + tuning below)")
             print("  " + DOVECOT_TUNING.strip().replace("\n", "\n  "))
@@ -274,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(cell.rounds):
                     for name in order:
                         target, pids = servers[name]
-                        if name == "dovecot":  # worker processes come and go
-                            pids = dovecot_pids(dovecot._master_pid)
                         run_one(target, pids, logins, cell, aggs[name])
                     seen_procs.update(dovecot_process_names(dovecot._master_pid))
                 results[(cell.scheme, cell.kind, cell.conns)] = aggs
