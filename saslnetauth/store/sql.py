@@ -72,6 +72,7 @@ class SqlStore:
         self._global_fp: tuple[Any, ...] | None = None
         self._global_checked = 0.0
         self._global_loaded = 0.0
+        self._global_parsed: dict[tuple[Any, Any, Any], NetworkRule | None] = {}
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -205,24 +206,32 @@ class SqlStore:
                 fp = tuple(conn.execute(fp_query).one())
                 stale = now - self._global_loaded >= GLOBAL_FULL_RELOAD
                 if self._global is None or fp != self._global_fp or stale:
-                    rows = conn.execute(
-                        sa.select(
-                            global_networks.c.id,
-                            global_networks.c.network,
-                            global_networks.c.services,
-                            global_networks.c.comment,
-                            global_networks.c.created_at,
-                        ).order_by(global_networks.c.id)
-                    ).all()
-                    self._global = RuleSet(
-                        rule
-                        for row in rows
-                        if (rule := _network_row("global_networks", *row)[1]) is not None
-                    )
+                    rows = conn.execute(_GLOBAL_RULE_ROWS).all()
+                    self._global = self._global_ruleset(rows)
                     self._global_fp = fp
                     self._global_loaded = now
             self._global_checked = now
             return self._global
+
+    def _global_ruleset(self, rows: Sequence[Any]) -> RuleSet:
+        """Parse global rows, reusing the rules of rows unchanged since the last load
+        (100,000 networks then reload in a fraction of the first load's time, and an
+        invalid row is logged once, not at every reload)."""
+        old = self._global_parsed
+        parsed: dict[tuple[Any, Any, Any], NetworkRule | None] = {}
+        rules = []
+        for row_id, network, services, comment in rows:
+            key = (network, services, comment)
+            if key in old:
+                rule = old[key]
+            else:
+                result = _parse_rule("global_networks", row_id, network, services, comment)
+                rule = result if isinstance(result, NetworkRule) else None
+            parsed[key] = rule
+            if rule is not None:
+                rules.append(rule)
+        self._global_parsed = parsed
+        return RuleSet(rules)
 
     def invalidate(self) -> None:
         """Forget cached global networks (e.g. on SIGHUP)."""
@@ -410,6 +419,12 @@ _USER_BY_NAME = (
     .order_by(user_networks.c.id)
 )
 _USER_DETAILS = sa.select(*_DETAIL_COLUMNS).select_from(_JOIN)
+_GLOBAL_RULE_ROWS = sa.select(
+    global_networks.c.id,
+    global_networks.c.network,
+    global_networks.c.services,
+    global_networks.c.comment,
+).order_by(global_networks.c.id)
 _USER_DETAILS_BY_NAME = _USER_DETAILS.where(users.c.name == sa.bindparam("name")).order_by(
     user_networks.c.id
 )
@@ -418,21 +433,15 @@ _USER_DETAILS_BY_NAME = _USER_DETAILS.where(users.c.name == sa.bindparam("name")
 # -- helpers ----------------------------------------------------------------------
 
 
-def _network_row(
-    table: str,
-    row_id: int,
-    network: Any,
-    services: Any,
-    comment: Any,
-    created: Any,
-    user: str | None = None,
-) -> tuple[NetworkRecord, NetworkRule | None]:
-    """Validate one network row; an invalid one is logged and yields no rule."""
+def _parse_rule(
+    table: str, row_id: int, network: Any, services: Any, comment: Any, user: str | None = None
+) -> NetworkRule | str:
+    """The rule of one network row, or why it is invalid (logged)."""
     scope = "user" if user is not None else "global"
     try:
         if not isinstance(network, str) or (services is not None and not isinstance(services, str)):
             raise InvalidInputError("network and services must be text")
-        rule = NetworkRule.parse(network, services, scope=scope, comment=comment)
+        return NetworkRule.parse(network, services, scope=scope, comment=comment)
     except InvalidInputError as exc:
         log.error(
             "%s",
@@ -446,6 +455,21 @@ def _network_row(
                 error=str(exc),
             ),
         )
+        return str(exc)
+
+
+def _network_row(
+    table: str,
+    row_id: int,
+    network: Any,
+    services: Any,
+    comment: Any,
+    created: Any,
+    user: str | None = None,
+) -> tuple[NetworkRecord, NetworkRule | None]:
+    """Validate one network row; an invalid one is logged and yields no rule."""
+    rule = _parse_rule(table, row_id, network, services, comment, user)
+    if not isinstance(rule, NetworkRule):
         record = NetworkRecord(
             id=row_id,
             network=str(network),
@@ -453,7 +477,7 @@ def _network_row(
             comment=comment,
             created_at=created,
             user=user,
-            error=str(exc),
+            error=rule,
         )
         return record, None
     record = NetworkRecord(
