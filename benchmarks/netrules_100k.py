@@ -20,9 +20,17 @@ Measured:
 
 Targets: lookup <= 20 us, load <= 1 s.
 
+With ``--serve-seconds N`` it also runs ``saslnetauth serve`` on that
+database for N seconds under a steady light load (4 connections, PLAIN
+user, allowed) and prints the latency distribution and the slow requests
+over time: the stalls caused by reloading the global networks (each
+decision worker process holds its own copy and re-reads it at least every
+30 s, even unchanged).
+
 Usage::
 
     .venv/bin/python benchmarks/netrules_100k.py [--networks 100000] [--seed 1]
+    .venv/bin/python benchmarks/netrules_100k.py --serve-seconds 70
 """
 
 from __future__ import annotations
@@ -131,11 +139,58 @@ def per_call_us(fn: Callable[[T], object], items: Sequence[T], repeat: int = 5) 
     return statistics.median(passes) * 1e6
 
 
+def serve_stalls(tmp: Path, url: str, seconds: float) -> list[list[object]]:
+    """Steady light load against serve; latency percentiles and the slow requests."""
+    import asyncio
+
+    from benchmarks.common import ALLOWED_IP, ms, percentile, saslnetauth_server
+    from benchmarks.loadgen import LoadResult, LoadState, Login, run_load
+
+    cli("user", "add", "netuser", "--hash", "{PLAIN}net-pw", "--net", ALLOWED_IP, db=url)
+    login = [Login("netuser", "net-pw", ALLOWED_IP, True)]
+    times: list[float] = []
+
+    async def go(target: str) -> LoadResult:
+        t0 = time.monotonic()
+
+        async def watch(state: LoadState) -> None:
+            seen = 0
+            lat = state.latencies
+            while True:
+                await asyncio.sleep(0.05)
+                now = time.monotonic() - t0
+                times.extend([now] * (len(lat) - seen))
+                seen = len(lat)
+
+        return await run_load(target, login, connections=4, seconds=seconds, monitor=watch)
+
+    t_start = time.monotonic()
+    with saslnetauth_server(tmp, url, failure_delay=0.0) as sna:
+        ready = time.monotonic() - t_start
+        res = asyncio.run(go(sna.target))
+    lat = res.latencies
+    s = sorted(lat)
+    slow = [(t, v) for t, v in zip(times, lat, strict=False) if v > 0.1]
+    bursts: list[str] = []
+    for t, v in slow:
+        if not bursts or t - float(bursts[-1].split("s")[0]) > 2:
+            bursts.append(f"{t:.0f}s:{v * 1000:.0f}ms")
+    return [
+        ["serve start-up until ready (workers load the networks)", f"{ready:.1f} s"],
+        ["requests", len(lat)],
+        ["errors", res.error_count],
+        ["p50 / p99 / max ms", f"{ms(percentile(s, 50))} / {ms(percentile(s, 99))} / {ms(s[-1])}"],
+        ["requests slower than 100 ms", len(slow)],
+        ["first slow request of each burst (time:latency)", " ".join(bursts[:12]) or "-"],
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--networks", type=int, default=100_000)
     ap.add_argument("--lookups", type=int, default=20_000, help="addresses per category")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--serve-seconds", type=float, default=0.0, help="see above (0 = skip)")
     args = ap.parse_args(argv)
     exit_on_sigterm()
     rng = random.Random(args.seed)
@@ -192,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             return store.global_rules()
 
         recheck_s, _ = timed(recheck, repeat=20)
+        if args.serve_seconds > 0:
+            serve_rows = serve_stalls(tmp, url, args.serve_seconds)
 
         def full_reload() -> RuleSet:
             store._global_checked = 0.0
@@ -210,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             ["global_rules(), periodic full reload (nothing changed)", f"{reload_s:.3f} s"],
         ]
 
+    if args.serve_seconds > 0:
+        banner(f"saslnetauth serve with {len(nets):,} global networks, {args.serve_seconds:.0f} s")
+        print(table(["", "value"], serve_rows))
     samples = addresses(nets, rng, args.lookups)
     parsed = {k: [parse_address(a) for a in v] for k, v in samples.items()}
     look_rows = []

@@ -199,12 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             alive = sna.proc.poll() is None
             deaths = sna.log().count("decision worker died")
     banner("Results")
-    print(
-        table(
-            ["t s", "done", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB", "fds", "threads"],
-            samples,
-        )
-    )
+    print(table(SAMPLE_COLUMNS, samples))
     print()
     print_summary(result)
     print()
