@@ -71,6 +71,9 @@ class ServeConfig:
     max_requests_per_connection: int = 64
     #: Most client connections at once; more are refused.
     max_connections: int = 1000
+    #: Seconds a login may wait for and take in a decision worker before it fails
+    #: temporarily (requests still queued then are never worked on).
+    request_timeout: float = 8.0
     #: Seconds a request may wait for the client's CONT before it expires.
     cont_timeout: float = 60.0
     #: Seconds without any traffic before an idle connection is closed (0 = never).
@@ -269,6 +272,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.workers: must be 0 (automatic) or more")
     if s.worker_mode not in ("processes", "threads"):
         raise ConfigError("serve.worker_mode: use processes or threads")
+    if not 0.1 <= s.request_timeout <= 9.5:
+        raise ConfigError("serve.request_timeout: 0.1 to 9.5 seconds (Postfix waits 10)")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
     try:

@@ -20,6 +20,7 @@ threads so that it never blocks the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -68,6 +69,11 @@ class DecisionEngine:
         self.on_decision = on_decision
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
+
+    def preload(self) -> None:
+        """Load what the first login would otherwise wait for (errors are left to it)."""
+        with contextlib.suppress(Exception):
+            self.store.global_rules()
 
     def close(self) -> None:
         for fn in reversed(self.closers):

@@ -12,7 +12,7 @@ around them does not).
 Workers are started with the ``spawn`` method (no fork of a process with
 threads and an event loop). A worker that dies fails its requests
 temporarily (TEMPFAIL) and is replaced; a request that takes longer than
-``REQUEST_TIMEOUT`` fails temporarily. Frames are a 4-byte length and a
+``[serve] request_timeout`` fails temporarily. Frames are a 4-byte length and a
 pickle of a tuple; both ends are this program.
 """
 
@@ -29,6 +29,7 @@ import signal
 import socket
 import struct
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -44,8 +45,10 @@ __all__ = ["Decider", "ThreadDecider", "WorkerPool", "make_decider"]
 
 log = logging.getLogger("saslnetauth.workers")
 
-#: Seconds a verification may take before it fails temporarily (Postfix waits 10).
-REQUEST_TIMEOUT = 8.0
+#: Seconds retiring workers get to finish their requests after a reload.
+RETIRE_TIMEOUT = 10.0
+#: Requests a worker holds at once (the rest wait in the server's queue).
+PER_WORKER = 2
 #: Seconds a new worker may take to get ready.
 START_TIMEOUT = 60.0
 _HEADER = struct.Struct("!I")
@@ -105,7 +108,7 @@ class ThreadDecider:
 
         old, self.engine, self.cfg = self.engine, build_server_engine(cfg, check_schema=False), cfg
         if old is not None:
-            asyncio.get_running_loop().call_later(REQUEST_TIMEOUT + 2, old.close)
+            asyncio.get_running_loop().call_later(RETIRE_TIMEOUT, old.close)
 
     async def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)
@@ -146,6 +149,7 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
 
     setup_logging(cfg)
     engine = build_server_engine(cfg, check_schema=False)
+    engine.preload()  # global networks are loaded before the first login, not during it
     _send(sock, ("ready", os.getpid()))
     try:
         while True:
@@ -174,9 +178,9 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
         engine.close()
 
 
-def _expire(fut: asyncio.Future[Decision], user: str, pid: int) -> None:
+def _expire(fut: asyncio.Future[Decision], user: str) -> None:
     if not fut.done():
-        log.error("%s", kv("verification timed out", user=user, worker=pid))
+        log.error("%s", kv("verification timed out", user=user))
         fut.set_result(_tempfail(user, "verification timed out"))
 
 
@@ -185,18 +189,32 @@ def _tempfail(user: str, detail: str) -> Decision:
 
 
 @dataclass(eq=False)
+class _Job:
+    rid: int
+    user: str
+    frame: bytes
+    future: asyncio.Future[Decision]
+
+
+@dataclass(eq=False)
 class _Worker:
     process: Any
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     pid: int
-    pending: dict[int, tuple[asyncio.Future[Decision], str]] = field(default_factory=dict)
+    pending: dict[int, _Job] = field(default_factory=dict)
     retiring: bool = False
     task: asyncio.Task[None] | None = None
 
 
 class WorkerPool:
-    """``size`` decision workers; :meth:`decide` picks the least busy one."""
+    """``size`` decision workers behind one queue kept in the server process.
+
+    A worker gets at most :data:`PER_WORKER` requests at a time; the rest wait
+    in the queue, and a request whose deadline passes while it waits is never
+    sent (it has already been answered TEMPFAIL), so an overload does not
+    leave the workers hashing for clients that are gone.
+    """
 
     def __init__(self, cfg: Config, size: int) -> None:
         self.cfg = cfg
@@ -206,6 +224,7 @@ class WorkerPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
+        self._queue: deque[_Job] = deque()
         self.deaths = 0
 
     # -- life cycle ------------------------------------------------------------------
@@ -245,8 +264,9 @@ class WorkerPool:
         new = await asyncio.gather(*(self._spawn(cfg) for _ in range(self.size)))
         old, self.workers = self.workers, list(new)
         self.cfg = cfg
+        self._dispatch()
         for w in old:
-            task = asyncio.ensure_future(self._retire(w, REQUEST_TIMEOUT + 2))
+            task = asyncio.ensure_future(self._retire(w, RETIRE_TIMEOUT))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -265,24 +285,35 @@ class WorkerPool:
     # -- requests --------------------------------------------------------------------
 
     async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
-        live = [w for w in self.workers if not w.retiring]
-        if not live:
+        if not any(not w.retiring for w in self.workers) and self._closing:
             return _tempfail(user, "no decision worker available")
-        w = min(live, key=lambda x: len(x.pending))
-        rid = next(self._ids)
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Decision] = loop.create_future()
-        w.pending[rid] = (fut, user)
-        timer = loop.call_later(REQUEST_TIMEOUT, _expire, fut, user, w.pid)
+        rid = next(self._ids)
+        job = _Job(rid, user, _frame((rid, user, password, rip, service)), loop.create_future())
+        timer = loop.call_later(self.cfg.serve.request_timeout, _expire, job.future, user)
+        self._queue.append(job)
+        self._dispatch()
         try:
-            w.writer.write(_frame((rid, user, password, rip, service)))
-            await w.writer.drain()
-            return await fut
-        except (ConnectionError, OSError) as exc:
-            return _tempfail(user, f"decision worker unreachable: {exc!r}")
+            return await job.future
         finally:
             timer.cancel()
-            w.pending.pop(rid, None)
+
+    def _dispatch(self) -> None:
+        """Send queued requests to workers with room; skip those already answered."""
+        while self._queue:
+            free = [w for w in self.workers if not w.retiring and len(w.pending) < PER_WORKER]
+            if not free:
+                return
+            job = self._queue.popleft()
+            if job.future.done():  # timed out while queued: never sent
+                continue
+            w = min(free, key=lambda x: len(x.pending))
+            w.pending[job.rid] = job
+            try:
+                w.writer.write(job.frame)
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                w.pending.pop(job.rid, None)
+                job.future.set_result(_tempfail(job.user, f"decision worker unreachable: {exc!r}"))
 
     async def _read_replies(self, w: _Worker) -> None:
         try:
@@ -291,26 +322,29 @@ class WorkerPool:
                 (size,) = _HEADER.unpack(head)
                 msg = pickle.loads(await w.reader.readexactly(size))  # noqa: S301
                 rid, verdict, reason, user, valid, net_ok, matched, detail = msg
-                entry = w.pending.get(rid)
-                if entry is not None and not entry[0].done():
-                    entry[0].set_result(
+                job = w.pending.pop(rid, None)
+                if job is not None and not job.future.done():
+                    job.future.set_result(
                         Decision(
                             Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok
                         )
                     )
+                self._dispatch()
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         if w.retiring or self._closing:
             return
         self.deaths += 1
         log.error("%s", kv("decision worker died", pid=w.pid, failed_requests=len(w.pending)))
-        for fut, user in list(w.pending.values()):
-            if not fut.done():
-                fut.set_result(_tempfail(user, "decision worker died"))
+        for job in w.pending.values():
+            if not job.future.done():
+                job.future.set_result(_tempfail(job.user, "decision worker died"))
+        w.pending.clear()
         with contextlib.suppress(ValueError):
             self.workers.remove(w)
         w.writer.close()
         await self._replace()
+        self._dispatch()
 
     async def _replace(self) -> None:
         while not self._closing:
@@ -330,7 +364,7 @@ class WorkerPool:
 
     @property
     def in_flight(self) -> int:
-        return sum(len(w.pending) for w in self.workers)
+        return sum(len(w.pending) for w in self.workers) + len(self._queue)
 
 
 def _frame(obj: object) -> bytes:

@@ -243,3 +243,31 @@ def test_killed_worker_fails_temporarily_and_is_replaced(tmp_path: Path) -> None
     after = [r for r in results if r[0] > t_back + 1]
     assert after and all(r[2] == r[1] for r in after), after[:5]
     print(f"replacement ready {t_back - t_kill:.2f}s after the kill")
+
+
+def test_overload_drops_expired_requests_instead_of_working_on_them(tmp_path: Path) -> None:
+    """Logins that time out while queued are never hashed, so the next login is not stuck."""
+    db = f"sqlite:///{tmp_path}/o.db"
+    populate(db)
+    cfg = tmp_path / "c.toml"
+    # default-cost ARGON2ID dummy verifications (~0.1 s each) on one worker, 0.5 s deadline
+    cfg.write_text("[serve]\npenalty_max = 0\nworkers = 1\nrequest_timeout = 0.5\n")
+    with run_server(db, config=cfg) as srv:
+        c = srv.connect()
+        c.handshake()
+        for i in range(1, 41):
+            c.plain(i, f"ghost{i}", "x", rip="127.0.0.2")
+        replies = [c.line() for _ in range(40)]
+        temp = [r for r in replies if "code=temp_fail" in r]
+        assert temp, "some of 40 slow logins must miss a 0.5 s deadline"
+        t0 = time.monotonic()
+        c.plain(99, "alice", PW, rip="127.0.0.2")
+        assert c.line() == "OK\t99\tuser=alice"
+        fresh = time.monotonic() - t0
+        assert srv.stop() == 0
+        log = srv.log()
+    decided = log.count("auth fail: user=ghost")
+    # the worker decided only what it took before the deadline passed; the rest were dropped
+    assert decided + len(temp) <= 40 + 2, (decided, len(temp))
+    assert decided < 40
+    print(f"{len(temp)} timed out, {decided} decided; next login answered in {fresh:.3f}s")

@@ -73,6 +73,9 @@ class SqlStore:
         self._global_checked = 0.0
         self._global_loaded = 0.0
         self._global_parsed: dict[tuple[Any, Any, Any], NetworkRule | None] = {}
+        #: Refresh the global networks on a helper thread once they are loaded.
+        self.background_refresh = False
+        self._refreshing = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -189,11 +192,33 @@ class SqlStore:
         )
 
     def global_rules(self) -> RuleSet:
-        """Global rules, re-read when the table changes (checked every cache_seconds)."""
+        """Global rules, re-read when the table changes (checked every cache_seconds).
+
+        With ``background_refresh`` (servers), once loaded, the check and any reload
+        run on a helper thread while logins keep using the current rules, so no
+        login waits for 100,000 networks to be re-read.
+        """
         now = time.monotonic()
         current = self._global
         if current is not None and now - self._global_checked < self.cache_seconds:
             return current
+        if current is not None and self.background_refresh:
+            if not self._refreshing.locked():
+                threading.Thread(target=self._refresh_in_background, daemon=True).start()
+            return current
+        return self._refresh_globals(now)
+
+    def _refresh_in_background(self) -> None:
+        if not self._refreshing.acquire(blocking=False):
+            return
+        try:
+            self._refresh_globals(time.monotonic())
+        except BackendError as exc:
+            log.warning("%s", kv("global networks not refreshed", error=str(exc)))
+        finally:
+            self._refreshing.release()
+
+    def _refresh_globals(self, now: float) -> RuleSet:
         with self._global_lock:
             if self._global is not None and now - self._global_checked < self.cache_seconds:
                 return self._global
