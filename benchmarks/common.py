@@ -269,8 +269,11 @@ class SaslServer:
         return self.log_path.read_text(errors="replace")
 
 
-def write_config(path: Path, db_url: str, serve: dict[str, object] | None = None) -> Path:
-    """A TOML config: the database, then ``[serve]`` keys (penalty off by default)."""
+def write_config(
+    path: Path, db_url: str, serve: dict[str, object] | None = None, extra: str = ""
+) -> Path:
+    """A TOML config: the database, then ``[serve]`` keys (penalty off by default),
+    then ``extra`` (more tables, e.g. ``[report]``)."""
     keys: dict[str, object] = {"penalty_max": 0}
     keys.update(serve or {})
     lines = [f'database_url = "{db_url}"', "", "[serve]"]
@@ -282,7 +285,7 @@ def write_config(path: Path, db_url: str, serve: dict[str, object] | None = None
         else:
             text = repr(value)
         lines.append(f"{key} = {text}")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     path.chmod(0o644)
     return path
 
@@ -296,9 +299,10 @@ def saslnetauth_server(
     serve: dict[str, object] | None = None,
     workers: int | None = None,
     name: str = "serve",
+    extra_config: str = "",
 ) -> Iterator[SaslServer]:
     """Start ``saslnetauth serve`` on a UNIX socket in ``directory``; stop it afterwards."""
-    cfg = write_config(directory / f"{name}.toml", db_url, serve)
+    cfg = write_config(directory / f"{name}.toml", db_url, serve, extra_config)
     sock = directory / f"{name}.sock"
     log_path = directory / f"{name}.log"
     argv = [
