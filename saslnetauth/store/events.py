@@ -108,14 +108,23 @@ class EventRecorder:
         sql, order = self._insert_sql()
         sqlite = self.store.dialect == "sqlite"
         rows: list[Any] = []
+        seconds: dict[int, str] = {}
+        rips: dict[str | None, str | None] = {}
         for t, user, rip, service, verdict, reason, valid in batch:
-            ts = datetime.fromtimestamp(t, UTC)
-            addr = parse_address(rip)
+            if sqlite:  # SQLAlchemy's SQLite DateTime text, so that reports read it back
+                sec = int(t)
+                if sec not in seconds:
+                    seconds[sec] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(sec))
+                ts: Any = f"{seconds[sec]}.{int((t - sec) * 1e6):06d}"
+            else:
+                ts = datetime.fromtimestamp(t, UTC)
+            if rip not in rips:
+                addr = parse_address(rip)
+                rips[rip] = str(addr) if addr is not None else None
             values = {
-                # SQLAlchemy's SQLite DateTime text format, so that reports read it back
-                "ts": ts.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else ts,
+                "ts": ts,
                 "user": user[:255] if user else None,
-                "rip": str(addr) if addr is not None else None,
+                "rip": rips[rip],
                 "service": service[:32] or None,
                 "verdict": verdict,
                 "reason": reason,
