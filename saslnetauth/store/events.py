@@ -139,6 +139,8 @@ class EventRecorder:
         try:
             cur = raw.cursor()
             try:
+                if sqlite:  # WAL stays consistent; a crash may lose the last second of record
+                    cur.execute("PRAGMA synchronous = NORMAL")
                 cur.executemany(sql, rows)
             finally:
                 cur.close()
