@@ -33,6 +33,9 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "vs_dovecot": ([], ["--quick"]),
     "soak": ([], ["--seconds", "30"]),
     "profile_serve": ([], ["--seconds", "5", "--workers", "1,4", "--sweep-seconds", "3"]),
+    "record_overhead": (["--rounds", "5", "--seconds", "12"], ["--rounds", "2", "--seconds", "4"]),
+    "gil": ([], ["--seconds", "1"]),
+    "import_100k": ([], []),
 }
 
 
