@@ -70,53 +70,18 @@ READ_SIZE = 65536
 DRAIN_TIMEOUT = 15.0
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The run-time knobs of the server (reloadable with SIGHUP)."""
+#: The server's run-time knobs are the [serve] table of the configuration;
+#: a SIGHUP replaces them as a whole.
+Settings = ServeConfig
 
-    failure_delay: float = 2.0
-    max_pending: int = 1024
-    max_requests_per_connection: int = 64
-    max_connections: int = 1000
-    cont_timeout: float = 60.0
-    idle_timeout: float = 0.0
-    fail_reason: str = "Authentication failed"
-    penalty_base: float = 0.5
-    penalty_max: float = 4.0
-    penalty_free_failures: int = 2
-    penalty_ipv6_prefix: int = 64
-    penalty_max_entries: int = 100_000
-    user_penalty: bool = False
-    alert_command: tuple[str, ...] = ()
-    alert_timeout: float = 10.0
 
-    @classmethod
-    def from_config(cls, s: ServeConfig) -> Settings:
-        return cls(
-            failure_delay=s.failure_delay,
-            max_pending=s.max_pending,
-            max_requests_per_connection=s.max_requests_per_connection,
-            max_connections=s.max_connections,
-            cont_timeout=s.cont_timeout,
-            idle_timeout=s.idle_timeout,
-            fail_reason=s.fail_reason,
-            penalty_base=s.penalty_base,
-            penalty_max=s.penalty_max,
-            penalty_free_failures=s.penalty_free_failures,
-            penalty_ipv6_prefix=s.penalty_ipv6_prefix,
-            penalty_max_entries=s.penalty_max_entries,
-            user_penalty=s.user_penalty,
-            alert_command=tuple(s.alert_command),
-            alert_timeout=s.alert_timeout,
-        )
-
-    def penalty_box(self) -> PenaltyBox:
-        return PenaltyBox(
-            base=self.penalty_base,
-            cap=self.penalty_max,
-            free_failures=self.penalty_free_failures,
-            max_entries=self.penalty_max_entries,
-        )
+def _penalty_box(settings: Settings) -> PenaltyBox:
+    return PenaltyBox(
+        base=settings.penalty_base,
+        cap=settings.penalty_max,
+        free_failures=settings.penalty_free_failures,
+        max_entries=settings.penalty_max_entries,
+    )
 
 
 @dataclass
@@ -163,8 +128,8 @@ class AuthServer:
         self.settings = settings
         old_ip = getattr(self, "ip_penalty", None)
         old_user = getattr(self, "user_penalty", None)
-        self.ip_penalty = settings.penalty_box()
-        self.user_penalty = settings.penalty_box()
+        self.ip_penalty = _penalty_box(settings)
+        self.user_penalty = _penalty_box(settings)
         for old, new in ((old_ip, self.ip_penalty), (old_user, self.user_penalty)):
             if old is not None:
                 new._entries = old._entries

@@ -94,12 +94,10 @@ def serve(
         metrics_sock = listeners.bind(listeners.parse_listen(cfg.serve.metrics_listen), mode="0600")
 
     def reload() -> tuple[Config, Settings]:
-        from saslnetauth.server import Settings
-
         new = overrides(load_config(app.config_path, app.database))
         _check_database(new)
         setup_logging(new)
-        return new, Settings.from_config(new.serve)
+        return new, new.serve
 
     asyncio.run(_run(cfg, sockets, reload, metrics_sock))
 
@@ -124,12 +122,12 @@ async def _run(
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
 ) -> None:
-    from saslnetauth.server import AuthServer, Settings
+    from saslnetauth.server import AuthServer
     from saslnetauth.workers import make_decider
 
     decider = make_decider(cfg)
     await decider.start()
-    server = AuthServer(decider, Settings.from_config(cfg.serve), reload=reload)
+    server = AuthServer(decider, cfg.serve, reload=reload)
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
