@@ -238,3 +238,38 @@ def test_program_exit_codes_and_environment(world: dict[str, object]) -> None:
     assert helped.returncode == 0 and "checkpassword" in helped.stdout
     for out in (ok, found, master):
         assert PW not in out.stdout + out.stderr
+
+
+HEAVY_MODULES = ("sqlalchemy", "alembic", "passlib", "click", "rich", "argon2", "bcrypt")
+
+
+def test_fast_path_start_up_stays_light(world: dict[str, object]) -> None:
+    """The fast path (server reachable) imports none of the heavy libraries:
+    Python's own import profile (PYTHONPROFILEIMPORTTIME) lists every module loaded."""
+    server = world["server"]
+    assert isinstance(server, ServerProcess)
+    env = {
+        "PATH": os.environ["PATH"],
+        "SERVICE": "imap",
+        "TCPREMOTEIP": "127.0.0.2",
+        "PYTHONPROFILEIMPORTTIME": "1",
+    }
+    reply = ["/bin/sh", "-c", 'echo "USER=$USER"']
+    res = _run_program(env, f"alice\0{PW}\0\0".encode(), ["--socket", str(server.unix), *reply])
+    assert res.returncode == 0 and res.stdout.strip() == "USER=alice", res
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in res.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "saslnetauth.checkpassword" in imported, res.stderr[-2000:]
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY_MODULES)
+    assert heavy == [], heavy
+    # the fallback path does load them: the profile would show it
+    cfg = str(world["cfg"])
+    fallback = _run_program(
+        env,
+        f"alice\0{PW}\0\0".encode(),
+        ["--socket", "/nonexistent/sock", "--config", cfg, *reply],
+    )
+    assert fallback.returncode == 0 and "sqlalchemy" in fallback.stderr
