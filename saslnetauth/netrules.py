@@ -114,14 +114,8 @@ class NetworkRule(NamedTuple):
         comment: str | None = None,
     ) -> NetworkRule:
         spec, networks, local = parse_network(text)
-        return cls(
-            spec=spec,
-            networks=networks,
-            services=parse_services(services),
-            scope=scope,
-            comment=comment,
-            local=local,
-        )
+        # positional: 100,000 global networks are parsed on a cold load
+        return cls(spec, networks, parse_services(services), scope, comment, local)
 
 
 def _int_to_text(version: int, value: int) -> str:
@@ -214,7 +208,13 @@ def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
             f"invalid network {raw!r}: host bits are set; did you mean {meant}?"
         )
     net = Network(addr.version, prefixlen, addr.value)
-    spec = str(net) if prefixlen != full else str(Address(addr.version, addr.value))
+    if mapped or addr.version == 6:
+        text_addr = _int_to_text(addr.version, addr.value)
+    else:
+        # inet_pton accepted exactly four decimal parts without leading zeros:
+        # the text is already canonical (saves inet_ntop on a 100,000-row load)
+        text_addr = addr_text.partition("%")[0]
+    spec = text_addr if prefixlen == full else f"{text_addr}/{prefixlen}"
     return spec, (net,), False
 
 
@@ -226,6 +226,24 @@ def parse_services(value: Iterable[str] | str | None) -> frozenset[str] | None:
     """
     if value is None:
         return None
+    if isinstance(value, str):
+        # the same few service lists repeat over 100,000 global networks
+        cached = _SERVICES_CACHE.get(value, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        result = _parse_services(value)
+        if len(_SERVICES_CACHE) < _SERVICES_CACHE_MAX:
+            _SERVICES_CACHE[value] = result
+        return result
+    return _parse_services(value)
+
+
+_SERVICES_CACHE: dict[str, frozenset[str] | None] = {}
+_SERVICES_CACHE_MAX = 1024
+_MISSING = object()
+
+
+def _parse_services(value: Iterable[str] | str) -> frozenset[str] | None:
     items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value)
     names: set[str] = set()
     for item in items:
@@ -270,10 +288,17 @@ class RuleSet:
                 self._services_seen.update(rule.services)
             if rule.local:
                 self._local.append(rule)
-            for net in rule.networks:
-                bits = 32 if net.version == 4 else 128
-                key = net.value >> (bits - net.prefixlen)
-                index[net.version].setdefault(net.prefixlen, {}).setdefault(key, []).append(rule)
+            for version, plen, value in rule.networks:
+                tables = index[version]
+                table = tables.get(plen)
+                if table is None:
+                    table = tables[plen] = {}
+                key = value >> ((32 if version == 4 else 128) - plen)
+                bucket = table.get(key)
+                if bucket is None:
+                    table[key] = [rule]
+                else:
+                    bucket.append(rule)
         self._index: dict[int, tuple[tuple[int, dict[int, list[NetworkRule]]], ...]] = {}
         for version, by_len in index.items():
             bits = 32 if version == 4 else 128
