@@ -11,11 +11,12 @@ host usually owns a whole /64), and memory is bounded by an LRU limit.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from saslnetauth.netrules import Address, parse_address
 
-__all__ = ["Penalty", "PenaltyBox", "client_key"]
+__all__ = ["Penalty", "PenaltyBox", "client_bucket", "client_key"]
 
 
 @dataclass(slots=True)
@@ -30,6 +31,19 @@ def client_key(rip: str | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64) ->
     if addr is None:
         return None
     return _group(addr, ipv4_prefix if addr.version == 4 else ipv6_prefix)
+
+
+def client_bucket(
+    rip: str | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64
+) -> tuple[int, int] | None:
+    """:func:`client_key` as a cheap tuple (IP version, network bits), for the
+    per-login penalty lookups; ``None`` for no/unparsable address."""
+    addr = parse_address(rip)
+    if addr is None:
+        return None
+    if addr.version == 4:
+        return 4, addr.value >> (32 - ipv4_prefix)
+    return 6, addr.value >> (128 - ipv6_prefix)
 
 
 def _group(addr: Address, prefix: int) -> str:
@@ -61,25 +75,25 @@ class PenaltyBox:
         self.free_failures = free_failures
         self.expire = expire
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Penalty] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Penalty] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _get(self, key: str, now: float) -> Penalty | None:
+    def _get(self, key: Hashable, now: float) -> Penalty | None:
         entry = self._entries.get(key)
         if entry is not None and now - entry.last > self.expire:
             del self._entries[key]
             return None
         return entry
 
-    def failures(self, key: str | None, now: float) -> int:
+    def failures(self, key: Hashable | None, now: float) -> int:
         if key is None:
             return 0
         entry = self._get(key, now)
         return entry.failures if entry else 0
 
-    def delay(self, key: str | None, now: float) -> float:
+    def delay(self, key: Hashable | None, now: float) -> float:
         if key is None or self.cap <= 0:
             return 0.0
         failures = self.failures(key, now)
@@ -88,7 +102,7 @@ class PenaltyBox:
         n = failures - max(self.free_failures, 1)
         return float(min(self.cap, self.base * (2 ** min(n, 30))))
 
-    def record_failure(self, key: str | None, now: float) -> None:
+    def record_failure(self, key: Hashable | None, now: float) -> None:
         if key is None:
             return
         entry = self._get(key, now)
@@ -101,6 +115,6 @@ class PenaltyBox:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def record_success(self, key: str | None) -> None:
+    def record_success(self, key: Hashable | None) -> None:
         if key is not None:
             self._entries.pop(key, None)

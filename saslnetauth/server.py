@@ -33,7 +33,7 @@ from saslnetauth.errors import ProtocolError
 from saslnetauth.listeners import BACKLOG, describe, sd_notify
 from saslnetauth.logfmt import kv
 from saslnetauth.metrics import Metrics
-from saslnetauth.penalty import PenaltyBox, client_key
+from saslnetauth.penalty import PenaltyBox, client_bucket
 from saslnetauth.protocol import (
     AuthRequest,
     ClientCpid,
@@ -300,7 +300,7 @@ class AuthServer:
         whatever the outcome will be, like Dovecot's auth_penalty."""
         settings = self.settings
         started = time.monotonic()
-        key = client_key(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
+        key = client_bucket(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
         wait = self.ip_penalty.delay(key, started)
         if wait > 0:
             await asyncio.sleep(wait)

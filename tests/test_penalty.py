@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saslnetauth.penalty import PenaltyBox, client_key
+from saslnetauth.penalty import PenaltyBox, client_bucket, client_key
 from tests.clitools import run
 from tests.serverproc import run_server
 
@@ -25,6 +25,33 @@ def test_client_keys_group_ipv6_by_prefix() -> None:
     assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
     assert client_key("2001:db8:1:2::1", ipv6_prefix=48) == "2001:db8:1::/48"
     assert client_key(None) is None and client_key("junk") is None
+
+
+ADDRESSES = [
+    "192.0.2.7",
+    "192.0.2.8",
+    "::ffff:192.0.2.7",
+    "2001:db8:1:2:aaaa::1",
+    "2001:db8:1:2:bbbb::9",
+    "2001:db8:1:3::1",
+    "2001:db8:1::1",
+    "fe80::1%eth0",
+    "fe80::2",
+    "0.0.0.7",
+    "::7",
+]
+
+
+@pytest.mark.parametrize("v6", [64, 48, 128])
+@pytest.mark.parametrize("v4", [32, 24])
+def test_client_bucket_groups_exactly_like_client_key(v4: int, v6: int) -> None:
+    """The server's cheap tuple buckets put the same clients together as the text keys."""
+    for a in ADDRESSES:
+        for b in ADDRESSES:
+            same_key = client_key(a, v4, v6) == client_key(b, v4, v6)
+            assert (client_bucket(a, v4, v6) == client_bucket(b, v4, v6)) is same_key, (a, b)
+    assert client_bucket("0.0.0.7") != client_bucket("::7")  # versions never mix
+    assert client_bucket(None) is None and client_bucket("junk") is None
 
 
 def test_exponential_growth_cap_and_success_clears() -> None:
