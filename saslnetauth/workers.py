@@ -30,6 +30,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -53,6 +54,11 @@ PER_WORKER = 2
 START_TIMEOUT = 60.0
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 1 << 20
+READ_SIZE = 65536
+#: Seconds between checks for requests past ``[serve] request_timeout``.
+SWEEP_INTERVAL = 0.1
+#: Seconds a worker may hold decided verdicts to send them together.
+FLUSH_AFTER = 0.001
 
 
 class Decider(Protocol):
@@ -120,29 +126,39 @@ class ThreadDecider:
 
 
 def _send(sock: socket.socket, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    sock.sendall(_HEADER.pack(len(data)) + data)
+    sock.sendall(_frame(obj))
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _frames(sock: socket.socket) -> Iterator[list[Any]]:
+    """The parent's messages, a list per read (as many whole frames as arrived)."""
     buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
+    while True:
+        chunk = sock.recv(READ_SIZE)
         if not chunk:
-            raise EOFError
+            return
         buf += chunk
-    return bytes(buf)
-
-
-def _recv(sock: socket.socket) -> Any:
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
-    if size > MAX_FRAME:
-        raise EOFError
-    return pickle.loads(_recv_exact(sock, size))  # noqa: S301 - our own parent process
+        batch: list[Any] = []
+        pos = 0
+        while len(buf) - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size > MAX_FRAME:
+                return
+            if len(buf) - pos - _HEADER.size < size:
+                break
+            start = pos + _HEADER.size
+            pos = start + size
+            batch.append(pickle.loads(buf[start:pos]))  # noqa: S301 - our own parent process
+        del buf[:pos]
+        if batch:
+            yield batch
 
 
 def worker_main(sock: socket.socket, cfg: Config) -> None:
-    """Entry point of a worker process: decide until the parent says stop or goes away."""
+    """Entry point of a worker process: decide until the parent says stop or goes away.
+
+    The verdicts of one read go back in one write, except that one is sent as soon
+    as the batch has spent :data:`FLUSH_AFTER` seconds (a slow hash does not hold
+    back the verdicts decided before it)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from saslnetauth.runtime import build_server_engine, setup_logging
@@ -152,28 +168,38 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
     engine.preload()  # global networks are loaded before the first login, not during it
     _send(sock, ("ready", os.getpid()))
     try:
-        while True:
-            try:
-                msg = _recv(sock)
-            except (EOFError, OSError):
-                break
-            if msg is None:
-                break
-            rid, user, password, rip, service = msg
-            d = engine.decide(user, password, rip, service)
-            _send(
-                sock,
-                (
-                    rid,
-                    d.verdict.value,
-                    d.reason.value,
-                    d.user,
-                    d.credentials_valid,
-                    d.network_ok,
-                    d.matched,
-                    d.detail,
-                ),
-            )
+        for batch in _frames(sock):
+            out: list[bytes] = []
+            started = time.monotonic()
+            for msg in batch:
+                if msg is None:
+                    if out:
+                        sock.sendall(b"".join(out))
+                    return
+                rid, user, password, rip, service = msg
+                d = engine.decide(user, password, rip, service)
+                out.append(
+                    _frame(
+                        (
+                            rid,
+                            d.verdict.value,
+                            d.reason.value,
+                            d.user,
+                            d.credentials_valid,
+                            d.network_ok,
+                            d.matched,
+                            d.detail,
+                        )
+                    )
+                )
+                if time.monotonic() - started >= FLUSH_AFTER:
+                    sock.sendall(b"".join(out))
+                    out.clear()
+                    started = time.monotonic()
+            if out:
+                sock.sendall(b"".join(out))
+    except OSError:
+        pass
     finally:
         engine.close()
 
@@ -194,17 +220,66 @@ class _Job:
     user: str
     frame: bytes
     future: asyncio.Future[Decision]
+    deadline: float
 
 
 @dataclass(eq=False)
 class _Worker:
     process: Any
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    link: _WorkerLink
     pid: int
     pending: dict[int, _Job] = field(default_factory=dict)
     retiring: bool = False
-    task: asyncio.Task[None] | None = None
+
+
+class _WorkerLink(asyncio.Protocol):
+    """The server's end of one worker's socket: frames are cut out of the byte
+    stream as they arrive and handed over synchronously (no task wakes up per
+    reply, and a read that carries several replies is one callback)."""
+
+    def __init__(self, on_frame: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
+        self.on_frame = on_frame
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        pos = 0
+        end = len(buf)
+        while end - pos >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(buf, pos)
+            if size > MAX_FRAME:
+                self.close()
+                return
+            if end - pos - _HEADER.size < size:
+                break
+            start = pos + _HEADER.size
+            pos = start + size
+            self.on_frame(pickle.loads(buf[start:pos]))  # noqa: S301 - our own worker
+            if self.closed:
+                return
+        del buf[:pos]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.on_lost()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.closed or self.transport.is_closing():
+            raise ConnectionError("worker link closed")
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
 
 class WorkerPool:
@@ -225,6 +300,9 @@ class WorkerPool:
         self._closing = False
         self._background: set[asyncio.Task[None]] = set()
         self._queue: deque[_Job] = deque()
+        self._refill_scheduled = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._retiring: list[_Worker] = []  # replaced, finishing their requests
         self.deaths = 0
 
     # -- life cycle ------------------------------------------------------------------
@@ -240,17 +318,33 @@ class WorkerPool:
         )
         proc.start()
         child.close()
-        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+        box: list[_Worker] = []
+
+        def on_frame(msg: Any) -> None:
+            if box:
+                self._on_reply(box[0], msg)
+            elif not ready.done() and isinstance(msg, tuple) and msg[:1] == ("ready",):
+                ready.set_result(int(msg[1]))
+
+        def on_lost() -> None:
+            if box:
+                self._on_lost(box[0])
+            elif not ready.done():
+                ready.set_exception(EOFError("worker exited before it was ready"))
+
+        _, link = await loop.create_unix_connection(
+            lambda: _WorkerLink(on_frame, on_lost), sock=parent
+        )
         try:
-            head = await asyncio.wait_for(reader.readexactly(_HEADER.size), START_TIMEOUT)
-            (size,) = _HEADER.unpack(head)
-            _, pid = pickle.loads(await reader.readexactly(size))  # noqa: S301
-        except (TimeoutError, asyncio.IncompleteReadError) as exc:
+            pid = await asyncio.wait_for(ready, START_TIMEOUT)
+        except (TimeoutError, EOFError) as exc:
             proc.kill()
-            writer.close()
+            link.close()
             raise RuntimeError(f"decision worker did not start: {exc!r}") from None
-        worker = _Worker(proc, reader, writer, pid)
-        worker.task = asyncio.ensure_future(self._read_replies(worker))
+        worker = _Worker(proc, link, pid)
+        box.append(worker)
         log.info("%s", kv("worker started", pid=pid))
         return worker
 
@@ -272,15 +366,29 @@ class WorkerPool:
 
     async def _retire(self, w: _Worker, timeout: float) -> None:
         w.retiring = True
+        self._retiring.append(w)
+        try:
+            await self._stop_worker(w, timeout)
+        finally:
+            self._retiring.remove(w)
+
+    async def _stop_worker(self, w: _Worker, timeout: float) -> None:
         with contextlib.suppress(Exception):
-            w.writer.write(_frame(None))
-            await w.writer.drain()
+            w.link.write(_frame(None))
         deadline = time.monotonic() + timeout
         while w.process.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if w.process.is_alive():
             w.process.kill()
-        w.writer.close()
+        for _ in range(20):  # what it answered before it exited is read first
+            if w.link.closed:
+                break
+            await asyncio.sleep(0.05)
+        w.link.close()
+        for job in w.pending.values():
+            if not job.future.done():
+                job.future.set_result(_tempfail(job.user, "decision worker stopped"))
+        w.pending.clear()
 
     # -- requests --------------------------------------------------------------------
 
@@ -289,49 +397,84 @@ class WorkerPool:
             return _tempfail(user, "no decision worker available")
         loop = asyncio.get_running_loop()
         rid = next(self._ids)
-        job = _Job(rid, user, _frame((rid, user, password, rip, service)), loop.create_future())
-        timer = loop.call_later(self.cfg.serve.request_timeout, _expire, job.future, user)
+        timeout = self.cfg.serve.request_timeout
+        job = _Job(
+            rid,
+            user,
+            _frame((rid, user, password, rip, service)),
+            loop.create_future(),
+            loop.time() + timeout,
+        )
         self._queue.append(job)
         self._dispatch()
-        try:
-            return await job.future
-        finally:
-            timer.cancel()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, timeout / 4), self._sweep)
+        return await job.future
+
+    def _sweep(self) -> None:
+        """Answer TEMPFAIL to requests past their deadline (one timer for all of them,
+        not one per login), queued or with a worker; rescheduled while any remain."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        remaining = False
+        workers = [*self.workers, *self._retiring]
+        for jobs in (self._queue, *(w.pending.values() for w in workers)):
+            for job in jobs:
+                if job.future.done():
+                    continue
+                if job.deadline <= now:
+                    _expire(job.future, job.user)
+                else:
+                    remaining = True
+        self._sweeper = None
+        if remaining:
+            timeout = self.cfg.serve.request_timeout
+            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, timeout / 4), self._sweep)
 
     def _dispatch(self) -> None:
-        """Send queued requests to workers with room; skip those already answered."""
+        """Send queued requests to workers with room; skip those already answered.
+
+        The frames a worker gets in one pass go out in one write."""
+        batches: dict[_Worker, list[_Job]] = {}
         while self._queue:
             free = [w for w in self.workers if not w.retiring and len(w.pending) < PER_WORKER]
             if not free:
-                return
+                break
             job = self._queue.popleft()
             if job.future.done():  # timed out while queued: never sent
                 continue
             w = min(free, key=lambda x: len(x.pending))
             w.pending[job.rid] = job
+            batches.setdefault(w, []).append(job)
+        for w, jobs in batches.items():
             try:
-                w.writer.write(job.frame)
+                w.link.write(b"".join(job.frame for job in jobs))
             except (ConnectionError, OSError, RuntimeError) as exc:
-                w.pending.pop(job.rid, None)
-                job.future.set_result(_tempfail(job.user, f"decision worker unreachable: {exc!r}"))
-
-    async def _read_replies(self, w: _Worker) -> None:
-        try:
-            while True:
-                head = await w.reader.readexactly(_HEADER.size)
-                (size,) = _HEADER.unpack(head)
-                msg = pickle.loads(await w.reader.readexactly(size))  # noqa: S301
-                rid, verdict, reason, user, valid, net_ok, matched, detail = msg
-                job = w.pending.pop(rid, None)
-                if job is not None and not job.future.done():
-                    job.future.set_result(
-                        Decision(
-                            Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok
+                for job in jobs:
+                    w.pending.pop(job.rid, None)
+                    if not job.future.done():
+                        job.future.set_result(
+                            _tempfail(job.user, f"decision worker unreachable: {exc!r}")
                         )
-                    )
-                self._dispatch()
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
+
+    def _on_reply(self, w: _Worker, msg: Any) -> None:
+        rid, verdict, reason, user, valid, net_ok, matched, detail = msg
+        job = w.pending.pop(rid, None)
+        if job is not None and not job.future.done():
+            job.future.set_result(
+                Decision(Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok)
+            )
+        # one refill per pass of the event loop, after every reply of that pass:
+        # the frames it sends a worker then share one write
+        if not self._refill_scheduled:
+            self._refill_scheduled = True
+            asyncio.get_running_loop().call_soon(self._refill)
+
+    def _refill(self) -> None:
+        self._refill_scheduled = False
+        self._dispatch()
+
+    def _on_lost(self, w: _Worker) -> None:
         if w.retiring or self._closing:
             return
         self.deaths += 1
@@ -342,7 +485,12 @@ class WorkerPool:
         w.pending.clear()
         with contextlib.suppress(ValueError):
             self.workers.remove(w)
-        w.writer.close()
+        w.link.close()
+        task = asyncio.ensure_future(self._replace_and_dispatch())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _replace_and_dispatch(self) -> None:
         await self._replace()
         self._dispatch()
 
