@@ -3,7 +3,9 @@
 `saslnetauth serve` keeps a record of its verdicts for `saslnetauth report`.
 This starts the server with the record on and off, alternately (on, off,
 on, off, ...), runs the same load against each and prints throughput and
-p99 with the overhead in percent (target: at most 5%).
+p99 with the overhead in percent (target: at most 5%), and the server's CPU
+time per login (main process and workers), which a noisy machine disturbs
+less than throughput; the spread of the throughput runs shows that noise.
 
     .venv/bin/python benchmarks/record_overhead.py [--seconds 8] [--rounds 3]
 """
@@ -23,6 +25,7 @@ from benchmarks.common import (
     banner,
     bench_dir,
     command_line,
+    cpu_seconds,
     doveadm_pw,
     machine_summary,
     make_database,
@@ -51,24 +54,33 @@ def main() -> int:
                 Login("rec", "rec-pw", "127.0.0.2", True),
                 Login("rec", "rec-pw", "127.0.0.3", False),
             ]
-            runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+            runs: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
             for _ in range(args.rounds):
                 for record in (True, False):
                     extra = "" if record else "\n[report]\nrecord = false\n"
                     with saslnetauth_server(tmp, db, extra_config=extra, name=f"s-{record}") as srv:
+                        pids = srv.pids()
+                        cpu0 = cpu_seconds(pids)
                         res = asyncio.run(
                             run_load(srv.target, logins, connections=conns, seconds=args.seconds)
                         )
+                        cpu = (cpu_seconds(pids) - cpu0) / max(1, len(res.latencies))
                         if res.error_count:
                             print(f"errors: {res.errors}")
                             return 1
-                        runs[record].append((res.throughput, res.p99))
-            on = statistics.median(t for t, _ in runs[True])
-            off = statistics.median(t for t, _ in runs[False])
-            p99_on = statistics.median(p for _, p in runs[True])
-            p99_off = statistics.median(p for _, p in runs[False])
+                        runs[record].append((res.throughput, res.p99, cpu))
+            on = statistics.median(r[0] for r in runs[True])
+            off = statistics.median(r[0] for r in runs[False])
+            p99_on = statistics.median(r[1] for r in runs[True])
+            p99_off = statistics.median(r[1] for r in runs[False])
+            cpu_on = statistics.median(r[2] for r in runs[True])
+            cpu_off = statistics.median(r[2] for r in runs[False])
             overhead = (off - on) / off * 100
             worst = max(worst, overhead)
+            spread = " / ".join(
+                f"{min(r[0] for r in runs[k]):,.0f}-{max(r[0] for r in runs[k]):,.0f}"
+                for k in (False, True)
+            )
             rows.append(
                 [
                     scheme,
@@ -76,13 +88,30 @@ def main() -> int:
                     f"{off:,.0f}",
                     f"{on:,.0f}",
                     f"{overhead:+.1f}%",
+                    spread,
                     f"{p99_off * 1000:.2f}",
                     f"{p99_on * 1000:.2f}",
+                    f"{cpu_off * 1000:.3f}",
+                    f"{cpu_on * 1000:.3f}",
+                    f"{(cpu_on - cpu_off) / cpu_off * 100:+.1f}%",
                 ]
             )
     print(
         table(
-            ["workload", "conns", "off req/s", "on req/s", "cost", "p99 off ms", "p99 on ms"], rows
+            [
+                "workload",
+                "conns",
+                "off req/s",
+                "on req/s",
+                "cost",
+                "range off / on",
+                "p99 off ms",
+                "p99 on ms",
+                "CPU ms/login off",
+                "on",
+                "CPU cost",
+            ],
+            rows,
         )
     )
     print(f"medians of {args.rounds} alternating runs of {args.seconds:g} s each")
