@@ -129,6 +129,26 @@ def _send(sock: socket.socket, obj: object) -> None:
     sock.sendall(_frame(obj))
 
 
+def _cut_frames(buf: bytearray) -> list[Any]:
+    """The whole frames at the start of ``buf``, unpickled and removed from it (a
+    partial frame stays for the next read); EOFError for a frame over MAX_FRAME.
+    Both ends use it: the parent's link and the worker's loop."""
+    out: list[Any] = []
+    pos = 0
+    end = len(buf)
+    while end - pos >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buf, pos)
+        if size > MAX_FRAME:
+            raise EOFError(f"frame of {size} bytes")
+        start = pos + _HEADER.size
+        if end - start < size:
+            break
+        pos = start + size
+        out.append(pickle.loads(buf[start:pos]))  # noqa: S301 - both ends are this program
+    del buf[:pos]
+    return out
+
+
 def _frames(sock: socket.socket) -> Iterator[list[Any]]:
     """The parent's messages, a list per read (as many whole frames as arrived)."""
     buf = bytearray()
@@ -137,18 +157,10 @@ def _frames(sock: socket.socket) -> Iterator[list[Any]]:
         if not chunk:
             return
         buf += chunk
-        batch: list[Any] = []
-        pos = 0
-        while len(buf) - pos >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf, pos)
-            if size > MAX_FRAME:
-                return
-            if len(buf) - pos - _HEADER.size < size:
-                break
-            start = pos + _HEADER.size
-            pos = start + size
-            batch.append(pickle.loads(buf[start:pos]))  # noqa: S301 - our own parent process
-        del buf[:pos]
+        try:
+            batch = _cut_frames(buf)
+        except EOFError:
+            return
         if batch:
             yield batch
 
@@ -249,23 +261,16 @@ class _WorkerLink(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buffer
-        buf += data
-        pos = 0
-        end = len(buf)
-        while end - pos >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(buf, pos)
-            if size > MAX_FRAME:
-                self.close()
-                return
-            if end - pos - _HEADER.size < size:
-                break
-            start = pos + _HEADER.size
-            pos = start + size
-            self.on_frame(pickle.loads(buf[start:pos]))  # noqa: S301 - our own worker
+        self.buffer += data
+        try:
+            frames = _cut_frames(self.buffer)
+        except EOFError:
+            self.close()
+            return
+        for msg in frames:
+            self.on_frame(msg)
             if self.closed:
                 return
-        del buf[:pos]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
@@ -320,31 +325,29 @@ class WorkerPool:
         child.close()
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[int] = loop.create_future()
-        box: list[_Worker] = []
 
-        def on_frame(msg: Any) -> None:
-            if box:
-                self._on_reply(box[0], msg)
-            elif not ready.done() and isinstance(msg, tuple) and msg[:1] == ("ready",):
+        def on_ready(msg: Any) -> None:
+            if not ready.done() and isinstance(msg, tuple) and msg[:1] == ("ready",):
                 ready.set_result(int(msg[1]))
 
-        def on_lost() -> None:
-            if box:
-                self._on_lost(box[0])
-            elif not ready.done():
+        def on_early_exit() -> None:
+            if not ready.done():
                 ready.set_exception(EOFError("worker exited before it was ready"))
 
         _, link = await loop.create_unix_connection(
-            lambda: _WorkerLink(on_frame, on_lost), sock=parent
+            lambda: _WorkerLink(on_ready, on_early_exit), sock=parent
         )
         try:
             pid = await asyncio.wait_for(ready, START_TIMEOUT)
+            if link.closed:
+                raise EOFError("worker exited right after it was ready")
         except (TimeoutError, EOFError) as exc:
             proc.kill()
             link.close()
             raise RuntimeError(f"decision worker did not start: {exc!r}") from None
         worker = _Worker(proc, link, pid)
-        box.append(worker)
+        link.on_frame = lambda msg: self._on_reply(worker, msg)
+        link.on_lost = lambda: self._on_lost(worker)
         log.info("%s", kv("worker started", pid=pid))
         return worker
 
