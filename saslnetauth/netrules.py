@@ -21,6 +21,7 @@ for IPv6) whatever the number of rules.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from collections.abc import Iterable, Iterator
@@ -227,20 +228,15 @@ def parse_services(value: Iterable[str] | str | None) -> frozenset[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        # the same few service lists repeat over 100,000 global networks
-        cached = _SERVICES_CACHE.get(value, _MISSING)
-        if cached is not _MISSING:
-            return cached  # type: ignore[return-value]
-        result = _parse_services(value)
-        if len(_SERVICES_CACHE) < _SERVICES_CACHE_MAX:
-            _SERVICES_CACHE[value] = result
-        return result
+        return _parse_services_text(value)
     return _parse_services(value)
 
 
-_SERVICES_CACHE: dict[str, frozenset[str] | None] = {}
-_SERVICES_CACHE_MAX = 1024
-_MISSING = object()
+@functools.lru_cache(maxsize=1024)
+def _parse_services_text(value: str) -> frozenset[str] | None:
+    """Service lists given as text, remembered: the same few repeat over 100,000
+    global networks (invalid ones raise every time, they are not remembered)."""
+    return _parse_services(value)
 
 
 def _parse_services(value: Iterable[str] | str) -> frozenset[str] | None:
