@@ -113,30 +113,23 @@ def command_line() -> str:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """utime + stime of the given processes (all their threads), in seconds."""
+    from tests.harness.net import stat_fields
+
     total = 0
     for pid in pids:
-        try:
-            data = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = data[data.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
+        fields = stat_fields(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
     return total / CLK_TCK
 
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its live descendants (e.g. serve's decision worker processes)."""
+    from tests.harness.net import live_processes
+
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            data = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = data[data.rfind(")") + 2 :].split()
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
+    for child, fields in live_processes():
+        children.setdefault(int(fields[1]), []).append(child)
     out, todo = [], [pid]
     while todo:
         p = todo.pop()

@@ -227,6 +227,27 @@ def peer_tmpdir(prefix: str = "sna-peer-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, pgrp,
+    session, ...), or None when the process is gone. The command name may contain
+    spaces and parentheses, so the fields start after its last ")"."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2 :].split()
+
+
+def live_processes() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, stat_fields)`` of every process that has not exited. Zombies (state Z)
+    have exited already (only their parent or init can reap them) and are left out."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = stat_fields(entry)
+            if fields is not None and fields[0] != "Z":
+                yield int(entry), fields
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of the live (not zombie) processes whose session id is ``sid``.
 
@@ -234,20 +255,7 @@ def session_members(sid: int) -> list[int]:
     session id of every process it started: this finds leftovers precisely,
     without matching process names (other instances may be running).
     """
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            data = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp session ..."; comm may contain spaces and parens.
-        # Zombies (state Z) have exited already; only init can reap them.
-        fields = data[data.rfind(")") + 2 :].split()
-        if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
+    return [pid for pid, fields in live_processes() if len(fields) > 3 and int(fields[3]) == sid]
 
 
 def reap_session(sid: int, grace: float = 5.0) -> list[int]:
