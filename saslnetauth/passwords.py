@@ -113,16 +113,23 @@ def split_scheme(stored: str) -> tuple[str | None, str]:
 _CRYPT_DATA_SIZE = 32768  # sizeof(struct crypt_data) in libxcrypt
 
 
+def _system_library(name: str) -> ctypes.CDLL | None:
+    """The system's shared library ``name`` (as for ``-lname``), or None."""
+    path = ctypes.util.find_library(name)
+    if not path:
+        return None
+    try:
+        return ctypes.CDLL(path)
+    except OSError:
+        return None
+
+
 class _LibCrypt:
     def __init__(self) -> None:
         self.fn: Any = None
-        name = ctypes.util.find_library("crypt")
-        if not name:
-            return
-        try:
-            lib = ctypes.CDLL(name)
-            fn = lib.crypt_rn
-        except (OSError, AttributeError):
+        lib = _system_library("crypt")
+        fn = getattr(lib, "crypt_rn", None)
+        if fn is None:
             return
         fn.restype = ctypes.c_char_p
         fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
@@ -158,15 +165,10 @@ class _LibSodium:
 
     def __init__(self) -> None:
         self.fn: Any = None
-        name = ctypes.util.find_library("sodium")
-        if not name:
-            return
-        try:
-            lib = ctypes.CDLL(name)
-            if lib.sodium_init() < 0:
-                return
-            fn = lib.crypto_pwhash_str_verify
-        except (OSError, AttributeError):
+        lib = _system_library("sodium")
+        init = getattr(lib, "sodium_init", None)
+        fn = getattr(lib, "crypto_pwhash_str_verify", None)
+        if init is None or fn is None or init() < 0:
             return
         fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong]
         fn.restype = ctypes.c_int
