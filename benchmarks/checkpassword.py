@@ -94,7 +94,7 @@ NO_SITE = (
 
 
 def checkpassword_dovecot(directory: Path, name: str, argv: list[str]) -> Any:
-    from tests.harness import DovecotInstance, static_userdb
+    from tests.support import DovecotInstance, static_userdb
 
     passdb = f"passdb {{\n  driver = checkpassword\n  args = {' '.join(argv)}\n}}\n"
     return DovecotInstance(

@@ -113,7 +113,7 @@ def command_line() -> str:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """utime + stime of the given processes (all their threads), in seconds."""
-    from tests.harness.net import stat_fields
+    from tests.support.net import stat_fields
 
     total = 0
     for pid in pids:
@@ -125,7 +125,7 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 
 def process_tree(pid: int) -> list[int]:
     """``pid`` and all its live descendants (e.g. serve's decision worker processes)."""
-    from tests.harness.net import live_processes
+    from tests.support.net import live_processes
 
     children: dict[int, list[int]] = {}
     for child, fields in live_processes():
@@ -369,7 +369,7 @@ service auth-worker {
 
 def dovecot_pids(master_pid: int | None) -> list[int]:
     """Every process of a private Dovecot (its master's session)."""
-    from tests.harness.net import session_members
+    from tests.support.net import session_members
 
     return session_members(master_pid) if master_pid else []
 

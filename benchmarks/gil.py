@@ -14,7 +14,7 @@ import os
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 
-from saslnetauth.passwords import PasswordHasher, crypt_available
+from saslnetauth.credentials.passwords import PasswordHasher, crypt_available
 
 SCHEMES = {
     "SHA512-CRYPT": {"sha_crypt_rounds": 5000},

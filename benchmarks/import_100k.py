@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-from saslnetauth.passwords import PasswordHasher  # noqa: E402
+from saslnetauth.credentials.passwords import PasswordHasher  # noqa: E402
 
 
 def hash_pool() -> list[str]:

@@ -245,7 +245,7 @@ def per_call(fn: Callable[[], object], n: int) -> float:
 def components(db: str, user: BenchUser, tmp: Path) -> list[list[object]]:
     """In-process costs of the pieces of one login (errors reported, not raised)."""
     from saslnetauth.config import load_config
-    from saslnetauth.protocol import ServerCodec, format_ok
+    from saslnetauth.dovecot.protocol import ServerCodec, format_ok
     from saslnetauth.runtime import make_engine, open_store, setup_logging
 
     cfg = load_config(None, db)

@@ -3,7 +3,7 @@
 Both servers get the same users with the SAME hashes (made by ``doveadm
 pw``) and the same allowed network (127.0.0.2):
 
-(a) a private Dovecot 2.3 (tests/harness DovecotInstance): passwd-file
+(a) a private Dovecot 2.3 (tests/support DovecotInstance): passwd-file
     passdb, ``allow_nets=127.0.0.2`` per user, ``auth_failure_delay = 0``,
     auth penalty off (harness), plus :data:`benchmarks.common.DOVECOT_TUNING`;
 (b) ``saslnetauth serve`` on SQLite, users added with ``saslnetauth user
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             + "; ".join(f"{k}: {u.hash[:30]}..." for k, u in users.items() if u.hash)
         )
         db = make_database(tmp, list(users.values()))
-        from tests.harness import DovecotInstance
+        from tests.support import DovecotInstance
 
         dovecot = DovecotInstance(
             tmp / "dovecot",

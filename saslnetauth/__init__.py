@@ -5,7 +5,7 @@ The package is layered (see ``../shared/DESIGN.md`` of the project):
 * pure, no I/O: :mod:`saslnetauth.netrules`, :mod:`saslnetauth.verdict`,
   :mod:`saslnetauth.logfmt` (and the wire codec modules);
 * storage: :mod:`saslnetauth.store` (the only place importing SQLAlchemy);
-* credentials: :mod:`saslnetauth.passwords`;
+* credentials: :mod:`saslnetauth.credentials.passwords`;
 * the one decision engine: :mod:`saslnetauth.engine`;
 * frontends: :mod:`saslnetauth.cli` and the servers.
 """

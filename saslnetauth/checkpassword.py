@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if lookup:
         _lookup(opts, user)
     socket_addr = opts.socket or _config_value(opts, "socket") or DEFAULT_SOCKET
-    from saslnetauth.authclient import AuthClientError, authenticate_plain
+    from saslnetauth.dovecot.client import AuthClientError, authenticate_plain
 
     try:
         reply = authenticate_plain(socket_addr, user, password, service=service, rip=rip, lip=lip)

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import merged_match, parse_address
-from saslnetauth.passwords import PasswordHasher
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 __all__ = ["DecisionEngine", "PamVerifier"]

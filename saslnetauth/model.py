@@ -87,7 +87,7 @@ class UserRecord:
 
     def to_json(self) -> dict[str, object]:
         """The documented, stable ``--json`` shape of a user."""
-        from saslnetauth.passwords import split_scheme
+        from saslnetauth.credentials.passwords import split_scheme
 
         scheme = split_scheme(self.password_hash)[0] if self.password_hash else None
         return {

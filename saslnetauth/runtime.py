@@ -7,9 +7,9 @@ import sys
 from typing import TextIO
 
 from saslnetauth.config import Config
+from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import SchemaOutdatedError
-from saslnetauth.passwords import PasswordHasher
 from saslnetauth.store import SqlStore, sqlite_path
 
 LOG_FORMAT = "%(asctime)s saslnetauth[%(process)d]: %(levelname)s %(message)s"
@@ -70,7 +70,7 @@ def open_store(cfg: Config, *, check_schema: bool = True, create: bool = False) 
 def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:
     pam = None
     if cfg.pam.enabled:
-        from saslnetauth.pamauth import PamAuth
+        from saslnetauth.credentials.pam import PamAuth
 
         pam = PamAuth(cfg.pam.service)
     return DecisionEngine(
@@ -99,7 +99,7 @@ def build_server_engine(cfg: Config, *, check_schema: bool = True) -> DecisionEn
     except SchemaOutdatedError:
         raise
     except BackendError as exc:
-        _logging.getLogger("saslnetauth.server").error(
+        _logging.getLogger("saslnetauth.serve.server").error(
             "%s", kv("database unavailable at start", error=str(exc))
         )
         store = open_store(cfg, check_schema=False)

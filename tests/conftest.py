@@ -5,9 +5,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from saslnetauth.passwords import PasswordHasher
+from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.store import SqlStore, migrate
-from tests.peers import fresh_database
+from tests.support.peers import fresh_database
 
 DB_KINDS = ["sqlite", "postgresql", "mariadb"]
 

@@ -1,7 +1,7 @@
 """``saslnetauth import ...`` and ``saslnetauth export ...``: users in and out in bulk.
 
-Formats: :mod:`saslnetauth.importers` (Dovecot passwd-file, CSV) and
-:mod:`saslnetauth.exporters` (Dovecot passwd-file with ``allow_nets``).
+Formats: :mod:`saslnetauth.admin.importers` (Dovecot passwd-file, CSV) and
+:mod:`saslnetauth.admin.exporters` (Dovecot passwd-file with ``allow_nets``).
 An import is all or nothing: every line is checked first, every problem is
 reported as ``FILE:LINE: problem``, and only a file without problems is
 written, in one transaction.
@@ -17,16 +17,16 @@ from typing import Any
 
 import click
 
-from saslnetauth.cli.common import EXIT_ERROR, AppContext, emit_json, pass_app
-from saslnetauth.errors import InvalidInputError
-from saslnetauth.importers import (
+from saslnetauth.admin.importers import (
     PASSWD_FILE_DEFAULT_SCHEME,
     LineError,
     ParseResult,
     parse_csv,
     parse_passwd_file,
 )
-from saslnetauth.importplan import Plan, hash_pending, matching_plaintext, plan_import
+from saslnetauth.admin.importplan import Plan, hash_pending, matching_plaintext, plan_import
+from saslnetauth.cli.common import EXIT_ERROR, AppContext, emit_json, pass_app
+from saslnetauth.errors import InvalidInputError
 from saslnetauth.runtime import make_hasher
 
 #: Files with at least this many lines get a progress bar (on a terminal).
@@ -311,8 +311,8 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     FILE is replaced atomically (mode 0640 when new, else its mode and
     owner are kept); - writes to standard output. Re-run it after changes.
     """
-    from saslnetauth.atomicfile import write_atomic
-    from saslnetauth.exporters import DEFAULT_EXPORT_SERVICES, NO_NETWORK, dovecot_passwd_file
+    from saslnetauth.admin.atomicfile import write_atomic
+    from saslnetauth.admin.exporters import DEFAULT_EXPORT_SERVICES, NO_NETWORK, dovecot_passwd_file
     from saslnetauth.netrules import parse_services
 
     wanted = parse_services(services) or frozenset(DEFAULT_EXPORT_SERVICES)

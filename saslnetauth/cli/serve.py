@@ -16,9 +16,9 @@ from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
 
 if TYPE_CHECKING:
-    from saslnetauth.server import Settings
+    from saslnetauth.serve.server import Settings
 
-log = logging.getLogger("saslnetauth.server")
+log = logging.getLogger("saslnetauth.serve.server")
 
 
 @click.command()
@@ -60,8 +60,8 @@ def serve(
     SIGTERM stops (after answering requests in flight); SIGHUP reloads the
     configuration file (listen addresses need a restart).
     """
-    from saslnetauth import listeners
     from saslnetauth.runtime import setup_logging
+    from saslnetauth.serve import listeners
 
     def overrides(cfg: Config) -> Config:
         if listen:
@@ -122,8 +122,8 @@ async def _run(
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
 ) -> None:
-    from saslnetauth.server import AuthServer
-    from saslnetauth.workers import make_decider
+    from saslnetauth.serve.server import AuthServer
+    from saslnetauth.serve.workers import make_decider
 
     decider = make_decider(cfg)
     await decider.start()

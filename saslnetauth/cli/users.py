@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from saslnetauth.cli.common import AppContext, console, emit_json, pass_app, read_password
+from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import NetworkRule
-from saslnetauth.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.runtime import make_hasher
 
 

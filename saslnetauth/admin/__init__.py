@@ -1,0 +1,2 @@
+"""Admin file formats: importers (parsing), importplan (what an import changes),
+exporters (Dovecot passwd-file) and atomicfile (safe replacement of files)."""

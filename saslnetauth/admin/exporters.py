@@ -1,0 +1,136 @@
+"""Build a Dovecot passwd-file from saslnetauth's users: the Dovecot 2.4 bridge. Pure.
+
+Dovecot 2.4 dropped the checkpassword passdb, so it cannot ask
+saslnetauth at login time; instead it can read a passwd-file exported
+from saslnetauth (doc: Dovecot "Passwd-file" database and the passdb extra
+field ``allow_nets``). One line per user::
+
+    name:{SCHEME}hash::::::allow_nets=192.0.2.0/24,2001:db8::/32,local
+
+``allow_nets`` is the union of the user's networks and the global networks
+that apply to *every* service of the export (a rule limited to services is
+included only if it covers them all, so the file never admits a login that
+saslnetauth would refuse for one of them). ``any`` is written as
+``0.0.0.0/0,::/0``; ``local`` stays ``local`` (Dovecot's keyword for a
+login without a client address). A user without any applicable network
+gets ``allow_nets=255.255.255.255/32`` (:data:`NO_NETWORK`): the limited
+broadcast address can never be the source of a TCP connection, so the
+line matches no client at all and every login fails, as saslnetauth's own
+"fail closed" rule says; ``allow_nets`` is never left out.
+
+Skipped (counted, never written): disabled users, PAM users, users without
+a password, users whose stored hash saslnetauth cannot verify, and names or
+hashes that a passwd-file line cannot hold (a ``:``, a leading ``#``,
+white space or control characters in the hash).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from saslnetauth.credentials.passwords import PasswordHasher
+from saslnetauth.errors import InvalidInputError
+from saslnetauth.model import UserRecord
+from saslnetauth.netrules import ANY, NetworkRule
+
+__all__ = [
+    "DEFAULT_EXPORT_SERVICES",
+    "NO_NETWORK",
+    "ExportResult",
+    "allow_nets",
+    "dovecot_passwd_file",
+]
+
+#: Services an export is made for when none are named (Dovecot's own logins).
+DEFAULT_EXPORT_SERVICES = ("imap", "pop3")
+#: ``allow_nets`` value that matches no client (RFC 1122 3.2.1.3: never a source address).
+NO_NETWORK = "255.255.255.255/32"
+_ANY_NETS = ("0.0.0.0/0", "::/0")
+
+
+@dataclass
+class ExportResult:
+    """The file's lines and what was left out."""
+
+    lines: list[str] = field(default_factory=list)
+    #: users not written, by reason (disabled, pam, no_password, bad_hash, bad_name).
+    skipped: Counter[str] = field(default_factory=Counter)
+    #: users written with :data:`NO_NETWORK` (no applicable network).
+    no_network: int = 0
+    #: network rules left out because they do not cover every service of the export.
+    rules_left_out: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(line + "\n" for line in self.lines)
+
+
+def _covers(rule: NetworkRule, services: frozenset[str]) -> bool:
+    return rule.services is None or services <= rule.services
+
+
+def allow_nets(rules: Iterable[NetworkRule], services: frozenset[str]) -> tuple[list[str], int]:
+    """Dovecot ``allow_nets`` entries of the rules covering ``services``.
+
+    Returns (entries in order, without duplicates; number of rules left out).
+    """
+    out: dict[str, None] = {}
+    left_out = 0
+    for rule in rules:
+        if not _covers(rule, services):
+            left_out += 1
+            continue
+        for entry in _ANY_NETS if rule.spec == ANY else (rule.spec,):
+            out[entry] = None
+    return list(out), left_out
+
+
+def _line_safe(text: str) -> bool:
+    return ":" not in text and text.isprintable() and not text.startswith("#")
+
+
+def dovecot_passwd_file(
+    users: Iterable[UserRecord],
+    global_rules: Iterable[NetworkRule],
+    services: Iterable[str],
+    hasher: PasswordHasher,
+) -> ExportResult:
+    """Lines of a Dovecot passwd-file for ``services`` (format: module docstring)."""
+    wanted = frozenset(services)
+    result = ExportResult()
+    globals_, global_left_out = allow_nets(global_rules, wanted)
+    for user in users:
+        reason = _skip_reason(user)
+        if reason is not None:
+            result.skipped[reason] += 1
+            continue
+        assert user.password_hash is not None
+        try:
+            stored = hasher.parse(user.password_hash).stored
+        except InvalidInputError:
+            result.skipped["bad_hash"] += 1
+            continue
+        if not _line_safe(user.name) or not _line_safe(stored) or " " in stored:
+            result.skipped["bad_name" if not _line_safe(user.name) else "bad_hash"] += 1
+            continue
+        own, left_out = allow_nets(user.rules, wanted)
+        result.rules_left_out += left_out
+        nets = list(dict.fromkeys([*own, *globals_]))
+        if not nets:
+            nets = [NO_NETWORK]
+            result.no_network += 1
+        result.lines.append(f"{user.name}:{stored}::::::allow_nets={','.join(nets)}")
+    result.rules_left_out += global_left_out
+    return result
+
+
+def _skip_reason(user: UserRecord) -> str | None:
+    if not user.enabled:
+        return "disabled"
+    if user.backend != "hash":
+        return "pam"
+    if user.password_hash is None:
+        return "no_password"
+    return None

@@ -1,0 +1,1 @@
+"""Credential checks: stored hashes in Dovecot's notation (``passwords``) and PAM (``pam``)."""

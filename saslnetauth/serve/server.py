@@ -1,0 +1,574 @@
+"""The auth-socket responder: asyncio around the pure protocol codec.
+
+Each client connection gets the Dovecot handshake as soon as it connects,
+then any number of requests, concurrently, answered by id. Credentials go
+to the decision engine in worker processes (:mod:`saslnetauth.serve.workers`),
+so the event loop never blocks on hashing or on the database, and every
+core works. Failures are answered after the failure delay, which holds
+only that request.
+
+Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
+flight per connection, connections, verifications pending over all
+clients (beyond: TEMPFAIL), LOGIN exchanges waiting for CONT (expire),
+optional idle timeout. SIGTERM/SIGINT stop accepting and drain; SIGHUP
+reloads the configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from saslnetauth.config import Config, ServeConfig
+from saslnetauth.dovecot.protocol import (
+    AuthRequest,
+    ClientCpid,
+    ClientVersion,
+    ContRequest,
+    Event,
+    ServerCodec,
+    UnknownCommand,
+    format_cont,
+    format_fail,
+    format_handshake,
+    format_ok,
+)
+from saslnetauth.dovecot.sasl import (
+    MECHANISMS,
+    Challenge,
+    Credentials,
+    Mechanism,
+    SaslFailure,
+    Step,
+    decode_base64,
+    encode_base64,
+    new_mechanism,
+)
+from saslnetauth.errors import ProtocolError
+from saslnetauth.logfmt import kv
+from saslnetauth.serve.alerts import AlertRunner
+from saslnetauth.serve.listeners import BACKLOG, describe, sd_notify
+from saslnetauth.serve.metrics import Metrics
+from saslnetauth.serve.penalty import PenaltyBox, client_bucket
+from saslnetauth.serve.workers import Decider
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+__all__ = ["AuthServer", "Settings"]
+
+log = logging.getLogger("saslnetauth.serve.server")
+
+READ_SIZE = 65536
+#: Seconds SIGTERM waits for requests in flight before closing connections.
+DRAIN_TIMEOUT = 15.0
+
+
+#: The server's run-time knobs are the [serve] table of the configuration;
+#: a SIGHUP replaces them as a whole.
+Settings = ServeConfig
+
+
+def _penalty_box(settings: Settings) -> PenaltyBox:
+    return PenaltyBox(
+        base=settings.penalty_base,
+        cap=settings.penalty_max,
+        free_failures=settings.penalty_free_failures,
+        max_entries=settings.penalty_max_entries,
+    )
+
+
+@dataclass
+class _Exchange:
+    """A request whose mechanism waits for the client's next CONT."""
+
+    auth: AuthRequest
+    mech: Mechanism
+    expiry: asyncio.TimerHandle | None = None
+
+
+class AuthServer:
+    """Serves the Dovecot auth-client protocol on the given listening sockets."""
+
+    def __init__(
+        self,
+        decider: Decider,
+        settings: Settings,
+        *,
+        reload: Callable[[], tuple[Config, Settings]] | None = None,
+    ) -> None:
+        self.decider = decider
+        self.settings = settings
+        self._reload_cb = reload
+        self._servers: list[asyncio.base_events.Server] = []
+        self._sessions: set[_Session] = set()
+        self._cuids = itertools.count(1)
+        self._background: set[asyncio.Task[None]] = set()
+        self.pending = 0  # verifications queued or running, over all clients
+        self._stopping: asyncio.Event | None = None
+        self.stats = {
+            "connections": 0,
+            "ok": 0,
+            "fail": 0,
+            "tempfail": 0,
+            "overload": 0,
+            "stolen_credentials": 0,
+        }
+        self.metrics = Metrics()
+        self._configure(settings)
+
+    def _configure(self, settings: Settings) -> None:
+        """(Re)build what depends on the settings; penalties survive a reload."""
+        self.settings = settings
+        old_ip = getattr(self, "ip_penalty", None)
+        old_user = getattr(self, "user_penalty", None)
+        self.ip_penalty = _penalty_box(settings)
+        self.user_penalty = _penalty_box(settings)
+        for old, new in ((old_ip, self.ip_penalty), (old_user, self.user_penalty)):
+            if old is not None:
+                new._entries = old._entries
+        self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        self._stopping = asyncio.Event()
+        for sock in sockets:
+            # asyncio calls listen() again: keep our backlog, not its default of 100
+            if sock.family == socket.AF_UNIX:
+                srv = await asyncio.start_unix_server(self._on_connect, sock=sock, backlog=BACKLOG)
+            else:
+                srv = await asyncio.start_server(self._on_connect, sock=sock, backlog=BACKLOG)
+            self._servers.append(srv)
+            log.info("%s", kv("listening", on=describe(sock)))
+
+    async def start_metrics(self, sock: socket.socket) -> None:
+        """Serve GET /metrics (Prometheus text format) on ``sock``."""
+        if sock.family == socket.AF_UNIX:
+            srv = await asyncio.start_unix_server(self._on_metrics, sock=sock)
+        else:
+            srv = await asyncio.start_server(self._on_metrics, sock=sock)
+        self._servers.append(srv)
+        log.info("%s", kv("metrics", on=describe(sock)))
+
+    def render_metrics(self) -> str:
+        m = self.metrics
+        for name, text, value in (
+            ("saslnetauth_connections_open", "Client connections now.", len(self._sessions)),
+            ("saslnetauth_pending_verifications", "Verifications queued or running.", self.pending),
+            (
+                "saslnetauth_penalised_clients",
+                "Clients with a brute-force penalty.",
+                len(self.ip_penalty),
+            ),
+            (
+                "saslnetauth_connections_total",
+                "Client connections accepted.",
+                self.stats["connections"],
+            ),
+            (
+                "saslnetauth_overload_total",
+                "Logins refused for max_pending.",
+                self.stats["overload"],
+            ),
+            (
+                "saslnetauth_stolen_credentials_total",
+                "Correct passwords from forbidden networks.",
+                self.stats["stolen_credentials"],
+            ),
+        ):
+            m.set_gauge(name, text, value)
+        return m.render()
+
+    async def _on_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            writer.close()
+            return
+        line = request.split(b"\r\n", 1)[0].split()
+        if len(line) >= 2 and line[0] == b"GET" and line[1] in (b"/metrics", b"/"):
+            body = self.render_metrics().encode()
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+        else:
+            body = b"not found\n"
+            head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+        writer.write(
+            head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+        )
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.drain()
+        writer.close()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def request_stop(self) -> None:
+        if self._stopping is not None and not self._stopping.is_set():
+            log.info("stopping: no new connections, draining requests in flight")
+            self._stopping.set()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT (or request_stop), then drain and close."""
+        assert self._stopping is not None
+        sd_notify("READY=1")
+        log.info(
+            "%s",
+            kv(
+                "ready",
+                workers=self.decider.describe(),
+                failure_delay=self.settings.failure_delay,
+                max_pending=self.settings.max_pending,
+            ),
+        )
+        await self._stopping.wait()
+        sd_notify("STOPPING=1")
+        await self.shutdown()
+
+    async def shutdown(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        for srv in self._servers:
+            srv.close()
+        for srv in self._servers:
+            with contextlib.suppress(Exception):
+                await srv.wait_closed()
+        tasks = [t for s in self._sessions for t in s.tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=drain_timeout)
+        await self.alerts.drain(timeout=drain_timeout)
+        for session in list(self._sessions):
+            session.close()
+        await self.decider.close()
+        log.info("%s", kv("stopped", **self.stats))
+
+    def reload(self) -> None:
+        if self._reload_cb is not None:
+            task = asyncio.ensure_future(self._reload())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reload(self) -> None:
+        assert self._reload_cb is not None
+        try:
+            cfg, settings = self._reload_cb()
+            await self.decider.reload(cfg)
+        except Exception as exc:
+            log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
+            return
+        self._configure(settings)
+        log.info("%s", kv("configuration reloaded", failure_delay=settings.failure_delay))
+
+    # -- connections --------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            writer.close()
+            return
+        if len(self._sessions) >= self.settings.max_connections:
+            log.warning(
+                "%s",
+                kv(
+                    "connection refused",
+                    reason="max_connections",
+                    limit=self.settings.max_connections,
+                ),
+            )
+            writer.close()
+            return
+        session = _Session(self, reader, writer, next(self._cuids))
+        self._sessions.add(session)
+        self.stats["connections"] += 1
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)
+            session.close()
+
+    # -- verification ----------------------------------------------------------------
+
+    async def decide(self, creds: Credentials, auth: AuthRequest) -> tuple[Decision, float]:
+        """Run the engine off the event loop; returns the decision and the extra
+        failure delay (user penalty). The client's penalty is waited out first,
+        whatever the outcome will be, like Dovecot's auth_penalty."""
+        settings = self.settings
+        started = time.monotonic()
+        key = client_bucket(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
+        wait = self.ip_penalty.delay(key, started)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        decision = await self._run_engine(creds, auth)
+        now = time.monotonic()
+        self.metrics.observe(
+            decision.verdict.value, decision.reason.value, auth.service, now - started
+        )
+        extra = 0.0
+        if decision.verdict is Verdict.OK:
+            # The user brake is not cleared: it only counts failures from outside the
+            # user's networks, which the real user's success says nothing about.
+            self.ip_penalty.record_success(key)
+        elif decision.verdict is Verdict.FAIL:
+            self.ip_penalty.record_failure(key, now)
+            if settings.user_penalty and decision.network_ok is False:
+                extra = self.user_penalty.delay(decision.user, now)
+                self.user_penalty.record_failure(decision.user, now)
+            if decision.credentials_valid and decision.reason in (
+                Reason.NETWORK,
+                Reason.NO_NETWORK_RULES,
+            ):
+                self.stats["stolen_credentials"] += 1
+                self.alerts.fire(decision.user, auth.rip, auth.service, decision.reason.value)
+        return decision, extra
+
+    async def _run_engine(self, creds: Credentials, auth: AuthRequest) -> Decision:
+        """The engine in a worker, within the pending bound."""
+        if self.pending >= self.settings.max_pending:
+            self.stats["overload"] += 1
+            log.warning(
+                "%s",
+                kv(
+                    "auth tempfail",
+                    user=creds.username,
+                    service=auth.service or None,
+                    rip=auth.rip or "-",
+                    reason="overload",
+                    pending=self.pending,
+                ),
+            )
+            return Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail="overload"
+            )
+        self.pending += 1
+        try:
+            return await self.decider.decide(creds.username, creds.password, auth.rip, auth.service)
+        except Exception as exc:  # fail closed
+            log.error("%s", kv("verification failed", error=repr(exc)))
+            return Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=repr(exc)
+            )
+        finally:
+            self.pending -= 1
+
+
+class _Session:
+    """One client connection."""
+
+    def __init__(
+        self,
+        server: AuthServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        cuid: int,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.cuid = cuid
+        self.codec = ServerCodec()
+        self.exchanges: dict[int, _Exchange] = {}  # waiting for CONT
+        self.running: set[int] = set()  # ids being verified or delayed
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    # -- I/O ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        mechs = [(name, flags) for name, flags in MECHANISMS.items()]
+        self.send(format_handshake(mechs, cuid=self.cuid))
+        settings = self.server.settings
+        while not self.closed:
+            try:
+                if settings.idle_timeout > 0 and not self.exchanges and not self.running:
+                    data = await asyncio.wait_for(
+                        self.reader.read(READ_SIZE), settings.idle_timeout
+                    )
+                else:
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                log.info("%s", kv("connection closed", cuid=self.cuid, reason="idle"))
+                return
+            except (ConnectionError, OSError):
+                return
+            if not data:
+                return
+            try:
+                events = self.codec.receive_data(data)
+            except ProtocolError as exc:
+                log.warning(
+                    "%s", kv("client protocol error, disconnecting", cuid=self.cuid, error=str(exc))
+                )
+                return
+            for event in events:
+                try:
+                    self.handle(event)
+                except ProtocolError as exc:
+                    log.warning(
+                        "%s",
+                        kv("client protocol error, disconnecting", cuid=self.cuid, error=str(exc)),
+                    )
+                    return
+                if self.closed:
+                    return
+
+    def send(self, data: bytes) -> None:
+        if not self.closed and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for ex in self.exchanges.values():
+            if ex.expiry is not None:
+                ex.expiry.cancel()
+        self.exchanges.clear()
+        for task in self.tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+    # -- protocol ---------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, AuthRequest):
+            self.on_auth(event)
+        elif isinstance(event, ContRequest):
+            self.on_cont(event)
+        elif isinstance(event, ClientVersion | ClientCpid):
+            return
+        elif isinstance(event, UnknownCommand):
+            log.debug("%s", kv("unknown command ignored", cuid=self.cuid, command=event.name))
+
+    def on_auth(self, auth: AuthRequest) -> None:
+        if auth.id in self.exchanges or auth.id in self.running:
+            raise ProtocolError(f"duplicate request id {auth.id}")
+        limit = self.server.settings.max_requests_per_connection
+        if len(self.exchanges) + len(self.running) >= limit:
+            raise ProtocolError(f"more than {limit} requests in flight")
+        mech = new_mechanism(auth.mech)
+        if mech is None:
+            log.info(
+                "%s",
+                kv(
+                    "auth fail",
+                    cuid=self.cuid,
+                    service=auth.service or None,
+                    rip=auth.rip or "-",
+                    reason="unsupported_mechanism",
+                    mech=auth.mech,
+                ),
+            )
+            self.send(format_fail(auth.id, None, reason="Unsupported authentication mechanism"))
+            return
+        initial: bytes | None = None
+        if auth.resp is not None:
+            initial = decode_base64(auth.resp)
+            if initial is None:
+                self.finish_failed(auth, SaslFailure("invalid base64 in initial response"))
+                return
+        self.advance(auth, mech, mech.start(initial))
+
+    def on_cont(self, cont: ContRequest) -> None:
+        ex = self.exchanges.pop(cont.id, None)
+        if ex is None:
+            if cont.id in self.running:
+                raise ProtocolError(f"CONT for request {cont.id} that is not waiting for one")
+            self.send(format_fail(cont.id, None, reason=self.server.settings.fail_reason))
+            return
+        if ex.expiry is not None:
+            ex.expiry.cancel()
+        data = decode_base64(cont.data)
+        if data is None:
+            self.finish_failed(ex.auth, SaslFailure("invalid base64 in continued response"))
+            return
+        self.advance(ex.auth, ex.mech, ex.mech.step(data))
+
+    def advance(self, auth: AuthRequest, mech: Mechanism, step: Step) -> None:
+        if isinstance(step, Challenge):
+            ex = _Exchange(auth, mech)
+            ex.expiry = asyncio.get_running_loop().call_later(
+                self.server.settings.cont_timeout, self.expire, auth.id
+            )
+            self.exchanges[auth.id] = ex
+            self.send(format_cont(auth.id, encode_base64(step.data)))
+        elif isinstance(step, Credentials):
+            self.spawn(auth.id, self.verify(auth, step))
+        else:
+            self.finish_failed(auth, step)
+
+    def expire(self, req_id: int) -> None:
+        ex = self.exchanges.pop(req_id, None)
+        if ex is None:
+            return
+        log.info(
+            "%s",
+            kv(
+                "auth fail",
+                cuid=self.cuid,
+                service=ex.auth.service or None,
+                rip=ex.auth.rip or "-",
+                reason="timeout",
+            ),
+        )
+        self.send(format_fail(req_id, None, reason=self.server.settings.fail_reason))
+
+    def spawn(self, req_id: int, coro: Coroutine[Any, Any, None]) -> None:
+        self.running.add(req_id)
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            self.running.discard(req_id)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s", kv("request failed", cuid=self.cuid, error=repr(t.exception())))
+
+        task.add_done_callback(done)
+
+    def finish_failed(self, auth: AuthRequest, failure: SaslFailure) -> None:
+        """A malformed exchange: logged with its reason, answered like any failure."""
+        log.info(
+            "%s",
+            kv(
+                "auth fail",
+                user=failure.username,
+                service=auth.service or None,
+                rip=auth.rip or "-",
+                reason="sasl_error",
+                error=failure.reason,
+            ),
+        )
+        decision = Decision(Verdict.FAIL, Reason.INVALID_REQUEST, failure.username or "")
+        self.spawn(auth.id, self.reply(auth.id, decision))
+
+    async def verify(self, auth: AuthRequest, creds: Credentials) -> None:
+        decision, extra_delay = await self.server.decide(creds, auth)
+        await self.reply(auth.id, decision, extra_delay)
+
+    async def reply(self, req_id: int, decision: Decision, extra_delay: float = 0.0) -> None:
+        stats = self.server.stats
+        if decision.verdict is Verdict.OK:
+            stats["ok"] += 1
+            self.send(format_ok(req_id, decision.user))
+        else:
+            stats["tempfail" if decision.verdict is Verdict.TEMPFAIL else "fail"] += 1
+            delay = self.server.settings.failure_delay + extra_delay
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.send(
+                format_fail(
+                    req_id,
+                    decision.user or None,
+                    temp=decision.verdict is Verdict.TEMPFAIL,
+                    reason=self.server.settings.fail_reason,
+                )
+            )
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.drain()

@@ -1,0 +1,523 @@
+"""Decision worker processes for ``saslnetauth serve``.
+
+Each worker is a separate process running the ordinary decision engine
+(database lookup, password verification, logging, verdict record). The
+event loop of the server hands it ``(user, password, rip, service)`` over a
+UNIX socket pair and awaits the verdict, so neither hashing nor the
+database nor the engine's Python code ever runs on the loop, and every core
+works whether or not a hash releases the GIL (measured in
+``benchmarks/gil.py``: argon2, bcrypt and libcrypt do; the per-login Python
+around them does not).
+
+Workers are started with the ``spawn`` method (no fork of a process with
+threads and an event loop). A worker that dies fails its requests
+temporarily (TEMPFAIL) and is replaced; a request that takes longer than
+``[serve] request_timeout`` fails temporarily. Frames are a 4-byte length and a
+pickle of a tuple; both ends are this program.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from saslnetauth.logfmt import kv
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.config import Config
+    from saslnetauth.engine import DecisionEngine
+
+__all__ = ["Decider", "ThreadDecider", "WorkerPool", "make_decider"]
+
+log = logging.getLogger("saslnetauth.serve.workers")
+
+#: Seconds retiring workers get to finish their requests after a reload.
+RETIRE_TIMEOUT = 10.0
+#: Requests a worker holds at once (the rest wait in the server's queue).
+PER_WORKER = 2
+#: Seconds a new worker may take to get ready.
+START_TIMEOUT = 60.0
+_HEADER = struct.Struct("!I")
+MAX_FRAME = 1 << 20
+READ_SIZE = 65536
+#: Seconds between checks for requests past ``[serve] request_timeout``.
+SWEEP_INTERVAL = 0.1
+#: Seconds a worker may hold decided verdicts to send them together.
+FLUSH_AFTER = 0.001
+
+
+class Decider(Protocol):
+    """Where the server's logins are decided: worker processes, or threads."""
+
+    async def start(self) -> None: ...
+
+    async def decide(
+        self, user: str, password: bytes, rip: str | None, service: str
+    ) -> Decision: ...
+
+    async def reload(self, cfg: Config) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def make_decider(cfg: Config) -> Decider:
+    """``[serve] worker_mode``: "processes" (default) or "threads"."""
+    n = cfg.serve.workers or (os.cpu_count() or 1)
+    if cfg.serve.worker_mode == "threads":
+        return ThreadDecider(cfg, n)
+    return WorkerPool(cfg, n)
+
+
+class ThreadDecider:
+    """The engine in this process, on a thread pool (for small installations and
+    comparison: only the hashes release the GIL, the Python around them does not)."""
+
+    def __init__(self, cfg: Config, size: int) -> None:
+        self.cfg = cfg
+        self.size = max(1, size)
+        self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="saslnetauth-decide")
+        self.engine: DecisionEngine | None = None
+
+    async def start(self) -> None:
+        from saslnetauth.runtime import build_server_engine
+
+        self.engine = build_server_engine(self.cfg, check_schema=False)
+
+    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+        engine = self.engine
+        if engine is None:
+            return _tempfail(user, "not started")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.executor, engine.decide, user, password, rip, service
+        )
+
+    async def reload(self, cfg: Config) -> None:
+        from saslnetauth.runtime import build_server_engine
+
+        old, self.engine, self.cfg = self.engine, build_server_engine(cfg, check_schema=False), cfg
+        if old is not None:
+            asyncio.get_running_loop().call_later(RETIRE_TIMEOUT, old.close)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)
+        if self.engine is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
+
+    def describe(self) -> str:
+        return f"{self.size} threads"
+
+
+def _send(sock: socket.socket, obj: object) -> None:
+    sock.sendall(_frame(obj))
+
+
+def _cut_frames(buf: bytearray) -> list[Any]:
+    """The whole frames at the start of ``buf``, unpickled and removed from it (a
+    partial frame stays for the next read); EOFError for a frame over MAX_FRAME.
+    Both ends use it: the parent's link and the worker's loop."""
+    out: list[Any] = []
+    pos = 0
+    end = len(buf)
+    while end - pos >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buf, pos)
+        if size > MAX_FRAME:
+            raise EOFError(f"frame of {size} bytes")
+        start = pos + _HEADER.size
+        if end - start < size:
+            break
+        pos = start + size
+        out.append(pickle.loads(buf[start:pos]))  # noqa: S301 - both ends are this program
+    del buf[:pos]
+    return out
+
+
+def _frames(sock: socket.socket) -> Iterator[list[Any]]:
+    """The parent's messages, a list per read (as many whole frames as arrived)."""
+    buf = bytearray()
+    while True:
+        chunk = sock.recv(READ_SIZE)
+        if not chunk:
+            return
+        buf += chunk
+        try:
+            batch = _cut_frames(buf)
+        except EOFError:
+            return
+        if batch:
+            yield batch
+
+
+def worker_main(sock: socket.socket, cfg: Config) -> None:
+    """Entry point of a worker process: decide until the parent says stop or goes away.
+
+    The verdicts of one read go back in one write, except that one is sent as soon
+    as the batch has spent :data:`FLUSH_AFTER` seconds (a slow hash does not hold
+    back the verdicts decided before it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from saslnetauth.runtime import build_server_engine, setup_logging
+
+    setup_logging(cfg)
+    engine = build_server_engine(cfg, check_schema=False)
+    engine.preload()  # global networks are loaded before the first login, not during it
+    _send(sock, ("ready", os.getpid()))
+    try:
+        for batch in _frames(sock):
+            out: list[bytes] = []
+            started = time.monotonic()
+            for msg in batch:
+                if msg is None:
+                    if out:
+                        sock.sendall(b"".join(out))
+                    return
+                rid, user, password, rip, service = msg
+                d = engine.decide(user, password, rip, service)
+                out.append(
+                    _frame(
+                        (
+                            rid,
+                            d.verdict.value,
+                            d.reason.value,
+                            d.user,
+                            d.credentials_valid,
+                            d.network_ok,
+                            d.matched,
+                            d.detail,
+                        )
+                    )
+                )
+                if time.monotonic() - started >= FLUSH_AFTER:
+                    sock.sendall(b"".join(out))
+                    out.clear()
+                    started = time.monotonic()
+            if out:
+                sock.sendall(b"".join(out))
+    except OSError:
+        pass
+    finally:
+        engine.close()
+
+
+def _expire(fut: asyncio.Future[Decision], user: str) -> None:
+    if not fut.done():
+        log.error("%s", kv("verification timed out", user=user))
+        fut.set_result(_tempfail(user, "verification timed out"))
+
+
+def _tempfail(user: str, detail: str) -> Decision:
+    return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user, detail=detail)
+
+
+@dataclass(eq=False)
+class _Job:
+    rid: int
+    user: str
+    frame: bytes
+    future: asyncio.Future[Decision]
+    deadline: float
+
+
+@dataclass(eq=False)
+class _Worker:
+    process: Any
+    link: _WorkerLink
+    pid: int
+    pending: dict[int, _Job] = field(default_factory=dict)
+    retiring: bool = False
+
+
+class _WorkerLink(asyncio.Protocol):
+    """The server's end of one worker's socket: frames are cut out of the byte
+    stream as they arrive and handed over synchronously (no task wakes up per
+    reply, and a read that carries several replies is one callback)."""
+
+    def __init__(self, on_frame: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
+        self.on_frame = on_frame
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            frames = _cut_frames(self.buffer)
+        except EOFError:
+            self.close()
+            return
+        for msg in frames:
+            self.on_frame(msg)
+            if self.closed:
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.on_lost()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.closed or self.transport.is_closing():
+            raise ConnectionError("worker link closed")
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class WorkerPool:
+    """``size`` decision workers behind one queue kept in the server process.
+
+    A worker gets at most :data:`PER_WORKER` requests at a time; the rest wait
+    in the queue, and a request whose deadline passes while it waits is never
+    sent (it has already been answered TEMPFAIL), so an overload does not
+    leave the workers hashing for clients that are gone.
+    """
+
+    def __init__(self, cfg: Config, size: int) -> None:
+        self.cfg = cfg
+        self.size = max(1, size)
+        self.workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._closing = False
+        self._background: set[asyncio.Task[None]] = set()
+        self._queue: deque[_Job] = deque()
+        self._refill_scheduled = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._retiring: list[_Worker] = []  # replaced, finishing their requests
+        self.deaths = 0
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        started = await asyncio.gather(*(self._spawn(self.cfg) for _ in range(self.size)))
+        self.workers.extend(started)
+
+    async def _spawn(self, cfg: Config) -> _Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = self._ctx.Process(
+            target=worker_main, args=(child, cfg), name="saslnetauth-worker", daemon=True
+        )
+        proc.start()
+        child.close()
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[int] = loop.create_future()
+
+        def on_ready(msg: Any) -> None:
+            if not ready.done() and isinstance(msg, tuple) and msg[:1] == ("ready",):
+                ready.set_result(int(msg[1]))
+
+        def on_early_exit() -> None:
+            if not ready.done():
+                ready.set_exception(EOFError("worker exited before it was ready"))
+
+        _, link = await loop.create_unix_connection(
+            lambda: _WorkerLink(on_ready, on_early_exit), sock=parent
+        )
+        try:
+            pid = await asyncio.wait_for(ready, START_TIMEOUT)
+            if link.closed:
+                raise EOFError("worker exited right after it was ready")
+        except (TimeoutError, EOFError) as exc:
+            proc.kill()
+            link.close()
+            raise RuntimeError(f"decision worker did not start: {exc!r}") from None
+        worker = _Worker(proc, link, pid)
+        link.on_frame = lambda msg: self._on_reply(worker, msg)
+        link.on_lost = lambda: self._on_lost(worker)
+        log.info("%s", kv("worker started", pid=pid))
+        return worker
+
+    async def close(self, timeout: float = 10.0) -> None:
+        self._closing = True
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(self._retire(w, timeout) for w in workers))
+
+    async def reload(self, cfg: Config) -> None:
+        """Start workers with ``cfg``; old ones finish what they have, then exit."""
+        new = await asyncio.gather(*(self._spawn(cfg) for _ in range(self.size)))
+        old, self.workers = self.workers, list(new)
+        self.cfg = cfg
+        self._dispatch()
+        for w in old:
+            task = asyncio.ensure_future(self._retire(w, RETIRE_TIMEOUT))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _retire(self, w: _Worker, timeout: float) -> None:
+        w.retiring = True
+        self._retiring.append(w)
+        try:
+            await self._stop_worker(w, timeout)
+        finally:
+            self._retiring.remove(w)
+
+    async def _stop_worker(self, w: _Worker, timeout: float) -> None:
+        with contextlib.suppress(Exception):
+            w.link.write(_frame(None))
+        deadline = time.monotonic() + timeout
+        while w.process.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if w.process.is_alive():
+            w.process.kill()
+        for _ in range(20):  # what it answered before it exited is read first
+            if w.link.closed:
+                break
+            await asyncio.sleep(0.05)
+        w.link.close()
+        for job in w.pending.values():
+            if not job.future.done():
+                job.future.set_result(_tempfail(job.user, "decision worker stopped"))
+        w.pending.clear()
+
+    # -- requests --------------------------------------------------------------------
+
+    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+        if not any(not w.retiring for w in self.workers) and self._closing:
+            return _tempfail(user, "no decision worker available")
+        loop = asyncio.get_running_loop()
+        rid = next(self._ids)
+        timeout = self.cfg.serve.request_timeout
+        job = _Job(
+            rid,
+            user,
+            _frame((rid, user, password, rip, service)),
+            loop.create_future(),
+            loop.time() + timeout,
+        )
+        self._queue.append(job)
+        self._dispatch()
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, timeout / 4), self._sweep)
+        return await job.future
+
+    def _sweep(self) -> None:
+        """Answer TEMPFAIL to requests past their deadline (one timer for all of them,
+        not one per login), queued or with a worker; rescheduled while any remain."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        remaining = False
+        workers = [*self.workers, *self._retiring]
+        for jobs in (self._queue, *(w.pending.values() for w in workers)):
+            for job in jobs:
+                if job.future.done():
+                    continue
+                if job.deadline <= now:
+                    _expire(job.future, job.user)
+                else:
+                    remaining = True
+        self._sweeper = None
+        if remaining:
+            timeout = self.cfg.serve.request_timeout
+            self._sweeper = loop.call_later(min(SWEEP_INTERVAL, timeout / 4), self._sweep)
+
+    def _dispatch(self) -> None:
+        """Send queued requests to workers with room; skip those already answered.
+
+        The frames a worker gets in one pass go out in one write."""
+        batches: dict[_Worker, list[_Job]] = {}
+        while self._queue:
+            free = [w for w in self.workers if not w.retiring and len(w.pending) < PER_WORKER]
+            if not free:
+                break
+            job = self._queue.popleft()
+            if job.future.done():  # timed out while queued: never sent
+                continue
+            w = min(free, key=lambda x: len(x.pending))
+            w.pending[job.rid] = job
+            batches.setdefault(w, []).append(job)
+        for w, jobs in batches.items():
+            try:
+                w.link.write(b"".join(job.frame for job in jobs))
+            except (ConnectionError, OSError, RuntimeError) as exc:
+                for job in jobs:
+                    w.pending.pop(job.rid, None)
+                    if not job.future.done():
+                        job.future.set_result(
+                            _tempfail(job.user, f"decision worker unreachable: {exc!r}")
+                        )
+
+    def _on_reply(self, w: _Worker, msg: Any) -> None:
+        rid, verdict, reason, user, valid, net_ok, matched, detail = msg
+        job = w.pending.pop(rid, None)
+        if job is not None and not job.future.done():
+            job.future.set_result(
+                Decision(Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok)
+            )
+        # one refill per pass of the event loop, after every reply of that pass:
+        # the frames it sends a worker then share one write
+        if not self._refill_scheduled:
+            self._refill_scheduled = True
+            asyncio.get_running_loop().call_soon(self._refill)
+
+    def _refill(self) -> None:
+        self._refill_scheduled = False
+        self._dispatch()
+
+    def _on_lost(self, w: _Worker) -> None:
+        if w.retiring or self._closing:
+            return
+        self.deaths += 1
+        log.error("%s", kv("decision worker died", pid=w.pid, failed_requests=len(w.pending)))
+        for job in w.pending.values():
+            if not job.future.done():
+                job.future.set_result(_tempfail(job.user, "decision worker died"))
+        w.pending.clear()
+        with contextlib.suppress(ValueError):
+            self.workers.remove(w)
+        w.link.close()
+        task = asyncio.ensure_future(self._replace_and_dispatch())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _replace_and_dispatch(self) -> None:
+        await self._replace()
+        self._dispatch()
+
+    async def _replace(self) -> None:
+        while not self._closing:
+            try:
+                self.workers.append(await self._spawn(self.cfg))
+                return
+            except Exception as exc:
+                log.error("%s", kv("cannot start a decision worker", error=repr(exc)))
+                await asyncio.sleep(1.0)
+
+    def describe(self) -> str:
+        return f"{self.size} processes"
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(w.pending) for w in self.workers) + len(self._queue)
+
+
+def _frame(obj: object) -> bytes:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data

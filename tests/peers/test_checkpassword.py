@@ -1,0 +1,275 @@
+"""saslnetauth-checkpassword under a real Dovecot 2.3 (passdb and userdb checkpassword).
+
+Dovecot's configuration comes from dovecot-examples/dovecot/auth-saslnetauth.conf.ext,
+rendered with test paths, so the shipped example cannot rot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.clitools import run
+from tests.support.dovecot import DovecotInstance, mail_ids
+from tests.support.net import peer_tmpdir
+from tests.support.serverproc import ServerProcess, run_server
+
+pytestmark = pytest.mark.peer
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "dovecot-examples" / "dovecot" / "auth-saslnetauth.conf.ext"
+PROGRAM = Path(sys.executable).parent / "saslnetauth-checkpassword"
+PW = "ch3ck pw"
+FAST = "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+
+
+def render_example(socket: str, config: Path, home: Path) -> str:
+    text = EXAMPLE.read_text()
+    uid, gid = mail_ids()
+    shipped_args = "/usr/local/bin/saslnetauth-checkpassword --socket /run/saslnetauth/auth-client"
+    assert text.count(shipped_args) == 2, "example changed: update this test's rendering"
+    text = text.replace(shipped_args, f"{PROGRAM} --socket {socket} --config {config}")
+    shipped_fields = "override_fields = uid=vmail gid=vmail home=/var/vmail/%d/%n"
+    assert shipped_fields in text
+    return text.replace(shipped_fields, f"override_fields = uid={uid} gid={gid} home={home}/%u")
+
+
+def populate(db: str) -> None:
+    assert run("init", db=db).code == 0
+    for args, stdin in [
+        (
+            [
+                "user",
+                "add",
+                "alice",
+                "--password-stdin",
+                "--net",
+                "127.0.0.2",
+                "--net",
+                "2001:db8::/32",
+                "--net",
+                "::1",
+            ],
+            PW,
+        ),
+        (["user", "add", "bob", "--password-stdin", "--disabled", "--net", "any"], PW),
+        (["user", "add", "lou", "--password-stdin", "--net", "local"], PW),
+    ]:
+        r = run(*args, db=db, stdin=stdin + "\n")
+        assert r.code == 0, r.err
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[dict[str, object]]:
+    with peer_tmpdir("sna-cp-") as tmp:
+        db = f"sqlite:///{tmp}/cp.db"
+        populate(db)
+        cfg = tmp / "saslnetauth.toml"
+        cfg.write_text(f'database_url = "{db}"\n' + FAST)
+        cfg.chmod(0o644)
+        sock = tmp / "auth-client"
+        text = render_example(str(sock), cfg, tmp / "home")
+        passdb, _, userdb = text.partition("userdb {")
+        with (
+            run_server(db, config=cfg, workdir=tmp) as server,
+            DovecotInstance(
+                tmp / "dovecot", passdb=passdb, userdb="userdb {" + userdb, protocols=("imap",)
+            ) as dovecot,
+        ):
+            assert server.unix == str(sock)
+            yield {"db": db, "cfg": cfg, "server": server, "dovecot": dovecot, "tmp": tmp}
+
+
+CASES = [
+    ("alice", PW, "127.0.0.2", True),
+    ("alice", PW, "127.0.0.3", False),
+    ("alice", PW, "2001:db8::9", True),
+    ("alice", PW, "::ffff:127.0.0.2", True),
+    ("alice", PW, "::ffff:127.0.0.3", False),
+    ("alice", PW, None, False),
+    ("lou", PW, None, True),
+    ("lou", PW, "127.0.0.2", False),
+    ("alice", "wrong", "127.0.0.2", False),
+    ("bob", PW, "127.0.0.2", False),
+    ("nobody", PW, "127.0.0.2", False),
+]
+
+
+@pytest.mark.parametrize(("user", "pw", "rip", "ok"), CASES)
+def test_fast_path_verdicts(
+    world: dict[str, object], user: str, pw: str, rip: str | None, ok: bool
+) -> None:
+    dovecot = world["dovecot"]
+    server = world["server"]
+    assert isinstance(dovecot, DovecotInstance) and isinstance(server, ServerProcess)
+    before = server.log().count("auth ")
+    res = dovecot.auth_test(user, pw, rip=rip, service="imap")
+    assert res.ok is ok, res.output
+    if ok:
+        assert res.fields.get("user") == user
+    # the running server decided (fast path), not the in-process fallback
+    assert server.log().count("auth ") == before + 1
+    assert "via=checkpassword" not in server.log()
+
+
+def test_userdb_lookup(world: dict[str, object]) -> None:
+    dovecot = world["dovecot"]
+    assert isinstance(dovecot, DovecotInstance)
+    found, out = dovecot.user_lookup("alice")
+    assert found is True, out
+    assert "home" in out
+    found, out = dovecot.user_lookup("nobody-here")
+    assert found is False, out
+    found, out = dovecot.user_lookup("bob")  # disabled: not an existing user for delivery
+    assert found is False, out
+
+
+def test_imap_logins_from_two_addresses(world: dict[str, object]) -> None:
+    dovecot = world["dovecot"]
+    assert isinstance(dovecot, DovecotInstance)
+    assert dovecot.imap_login("127.0.0.2", "alice", PW) is True
+    assert dovecot.imap_login("127.0.0.3", "alice", PW) is False
+    assert dovecot.imap_login("127.0.0.2", "alice", "wrong") is False
+    assert dovecot.imap_login("::1", "alice", PW) is True
+
+
+def test_fallback_path_without_server(world: dict[str, object]) -> None:
+    """No server at the socket: the same verdicts, decided in-process."""
+    tmp = world["tmp"]
+    cfg = world["cfg"]
+    assert isinstance(tmp, Path) and isinstance(cfg, Path)
+    text = render_example(str(tmp / "no-such-socket"), cfg, tmp / "home")
+    passdb, _, userdb = text.partition("userdb {")
+    with DovecotInstance(
+        tmp / "dovecot-fallback", passdb=passdb, userdb="userdb {" + userdb, protocols=("imap",)
+    ) as dovecot:
+        for user, pw, rip, ok in CASES:
+            res = dovecot.auth_test(user, pw, rip=rip, service="imap")
+            assert res.ok is ok, (user, rip, res.output)
+        assert "via=checkpassword" in dovecot.log()
+        assert dovecot.imap_login("127.0.0.2", "alice", PW) is True
+        assert dovecot.imap_login("127.0.0.3", "alice", PW) is False
+        assert dovecot.user_lookup("alice")[0] is True
+        assert dovecot.user_lookup("ghost")[0] is False
+
+
+def test_database_unreachable_is_internal_failure(world: dict[str, object]) -> None:
+    tmp = world["tmp"]
+    assert isinstance(tmp, Path)
+    cfg = tmp / "down.toml"
+    cfg.write_text('database_url = "postgresql+psycopg://nobody@127.0.0.1:9/none"\n')
+    cfg.chmod(0o644)
+    text = render_example(str(tmp / "no-such-socket-2"), cfg, tmp / "home")
+    passdb, _, userdb = text.partition("userdb {")
+    with DovecotInstance(
+        tmp / "dovecot-down", passdb=passdb, userdb="userdb {" + userdb
+    ) as dovecot:
+        res = dovecot.auth_test("alice", PW, rip="127.0.0.2", service="imap")
+        assert res.ok is False, res.output
+        log = dovecot.log()
+        assert "saslnetauth-checkpassword: database unavailable" in log, log
+        assert re.search(
+            r"checkpassword\(alice,127\.0\.0\.2\): Child \d+ exited with status 111", log
+        ), log
+
+
+def _run_program(
+    env: dict[str, str], stdin3: bytes, args: list[str]
+) -> subprocess.CompletedProcess[str]:
+    r, w = os.pipe()
+    os.write(w, stdin3)
+    os.close(w)
+    try:
+        # the shell puts our pipe on fd 3, where Dovecot puts its input
+        return subprocess.run(
+            ["/bin/bash", "-c", f'exec "$@" 3<&{r}', "bash", str(PROGRAM), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            pass_fds=(r,),
+        )
+    finally:
+        os.close(r)
+
+
+def test_program_exit_codes_and_environment(world: dict[str, object]) -> None:
+    """Direct runs: fd 3 parsing, exit codes, USER/AUTHORIZED for the reply program."""
+    server = world["server"]
+    assert isinstance(server, ServerProcess)
+    base = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.2"}
+    reply = ["/bin/sh", "-c", 'echo "USER=$USER AUTHORIZED=${AUTHORIZED:-}"']
+    sock = ["--socket", str(server.unix)]
+    ok = _run_program(base, f"ALICE\0{PW}\0\0".encode(), [*sock, *reply])
+    assert ok.returncode == 0 and ok.stdout.strip() == "USER=alice AUTHORIZED=", ok
+    assert _run_program(base, b"alice\0wrong\0\0", [*sock, *reply]).returncode == 1
+    assert (
+        _run_program(
+            {**base, "TCPREMOTEIP": "127.0.0.3"}, f"alice\0{PW}\0".encode(), [*sock, *reply]
+        ).returncode
+        == 1
+    )
+    assert _run_program(base, b"x" * 600, [*sock, *reply]).returncode == 1  # over 512 bytes
+    assert _run_program(base, b"no-nul-at-all", [*sock, *reply]).returncode == 1
+    assert _run_program(base, b"", [*sock, *reply]).returncode == 1
+    master = _run_program(
+        {**base, "MASTER_USER": "admin"}, f"alice\0{PW}\0\0".encode(), [*sock, *reply]
+    )
+    assert master.returncode == 1 and "master user" in master.stderr
+    cfg = world["cfg"]
+    lookup_env = {**base, "AUTHORIZED": "1"}
+    found = _run_program(lookup_env, b"alice\0\0\0", [*sock, "--config", str(cfg), *reply])
+    assert found.returncode == 0 and found.stdout.strip() == "USER=alice AUTHORIZED=2", found
+    unknown = _run_program(lookup_env, b"ghost\0\0\0", [*sock, "--config", str(cfg), *reply])
+    assert unknown.returncode == 3
+    tempfail = _run_program(
+        base,
+        f"alice\0{PW}\0\0".encode(),
+        ["--socket", "/nonexistent/sock", "--fallback", "tempfail", *reply],
+    )
+    assert tempfail.returncode == 111
+    helped = subprocess.run([str(PROGRAM), "--help"], capture_output=True, text=True, check=False)
+    assert helped.returncode == 0 and "checkpassword" in helped.stdout
+    for out in (ok, found, master):
+        assert PW not in out.stdout + out.stderr
+
+
+HEAVY_MODULES = ("sqlalchemy", "alembic", "passlib", "click", "rich", "argon2", "bcrypt")
+
+
+def test_fast_path_start_up_stays_light(world: dict[str, object]) -> None:
+    """The fast path (server reachable) imports none of the heavy libraries:
+    Python's own import profile (PYTHONPROFILEIMPORTTIME) lists every module loaded."""
+    server = world["server"]
+    assert isinstance(server, ServerProcess)
+    env = {
+        "PATH": os.environ["PATH"],
+        "SERVICE": "imap",
+        "TCPREMOTEIP": "127.0.0.2",
+        "PYTHONPROFILEIMPORTTIME": "1",
+    }
+    reply = ["/bin/sh", "-c", 'echo "USER=$USER"']
+    res = _run_program(env, f"alice\0{PW}\0\0".encode(), ["--socket", str(server.unix), *reply])
+    assert res.returncode == 0 and res.stdout.strip() == "USER=alice", res
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in res.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "saslnetauth.checkpassword" in imported, res.stderr[-2000:]
+    heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY_MODULES)
+    assert heavy == [], heavy
+    # the fallback path does load them: the profile would show it
+    cfg = str(world["cfg"])
+    fallback = _run_program(
+        env,
+        f"alice\0{PW}\0\0".encode(),
+        ["--socket", "/nonexistent/sock", "--config", cfg, *reply],
+    )
+    assert fallback.returncode == 0 and "sqlalchemy" in fallback.stderr

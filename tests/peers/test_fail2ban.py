@@ -1,0 +1,117 @@
+"""The shipped fail2ban filter, run by the real fail2ban-regex on a log made by the real server."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.clitools import run
+from tests.support.peers import require_binary
+from tests.support.serverproc import run_server
+
+pytestmark = pytest.mark.peer
+
+ROOT = Path(__file__).resolve().parents[2]
+FILTER = ROOT / "dovecot-examples" / "fail2ban" / "filter.d" / "saslnetauth.conf"
+JAIL = ROOT / "dovecot-examples" / "fail2ban" / "jail.d" / "saslnetauth.conf"
+PW = "f2b pw"
+
+
+def install_filter(tmp: Path) -> Path:
+    """Place the shipped filter beside Debian's common.conf, as an admin installs it."""
+    common = Path("/etc/fail2ban/filter.d/common.conf")
+    if not common.is_file():
+        from tests.support.peers import missing
+
+        missing("fail2ban's /etc/fail2ban/filter.d/common.conf")
+    d = tmp / "filter.d"
+    d.mkdir()
+    (d / "common.conf").write_text(common.read_text())
+    target = d / "saslnetauth.conf"
+    target.write_text(FILTER.read_text())
+    return target
+
+
+def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
+    f2b = require_binary("fail2ban-regex")
+    db = f"sqlite:///{tmp_path}/f.db"
+    assert run("init", db=db).code == 0
+    assert (
+        run(
+            "user",
+            "add",
+            "alice",
+            "--password-stdin",
+            "--net",
+            "127.0.0.2",
+            "--net",
+            "::1",
+            db=db,
+            stdin=PW + "\n",
+        ).code
+        == 0
+    )
+    assert (
+        run(
+            "user", "add", 'we ird"user', "--password-stdin", "--net", "any", db=db, stdin=PW + "\n"
+        ).code
+        == 0
+    )
+    assert run("user", "add", "broken", "--hash", "{PLAIN}x", "--net", "any", db=db).code == 0
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(db)
+    with eng.begin() as conn:  # an unusable hash -> TEMPFAIL, which must not count
+        conn.execute(sa.text("UPDATE users SET password_hash='{NOPE}x' WHERE name='broken'"))
+    eng.dispose()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[serve]\npenalty_max = 0\n[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+    )
+    failures = [
+        ("alice", "wrong", "192.0.2.10"),  # bad password
+        ("alice", PW, "192.0.2.11"),  # network (stolen credentials)
+        ("ghost", PW, "192.0.2.12"),  # unknown user
+        ("alice", "wrong", "2001:db8::13"),  # IPv6
+        ('we ird"user', "nope", "192.0.2.14"),  # a user name that needs quoting
+        ("alice", PW, "::ffff:192.0.2.15"),  # mapped address
+    ]
+    successes = [
+        ("alice", PW, "127.0.0.2"),
+        ("alice", PW, "::1"),
+        ('we ird"user', PW, "192.0.2.16"),
+    ]
+    with run_server(db, config=cfg) as srv:
+        c = srv.connect()
+        c.handshake()
+        for i, (user, pw, rip) in enumerate(failures + successes, start=1):
+            c.plain(i, user, pw, rip=rip)
+            c.line()
+        c.plain(99, "broken", "x", rip="192.0.2.17")
+        assert "temp" in c.line()
+        c.plain(100, "alice", "wrong", rip=None)  # no address: nothing to ban
+        c.line()
+        log_text = srv.log()
+    log = tmp_path / "saslnetauth.log"
+    log.write_text(log_text)
+    assert log_text.count("auth fail:") == len(failures) + 1
+    installed = install_filter(tmp_path)
+    res = subprocess.run(
+        [f2b, "-o", "ip", str(log), str(installed)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    ips = res.stdout.split()
+    expected = [rip for _, _, rip in failures]
+    expected[-1] = "192.0.2.15"  # fail2ban reports the IPv4 of a mapped address
+    assert sorted(ips) == sorted(expected), res.stdout
+    summary = subprocess.run(
+        [f2b, str(log), str(installed)], capture_output=True, text=True, timeout=120
+    )
+    assert f"Failregex: {len(failures)} total" in summary.stdout, summary.stdout
+
+
+def test_jail_names_the_filter() -> None:
+    text = JAIL.read_text()
+    assert "filter   = saslnetauth" in text and "[saslnetauth]" in text

@@ -1,0 +1,119 @@
+"""systemd socket activation (LISTEN_FDS) with the real systemd-socket-activate, and the units."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.clitools import run
+from tests.support.net import wait_for
+from tests.support.peers import require_binary
+from tests.support.serverproc import AuthClient
+
+pytestmark = pytest.mark.peer
+
+ROOT = Path(__file__).resolve().parents[2]
+UNITS = ROOT / "dovecot-examples" / "systemd"
+BIN = Path(sys.executable).parent
+
+
+def test_socket_activation(tmp_path: Path) -> None:
+    activate = require_binary("systemd-socket-activate")
+    db = f"sqlite:///{tmp_path}/sa.db"
+    assert run("init", db=db).code == 0
+    assert run("user", "add", "alice", "--hash", "{PLAIN}pw", "--net", "127.0.0.2", db=db).code == 0
+    sock_a, sock_b = tmp_path / "a.sock", tmp_path / "b.sock"
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SASLNETAUTH_")}
+    cmd = [
+        activate,
+        "-l",
+        str(sock_a),
+        "-l",
+        str(sock_b),
+        str(BIN / "saslnetauth"),
+        "--database",
+        db,
+        "serve",
+        "--failure-delay",
+        "0",
+        "--listen",
+        f"unix:{tmp_path}/never-created.sock",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        # systemd-socket-activate holds the sockets and starts us on the first connection
+        wait_for(lambda: sock_a.exists() and sock_b.exists(), timeout=10, what="sockets")
+        for path in (sock_a, sock_b):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(20)
+            s.connect(str(path))
+            c = AuthClient(s)
+            c.handshake()
+            c.plain(1, "alice", "pw", rip="127.0.0.2")
+            assert c.line() == "OK\t1\tuser=alice"
+            c.plain(2, "alice", "pw", rip="127.0.0.3")
+            assert c.line().startswith("FAIL\t2\t")
+            c.close()
+        text = log.read_text()
+        assert f"listening: on=unix:{sock_a}" in text and f"listening: on=unix:{sock_b}" in text
+        assert not (tmp_path / "never-created.sock").exists()  # inherited sockets win
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        time.sleep(0.1)
+
+
+def test_units_parse_and_are_hardened() -> None:
+    svc = configparser.ConfigParser(strict=False, interpolation=None)
+    svc.optionxform = str  # type: ignore[assignment,method-assign]
+    svc.read(UNITS / "saslnetauth.service")
+    s = svc["Service"]
+    assert s["Type"] == "notify"
+    assert s["ExecStart"].split()[1:] == ["--config", "/etc/saslnetauth/saslnetauth.toml", "serve"]
+    assert s["User"] == "saslnetauth"
+    for key, value in [
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+    ]:
+        assert s[key] == value
+    sock = configparser.ConfigParser(strict=False, interpolation=None)
+    sock.optionxform = str  # type: ignore[assignment,method-assign]
+    sock.read(UNITS / "saslnetauth.socket")
+    assert "/var/spool/postfix/private/saslnetauth" in (UNITS / "saslnetauth.socket").read_text()
+    assert sock["Socket"]["SocketMode"] == "0660"
+
+
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = require_binary("systemd-analyze")
+    for name in ("saslnetauth.service", "saslnetauth.socket"):
+        text = (
+            (UNITS / name)
+            .read_text()
+            .replace("/usr/local/bin/saslnetauth", str(BIN / "saslnetauth"))
+        )
+        (tmp_path / name).write_text(text)
+    res = subprocess.run(
+        [
+            analyze,
+            "verify",
+            str(tmp_path / "saslnetauth.service"),
+            str(tmp_path / "saslnetauth.socket"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    ours = [ln for ln in (res.stdout + res.stderr).splitlines() if str(tmp_path) in ln]
+    assert res.returncode == 0 and ours == [], res.stdout + res.stderr

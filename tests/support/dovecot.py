@@ -1,0 +1,408 @@
+"""A private Dovecot 2.3 instance, and Dovecot's clients (doveadm, IMAP) for any auth server.
+
+The instance runs as root from one config file under a temp dir
+(PROTOCOLS.md section 4). It serves the auth-client protocol on
+``<base_dir>/auth-client`` (mode 0666), optionally on more UNIX paths (e.g.
+inside a Postfix queue's ``private/``) and on TCP, and optionally IMAP.
+
+Dovecot 2.3 picks a listener's protocol from the part of its name after the
+last ``-`` (``login``, ``master``, ``userdb``, ... ; anything else, and every
+inet listener, is auth-client), so listener names here never end in those.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import pwd
+import re
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+from tests.support.net import (
+    PeerError,
+    free_port,
+    ipv6_loopback_usable,
+    loopback_for,
+    make_peer_dir,
+    read_pid,
+    reap_session,
+    require_root,
+    run_daemon_command,
+    tail,
+    wait_file_match,
+    wait_port,
+    wait_unix,
+)
+from tests.support.peers import missing, require_binary
+
+LOGIN_USER = "dovenull"
+"""Dovecot's login processes refuse to run as root (imap-login: "must not be run as root")."""
+MAIL_USER = "nobody"
+"""Dovecot refuses mail access as UID 0, so IMAP sessions run as this user."""
+
+
+def mail_ids() -> tuple[int, int]:
+    """uid and gid of :data:`MAIL_USER`."""
+    entry = pwd.getpwnam(MAIL_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def passwd_line(
+    user: str,
+    password: str,
+    allow_nets: str | None = None,
+    extra: Sequence[str] = (),
+) -> str:
+    """A passwd-file line with a ``{PLAIN}`` password and optional ``allow_nets=``."""
+    fields = [*extra] + ([f"allow_nets={allow_nets}"] if allow_nets is not None else [])
+    return f"{user}:{{PLAIN}}{password}::::::{' '.join(fields)}"
+
+
+def passwd_file_passdb(path: str | Path) -> str:
+    return (
+        f"passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {path}\n}}\n"
+    )
+
+
+def passwd_file_userdb(path: str | Path, home: str | Path) -> str:
+    """Users of the passwd file exist for userdb lookups; uid/gid/home filled in."""
+    uid, gid = mail_ids()
+    return (
+        "userdb {\n  driver = passwd-file\n"
+        f"  args = username_format=%u {path}\n"
+        f"  default_fields = uid={uid} gid={gid} home={home}/%u\n}}\n"
+    )
+
+
+def checkpassword_passdb(program: str | Path) -> str:
+    return f"passdb {{\n  driver = checkpassword\n  args = {program}\n}}\n"
+
+
+def static_userdb(home: str | Path, allow_all_users: bool = False) -> str:
+    uid, gid = mail_ids()
+    extra = " allow_all_users=yes" if allow_all_users else ""
+    return f"userdb {{\n  driver = static\n  args = uid={uid} gid={gid} home={home}/%u{extra}\n}}\n"
+
+
+def prefetch_userdb() -> str:
+    return "userdb {\n  driver = prefetch\n}\n"
+
+
+class AuthTest(NamedTuple):
+    """Result of ``doveadm auth test``: ``ok`` is True/False only for a real OK/FAIL reply."""
+
+    ok: bool
+    output: str
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """The reply's extra fields (``user``, ``code``, ``reason``, ...)."""
+        out: dict[str, str] = {}
+        for line in self.output.splitlines():
+            m = re.match(r"^\s+([\w-]+)=(.*)$", line)
+            if m:
+                out[m.group(1)] = m.group(2)
+        return out
+
+
+def doveadm_binary() -> str:
+    return require_binary("doveadm")
+
+
+def doveadm_auth_test(
+    socket_path: str | Path,
+    user: str,
+    password: str,
+    rip: str | None = None,
+    service: str = "smtp",
+    *,
+    config: str | Path = "/dev/null",
+    extra: Mapping[str, str] | None = None,
+) -> AuthTest:
+    """``doveadm auth test -a SOCKET -x rip=IP -x service=SVC USER PASS`` against any server.
+
+    doveadm is a real auth-client of any UNIX socket speaking the protocol
+    (``-a`` takes a UNIX path only, not host:port). Raises :class:`PeerError`
+    when doveadm gets no verdict (socket missing, protocol error): its exit
+    code is 77 then too, the same as for a failed login.
+    """
+    cmd = [doveadm_binary(), "-c", str(config), "auth", "test", "-a", str(socket_path)]
+    params = {"service": service, **({"rip": rip} if rip is not None else {}), **(extra or {})}
+    for key, value in params.items():
+        cmd += ["-x", f"{key}={value}"]
+    cmd += [user, password]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    output = res.stdout + res.stderr
+    if re.search(r"^passdb: .* auth succeeded$", res.stdout, re.M) and res.returncode == 0:
+        return AuthTest(True, output)
+    if re.search(r"^passdb: .* auth failed$", res.stdout, re.M):
+        return AuthTest(False, output)
+    raise PeerError(f"doveadm auth test gave no verdict (exit {res.returncode}):\n{output}")
+
+
+class _SourceIMAP4(imaplib.IMAP4):
+    """imaplib.IMAP4 whose connection starts from a chosen source address."""
+
+    def __init__(self, host: str, port: int, source_ip: str, timeout: float) -> None:
+        self._source_ip = source_ip
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return socket.create_connection(
+            (self.host, self.port), timeout, source_address=(self._source_ip, 0)
+        )
+
+
+def imap_login(host: str, port: int, source_ip: str, user: str, password: str) -> bool:
+    """IMAP LOGIN from ``source_ip``: True on OK, False on ``NO [AUTHENTICATIONFAILED]``.
+
+    Anything else (connection refused, BYE, tempfail) raises :class:`PeerError`.
+    """
+    try:
+        imap = _SourceIMAP4(host, port, source_ip, timeout=30)
+    except (OSError, imaplib.IMAP4.error) as e:
+        raise PeerError(f"IMAP connect to {host}:{port} from {source_ip} failed: {e}") from e
+    try:
+        imap.login(user, password)
+        ok = True
+    except imaplib.IMAP4.error as e:
+        if "AUTHENTICATIONFAILED" not in str(e):
+            imap.shutdown()
+            raise PeerError(f"IMAP LOGIN gave neither OK nor AUTHENTICATIONFAILED: {e}") from e
+        ok = False
+    imap.logout()
+    return ok
+
+
+class DovecotInstance:
+    """A private Dovecot 2.3 under ``tmpdir``.
+
+    ``passwd`` lines (see :func:`passwd_line`) go into ``tmpdir/passwd``, used
+    by the default passwd-file passdb and userdb; pass ``passdb``/``userdb``
+    block text to use something else (e.g. :func:`checkpassword_passdb`).
+    ``protocols``: ``()`` for an auth-only Dovecot, ``("imap",)`` to also serve
+    IMAP on :attr:`imap_port` (127.0.0.1 and ::1). ``auth_inet=True`` adds an
+    auth-client TCP listener on 127.0.0.1 (:attr:`auth_inet`).
+    ``auth_sockets``: extra absolute auth-client UNIX socket paths.
+    ``auth_failure_delay`` defaults to 0 and the auth penalty is switched off
+    so that repeated failures stay fast and never reach Postfix's 10 s timeout.
+    """
+
+    def __init__(
+        self,
+        tmpdir: Path,
+        *,
+        passwd: Sequence[str] = (),
+        passdb: str | None = None,
+        userdb: str | None = None,
+        protocols: Sequence[str] = (),
+        auth_inet: bool = False,
+        auth_sockets: Sequence[str | Path] = (),
+        auth_debug: bool = False,
+        auth_failure_delay: str = "0",
+        extra_config: str = "",
+    ) -> None:
+        require_root()
+        self.dovecot = require_binary("dovecot")
+        self.doveadm = doveadm_binary()
+        for user in (LOGIN_USER, MAIL_USER):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                missing(f"system user {user} (created by the dovecot-core package)")
+        self.root = make_peer_dir(Path(tmpdir))
+        self.base_dir = self.root / "run"
+        self.state_dir = self.root / "state"
+        self.mail_dir = self.root / "mail"
+        self.home_dir = self.root / "home"
+        self.config_file = self.root / "dovecot.conf"
+        self.log_file = self.root / "dovecot.log"
+        self.passwd_file = self.root / "passwd"
+        self.passwd = list(passwd)
+        self.passdb = passdb if passdb is not None else passwd_file_passdb(self.passwd_file)
+        self.userdb = (
+            userdb if userdb is not None else passwd_file_userdb(self.passwd_file, self.home_dir)
+        )
+        self.protocols = tuple(protocols)
+        self.ipv6 = ipv6_loopback_usable()
+        self.imap_port = free_port() if "imap" in self.protocols else None
+        self.auth_inet_port = free_port() if auth_inet else None
+        self.auth_sockets = [Path(p) for p in auth_sockets]
+        self.auth_debug = auth_debug
+        self.auth_failure_delay = auth_failure_delay
+        self.extra_config = extra_config
+        self._started = False
+        self._master_pid: int | None = None
+
+    @property
+    def auth_socket(self) -> Path:
+        """Dovecot's own auth-client UNIX socket."""
+        return self.base_dir / "auth-client"
+
+    @property
+    def auth_inet(self) -> str | None:
+        """``inet:127.0.0.1:PORT`` of the auth-client TCP listener (Postfix syntax)."""
+        return f"inet:127.0.0.1:{self.auth_inet_port}" if self.auth_inet_port else None
+
+    def config_text(self) -> str:
+        listen = "127.0.0.1, ::1" if self.ipv6 else "127.0.0.1"
+        auth_listeners = "  unix_listener auth-client {\n    mode = 0666\n  }\n"
+        for path in self.auth_sockets:
+            auth_listeners += f"  unix_listener {path} {{\n    mode = 0666\n  }}\n"
+        if self.auth_inet_port:
+            auth_listeners += (
+                "  inet_listener auth-client {\n    address = 127.0.0.1\n"
+                f"    port = {self.auth_inet_port}\n  }}\n"
+            )
+        imap = ""
+        if self.imap_port:
+            imap = (
+                "service imap-login {\n"
+                f"  inet_listener imap {{\n    address = {listen}\n"
+                f"    port = {self.imap_port}\n  }}\n"
+                "  inet_listener imaps {\n    port = 0\n  }\n}\n"
+            )
+        return f"""\
+# private Dovecot instance (tests/support/dovecot.py)
+base_dir = {self.base_dir}
+state_dir = {self.state_dir}
+log_path = {self.log_file}
+protocols = {" ".join(self.protocols)}
+listen = {listen}
+default_internal_user = root
+default_login_user = {LOGIN_USER}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_debug = {"yes" if self.auth_debug else "no"}
+auth_failure_delay = {self.auth_failure_delay}
+mail_location = maildir:{self.mail_dir}/%u
+{self.passdb}{self.userdb}
+service auth {{
+{auth_listeners}}}
+# no exponential auth penalty for repeated failures from one IP
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+{imap}{self.extra_config}
+"""
+
+    # -- life cycle ----------------------------------------------------
+    def start(self) -> None:
+        for d in (self.base_dir, self.state_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o755)
+        for d in (self.mail_dir, self.home_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o1777)
+        self.passwd_file.write_text("".join(f"{line}\n" for line in self.passwd))
+        self.passwd_file.chmod(0o644)
+        self.config_file.write_text(self.config_text())
+        self.log_file.touch()
+        self._started = True
+        rc, output = run_daemon_command([self.dovecot, "-c", str(self.config_file)])
+        self._master_pid = read_pid(self.base_dir / "master.pid")
+        if rc != 0:
+            raise PeerError(
+                f"dovecot -c {self.config_file} exited {rc}:\n{output}\n{tail(self.log())}"
+            )
+        wait_unix(self.auth_socket)
+        for path in self.auth_sockets:
+            wait_unix(path)
+        if self.auth_inet_port:
+            wait_port("127.0.0.1", self.auth_inet_port)
+        if self.imap_port:
+            wait_port("127.0.0.1", self.imap_port)
+            if self.ipv6:
+                wait_port("::1", self.imap_port)
+
+    def stop(self) -> None:
+        """SIGTERM the master (from ``master.pid``), then make sure all its processes are gone.
+
+        This is what ``doveadm stop`` does, minus its ~3 s of polling; children
+        left after 5 s are killed (the master's pid is their session id).
+        """
+        if not self._started:
+            return  # never started, or stopped already: never touch a stale pid
+        self._started = False
+        pid = self._master_pid or read_pid(self.base_dir / "master.pid")
+        if pid is None:
+            return
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        reap_session(pid)
+        self._master_pid = None
+
+    def __enter__(self) -> DovecotInstance:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- clients -------------------------------------------------------
+    def auth_test(
+        self,
+        user: str,
+        password: str,
+        rip: str | None = None,
+        service: str = "smtp",
+        socket: str | Path | None = None,
+    ) -> AuthTest:
+        """doveadm auth test against ``socket`` (default: this Dovecot's auth-client)."""
+        return doveadm_auth_test(
+            socket or self.auth_socket, user, password, rip, service, config=self.config_file
+        )
+
+    def user_lookup(self, user: str) -> tuple[bool | None, str]:
+        """``doveadm user USER``: True (exit 0), False (67, unknown user), None (error)."""
+        res = subprocess.run(
+            [self.doveadm, "-c", str(self.config_file), "user", user],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        found = {0: True, 67: False}.get(res.returncode)
+        return found, res.stdout + res.stderr
+
+    def imap_login(self, source_ip: str, user: str, password: str) -> bool:
+        if self.imap_port is None:
+            raise PeerError("this Dovecot instance does not serve IMAP (protocols=('imap',))")
+        return imap_login(loopback_for(source_ip), self.imap_port, source_ip, user, password)
+
+    # -- logs ----------------------------------------------------------
+    def log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_mark(self) -> int:
+        """Current length of the log, for ``wait_log(..., since=mark)``."""
+        return len(self.log())
+
+    def wait_log(
+        self, pattern: str | re.Pattern[str], timeout: float = 10.0, since: int = 0
+    ) -> re.Match[str]:
+        """Wait for ``pattern`` in the log after offset ``since`` (see :meth:`log_mark`)."""
+        return wait_file_match(self.log_file, pattern, timeout, since)

@@ -1,0 +1,152 @@
+"""The decision engine's whole verdict table, on a real SQLite store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from saslnetauth.credentials.passwords import PasswordHasher
+from saslnetauth.engine import DecisionEngine
+from saslnetauth.netrules import NetworkRule
+from saslnetauth.store import SqlStore
+from saslnetauth.store.schema import users
+from saslnetauth.verdict import Reason, Verdict
+
+PW = "c0rrect horse"
+
+
+@pytest.fixture
+def engine(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> Iterator[DecisionEngine]:
+    s = sqlite_store
+    h = fast_hasher
+    s.add_user("alice", h.hash(PW), networks=[NetworkRule.parse("192.0.2.0/24", scope="user")])
+    s.add_user_network("alice", NetworkRule.parse("any", "imap", scope="user"))
+    s.add_user("bob", h.hash(PW), enabled=False, networks=[NetworkRule.parse("any", scope="user")])
+    s.add_user("carol", None, networks=[NetworkRule.parse("any", scope="user")])
+    s.add_user("dave", h.hash(PW))  # no networks at all
+    s.add_user("erin", h.hash(PW), networks=[NetworkRule.parse("local", scope="user")])
+    s.add_user("v6", h.hash(PW), networks=[NetworkRule.parse("2001:db8::/32", scope="user")])
+    yield DecisionEngine(s, h)
+
+
+TABLE = [
+    # user, password, rip, service -> verdict, reason
+    ("alice", PW, "192.0.2.9", "smtp", Verdict.OK, Reason.OK),
+    ("ALICE", PW, "192.0.2.9", "smtp", Verdict.OK, Reason.OK),
+    ("alice", PW, "::ffff:192.0.2.9", "smtp", Verdict.OK, Reason.OK),
+    ("alice", PW, "198.51.100.1", "smtp", Verdict.FAIL, Reason.NETWORK),
+    ("alice", PW, "::ffff:198.51.100.1", "smtp", Verdict.FAIL, Reason.NETWORK),
+    ("alice", PW, "198.51.100.1", "imap", Verdict.OK, Reason.OK),
+    ("alice", PW, None, "smtp", Verdict.FAIL, Reason.NETWORK),
+    ("alice", PW, "not-an-ip", "smtp", Verdict.FAIL, Reason.NETWORK),
+    ("alice", "wrong", "192.0.2.9", "smtp", Verdict.FAIL, Reason.BAD_PASSWORD),
+    ("alice", "", "192.0.2.9", "smtp", Verdict.FAIL, Reason.BAD_PASSWORD),
+    ("nobody", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.UNKNOWN_USER),
+    ("bad\tname", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.UNKNOWN_USER),
+    ("", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.UNKNOWN_USER),
+    ("bob", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.DISABLED),
+    ("bob", "wrong", "192.0.2.9", "smtp", Verdict.FAIL, Reason.BAD_PASSWORD),
+    ("carol", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.NO_PASSWORD),
+    ("dave", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.NO_NETWORK_RULES),
+    ("erin", PW, None, "imap", Verdict.OK, Reason.OK),
+    ("erin", PW, "127.0.0.1", "imap", Verdict.FAIL, Reason.NETWORK),
+    ("v6", PW, "2001:db8::1", "smtp", Verdict.OK, Reason.OK),
+    ("v6", PW, "fe80::1%eth0", "smtp", Verdict.FAIL, Reason.NETWORK),
+    ("v6", PW, "2001:db8::1%eth0", "smtp", Verdict.OK, Reason.OK),
+]
+
+
+@pytest.mark.parametrize(("user", "pw", "rip", "svc", "verdict", "reason"), TABLE)
+def test_verdict_table(
+    engine: DecisionEngine,
+    user: str,
+    pw: str,
+    rip: str | None,
+    svc: str,
+    verdict: Verdict,
+    reason: Reason,
+) -> None:
+    d = engine.decide(user, pw, rip, svc)
+    assert (d.verdict, d.reason) == (verdict, reason)
+    if verdict is Verdict.OK:
+        assert d.user == user.lower() and d.matched
+
+
+def test_global_network_admits_every_user(engine: DecisionEngine) -> None:
+    assert engine.decide("dave", PW, "203.0.113.5", "smtp").reason is Reason.NO_NETWORK_RULES
+    engine.store.add_global_network(NetworkRule.parse("203.0.113.0/24", "smtp"))  # type: ignore[attr-defined]
+    d = engine.decide("dave", PW, "203.0.113.5", "smtp")
+    assert d.verdict is Verdict.OK and "global network 203.0.113.0/24" in (d.matched or "")
+    assert engine.decide("dave", PW, "203.0.113.5", "imap").reason is Reason.NO_NETWORK_RULES
+    assert engine.decide("dave", "nope", "203.0.113.5", "smtp").reason is Reason.BAD_PASSWORD
+
+
+def test_corrupt_hash_is_tempfail_never_ok(engine: DecisionEngine) -> None:
+    with engine.store.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(users.update().where(users.c.name == "alice").values(password_hash="{NOPE}x"))
+    d = engine.decide("alice", PW, "192.0.2.9", "smtp")
+    assert d.verdict is Verdict.TEMPFAIL and d.reason is Reason.BACKEND_ERROR
+
+
+def test_database_unreachable_is_tempfail(fast_hasher: PasswordHasher) -> None:
+    store = SqlStore("postgresql+psycopg://nobody@127.0.0.1:9/none", connect_timeout=2)
+    d = DecisionEngine(store, fast_hasher).decide("alice", PW, "192.0.2.9", "smtp")
+    assert d.verdict is Verdict.TEMPFAIL and d.reason is Reason.BACKEND_ERROR
+    store.close()
+
+
+def test_database_tables_dropped_is_tempfail(engine: DecisionEngine) -> None:
+    with engine.store.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(sa.text("DROP TABLE user_networks"))
+    assert engine.decide("alice", PW, "192.0.2.9", "smtp").verdict is Verdict.TEMPFAIL
+
+
+def test_pam_user_without_pam_is_tempfail(engine: DecisionEngine) -> None:
+    engine.store.add_user("pamuser", None, backend="pam", networks=[NetworkRule.parse("any")])  # type: ignore[attr-defined]
+    assert engine.decide("pamuser", PW, "192.0.2.9", "smtp").verdict is Verdict.TEMPFAIL
+
+
+def test_rehash_on_login(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> None:
+    old = PasswordHasher("SHA512-CRYPT").hash(PW)
+    sqlite_store.add_user("gina", old, networks=[NetworkRule.parse("any")])
+    eng = DecisionEngine(sqlite_store, fast_hasher, rehash_on_login=True)
+    assert eng.decide("gina", "wrong", "192.0.2.1", "smtp").verdict is Verdict.FAIL
+    assert sqlite_store.get_user("gina").password_hash == old  # type: ignore[union-attr]
+    assert eng.decide("gina", PW, "192.0.2.1", "smtp").verdict is Verdict.OK
+    new = sqlite_store.get_user("gina").password_hash  # type: ignore[union-attr]
+    assert new is not None and new.startswith("{ARGON2ID}")
+    assert eng.decide("gina", PW, "192.0.2.1", "smtp").verdict is Verdict.OK
+
+
+def test_one_log_line_per_decision_and_stolen_credentials_warning(
+    engine: DecisionEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="saslnetauth"):
+        engine.decide("alice", PW, "203.0.113.9", "smtp")
+        engine.decide("alice", "guess", "203.0.113.9", "smtp")
+        engine.decide("alice", PW, "192.0.2.9", "smtp")
+    msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "saslnetauth.auth"]
+    assert msgs == [
+        (
+            logging.WARNING,
+            "auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes",
+        ),
+        (logging.INFO, "auth fail: user=alice service=smtp rip=203.0.113.9 reason=bad_password"),
+        (
+            logging.INFO,
+            'auth ok: user=alice service=smtp rip=192.0.2.9 rule="user network 192.0.2.0/24 (all services)"',
+        ),
+    ]
+    assert PW not in caplog.text and "guess" not in caplog.text
+
+
+def test_untrusted_text_is_cleaned_in_logs(
+    engine: DecisionEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="saslnetauth"):
+        engine.decide("mallory\nauth ok: user=alice", PW, "1.2.3.4\nx", "smtp")
+    lines = [r.getMessage() for r in caplog.records if r.name == "saslnetauth.auth"]
+    assert len(lines) == 1 and "\n" not in lines[0]

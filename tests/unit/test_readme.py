@@ -1,0 +1,82 @@
+"""The README's quick start works as written, and CI runs its test command."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def quickstart() -> list[str]:
+    block = README.split("<!-- quickstart -->", 1)[1].split("<!-- /quickstart -->", 1)[0]
+    shells = re.findall(r"```sh\n(.*?)```", block, re.S)
+    commands = [ln for sh in shells for ln in sh.splitlines() if ln and not ln.startswith("#")]
+    return commands
+
+
+def test_quickstart_has_two_commands_and_ci_runs_the_test_command() -> None:
+    cmds = quickstart()
+    install_and_serve, tests = cmds[0], cmds[1]
+    assert "serve" in install_and_serve and "sqlite" in install_and_serve
+    test_cmd = tests.split("&&")[-1].strip()
+    assert test_cmd == ".venv/bin/python -m pytest"
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci, "CI must run the README's test command"
+    assert tests.split("&&")[0].strip() == "bash .ci/install"
+    assert "bash .ci/install" in ci
+
+
+@pytest.mark.slow
+def test_quickstart_command_one_installs_and_serves(tmp_path: Path) -> None:
+    """Command 1 on a clean copy of the repository: pip install, init, serve."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    work = tmp_path / "clone"
+    for name in files:
+        src = ROOT / name
+        if src.is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, work / name)
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 12345)) == 0:
+            pytest.fail("port 12345 of the quick start is taken by something else")
+    cmds = quickstart()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SASLNETAUTH_", "VIRTUAL_ENV"))}
+    log = tmp_path / "cmd1.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", cmds[0]],
+            cwd=work,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 600
+        while "ready:" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "command 1 did not start the server"
+            time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", 12345), timeout=10) as s:
+            greeting = s.recv(4096).decode()
+        assert greeting.startswith("VERSION\t1\t2\nMECH\tPLAIN")
+        for line in cmds[2:]:  # the follow-up commands: add a user, check a login
+            r = subprocess.run(
+                ["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=120
+            )
+            assert r.returncode == 0, (line, r.stdout, r.stderr)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
