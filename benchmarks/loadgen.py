@@ -7,7 +7,7 @@ pipelines on one connection). It works against any auth-client socket:
 ``saslnetauth serve``, Dovecot's own ``auth-client``, or Dovecot with a
 checkpassword passdb.
 
-Handshake (PROTOCOLS.md section 1): read the server's lines up to
+Handshake (docs/protocols.md section 1): read the server's lines up to
 ``DONE`` (checking ``VERSION 1`` and ``MECH PLAIN``), send ``VERSION 1 2``
 and ``CPID``; then per request::
 

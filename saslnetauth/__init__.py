@@ -1,6 +1,6 @@
 """saslnetauth: reject valid SASL logins that come from outside a user's networks.
 
-The package is layered (see ``../shared/DESIGN.md`` of the project):
+The package is layered (see ``docs/design.md``):
 
 * pure, no I/O: :mod:`saslnetauth.netrules`, :mod:`saslnetauth.verdict`,
   :mod:`saslnetauth.logfmt` (and the wire codec modules);

@@ -1,6 +1,6 @@
 """The decision engine: one function every frontend calls.
 
-Implements the policy contract of the project's DESIGN.md:
+Implements the policy contract of docs/design.md:
 
 1. credentials first (stored hash or PAM); unknown user, wrong password,
    disabled user or missing hash -> FAIL, and every one of these spends

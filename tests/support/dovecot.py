@@ -1,7 +1,7 @@
 """A private Dovecot 2.3 instance, and Dovecot's clients (doveadm, IMAP) for any auth server.
 
 The instance runs as root from one config file under a temp dir
-(PROTOCOLS.md section 4). It serves the auth-client protocol on
+(docs/protocols.md section 4). It serves the auth-client protocol on
 ``<base_dir>/auth-client`` (mode 0666), optionally on more UNIX paths (e.g.
 inside a Postfix queue's ``private/``) and on TCP, and optionally IMAP.
 

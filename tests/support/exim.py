@@ -2,7 +2,7 @@
 
 ``exim4 -C CONF -bh 127.0.0.3`` runs a whole SMTP session on stdin/stdout as
 if from that client address, authenticators included: the dovecot driver
-really connects to its ``server_socket`` (PROTOCOLS.md section 4). The config
+really connects to its ``server_socket`` (docs/protocols.md section 4). The config
 is the shipped ``dovecot-examples/exim/saslnetauth-authenticators.conf`` with
 only ``server_socket`` replaced, inside a minimal main section.
 

@@ -2,7 +2,7 @@
 
 Every 127.0.0.0/8 address is local on Linux, so a client can log in "from"
 127.0.0.2 (the allowed network in the tests) or 127.0.0.3 (a foreign network)
-by binding its socket to that source address (PROTOCOLS.md section 4).
+by binding its socket to that source address (docs/protocols.md section 4).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Postfix is a real Dovecot-protocol client (``smtpd_sasl_type = dovecot``,
 ``src/xsasl/xsasl_dovecot_server.c``). The instance renders
 ``dovecot-examples/postfix/main.cf`` unchanged except for ``smtpd_sasl_path``
 and the settings that make it a private, non-delivering test instance
-(PROTOCOLS.md section 4). Loopback clients are NOT in ``mynetworks``, so only
+(docs/protocols.md section 4). Loopback clients are NOT in ``mynetworks``, so only
 SASL decides about relaying.
 """
 

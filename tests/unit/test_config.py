@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -68,3 +69,22 @@ def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
     p.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(p)
+
+
+def _readme_config_keys() -> set[str]:
+    """Keys named in the first column of README's configuration table."""
+    readme = (SAMPLE.parents[1] / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    keys: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cell = line.split("|")[1]
+        table = re.match(r"\s*`\[(\w+)\]", cell)
+        for name in re.findall(r"`(?:\[\w+\] )?(\w+)`", cell):
+            keys.add(f"{table.group(1)}.{name}" if table else name)
+    return keys
+
+
+def test_readme_documents_every_key() -> None:
+    assert _readme_config_keys() == _keys(Config())
