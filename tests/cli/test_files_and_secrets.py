@@ -115,3 +115,33 @@ def test_log_values_mask_url_passwords() -> None:
     assert DB_PASSWORD not in text and "mysql://u:***@h/db" in text
     assert mask_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
     assert mask_url(f"'postgresql://u:p@{DB_PASSWORD}@h/db'") == "'postgresql://u:***@h/db'"
+
+
+# -- item 15: the passwd-file export and planted symbolic links ------------------------
+
+
+def test_export_does_not_follow_a_planted_symbolic_link(tmp_path: Path) -> None:
+    """An export into a directory where someone planted a link (to a file the admin
+    running the export may write, here a stand-in for /etc/shadow) once replaced the
+    link's target."""
+    db = f"sqlite:///{tmp_path}/e.db"
+    assert run("init", db=db).code == 0
+    r = run("user", "add", "alice", "--password-stdin", "--net", "any", db=db, stdin="pw\n")
+    assert r.code == 0, r.err
+    victim = tmp_path / "shadow"
+    victim.write_text("root:$6$precious:::\n")
+    victim.chmod(0o600)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    planted = spool / "users.passwd"
+    planted.symlink_to(victim)
+    r = run("export", "dovecot-passwd-file", str(planted), db=db)
+    assert r.code == 1, r
+    assert "is a symbolic link; refusing to follow it" in r.err and "Traceback" not in r.err
+    assert victim.read_text() == "root:$6$precious:::\n"
+    assert oct(victim.stat().st_mode & 0o777) == oct(0o600)
+    assert planted.is_symlink() and sorted(p.name for p in spool.iterdir()) == ["users.passwd"]
+    real = spool / "real.passwd"
+    r = run("export", "dovecot-passwd-file", str(real), db=db)
+    assert r.code == 0 and real.read_text().startswith("alice:"), r.err
+    assert oct(real.stat().st_mode & 0o777) == oct(0o640)
