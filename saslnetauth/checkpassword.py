@@ -37,6 +37,7 @@ EXIT_UNKNOWN_USER = 3
 EXIT_TEMPFAIL = 111
 MAX_INPUT = 512
 DEFAULT_SOCKET = "/run/saslnetauth/auth-client"
+DEFAULT_CONFIG = "/etc/saslnetauth/saslnetauth.toml"
 
 USAGE = """\
 usage: saslnetauth-checkpassword [--config FILE] [--database URL] [--socket ADDR]
@@ -60,7 +61,11 @@ credentials or refused; 3 unknown user (lookups); 111 temporary failure.
 
 
 def _log(message: str) -> None:
-    """One line on stderr: Dovecot copies it into its log."""
+    """One line on stderr: Dovecot copies it into its log (URL passwords masked)."""
+    if "://" in message:
+        from saslnetauth.logfmt import mask_url
+
+        message = mask_url(message)
     text = "".join(c if c.isprintable() else "?" for c in message)
     try:  # noqa: SIM105 - contextlib is not imported on this hot path
         os.write(2, f"saslnetauth-checkpassword: {text}\n".encode("utf-8", "replace"))
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     lookup = env.get("AUTHORIZED") == "1"
     if env.get("CREDENTIALS_LOOKUP") == "1":
         _exit(EXIT_FAIL, "credentials lookups are not supported (use PLAIN/LOGIN)")
+    if not _is_utf8(user):  # never a user of ours: answer like an unknown user
+        _exit(EXIT_UNKNOWN_USER if lookup else EXIT_FAIL, "user name is not valid UTF-8")
     if env.get("MASTER_USER") and not _master_users_allowed(opts):
         _exit(EXIT_FAIL, f"master user login refused for {_safe(user)}")
     if lookup:
@@ -192,6 +199,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if reply.ok and reply.user:
         _exec_reply(opts.reply, reply.user, authorized=False)
     _exit(EXIT_TEMPFAIL if reply.temp else EXIT_FAIL)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _safe(raw: bytes) -> str:
@@ -224,7 +239,7 @@ def _config_value(opts: Options, key: str) -> str | None:
 def _any_default_config() -> bool:
     if os.environ.get("SASLNETAUTH_CONFIG"):
         return True
-    return os.path.isfile("saslnetauth.toml") or os.path.isfile("/etc/saslnetauth/saslnetauth.toml")
+    return os.path.isfile(DEFAULT_CONFIG)  # never the current directory (config.py)
 
 
 def _master_users_allowed(opts: Options) -> bool:
@@ -249,7 +264,7 @@ def _local(opts: Options, user: bytes, password: bytes, rip: str | None, service
     from saslnetauth.verdict import Verdict
 
     engine = _engine(opts)
-    name = user.decode("utf-8", "surrogateescape")
+    name = user.decode("utf-8")  # checked in main()
     decision = engine.decide(name, password, rip, service, log_fields={"via": "checkpassword"})
     if decision.verdict is Verdict.OK:
         _exec_reply(opts.reply, decision.user, authorized=False)
@@ -262,7 +277,7 @@ def _lookup(opts: Options, user: bytes) -> NoReturn:
 
     engine = _engine(opts)
     try:
-        record = engine.store.get_user(user.decode("utf-8", "surrogateescape"))
+        record = engine.store.get_user(user.decode("utf-8"))  # checked in main()
     except InvalidUsernameError:
         _exit(EXIT_UNKNOWN_USER)
     except SaslNetAuthError as exc:

@@ -2,10 +2,13 @@
 
 Precedence (highest first): command-line option, environment variable,
 configuration file, built-in default. The file is ``--config FILE`` or
-``$SASLNETAUTH_CONFIG`` when given (it must then exist), else the first of
-``./saslnetauth.toml`` and ``/etc/saslnetauth/saslnetauth.toml`` that
-exists, else none. Unknown keys are errors, so a typo never silently
-leaves a default in place. Every key is documented in
+``$SASLNETAUTH_CONFIG`` when given (it must then exist), else
+``/etc/saslnetauth/saslnetauth.toml`` if it exists, else none. The current
+directory is never searched: a file planted where an admin happens to run
+``saslnetauth`` could redirect the database or set ``alert_command``. For
+the same reason a file writable by its group or by others, or owned by a
+user other than root and the one running saslnetauth, is refused. Unknown
+keys are errors, so a typo never silently leaves a default in place. Every key is documented in
 ``dovecot-examples/saslnetauth.toml`` and the README.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -30,7 +34,7 @@ __all__ = [
 ]
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/saslnetauth/saslnetauth.db"
-DEFAULT_CONFIG_PATHS = (Path("saslnetauth.toml"), Path("/etc/saslnetauth/saslnetauth.toml"))
+DEFAULT_CONFIG_PATHS = (Path("/etc/saslnetauth/saslnetauth.toml"),)
 ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"
 ENV_CONFIG = "SASLNETAUTH_CONFIG"
 
@@ -223,6 +227,37 @@ def find_config(path: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
+def read_config_file(source: Path) -> str:
+    """The text of a configuration file that only root or we can have written.
+
+    Checked on the open descriptor (no window between check and read).
+    """
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{source} is not a regular file")
+        if st.st_mode & 0o022:
+            raise ConfigError(
+                f"{source} is writable by its group or by others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); refusing it: run chmod go-w {source}"
+            )
+        if st.st_uid not in (0, os.geteuid()):
+            raise ConfigError(
+                f"{source} is owned by uid {st.st_uid}, neither root nor this user "
+                f"(uid {os.geteuid()}); refusing it: run chown root {source}"
+            )
+        try:
+            return fh.read().decode("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, database_url: str | None = None
 ) -> Config:
@@ -231,10 +266,8 @@ def load_config(
     source = find_config(path)
     if source is not None:
         try:
-            data = tomllib.loads(source.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            data = tomllib.loads(read_config_file(source))
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from None
         _fill(cfg, data, "")
         cfg.source = source

@@ -4,12 +4,20 @@ Untrusted text (user names, addresses sent by clients) is cleaned before
 it is logged, like Postfix's ``printable()``: control and non-printable
 characters become ``?``, and values with spaces, quotes or ``=`` are
 double-quoted with backslash escapes, so one record is always one line
-and ``key=value`` pairs always split unambiguously.
+and ``key=value`` pairs always split unambiguously. The password of a
+URL (``scheme://user:password@host``, e.g. a database URL inside an error
+message) is replaced by ``***`` (:func:`mask_url`) in every value.
 """
 
 from __future__ import annotations
 
-__all__ = ["MAX_VALUE", "kv", "printable"]
+import re
+
+__all__ = ["MAX_VALUE", "kv", "mask_url", "printable"]
+
+#: ``scheme://user:password@``: the password runs to the last ``@`` of the word
+#: (an unencoded ``@`` in a password must not leave its tail visible).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*):[^\s'\"]*@")
 
 #: Longest value logged; longer ones are cut and marked with "...".
 MAX_VALUE = 256
@@ -24,10 +32,17 @@ def printable(text: str, limit: int = MAX_VALUE) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
+def mask_url(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` shown as ``***``."""
+    if "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
+
 def _value(value: object) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
-    text = printable(str(value))
+    text = printable(mask_url(str(value)))
     if text == "" or any(c in text for c in ' "=\\'):
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text

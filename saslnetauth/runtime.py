@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import grp
 import logging
+import os
+import pwd
+import stat
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from saslnetauth.config import Config
@@ -49,7 +54,7 @@ def open_store(cfg: Config, *, check_schema: bool = True, create: bool = False) 
     path = sqlite_path(cfg.database_url)
     if path is not None:
         if create:
-            path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            secure_sqlite_file(path)
         elif not path.exists():
             raise SchemaOutdatedError(f"database file {path} does not exist; run: saslnetauth init")
     store = SqlStore(
@@ -65,6 +70,64 @@ def open_store(cfg: Config, *, check_schema: bool = True, create: bool = False) 
             store.close()
             raise
     return store
+
+
+#: Mode of a new SQLite database: the file holds every password hash. SQLite gives
+#: its -wal and -shm files the mode of the database file.
+SQLITE_FILE_MODE = 0o600
+#: Permission bits an existing database file may keep (owner, group read).
+SQLITE_ALLOWED_BITS = 0o640
+
+
+def _owner(st: os.stat_result) -> str:
+    try:
+        user = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        user = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return f"{user}:{group}"
+
+
+def secure_sqlite_file(path: Path) -> list[str]:
+    """Create the SQLite database file 0600 if missing (never through a symbolic
+    link), and take away what others (and the group, except reading) may do with
+    it and its -wal/-shm files. Returns what was done, for ``init``'s output."""
+    notes: list[str] = []
+    path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, SQLITE_FILE_MODE)
+        os.close(fd)
+        created = True
+    except FileExistsError:
+        created = False
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            fd = os.open(name, flags)
+        except FileNotFoundError:
+            continue
+        try:
+            st = os.fstat(fd)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISREG(st.st_mode) and mode & ~SQLITE_ALLOWED_BITS:
+                os.fchmod(fd, mode & SQLITE_ALLOWED_BITS)
+                notes.append(
+                    f"mode of {name} tightened from {mode:04o} to "
+                    f"{mode & SQLITE_ALLOWED_BITS:04o}: it holds password hashes"
+                )
+                st = os.fstat(fd)
+            if name == path:
+                notes.append(
+                    f"database file {path}{' created' if created else ''}: mode "
+                    f"{stat.S_IMODE(st.st_mode):04o}, owner {_owner(st)} (it holds the password "
+                    "hashes; the service user must own it: systemd's StateDirectory= does that)"
+                )
+        finally:
+            os.close(fd)
+    return notes
 
 
 def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:

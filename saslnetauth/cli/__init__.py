@@ -17,6 +17,7 @@ import click
 from saslnetauth import __version__
 from saslnetauth.cli.common import EXIT_ERROR, EXIT_TEMPFAIL, AppContext
 from saslnetauth.errors import BackendError, SaslNetAuthError
+from saslnetauth.logfmt import mask_url
 
 __all__ = ["cli", "main"]
 
@@ -110,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"saslnetauth: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            f"saslnetauth: internal error: {type(exc).__name__}: {mask_url(str(exc))}", err=True
+        )
         return 70
     # click returns the code of a click.exceptions.Exit raised by a command
     return rv if isinstance(rv, int) else 0
@@ -119,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 def _error(exc: Any, debug: bool) -> None:
     if debug:
         traceback.print_exc()
-    click.echo(f"saslnetauth: error: {exc}", err=True)
+    click.echo(f"saslnetauth: error: {mask_url(str(exc))}", err=True)

@@ -14,9 +14,18 @@ def init(app: AppContext) -> None:
     """Create the database, or upgrade it to the current schema.
 
     Safe to run again: an up-to-date database is left as it is. For SQLite
-    the file and its directory are created when missing.
+    the file (mode 0600: it holds the password hashes) and its directory are
+    created when missing, and an existing file others could read is made
+    private (owner read/write, group at most read).
     """
+    from saslnetauth.runtime import secure_sqlite_file
+    from saslnetauth.store import sqlite_path
+
+    path = sqlite_path(app.config.database_url)
+    notes = secure_sqlite_file(path) if path is not None else []
     _upgrade(app)
+    for note in notes:
+        click.echo(note)
 
 
 @click.group()

@@ -309,7 +309,8 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     --service smtp) and let Dovecot pick it, e.g. with %s (2.3) in the path.
 
     FILE is replaced atomically (mode 0640 when new, else its mode and
-    owner are kept); - writes to standard output. Re-run it after changes.
+    owner are kept); a FILE that is a symbolic link is refused, never
+    followed; - writes to standard output. Re-run it after changes.
     """
     from saslnetauth.admin.atomicfile import write_atomic
     from saslnetauth.admin.exporters import DEFAULT_EXPORT_SERVICES, NO_NETWORK, dovecot_passwd_file

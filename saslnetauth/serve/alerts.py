@@ -4,9 +4,15 @@ comes from a forbidden network.
 The command gets the user, client address and service in the environment
 (``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``, ``SASLNETAUTH_SERVICE``,
 ``SASLNETAUTH_REASON``) and as one ``key=value`` line on standard input,
-never the password. It runs in the background with a time limit (killed
-after ``timeout`` seconds) and at most ``max_running`` at once (more are
-dropped with a log line), so it can neither block nor crash the server.
+never the password. The address is the canonical one (``::ffff:192.0.2.1``
+becomes ``192.0.2.1``; one that does not parse is cleaned like a log
+value), the other values are cleaned too (no control characters, no NUL),
+and the environment holds only ``PATH``, ``LANG`` and these variables:
+nothing of the server's own environment (such as a database URL) leaks.
+It runs in the background with a time limit (killed after ``timeout``
+seconds) and at most ``max_running`` at once (more are dropped with a log
+line); its slot is given back whatever happens, so it can neither block,
+crash nor switch off the server's alerts.
 """
 
 from __future__ import annotations
@@ -16,11 +22,33 @@ import contextlib
 import logging
 import os
 
-from saslnetauth.logfmt import kv
+from saslnetauth.logfmt import kv, printable
+from saslnetauth.netrules import parse_address
 
-__all__ = ["AlertRunner"]
+__all__ = ["AlertRunner", "alert_environment"]
 
 log = logging.getLogger("saslnetauth.alert")
+
+#: PATH when the server has none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def alert_environment(
+    user: str, rip: str | None, service: str, reason: str, parent: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*."""
+    source = os.environ if parent is None else parent
+    addr = parse_address(rip)
+    env = {
+        "PATH": source.get("PATH") or DEFAULT_PATH,
+        "SASLNETAUTH_USER": printable(user),
+        "SASLNETAUTH_RIP": str(addr) if addr is not None else printable(rip or ""),
+        "SASLNETAUTH_SERVICE": printable(service),
+        "SASLNETAUTH_REASON": printable(reason),
+    }
+    if source.get("LANG"):
+        env["LANG"] = printable(source["LANG"])
+    return env
 
 
 class AlertRunner:
@@ -48,14 +76,21 @@ class AlertRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, user: str, rip: str | None, service: str, reason: str) -> None:
-        env = dict(os.environ)
-        env.update(
-            SASLNETAUTH_USER=user,
-            SASLNETAUTH_RIP=rip or "",
-            SASLNETAUTH_SERVICE=service,
-            SASLNETAUTH_REASON=reason,
+        try:
+            await self._execute(alert_environment(user, rip, service, reason))
+        except Exception as exc:  # never lose the slot, never crash the server
+            log.error("%s", kv("alert command error", error=repr(exc)))
+        finally:
+            self.running -= 1
+
+    async def _execute(self, env: dict[str, str]) -> None:
+        line = kv(
+            "stolen credentials",
+            user=env["SASLNETAUTH_USER"],
+            rip=env["SASLNETAUTH_RIP"] or "-",
+            service=env["SASLNETAUTH_SERVICE"],
+            reason=env["SASLNETAUTH_REASON"],
         )
-        line = kv("stolen credentials", user=user, rip=rip or "-", service=service, reason=reason)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.command,
@@ -66,29 +101,25 @@ class AlertRunner:
                 start_new_session=True,
             )
         except OSError as exc:
-            self.running -= 1
             log.error("%s", kv("alert command failed to start", error=exc.strerror or str(exc)))
             return
         try:
             _, err = await asyncio.wait_for(proc.communicate((line + "\n").encode()), self.timeout)
-            if proc.returncode:
-                log.warning(
-                    "%s",
-                    kv(
-                        "alert command failed",
-                        status=proc.returncode,
-                        error=err.decode(errors="replace").strip()[:200] or None,
-                    ),
-                )
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
             await proc.wait()
             log.warning("%s", kv("alert command killed", after=f"{self.timeout}s"))
-        except Exception as exc:
-            log.error("%s", kv("alert command error", error=repr(exc)))
-        finally:
-            self.running -= 1
+            return
+        if proc.returncode:
+            log.warning(
+                "%s",
+                kv(
+                    "alert command failed",
+                    status=proc.returncode,
+                    error=err.decode(errors="replace").strip()[:200] or None,
+                ),
+            )
 
     async def drain(self, timeout: float) -> None:
         if self._tasks:

@@ -32,7 +32,7 @@ from saslnetauth.errors import (
     NotFoundError,
     SchemaOutdatedError,
 )
-from saslnetauth.logfmt import kv
+from saslnetauth.logfmt import kv, mask_url
 from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord, normalize_username
 from saslnetauth.netrules import NetworkRule, RuleSet, format_services, parse_network
 from saslnetauth.store.schema import SCHEMA_REVISION, global_networks, user_networks, users
@@ -643,7 +643,7 @@ def _spec_variants(network: str) -> list[str]:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    text = mask_url(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
 
@@ -651,12 +651,21 @@ def _integrity_message(exc: IntegrityError) -> str:
     return f"duplicate entry: {_short(exc)}"
 
 
+def _mask_invalid_url(url: str) -> str:
+    """An unparsable URL for a message: whatever precedes its last ``@`` may hold a
+    password, so only the scheme and what follows the ``@`` are shown."""
+    if "@" not in url:
+        return url
+    scheme, sep, _ = url.partition("://")
+    return (f"{scheme}://" if sep else "") + "***@" + url.rpartition("@")[2]
+
+
 def _create_engine(url: str, busy_timeout: float, connect_timeout: int, pool_size: int) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
-            f"invalid database URL {url!r}; examples: sqlite:////var/lib/saslnetauth/"
+            f"invalid database URL {_mask_invalid_url(url)!r}; examples: sqlite:////var/lib/saslnetauth/"
             "saslnetauth.db, postgresql+psycopg://user@host/db, mysql+pymysql://user@host/db"
         ) from None
     backend = parsed.get_backend_name()
@@ -696,7 +705,7 @@ def _create_engine(url: str, busy_timeout: float, connect_timeout: int, pool_siz
             f"database driver for {backend!r} is not available ({exc}){hint}"
         ) from None
     except ArgumentError as exc:
-        raise ConfigError(f"invalid database URL: {exc}") from None
+        raise ConfigError(f"invalid database URL: {mask_url(str(exc))}") from None
     if backend == "sqlite":
         _setup_sqlite(engine, busy_timeout)
     return engine
@@ -721,7 +730,7 @@ def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for other databases or :memory:)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return None

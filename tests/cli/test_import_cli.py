@@ -259,10 +259,12 @@ def test_write_atomic_modes_and_reload_stamp(tmp_path: Path) -> None:
     assert target.read_bytes() == b"two\n" and target.stat().st_ino != ino
     assert int(target.stat().st_mtime) > int(old)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    # issue 11 item 15: a symbolic link at the target is refused, never followed
     link = tmp_path / "link"
     link.symlink_to(target)
-    write_atomic(link, b"three\n")
-    assert link.is_symlink() and target.read_bytes() == b"three\n"
+    with pytest.raises(OSError, match="is a symbolic link; refusing to follow it"):
+        write_atomic(link, b"three\n")
+    assert link.is_symlink() and target.read_bytes() == b"two\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 

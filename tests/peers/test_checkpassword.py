@@ -273,3 +273,29 @@ def test_fast_path_start_up_stays_light(world: dict[str, object]) -> None:
         ["--socket", "/nonexistent/sock", "--config", cfg, *reply],
     )
     assert fallback.returncode == 0 and "sqlalchemy" in fallback.stderr
+
+
+def test_user_name_that_is_not_utf8_fails_cleanly(world: dict[str, object]) -> None:
+    """Issue 11 item 17: a user name that is not UTF-8 once gave a traceback and exit
+    111 (fallback) or 1 (lookup). Now FAIL (1), or unknown user (3) for lookups,
+    on the fast path and on the fallback, with one log line and no traceback."""
+    server = world["server"]
+    cfg = world["cfg"]
+    assert isinstance(server, ServerProcess) and isinstance(cfg, Path)
+    base = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.2"}
+    reply = ["/bin/sh", "-c", 'echo "USER=$USER"']
+    name = b"al\xffice"
+    paths = {
+        "fast": ["--socket", str(server.unix), "--config", str(cfg)],
+        "fallback": ["--socket", "/nonexistent/sock", "--config", str(cfg)],
+    }
+    for how, args in paths.items():
+        login = _run_program(base, name + f"\0{PW}\0\0".encode(), [*args, *reply])
+        assert login.returncode == 1, (how, login)
+        lookup = _run_program({**base, "AUTHORIZED": "1"}, name + b"\0\0\0", [*args, *reply])
+        assert lookup.returncode == 3, (how, lookup)
+        for res in (login, lookup):
+            assert "Traceback" not in res.stderr and res.stdout == "", (how, res)
+            assert res.stderr.strip() == (
+                "saslnetauth-checkpassword: user name is not valid UTF-8"
+            ), (how, res)

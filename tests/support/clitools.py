@@ -25,6 +25,7 @@ def run(
     env: dict[str, str] | None = None,
     prog: str = "saslnetauth",
     timeout: float = 60,
+    cwd: str | Path | None = None,
 ) -> Result:
     cmd = [str(BIN / prog)]
     if db is not None:
@@ -39,6 +40,7 @@ def run(
         text=True,
         env=full_env,
         timeout=timeout,
+        cwd=cwd,
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
     return Result(p.returncode, p.stdout, p.stderr)

@@ -211,3 +211,64 @@ def test_stolen_credentials_alert(db: str, tmp_path: Path) -> None:
         srv.wait_log("alert command killed")
         assert srv.stop() == 0
         assert "stolen_credentials=1" in srv.log()
+
+
+def test_alerts_survive_bad_addresses_and_get_a_minimal_environment(
+    db: str, tmp_path: Path
+) -> None:
+    """Issue 11 item 12: a NUL in the (escaped) rip once made starting the alert
+    command raise ValueError and kept its slot forever; after four such logins every
+    later alert was dropped. The command also inherited the server's environment."""
+    out = tmp_path / "alert.env"
+    script = tmp_path / "alert.sh"
+    # /proc/$$/environ is the environment exactly as the command was started with
+    script.write_text(f"#!/bin/sh\n{{ tr '\\000' '\\n' < /proc/$$/environ; echo --; }} >> {out}\n")
+    script.chmod(0o755)
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(
+        f'[serve]\nalert_command = ["{script}"]\n[passwords]\n'
+        "argon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+    )
+    secret_url = "postgresql://saslnetauth:DbPassw0rd@db.example/saslnetauth"
+    env = {"SASLNETAUTH_DATABASE_URL": secret_url, "SOME_SECRET": "leak-me", "LANG": "C.UTF-8"}
+
+    def alerts() -> list[dict[str, str]]:
+        if not out.exists():
+            return []
+        blocks = out.read_text().split("--\n")[:-1]
+        return [dict(ln.split("=", 1) for ln in b.splitlines() if "=" in ln) for b in blocks]
+
+    def wait_alerts(count: int) -> None:
+        deadline = time.monotonic() + 3
+        while len(alerts()) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    with run_server(db, config=cfg, env=env) as srv:
+        c = srv.connect()
+        c.handshake()
+        for i in range(1, 7):  # rip with an escaped NUL (\x01 0): more than max_running
+            c.plain(i, "alice", PW, rip="203.0.113.5\x010")
+            assert c.line().startswith(f"FAIL\t{i}\t")
+            wait_alerts(i)
+        c.plain(10, "alice", PW, rip="::ffff:203.0.113.50", service="submission")
+        assert c.line().startswith("FAIL\t10\t")
+        wait_alerts(7)
+        got = alerts()
+        log = srv.log()
+    assert "alert dropped" not in log
+    assert len(got) == 7, (got, log)
+    assert {a["SASLNETAUTH_RIP"] for a in got[:6]} == {"203.0.113.5?"}
+    last = got[6]
+    assert last["SASLNETAUTH_RIP"] == "203.0.113.50"  # canonical, not ::ffff:...
+    assert (last["SASLNETAUTH_USER"], last["SASLNETAUTH_SERVICE"]) == ("alice", "submission")
+    for a in got:
+        assert set(a) <= {
+            "PATH",
+            "LANG",
+            "SASLNETAUTH_USER",
+            "SASLNETAUTH_RIP",
+            "SASLNETAUTH_SERVICE",
+            "SASLNETAUTH_REASON",
+        }, a
+    assert "DbPassw0rd" not in out.read_text() and "leak-me" not in out.read_text()
+    assert last["LANG"] == "C.UTF-8" and last["PATH"]
