@@ -5,7 +5,9 @@ UNIX sockets get the configured mode, owner and group (so that one can live
 in Postfix's chroot ``private/`` directory, owned by postfix). A stale
 socket file is replaced; one that a running server still answers on is an
 error. Sockets passed by systemd (``LISTEN_FDS``/``LISTEN_PID``, see
-sd_listen_fds(3)) are used as they are.
+sd_listen_fds(3)) are used as they are, and a UNIX socket file is never
+removed when the server stops: since Python 3.13 asyncio would unlink it,
+which under socket activation deletes the file systemd still listens on.
 """
 
 from __future__ import annotations
@@ -17,15 +19,29 @@ import os
 import pwd
 import socket
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from saslnetauth.errors import ConfigError
 
-__all__ = ["ListenAddress", "bind", "parse_listen", "sd_notify", "systemd_sockets"]
+__all__ = [
+    "UNIX_SERVER_OPTIONS",
+    "ListenAddress",
+    "bind",
+    "parse_listen",
+    "sd_notify",
+    "systemd_sockets",
+]
 
 BACKLOG = 1024
 SD_LISTEN_FDS_START = 3
+#: Keyword arguments for asyncio.start_unix_server: keep the socket file when the
+#: server closes (Python 3.13 added ``cleanup_socket``, default on).
+UNIX_SERVER_OPTIONS: dict[str, Any] = (
+    {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ only that request.
 Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
 flight per connection, connections, verifications pending over all
 clients (beyond: TEMPFAIL), LOGIN exchanges waiting for CONT (expire),
-optional idle timeout. SIGTERM/SIGINT stop accepting and drain; SIGHUP
-reloads the configuration.
+optional idle timeout. SIGTERM/SIGINT stop accepting, answer the requests
+in flight, close every connection and exit (idle connections close at once);
+SIGHUP reloads the configuration.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from saslnetauth.dovecot.sasl import (
 from saslnetauth.errors import ProtocolError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.alerts import AlertRunner
-from saslnetauth.serve.listeners import BACKLOG, describe, sd_notify
+from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.workers import Decider
@@ -68,6 +69,8 @@ log = logging.getLogger("saslnetauth.serve.server")
 READ_SIZE = 65536
 #: Seconds SIGTERM waits for requests in flight before closing connections.
 DRAIN_TIMEOUT = 15.0
+#: Seconds the listeners may take to see their closed connections go.
+CLOSE_TIMEOUT = 2.0
 
 
 #: The server's run-time knobs are the [serve] table of the configuration;
@@ -112,6 +115,8 @@ class AuthServer:
         self._background: set[asyncio.Task[None]] = set()
         self.pending = 0  # verifications queued or running, over all clients
         self._stopping: asyncio.Event | None = None
+        self._all_closed: asyncio.Event | None = None  # set while stopping, when no session is left
+        self._metrics_writers: set[asyncio.StreamWriter] = set()
         self.stats = {
             "connections": 0,
             "ok": 0,
@@ -142,7 +147,9 @@ class AuthServer:
         for sock in sockets:
             # asyncio calls listen() again: keep our backlog, not its default of 100
             if sock.family == socket.AF_UNIX:
-                srv = await asyncio.start_unix_server(self._on_connect, sock=sock, backlog=BACKLOG)
+                srv = await asyncio.start_unix_server(
+                    self._on_connect, sock=sock, backlog=BACKLOG, **UNIX_SERVER_OPTIONS
+                )
             else:
                 srv = await asyncio.start_server(self._on_connect, sock=sock, backlog=BACKLOG)
             self._servers.append(srv)
@@ -151,7 +158,9 @@ class AuthServer:
     async def start_metrics(self, sock: socket.socket) -> None:
         """Serve GET /metrics (Prometheus text format) on ``sock``."""
         if sock.family == socket.AF_UNIX:
-            srv = await asyncio.start_unix_server(self._on_metrics, sock=sock)
+            srv = await asyncio.start_unix_server(
+                self._on_metrics, sock=sock, **UNIX_SERVER_OPTIONS
+            )
         else:
             srv = await asyncio.start_server(self._on_metrics, sock=sock)
         self._servers.append(srv)
@@ -187,10 +196,19 @@ class AuthServer:
         return m.render()
 
     async def _on_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._metrics_writers.add(writer)
+        try:
+            await self._answer_metrics(reader, writer)
+        finally:
+            self._metrics_writers.discard(writer)
+            writer.close()
+
+    async def _answer_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            writer.close()
             return
         line = request.split(b"\r\n", 1)[0].split()
         if len(line) >= 2 and line[0] == b"GET" and line[1] in (b"/metrics", b"/"):
@@ -204,7 +222,6 @@ class AuthServer:
         )
         with contextlib.suppress(ConnectionError, OSError):
             await writer.drain()
-        writer.close()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,21 +252,38 @@ class AuthServer:
         await self.shutdown()
 
     async def shutdown(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        """Stop accepting, answer the requests in flight, close every connection.
+
+        An idle connection closes at once, a busy one when its last request is
+        answered (new requests on it are not taken: the client sees the connection
+        close, a temporary failure). Server.wait_closed() comes last: since Python
+        3.12 it waits for every connection of the server to be gone."""
         for srv in self._servers:
             srv.close()
-        for srv in self._servers:
-            with contextlib.suppress(Exception):
-                await srv.wait_closed()
-        tasks = [t for s in self._sessions for t in s.tasks]
-        if tasks:
-            await asyncio.wait(tasks, timeout=drain_timeout)
+        self._all_closed = asyncio.Event()
+        for session in list(self._sessions):
+            session.drain()
+        if self._sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), drain_timeout)
+        if self._background:  # a reload in progress finishes before the workers stop
+            await asyncio.wait(list(self._background), timeout=drain_timeout)
         await self.alerts.drain(timeout=drain_timeout)
         for session in list(self._sessions):
             session.close()
+        for writer in list(self._metrics_writers):
+            writer.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(srv.wait_closed() for srv in self._servers)), CLOSE_TIMEOUT
+            )
         await self.decider.close()
         log.info("%s", kv("stopped", **self.stats))
 
     def reload(self) -> None:
+        if self._stopping is not None and self._stopping.is_set():
+            log.info("reload ignored: stopping")
+            return
         if self._reload_cb is not None:
             task = asyncio.ensure_future(self._reload())
             self._background.add(task)
@@ -291,6 +325,8 @@ class AuthServer:
         finally:
             self._sessions.discard(session)
             session.close()
+            if self._all_closed is not None and not self._sessions:
+                self._all_closed.set()
 
     # -- verification ----------------------------------------------------------------
 
@@ -376,6 +412,7 @@ class _Session:
         self.running: set[int] = set()  # ids being verified or delayed
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.draining = False  # the server is stopping
 
     # -- I/O ------------------------------------------------------------------------
 
@@ -421,6 +458,15 @@ class _Session:
         if not self.closed and not self.writer.is_closing():
             self.writer.write(data)
 
+    def drain(self) -> None:
+        """The server stops: finish the requests in flight, take no new one, then close."""
+        self.draining = True
+        self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        if self.draining and not self.exchanges and not self.running:
+            self.close()
+
     def close(self) -> None:
         if self.closed:
             return
@@ -449,6 +495,10 @@ class _Session:
     def on_auth(self, auth: AuthRequest) -> None:
         if auth.id in self.exchanges or auth.id in self.running:
             raise ProtocolError(f"duplicate request id {auth.id}")
+        if self.draining:  # unanswered: the connection closes, a temporary failure
+            log.info("%s", kv("request not taken: stopping", cuid=self.cuid, id=auth.id))
+            self.close_if_idle()
+            return
         limit = self.server.settings.max_requests_per_connection
         if len(self.exchanges) + len(self.running) >= limit:
             raise ProtocolError(f"more than {limit} requests in flight")
@@ -518,6 +568,7 @@ class _Session:
             ),
         )
         self.send(format_fail(req_id, None, reason=self.server.settings.fail_reason))
+        self.close_if_idle()
 
     def spawn(self, req_id: int, coro: Coroutine[Any, Any, None]) -> None:
         self.running.add(req_id)
@@ -529,6 +580,7 @@ class _Session:
             self.running.discard(req_id)
             if not t.cancelled() and t.exception() is not None:
                 log.error("%s", kv("request failed", cuid=self.cuid, error=repr(t.exception())))
+            self.close_if_idle()
 
         task.add_done_callback(done)
 

@@ -94,6 +94,7 @@ class ThreadDecider:
         self.size = max(1, size)
         self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="saslnetauth-decide")
         self.engine: DecisionEngine | None = None
+        self._retired: list[DecisionEngine] = []  # replaced by a reload, closed later
 
     async def start(self) -> None:
         from saslnetauth.runtime import build_server_engine
@@ -114,12 +115,22 @@ class ThreadDecider:
 
         old, self.engine, self.cfg = self.engine, build_server_engine(cfg, check_schema=False), cfg
         if old is not None:
-            asyncio.get_running_loop().call_later(RETIRE_TIMEOUT, old.close)
+            self._retired.append(old)
+            asyncio.get_running_loop().call_later(RETIRE_TIMEOUT, self._close_retired, old)
+
+    def _close_retired(self, engine: DecisionEngine) -> None:
+        if engine in self._retired:
+            self._retired.remove(engine)
+            engine.close()
 
     async def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=False)
-        if self.engine is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
+        """Finish the decisions running (off the event loop), then close every engine."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.executor.shutdown)
+        engines, self._retired = [*self._retired, self.engine], []
+        for engine in engines:
+            if engine is not None:
+                await loop.run_in_executor(None, engine.close)
 
     def describe(self) -> str:
         return f"{self.size} threads"
@@ -352,9 +363,19 @@ class WorkerPool:
         return worker
 
     async def close(self, timeout: float = 10.0) -> None:
+        """Stop every worker, those retiring after a reload included, within ``timeout``."""
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         workers, self.workers = self.workers, []
         await asyncio.gather(*(self._retire(w, timeout) for w in workers))
+        while self._queue:  # never sent: answered like a request that timed out
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_result(_tempfail(job.user, "decision workers stopped"))
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout)
 
     async def reload(self, cfg: Config) -> None:
         """Start workers with ``cfg``; old ones finish what they have, then exit."""
