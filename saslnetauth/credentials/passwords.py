@@ -33,13 +33,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hmac
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from saslnetauth.errors import InvalidHashError
+from saslnetauth.errors import InvalidHashError, VerifyResourceError
 
 __all__ = [
     "DEFAULT_SCHEME",
@@ -58,6 +59,9 @@ MAX_PASSWORD_BYTES = 4096
 CRYPT_MAX_PASSPHRASE = 511  # bytes, without the terminating NUL
 #: bcrypt only reads 72 bytes; crypt(3) truncates, so do we (Dovecot compatible).
 BCRYPT_MAX_BYTES = 72
+#: Most memory (KiB) an ARGON2 hash may ask for to be verified: 4 GiB. A stored hash
+#: asking for more fails temporarily (never as a wrong password), before any allocation.
+ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024
 
 _SCHEME_RE = re.compile(r"^\{([A-Za-z0-9_.-]{1,32})\}")
 
@@ -113,13 +117,13 @@ def split_scheme(stored: str) -> tuple[str | None, str]:
 _CRYPT_DATA_SIZE = 32768  # sizeof(struct crypt_data) in libxcrypt
 
 
-def _system_library(name: str) -> ctypes.CDLL | None:
+def _system_library(name: str, *, use_errno: bool = False) -> ctypes.CDLL | None:
     """The system's shared library ``name`` (as for ``-lname``), or None."""
     path = ctypes.util.find_library(name)
     if not path:
         return None
     try:
-        return ctypes.CDLL(path)
+        return ctypes.CDLL(path, use_errno=use_errno)
     except OSError:
         return None
 
@@ -157,6 +161,17 @@ def crypt_available() -> bool:
 # --- libsodium through ctypes (ARGON2, as Dovecot does) ------------------------------
 
 _SODIUM_PARAMS = re.compile(r"^\$argon2i?d?\$v=19\$m=(\d{1,10}),t=(\d{1,10}),p=(\d{1,3})\$")
+_ARGON2_MEMORY = re.compile(r"\$m=(\d+),")
+
+
+def _check_argon2_memory(value: str) -> None:
+    """VerifyResourceError when the hash asks for more than ARGON2_MAX_MEMORY_KIB."""
+    m = _ARGON2_MEMORY.search(value)
+    if m and int(m.group(1)) > ARGON2_MAX_MEMORY_KIB:
+        raise VerifyResourceError(
+            f"ARGON2 hash asks for {int(m.group(1))} KiB of memory, "
+            f"more than the limit of {ARGON2_MAX_MEMORY_KIB} KiB"
+        )
 
 
 class _LibSodium:
@@ -165,7 +180,7 @@ class _LibSodium:
 
     def __init__(self) -> None:
         self.fn: Any = None
-        lib = _system_library("sodium")
+        lib = _system_library("sodium", use_errno=True)
         init = getattr(lib, "sodium_init", None)
         fn = getattr(lib, "crypto_pwhash_str_verify", None)
         if init is None or fn is None or init() < 0:
@@ -185,7 +200,20 @@ class _LibSodium:
         return lanes >= 1 and time_cost >= 1 and mem >= 8 * lanes
 
     def verify(self, value: str, secret: bytes) -> bool:
-        return int(self.fn(value.encode("ascii"), secret, len(secret))) == 0
+        """True on a match, False on a mismatch (libsodium sets EINVAL); any other
+        failure (ENOMEM from the allocation, ...) raises VerifyResourceError, and a
+        hash libsodium cannot decode (errno untouched) raises InvalidHashError."""
+        ctypes.set_errno(0)
+        if int(self.fn(value.encode("ascii"), secret, len(secret))) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code == errno.EINVAL:
+            return False
+        if code == 0:
+            raise InvalidHashError("libsodium cannot decode the ARGON2 hash")
+        raise VerifyResourceError(
+            f"libsodium could not verify the ARGON2 hash: {errno.errorcode.get(code, code)}"
+        )
 
 
 _libsodium = _LibSodium()
@@ -283,10 +311,12 @@ class PasswordHasher:
             raise InvalidHashError(
                 f"unknown password scheme {{{scheme}}}; supported: {', '.join(sorted(SCHEMES))}"
             )
+        if not value:
+            if kind == "plain":  # would admit an empty password
+                raise InvalidHashError(f"{{{scheme}}} hash is empty: refusing an empty password")
+            raise InvalidHashError(f"{{{scheme}}} hash has no value")
         if kind == "plain":
             return ParsedHash(scheme, value)
-        if not value:
-            raise InvalidHashError(f"{{{scheme}}} hash has no value")
         if kind == "crypt":
             return self._parse_crypt(scheme, value)
         if kind == "argon2":
@@ -389,11 +419,14 @@ class PasswordHasher:
             if kind == "crypt":
                 return self._verify_crypt(secret, parsed)
             if kind == "argon2":
+                _check_argon2_memory(parsed.value)
                 if b"\x00" not in secret and _libsodium.handles(parsed.value):
                     return _libsodium.verify(parsed.value, secret)
                 return bool(_handler("argon2").verify(secret, parsed.value))
             prefixed = f"{{{_ldap_prefix(kind)}}}{parsed.value}"
             return bool(_handler(kind).verify(secret, prefixed))
+        except MemoryError:
+            raise VerifyResourceError(f"out of memory verifying a {parsed.scheme} hash") from None
         except (ValueError, TypeError) as exc:
             raise InvalidHashError(f"cannot verify {parsed.scheme} hash: {exc}") from None
 
