@@ -30,6 +30,7 @@ stored and when it is verified; it never verifies as correct.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import ctypes.util
@@ -174,12 +175,30 @@ def _check_argon2_memory(value: str) -> None:
         )
 
 
+_SODIUM_FULL = re.compile(
+    r"^\$argon2(id|i)\$v=19\$m=(\d{1,10}),t=(\d{1,10}),p=1\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{22,})$"
+)
+_ALG = {"id": 2, "i": 1}  # crypto_pwhash_ALG_ARGON2ID13, crypto_pwhash_ALG_ARGON2I13
+
+
+def _b64_unpadded(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
 class _LibSodium:
-    """crypto_pwhash_str_verify from the system libsodium (the library Dovecot uses
-    for ARGON2I/ARGON2ID): about twice as fast as argon2-cffi's bundled code."""
+    """ARGON2I/ARGON2ID from the system libsodium (the library Dovecot uses): about
+    twice as fast as argon2-cffi's bundled code.
+
+    ``crypto_pwhash_str_verify`` returns -1 both for a wrong password and when
+    its memory cannot be allocated (libsodium 1.0.18 sets EINVAL either way), so
+    the usual hash (one lane, 16-byte salt, as ``doveadm pw`` and passlib make
+    it) is computed with ``crypto_pwhash``, which cannot "mismatch": any -1 from
+    it is an error (ENOMEM: :class:`VerifyResourceError`), and the digests are
+    compared here. Other shapes go to ``crypto_pwhash_str_verify``."""
 
     def __init__(self) -> None:
         self.fn: Any = None
+        self.raw: Any = None
         lib = _system_library("sodium", use_errno=True)
         init = getattr(lib, "sodium_init", None)
         fn = getattr(lib, "crypto_pwhash_str_verify", None)
@@ -188,6 +207,20 @@ class _LibSodium:
         fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong]
         fn.restype = ctypes.c_int
         self.fn = fn
+        raw = getattr(lib, "crypto_pwhash", None)
+        if raw is not None:
+            raw.argtypes = [
+                ctypes.c_char_p,
+                ctypes.c_ulonglong,
+                ctypes.c_char_p,
+                ctypes.c_ulonglong,
+                ctypes.c_char_p,
+                ctypes.c_ulonglong,
+                ctypes.c_size_t,
+                ctypes.c_int,
+            ]
+            raw.restype = ctypes.c_int
+            self.raw = raw
 
     def handles(self, value: str) -> bool:
         """libsodium takes version 19 strings with p >= 1 and m >= 8 KiB per lane."""
@@ -200,17 +233,38 @@ class _LibSodium:
         return lanes >= 1 and time_cost >= 1 and mem >= 8 * lanes
 
     def verify(self, value: str, secret: bytes) -> bool:
-        """True on a match, False on a mismatch (libsodium sets EINVAL); any other
-        failure (ENOMEM from the allocation, ...) raises VerifyResourceError, and a
-        hash libsodium cannot decode (errno untouched) raises InvalidHashError."""
+        """True on a match, False on a mismatch; VerifyResourceError when libsodium
+        could not compute the hash (no memory)."""
+        m = _SODIUM_FULL.match(value) if self.raw is not None else None
+        if m is not None:
+            kind, mem, time_cost, salt_text, digest_text = m.groups()
+            digest = _b64_unpadded(digest_text)
+            out = ctypes.create_string_buffer(len(digest))
+            ctypes.set_errno(0)
+            rc = self.raw(
+                out,
+                len(digest),
+                secret,
+                len(secret),
+                _b64_unpadded(salt_text),
+                int(time_cost),
+                int(mem) * 1024,
+                _ALG[kind],
+            )
+            if rc == 0:
+                return hmac.compare_digest(out.raw, digest)
+            code = ctypes.get_errno()
+            if code != errno.EINVAL:  # EINVAL: limits crypto_pwhash refuses (argon2i t < 3)
+                raise VerifyResourceError(
+                    f"libsodium could not compute the ARGON2 hash: "
+                    f"{errno.errorcode.get(code, code)}"
+                )
         ctypes.set_errno(0)
         if int(self.fn(value.encode("ascii"), secret, len(secret))) == 0:
             return True
         code = ctypes.get_errno()
-        if code == errno.EINVAL:
+        if code in (errno.EINVAL, 0):  # a mismatch (1.0.18 cannot tell more)
             return False
-        if code == 0:
-            raise InvalidHashError("libsodium cannot decode the ARGON2 hash")
         raise VerifyResourceError(
             f"libsodium could not verify the ARGON2 hash: {errno.errorcode.get(code, code)}"
         )
