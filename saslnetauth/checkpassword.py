@@ -13,17 +13,24 @@ lookup) no password is checked: an existing, enabled user gets
 
 Fast path: ask the running ``saslnetauth serve`` over its socket (the same
 Dovecot auth protocol), importing only the standard library, because this
-program starts once per login. Fallback (no server): decide in-process
-with the same engine, or fail temporarily (``[checkpassword] fallback``).
+program starts once per login; the server refuses an empty password (before
+any verification) and answers every failure at its fixed deadline. Fallback
+(nothing listens on the socket): decide in-process with the same engine,
+failures at the same kind of deadline (:mod:`saslnetauth.deadline`), or fail
+temporarily (``[checkpassword] fallback``). A server that accepted the
+connection but failed or did not answer within :data:`CLIENT_TIMEOUT` is a
+temporary failure, never a local decision: its brakes must not be dodged.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 TYPE_CHECKING = False  # not imported from typing: this start-up path stays light
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import NoReturn
 
     from saslnetauth.config import Config
@@ -36,6 +43,8 @@ EXIT_FAIL = 1
 EXIT_UNKNOWN_USER = 3
 EXIT_TEMPFAIL = 111
 MAX_INPUT = 512
+#: Seconds the fast path waits for the server (which answers within 9.5 s).
+CLIENT_TIMEOUT = 10.0
 DEFAULT_SOCKET = "/run/saslnetauth/auth-client"
 DEFAULT_CONFIG = "/etc/saslnetauth/saslnetauth.toml"
 
@@ -171,6 +180,7 @@ def _exec_reply(reply: list[str], user: str, authorized: bool) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
+    arrival = time.monotonic()
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     env = os.environ
     user, password = read_fd3()
@@ -187,15 +197,29 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if lookup:
         _lookup(opts, user)
     socket_addr = opts.socket or _config_value(opts, "socket") or DEFAULT_SOCKET
-    from saslnetauth.dovecot.client import AuthClientError, authenticate_plain
+    from saslnetauth.dovecot.client import (
+        AuthClientError,
+        AuthServerUnreachable,
+        authenticate_plain,
+    )
 
     try:
-        reply = authenticate_plain(socket_addr, user, password, service=service, rip=rip, lip=lip)
-    except AuthClientError as exc:
+        reply = authenticate_plain(
+            socket_addr,
+            user,
+            password,
+            service=service,
+            rip=rip,
+            lip=lip,
+            timeout=CLIENT_TIMEOUT,
+        )
+    except AuthServerUnreachable as exc:
         fallback = opts.fallback or _config_value(opts, "fallback") or "local"
         if fallback != "local":
             _exit(EXIT_TEMPFAIL, f"auth server unavailable ({exc}); fallback is tempfail")
-        _local(opts, user, password, rip, service)
+        _local(opts, user, password, rip, service, arrival)
+    except AuthClientError as exc:
+        _exit(EXIT_TEMPFAIL, f"auth server failed ({exc}); not deciding locally")
     if reply.ok and reply.user:
         _exec_reply(opts.reply, reply.user, authorized=False)
     _exit(EXIT_TEMPFAIL if reply.temp else EXIT_FAIL)
@@ -260,14 +284,36 @@ def _engine(opts: Options) -> DecisionEngine:
         _exit(EXIT_TEMPFAIL, f"database unavailable: {exc}")
 
 
-def _local(opts: Options, user: bytes, password: bytes, rip: str | None, service: str) -> NoReturn:
+def _local(
+    opts: Options, user: bytes, password: bytes, rip: str | None, service: str, arrival: float
+) -> NoReturn:
+    """Decide in-process. The slowest verification is measured on a thread while
+    the engine decides (only a failure waits for it): every failure exits at
+    arrival + max(failure_delay, slowest verification), as the server answers."""
+    import threading
+
+    from saslnetauth.deadline import FailureDeadline, sleep_until
+    from saslnetauth.runtime import measure_verification
     from saslnetauth.verdict import Verdict
 
     engine = _engine(opts)
+    cfg = _config(opts)
+    measured: list[float] = []
+    probe = threading.Thread(target=lambda: measured.append(measure_verification(cfg)), daemon=True)
+    probe.start()
     name = user.decode("utf-8")  # checked in main()
-    decision = engine.decide(name, password, rip, service, log_fields={"via": "checkpassword"})
+    after_reply: list[Callable[[], None]] = []
+    decision = engine.decide(
+        name, password, rip, service, log_fields={"via": "checkpassword"}, after_reply=after_reply
+    )
     if decision.verdict is Verdict.OK:
+        for job in after_reply:  # rehash_on_login: exec replaces this process
+            job()
         _exec_reply(opts.reply, decision.user, authorized=False)
+    probe.join()
+    deadline = FailureDeadline(cfg.serve.failure_delay, measured[0] if measured else 0.0)
+    deadline.observe(decision.verify_seconds)
+    sleep_until(deadline.at(arrival))
     _exit(EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_FAIL)
 
 

@@ -280,6 +280,29 @@ def load_config(
     return cfg
 
 
+#: Seconds Postfix (and saslnetauth-checkpassword's client) wait for an answer.
+CLIENT_TIMEOUT = 10.0
+#: Most seconds the configured delays may add up to, leaving 2 s of
+#: CLIENT_TIMEOUT for the verification and the network.
+DELAY_BUDGET = 8.0
+
+
+def _check_delay_budget(s: ServeConfig) -> None:
+    """The slowest failure: the client brake, then the failure delay, then the user
+    brake, each at its maximum, must be answered before the clients give up."""
+    parts = [("failure_delay", s.failure_delay), ("penalty_max", s.penalty_max)]
+    if s.user_penalty:
+        parts.append(("user_penalty (penalty_max again)", s.penalty_max))
+    total = sum(v for _, v in parts)
+    if total > DELAY_BUDGET:
+        listed = " + ".join(f"{name} {value:g}" for name, value in parts)
+        raise ConfigError(
+            f"serve: the slowest failure would wait {listed} = {total:g} s, more than "
+            f"{DELAY_BUDGET:g} s (Postfix and saslnetauth-checkpassword give up after "
+            f"{CLIENT_TIMEOUT:g} s); lower failure_delay or penalty_max"
+        )
+
+
 def validate(cfg: Config) -> None:
     """Range checks that types alone do not catch."""
     s = cfg.serve
@@ -289,11 +312,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.failure_delay: must be between 0 and 8 seconds (Postfix waits 10)")
     if s.penalty_max < 0 or s.penalty_base <= 0 or s.penalty_free_failures < 0:
         raise ConfigError("serve.penalty_*: penalty_base > 0, penalty_max and free failures >= 0")
-    if s.failure_delay + s.penalty_max > 8:
-        raise ConfigError(
-            "serve.failure_delay + serve.penalty_max must stay at most 8 seconds "
-            "(Postfix gives up after 10)"
-        )
+    _check_delay_budget(s)
     if not 1 <= s.penalty_ipv6_prefix <= 128 or s.penalty_max_entries < 1:
         raise ConfigError("serve.penalty_ipv6_prefix: 1..128; penalty_max_entries >= 1")
     if s.alert_timeout <= 0:

@@ -14,19 +14,29 @@ Implements the policy contract of docs/design.md:
    ``credentials_valid=yes``;
 6. any infrastructure error -> TEMPFAIL, never OK.
 
-The engine is synchronous and thread-safe; the server runs it on worker
-threads so that it never blocks the event loop.
+An empty password is refused before anything else (no lookup, no hash):
+Dovecot's ``nopassword`` or an empty ``{PLAIN}`` never lets one in. When the
+reply leaves is not the engine's business: every frontend answers a failure
+at the fixed deadline of :mod:`saslnetauth.deadline`. ``rehash_on_login``
+re-stores a password only after a final OK, and when the caller passes
+``after_reply``, only once the caller has sent the reply.
+
+The engine is synchronous and thread-safe; the server runs it in decision
+worker processes (or threads) so that it never blocks the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from saslnetauth.credentials.passwords import PasswordHasher
+from saslnetauth.authlog import log_decision
+from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
@@ -92,36 +102,61 @@ class DecisionEngine:
         *,
         log_fields: dict[str, object] | None = None,
         quiet: bool = False,
+        after_reply: list[Callable[[], None]] | None = None,
     ) -> Decision:
-        """Run the policy for one login attempt and log one line about it."""
+        """Run the policy for one login attempt and log one line about it.
+
+        Work that must wait until the client has its answer (the rehash of
+        ``rehash_on_login``) is appended to ``after_reply`` for the caller to
+        run then; without the list it runs here, after the decision."""
         secret = (
             password.encode("utf-8", "surrogateescape") if isinstance(password, str) else password
         )
         service = _clean_service(service)
+        rehash: list[ParsedHash] = []
         try:
-            decision = self._decide(username, secret, rip, service)
+            decision = self._decide(username, secret, rip, service, rehash)
         except Exception as exc:  # fail closed on anything unexpected
             log.exception("internal error while deciding a login")
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
         if not quiet:
-            self._log(decision, rip, service, log_fields or {})
+            log_decision(decision, rip, service, **(log_fields or {}))
         if self.on_decision is not None:
             try:
                 self.on_decision(decision, rip, service)
             except Exception:
                 log.exception("decision hook failed")
+        if decision.ok and rehash:
+            job = functools.partial(self._rehash, decision.user, secret)
+            if after_reply is None:
+                job()
+            else:
+                after_reply.append(job)
         return decision
 
     # -- the policy ---------------------------------------------------------------
 
-    def _decide(self, username: str, secret: bytes, rip: str | None, service: str) -> Decision:
+    def _decide(
+        self, username: str, secret: bytes, rip: str | None, service: str, rehash: list[ParsedHash]
+    ) -> Decision:
+        if not secret:
+            # before any lookup or verification; the frontend's deadline hides
+            # that no hash was spent
+            return Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
         try:
             name = normalize_username(username, lowercase=self.lowercase)
         except InvalidUsernameError:
+            started = time.perf_counter()
             self.hasher.dummy_verify(secret)
-            return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, _display_name(username))
+            return Decision(
+                Verdict.FAIL,
+                Reason.UNKNOWN_USER,
+                _display_name(username),
+                network_ok=False,
+                verify_seconds=time.perf_counter() - started,
+            )
         try:
             user = self.store.get_user(name)
             global_rules = self.store.global_rules()
@@ -131,23 +166,51 @@ class DecisionEngine:
             # any PAM (system) user, under the global networks only
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         if user is None:
+            # network_ok as for a user without networks of their own, so that the
+            # user brake treats unknown and existing names alike
+            _, rule = merged_match((global_rules,), parse_address(rip), service)
+            started = time.perf_counter()
             self.hasher.dummy_verify(secret)
-            return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)
+            return Decision(
+                Verdict.FAIL,
+                Reason.UNKNOWN_USER,
+                name,
+                network_ok=rule is not None,
+                verify_seconds=time.perf_counter() - started,
+            )
 
         # The network is matched for every existing user before the password,
         # so the work done does not depend on which check fails.
         applicable, rule = merged_match((user.rules, global_rules), parse_address(rip), service)
         net_ok = rule is not None
+        started = time.perf_counter()
         checked = self._check_credentials(user, secret, rip, service)
+        spent = time.perf_counter() - started
         if isinstance(checked, Decision):
-            return replace(checked, network_ok=net_ok)
-        if not checked:
-            return Decision(Verdict.FAIL, Reason.BAD_PASSWORD, user.name, network_ok=net_ok)
+            return replace(checked, network_ok=net_ok, verify_seconds=spent)
+        ok, parsed = checked
+        if not ok:
+            return Decision(
+                Verdict.FAIL,
+                Reason.BAD_PASSWORD,
+                user.name,
+                network_ok=net_ok,
+                verify_seconds=spent,
+            )
         if not user.enabled:
             return Decision(
-                Verdict.FAIL, Reason.DISABLED, user.name, credentials_valid=True, network_ok=net_ok
+                Verdict.FAIL,
+                Reason.DISABLED,
+                user.name,
+                credentials_valid=True,
+                network_ok=net_ok,
+                verify_seconds=spent,
             )
         if rule is not None:
+            # only a final OK may change the stored hash (never a forbidden network
+            # or a disabled user: that would show in the reply's timing and the row)
+            if parsed is not None and self.rehash_on_login and self.hasher.needs_rehash(parsed):
+                rehash.append(parsed)
             return Decision(
                 Verdict.OK,
                 Reason.OK,
@@ -155,14 +218,23 @@ class DecisionEngine:
                 credentials_valid=True,
                 matched=rule.describe(),
                 network_ok=True,
+                verify_seconds=spent,
             )
         reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
-        return Decision(Verdict.FAIL, reason, user.name, credentials_valid=True, network_ok=False)
+        return Decision(
+            Verdict.FAIL,
+            reason,
+            user.name,
+            credentials_valid=True,
+            network_ok=False,
+            verify_seconds=spent,
+        )
 
     def _check_credentials(
         self, user: UserRecord, secret: bytes, rip: str | None, service: str
-    ) -> bool | Decision:
-        """True/False for the password, or a ready Decision (TEMPFAIL, no password)."""
+    ) -> tuple[bool, ParsedHash | None] | Decision:
+        """(password right?, the parsed stored hash or None for PAM), or a ready
+        Decision (TEMPFAIL, no password)."""
         if user.backend == "pam":
             if self.pam is None:
                 self.hasher.dummy_verify(secret)
@@ -173,7 +245,7 @@ class DecisionEngine:
                     detail="user uses PAM but PAM is not enabled",
                 )
             try:
-                return self.pam.verify(user.name, secret, rip, service)
+                return self.pam.verify(user.name, secret, rip, service), None
             except BackendError as exc:
                 return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
         if user.password_hash is None:
@@ -188,9 +260,10 @@ class DecisionEngine:
             return Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail="unusable password hash"
             )
-        if ok and self.rehash_on_login and self.hasher.needs_rehash(parsed):
-            self._rehash(user.name, secret)
-        return ok
+        except BackendError as exc:  # e.g. no memory for an ARGON2 hash: not a wrong password
+            log.error("%s", kv("password verification failed", user=user.name, error=str(exc)))
+            return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
+        return ok, parsed
 
     def _rehash(self, name: str, secret: bytes) -> None:
         try:
@@ -198,29 +271,6 @@ class DecisionEngine:
             log.info("%s", kv("password rehashed", user=name, scheme=self.hasher.default_scheme))
         except Exception as exc:  # never fails a login
             log.warning("%s", kv("rehash failed", user=name, error=str(exc)))
-
-    # -- logging --------------------------------------------------------------------
-
-    def _log(self, d: Decision, rip: str | None, service: str, extra: dict[str, object]) -> None:
-        addr = parse_address(rip)
-        fields: dict[str, object] = {
-            "user": d.user,
-            "service": service or None,
-            # canonical form (Exim sends fully expanded IPv6), or the raw text if unparsable
-            "rip": str(addr) if addr is not None else (rip or "-"),
-        }
-        fields.update(extra)
-        if d.verdict is Verdict.OK:
-            log.info("%s", kv("auth ok", **fields, rule=d.matched))
-        elif d.verdict is Verdict.TEMPFAIL:
-            log.error("%s", kv("auth tempfail", **fields, reason=d.reason.value, error=d.detail))
-        elif d.credentials_valid and d.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES):
-            log.warning(
-                "%s",
-                kv("auth fail", **fields, reason=d.reason.value, credentials_valid=True),
-            )
-        else:
-            log.info("%s", kv("auth fail", **fields, reason=d.reason.value))
 
 
 def _clean_service(service: str | None) -> str:

@@ -14,6 +14,7 @@
     +-- AlreadyExistsError           duplicate user or network (admin operations)
     +-- BackendError                 infrastructure failure: database, PAM, pool
         +-- SchemaOutdatedError      the database schema is not the current one
+        +-- VerifyResourceError      no memory (or other resource) to verify a hash
 
 A ``BackendError`` during a login always becomes TEMPFAIL, never OK.
 """
@@ -67,3 +68,8 @@ class BackendError(SaslNetAuthError):
 
 class SchemaOutdatedError(BackendError):
     """The database schema is missing or older/newer than this code."""
+
+
+class VerifyResourceError(BackendError):
+    """A hash could not be verified for want of memory or another resource
+    (not a wrong password: the login fails temporarily)."""

@@ -45,6 +45,14 @@ def make_hasher(cfg: Config) -> PasswordHasher:
     )
 
 
+def measure_verification(cfg: Config) -> float:
+    """Seconds of the slowest verification at the configured costs (for the
+    failure deadline, :mod:`saslnetauth.deadline`)."""
+    from saslnetauth.deadline import calibrate
+
+    return calibrate(make_hasher(cfg))
+
+
 def open_store(cfg: Config, *, check_schema: bool = True, create: bool = False) -> SqlStore:
     """Open the configured database.
 

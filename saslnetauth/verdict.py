@@ -21,17 +21,26 @@ class Verdict(enum.Enum):
 
 
 class Reason(enum.Enum):
-    """Why the engine reached its verdict (logged, never sent to clients)."""
+    """Why a login got its verdict (logged, counted, recorded; never sent to clients).
+
+    The same value is the ``reason=`` of the log line, the ``reason`` label of
+    ``saslnetauth_auth_total`` and the reason in ``saslnetauth report``."""
 
     OK = "ok"
+    # the engine's
     UNKNOWN_USER = "unknown_user"
     BAD_PASSWORD = "bad_password"  # noqa: S105 - a reason code, not a password
+    EMPTY_PASSWORD = "empty_password"  # noqa: S105 - refused before any verification
     NO_PASSWORD = "no_password"  # noqa: S105 - user has no usable hash
     DISABLED = "disabled"
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
-    INVALID_REQUEST = "invalid_request"
     BACKEND_ERROR = "backend_error"
+    # a frontend's own (the engine never ran)
+    SASL_ERROR = "sasl_error"
+    UNSUPPORTED_MECHANISM = "unsupported_mechanism"
+    TIMEOUT = "timeout"
+    OVERLOAD = "overload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +61,11 @@ class Decision:
     credentials_valid: bool = False
     matched: str | None = None
     detail: str | None = None
-    #: Whether the client address is in the user's networks (None: not checked).
+    #: Whether the client address is in the user's networks (None: not checked);
+    #: for an unknown user, whether it is in the global networks.
     network_ok: bool | None = None
+    #: Seconds the credential check took (hash, dummy hash or PAM).
+    verify_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -122,12 +122,16 @@ async def _run(
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
 ) -> None:
+    from saslnetauth.runtime import measure_verification
     from saslnetauth.serve.server import AuthServer
     from saslnetauth.serve.workers import make_decider
 
     decider = make_decider(cfg)
-    await decider.start()
-    server = AuthServer(decider, cfg.serve, reload=reload)
+    # the failure deadline covers the slowest scheme (saslnetauth.deadline)
+    measured, _ = await asyncio.gather(
+        asyncio.to_thread(measure_verification, cfg), decider.start()
+    )
+    server = AuthServer(decider, cfg.serve, reload=reload, measured=measured)
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)

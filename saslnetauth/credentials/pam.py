@@ -8,6 +8,14 @@ where the login comes from, ``pam_authenticate`` and ``pam_acct_mgmt``
 here directly; one handle per call, so calls run in parallel on threads
 (ctypes releases the GIL).
 
+PAM's own failure delay (``pam_fail_delay``: pam_unix without ``nodelay``
+asks for about 2 s after a wrong password) is replaced by a
+``PAM_FAIL_DELAY`` callback that does not sleep, as Linux-PAM allows an
+application to do (``pam_set_item(3)``): otherwise a wrong password would
+come back seconds later than a right one from a forbidden network. Every
+failure is delayed by the frontend's fixed deadline instead
+(:mod:`saslnetauth.deadline`).
+
 Results: PAM_SUCCESS -> True; an authentication or account refusal
 (wrong password, unknown user, expired, locked, ...) -> False; anything
 else (PAM misconfigured, module error) -> :class:`BackendError`, i.e.
@@ -23,6 +31,9 @@ from typing import Any
 from saslnetauth.errors import BackendError
 
 __all__ = ["PamAuth"]
+
+#: Linux-PAM's item number of the failure-delay callback (security/_pam_types.h).
+PAM_FAIL_DELAY = 10
 
 # Linux-PAM return codes that mean "this login is refused" (security/_pam_types.h).
 _REFUSED = {
@@ -63,6 +74,8 @@ class PamAuth:
         pam = self._pam()
         from ctypes import byref, c_char_p, c_void_p, cast, py_object
 
+        delay_fn = _no_delay_callback()
+
         if b"\x00" in password or "\x00" in user:
             return False
         auth = pam.PamAuthenticator()
@@ -87,6 +100,9 @@ class PamAuth:
         if rv != pam.PAM_SUCCESS:
             raise BackendError(f"pam_start failed for service {self.service}: code {rv}")
         try:
+            rv = auth.pam_set_item(handle, PAM_FAIL_DELAY, cast(delay_fn, c_void_p))
+            if rv != pam.PAM_SUCCESS:
+                raise BackendError(f"PAM service {self.service}: cannot set PAM_FAIL_DELAY")
             if rip:
                 auth.pam_set_item(handle, pam.PAM_RHOST, c_char_p(rip.encode("ascii", "replace")))
             rv = auth.pam_authenticate(handle, 0)
@@ -100,3 +116,20 @@ class PamAuth:
         if rv in refused:
             return False
         raise BackendError(f"PAM service {self.service} failed with code {rv}")
+
+
+_DELAY_CALLBACK: list[Any] = []
+
+
+def _no_delay_callback() -> Any:
+    """``void delay(int retval, unsigned usec_delay, void *appdata)`` that returns
+    at once (made once and kept alive for the process: libpam holds the pointer)."""
+    if not _DELAY_CALLBACK:
+        from ctypes import CFUNCTYPE, c_int, c_uint, c_void_p
+
+        @CFUNCTYPE(None, c_int, c_uint, c_void_p)  # type: ignore[untyped-decorator]
+        def no_delay(retval: int, usec: int, appdata: int | None) -> None:
+            return None
+
+        _DELAY_CALLBACK.append(no_delay)
+    return _DELAY_CALLBACK[0]

@@ -30,16 +30,18 @@ stored and when it is verified; it never verifies as correct.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import hmac
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from saslnetauth.errors import InvalidHashError
+from saslnetauth.errors import InvalidHashError, VerifyResourceError
 
 __all__ = [
     "DEFAULT_SCHEME",
@@ -58,6 +60,9 @@ MAX_PASSWORD_BYTES = 4096
 CRYPT_MAX_PASSPHRASE = 511  # bytes, without the terminating NUL
 #: bcrypt only reads 72 bytes; crypt(3) truncates, so do we (Dovecot compatible).
 BCRYPT_MAX_BYTES = 72
+#: Most memory (KiB) an ARGON2 hash may ask for to be verified: 4 GiB. A stored hash
+#: asking for more fails temporarily (never as a wrong password), before any allocation.
+ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024
 
 _SCHEME_RE = re.compile(r"^\{([A-Za-z0-9_.-]{1,32})\}")
 
@@ -113,13 +118,13 @@ def split_scheme(stored: str) -> tuple[str | None, str]:
 _CRYPT_DATA_SIZE = 32768  # sizeof(struct crypt_data) in libxcrypt
 
 
-def _system_library(name: str) -> ctypes.CDLL | None:
+def _system_library(name: str, *, use_errno: bool = False) -> ctypes.CDLL | None:
     """The system's shared library ``name`` (as for ``-lname``), or None."""
     path = ctypes.util.find_library(name)
     if not path:
         return None
     try:
-        return ctypes.CDLL(path)
+        return ctypes.CDLL(path, use_errno=use_errno)
     except OSError:
         return None
 
@@ -157,15 +162,44 @@ def crypt_available() -> bool:
 # --- libsodium through ctypes (ARGON2, as Dovecot does) ------------------------------
 
 _SODIUM_PARAMS = re.compile(r"^\$argon2i?d?\$v=19\$m=(\d{1,10}),t=(\d{1,10}),p=(\d{1,3})\$")
+_ARGON2_MEMORY = re.compile(r"\$m=(\d+),")
+
+
+def _check_argon2_memory(value: str) -> None:
+    """VerifyResourceError when the hash asks for more than ARGON2_MAX_MEMORY_KIB."""
+    m = _ARGON2_MEMORY.search(value)
+    if m and int(m.group(1)) > ARGON2_MAX_MEMORY_KIB:
+        raise VerifyResourceError(
+            f"ARGON2 hash asks for {int(m.group(1))} KiB of memory, "
+            f"more than the limit of {ARGON2_MAX_MEMORY_KIB} KiB"
+        )
+
+
+_SODIUM_FULL = re.compile(
+    r"^\$argon2(id|i)\$v=19\$m=(\d{1,10}),t=(\d{1,10}),p=1\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{22,})$"
+)
+_ALG = {"id": 2, "i": 1}  # crypto_pwhash_ALG_ARGON2ID13, crypto_pwhash_ALG_ARGON2I13
+
+
+def _b64_unpadded(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
 class _LibSodium:
-    """crypto_pwhash_str_verify from the system libsodium (the library Dovecot uses
-    for ARGON2I/ARGON2ID): about twice as fast as argon2-cffi's bundled code."""
+    """ARGON2I/ARGON2ID from the system libsodium (the library Dovecot uses): about
+    twice as fast as argon2-cffi's bundled code.
+
+    ``crypto_pwhash_str_verify`` returns -1 both for a wrong password and when
+    its memory cannot be allocated (libsodium 1.0.18 sets EINVAL either way), so
+    the usual hash (one lane, 16-byte salt, as ``doveadm pw`` and passlib make
+    it) is computed with ``crypto_pwhash``, which cannot "mismatch": any -1 from
+    it is an error (ENOMEM: :class:`VerifyResourceError`), and the digests are
+    compared here. Other shapes go to ``crypto_pwhash_str_verify``."""
 
     def __init__(self) -> None:
         self.fn: Any = None
-        lib = _system_library("sodium")
+        self.raw: Any = None
+        lib = _system_library("sodium", use_errno=True)
         init = getattr(lib, "sodium_init", None)
         fn = getattr(lib, "crypto_pwhash_str_verify", None)
         if init is None or fn is None or init() < 0:
@@ -173,6 +207,20 @@ class _LibSodium:
         fn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong]
         fn.restype = ctypes.c_int
         self.fn = fn
+        raw = getattr(lib, "crypto_pwhash", None)
+        if raw is not None:
+            raw.argtypes = [
+                ctypes.c_char_p,
+                ctypes.c_ulonglong,
+                ctypes.c_char_p,
+                ctypes.c_ulonglong,
+                ctypes.c_char_p,
+                ctypes.c_ulonglong,
+                ctypes.c_size_t,
+                ctypes.c_int,
+            ]
+            raw.restype = ctypes.c_int
+            self.raw = raw
 
     def handles(self, value: str) -> bool:
         """libsodium takes version 19 strings with p >= 1 and m >= 8 KiB per lane."""
@@ -185,7 +233,41 @@ class _LibSodium:
         return lanes >= 1 and time_cost >= 1 and mem >= 8 * lanes
 
     def verify(self, value: str, secret: bytes) -> bool:
-        return int(self.fn(value.encode("ascii"), secret, len(secret))) == 0
+        """True on a match, False on a mismatch; VerifyResourceError when libsodium
+        could not compute the hash (no memory)."""
+        m = _SODIUM_FULL.match(value) if self.raw is not None else None
+        if m is not None:
+            kind, mem, time_cost, salt_text, digest_text = m.groups()
+            digest = _b64_unpadded(digest_text)
+            out = ctypes.create_string_buffer(len(digest))
+            ctypes.set_errno(0)
+            rc = self.raw(
+                out,
+                len(digest),
+                secret,
+                len(secret),
+                _b64_unpadded(salt_text),
+                int(time_cost),
+                int(mem) * 1024,
+                _ALG[kind],
+            )
+            if rc == 0:
+                return hmac.compare_digest(out.raw, digest)
+            code = ctypes.get_errno()
+            if code != errno.EINVAL:  # EINVAL: limits crypto_pwhash refuses (argon2i t < 3)
+                raise VerifyResourceError(
+                    f"libsodium could not compute the ARGON2 hash: "
+                    f"{errno.errorcode.get(code, code)}"
+                )
+        ctypes.set_errno(0)
+        if int(self.fn(value.encode("ascii"), secret, len(secret))) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, 0):  # a mismatch (1.0.18 cannot tell more)
+            return False
+        raise VerifyResourceError(
+            f"libsodium could not verify the ARGON2 hash: {errno.errorcode.get(code, code)}"
+        )
 
 
 _libsodium = _LibSodium()
@@ -283,10 +365,12 @@ class PasswordHasher:
             raise InvalidHashError(
                 f"unknown password scheme {{{scheme}}}; supported: {', '.join(sorted(SCHEMES))}"
             )
+        if not value:
+            if kind == "plain":  # would admit an empty password
+                raise InvalidHashError(f"{{{scheme}}} hash is empty: refusing an empty password")
+            raise InvalidHashError(f"{{{scheme}}} hash has no value")
         if kind == "plain":
             return ParsedHash(scheme, value)
-        if not value:
-            raise InvalidHashError(f"{{{scheme}}} hash has no value")
         if kind == "crypt":
             return self._parse_crypt(scheme, value)
         if kind == "argon2":
@@ -389,11 +473,14 @@ class PasswordHasher:
             if kind == "crypt":
                 return self._verify_crypt(secret, parsed)
             if kind == "argon2":
+                _check_argon2_memory(parsed.value)
                 if b"\x00" not in secret and _libsodium.handles(parsed.value):
                     return _libsodium.verify(parsed.value, secret)
                 return bool(_handler("argon2").verify(secret, parsed.value))
             prefixed = f"{{{_ldap_prefix(kind)}}}{parsed.value}"
             return bool(_handler(kind).verify(secret, prefixed))
+        except MemoryError:
+            raise VerifyResourceError(f"out of memory verifying a {parsed.scheme} hash") from None
         except (ValueError, TypeError) as exc:
             raise InvalidHashError(f"cannot verify {parsed.scheme} hash: {exc}") from None
 

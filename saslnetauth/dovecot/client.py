@@ -11,14 +11,20 @@ import base64
 import os
 import socket
 
-__all__ = ["AuthClientError", "AuthReply", "authenticate_plain", "connect"]
+__all__ = ["AuthClientError", "AuthReply", "AuthServerUnreachable", "authenticate_plain", "connect"]
 
 #: Longest reply line we read from the server.
 MAX_REPLY = 16 * 1024
 
 
 class AuthClientError(Exception):
-    """The server could not be reached or broke the protocol."""
+    """The server could not be reached, did not answer in time or broke the protocol."""
+
+
+class AuthServerUnreachable(AuthClientError):
+    """No server accepted the connection (nothing listens there): only then may a
+    caller decide without it. A server that accepted and then failed or was slow
+    raises plain :class:`AuthClientError`."""
 
 
 class AuthReply:
@@ -51,7 +57,7 @@ def connect(address: str, timeout: float) -> socket.socket:
             raise
         return sock
     except (OSError, ValueError) as exc:
-        raise AuthClientError(f"cannot connect to {address}: {exc}") from None
+        raise AuthServerUnreachable(f"cannot connect to {address}: {exc}") from None
 
 
 class _Lines:
@@ -65,6 +71,8 @@ class _Lines:
                 raise AuthClientError("reply line too long")
             try:
                 chunk = self.sock.recv(4096)
+            except TimeoutError:
+                raise AuthClientError("the auth server did not answer in time") from None
             except OSError as exc:
                 raise AuthClientError(f"read failed: {exc}") from None
             if not chunk:

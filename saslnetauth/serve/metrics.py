@@ -32,12 +32,16 @@ class Metrics:
         self.latency_count = 0
         self.gauges: dict[str, tuple[str, float]] = {}
 
-    def observe(self, verdict: str, reason: str, service: str, seconds: float) -> None:
+    def observe(self, verdict: str, reason: str, service: str, seconds: float | None) -> None:
+        """Count one decision; ``seconds`` (None: no verification ran) goes into the
+        latency histogram."""
         key = (verdict, reason, service or "-")
         if key in self.auth or len(self.auth) < MAX_SERIES:
             self.auth[key] += 1
         else:
             self.auth[(verdict, reason, "other")] += 1
+        if seconds is None:
+            return
         self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.latency_sum += seconds
         self.latency_count += 1

@@ -4,8 +4,11 @@ Each client connection gets the Dovecot handshake as soon as it connects,
 then any number of requests, concurrently, answered by id. Credentials go
 to the decision engine in worker processes (:mod:`saslnetauth.serve.workers`),
 so the event loop never blocks on hashing or on the database, and every
-core works. Failures are answered after the failure delay, which holds
-only that request.
+core works. Every failure is answered at the fixed deadline of
+:mod:`saslnetauth.deadline` (measured from the request's arrival; it holds
+only that request) and logged by :func:`saslnetauth.authlog.log_decision`,
+whether the engine decided it or the responder did (SASL error, timeout,
+overload, unsupported mechanism).
 
 Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
 flight per connection, connections, verifications pending over all
@@ -28,7 +31,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from saslnetauth.authlog import log_decision
 from saslnetauth.config import Config, ServeConfig
+from saslnetauth.deadline import FailureDeadline, wait_until
 from saslnetauth.dovecot.protocol import (
     AuthRequest,
     ClientCpid,
@@ -105,8 +110,11 @@ class AuthServer:
         settings: Settings,
         *,
         reload: Callable[[], tuple[Config, Settings]] | None = None,
+        measured: float = 0.0,
     ) -> None:
         self.decider = decider
+        #: Slowest verification measured at start (seconds; saslnetauth.deadline.calibrate).
+        self.measured = measured
         self.settings = settings
         self._reload_cb = reload
         self._servers: list[asyncio.base_events.Server] = []
@@ -139,6 +147,10 @@ class AuthServer:
             if old is not None:
                 new._entries = old._entries
         self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
+        old_deadline = getattr(self, "deadline", None)
+        self.deadline = FailureDeadline(settings.failure_delay, self.measured)
+        if old_deadline is not None:
+            self.deadline.carry_over(old_deadline)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -244,6 +256,7 @@ class AuthServer:
                 "ready",
                 workers=self.decider.describe(),
                 failure_delay=self.settings.failure_delay,
+                failure_floor=round(self.deadline.floor(), 4),
                 max_pending=self.settings.max_pending,
             ),
         )
@@ -291,14 +304,25 @@ class AuthServer:
 
     async def _reload(self) -> None:
         assert self._reload_cb is not None
+        from saslnetauth.runtime import measure_verification
+
         try:
             cfg, settings = self._reload_cb()
+            measured = await asyncio.to_thread(measure_verification, cfg)
             await self.decider.reload(cfg)
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
+        self.measured = measured
         self._configure(settings)
-        log.info("%s", kv("configuration reloaded", failure_delay=settings.failure_delay))
+        log.info(
+            "%s",
+            kv(
+                "configuration reloaded",
+                failure_delay=settings.failure_delay,
+                failure_floor=round(self.deadline.floor(), 4),
+            ),
+        )
 
     # -- connections --------------------------------------------------------------
 
@@ -330,20 +354,24 @@ class AuthServer:
 
     # -- verification ----------------------------------------------------------------
 
-    async def decide(self, creds: Credentials, auth: AuthRequest) -> tuple[Decision, float]:
-        """Run the engine off the event loop; returns the decision and the extra
-        failure delay (user penalty). The client's penalty is waited out first,
-        whatever the outcome will be, like Dovecot's auth_penalty."""
+    async def decide(
+        self, creds: Credentials, auth: AuthRequest, arrival: float
+    ) -> tuple[Decision, float]:
+        """Run the engine off the event loop; returns the decision and the monotonic
+        time at which it may be answered if it is not OK (the fixed failure deadline,
+        with the penalties). The client's penalty is waited out first, whatever the
+        outcome will be, like Dovecot's auth_penalty."""
         settings = self.settings
-        started = time.monotonic()
         key = client_bucket(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
-        wait = self.ip_penalty.delay(key, started)
+        wait = self.ip_penalty.delay(key, arrival)
         if wait > 0:
             await asyncio.sleep(wait)
-        decision = await self._run_engine(creds, auth)
+        decision = await self._run_engine(creds, auth, arrival)
         now = time.monotonic()
+        if decision.verify_seconds > 0:
+            self.deadline.observe(decision.verify_seconds, now)
         self.metrics.observe(
-            decision.verdict.value, decision.reason.value, auth.service, now - started
+            decision.verdict.value, decision.reason.value, auth.service, now - arrival
         )
         extra = 0.0
         if decision.verdict is Verdict.OK:
@@ -352,6 +380,8 @@ class AuthServer:
             self.ip_penalty.record_success(key)
         elif decision.verdict is Verdict.FAIL:
             self.ip_penalty.record_failure(key, now)
+            # network_ok is also set for unknown users (the global networks), so the
+            # user brake cannot tell existing names from others
             if settings.user_penalty and decision.network_ok is False:
                 extra = self.user_penalty.delay(decision.user, now)
                 self.user_penalty.record_failure(decision.user, now)
@@ -361,34 +391,48 @@ class AuthServer:
             ):
                 self.stats["stolen_credentials"] += 1
                 self.alerts.fire(decision.user, auth.rip, auth.service, decision.reason.value)
-        return decision, extra
+        return decision, self.deadline.at(arrival, wait=wait, extra=extra)
 
-    async def _run_engine(self, creds: Credentials, auth: AuthRequest) -> Decision:
-        """The engine in a worker, within the pending bound."""
+    def refuse(
+        self,
+        reason: Reason,
+        user: str | None,
+        auth: AuthRequest,
+        detail: str | None = None,
+        **fields: object,
+    ) -> tuple[Decision, float]:
+        """A failure the responder decides itself: logged and counted like the
+        engine's decisions; returns it with its deadline (from now)."""
+        now = time.monotonic()
+        decision = Decision(Verdict.FAIL, reason, user or "", detail=detail)
+        log_decision(decision, auth.rip, auth.service, **fields)
+        self.metrics.observe(decision.verdict.value, reason.value, auth.service, None)
+        return decision, self.deadline.at(now)
+
+    async def _run_engine(self, creds: Credentials, auth: AuthRequest, arrival: float) -> Decision:
+        """The engine in a worker, within the pending bound and ``request_timeout``
+        from the request's arrival."""
         if self.pending >= self.settings.max_pending:
             self.stats["overload"] += 1
-            log.warning(
-                "%s",
-                kv(
-                    "auth tempfail",
-                    user=creds.username,
-                    service=auth.service or None,
-                    rip=auth.rip or "-",
-                    reason="overload",
-                    pending=self.pending,
-                ),
+            decision = Decision(
+                Verdict.TEMPFAIL, Reason.OVERLOAD, creds.username, detail="max_pending reached"
             )
-            return Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail="overload"
-            )
+            log_decision(decision, auth.rip, auth.service, pending=self.pending)
+            return decision
         self.pending += 1
+        remaining = arrival + self.settings.request_timeout - time.monotonic()
         try:
-            return await self.decider.decide(creds.username, creds.password, auth.rip, auth.service)
-        except Exception as exc:  # fail closed
-            log.error("%s", kv("verification failed", error=repr(exc)))
-            return Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=repr(exc)
+            return await asyncio.wait_for(
+                self.decider.decide(creds.username, creds.password, auth.rip, auth.service),
+                max(remaining, 0.001),
             )
+        except Exception as exc:  # fail closed
+            detail = "verification timed out" if isinstance(exc, TimeoutError) else repr(exc)
+            decision = Decision(
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=detail
+            )
+            log_decision(decision, auth.rip, auth.service)
+            return decision
         finally:
             self.pending -= 1
 
@@ -504,18 +548,13 @@ class _Session:
             raise ProtocolError(f"more than {limit} requests in flight")
         mech = new_mechanism(auth.mech)
         if mech is None:
-            log.info(
-                "%s",
-                kv(
-                    "auth fail",
-                    cuid=self.cuid,
-                    service=auth.service or None,
-                    rip=auth.rip or "-",
-                    reason="unsupported_mechanism",
-                    mech=auth.mech,
-                ),
+            decision, deadline = self.server.refuse(
+                Reason.UNSUPPORTED_MECHANISM, None, auth, mech=auth.mech
             )
-            self.send(format_fail(auth.id, None, reason="Unsupported authentication mechanism"))
+            self.spawn(
+                auth.id,
+                self.reply(auth.id, decision, deadline, "Unsupported authentication mechanism"),
+            )
             return
         initial: bytes | None = None
         if auth.resp is not None:
@@ -549,7 +588,7 @@ class _Session:
             self.exchanges[auth.id] = ex
             self.send(format_cont(auth.id, encode_base64(step.data)))
         elif isinstance(step, Credentials):
-            self.spawn(auth.id, self.verify(auth, step))
+            self.spawn(auth.id, self.verify(auth, step, time.monotonic()))
         else:
             self.finish_failed(auth, step)
 
@@ -557,18 +596,8 @@ class _Session:
         ex = self.exchanges.pop(req_id, None)
         if ex is None:
             return
-        log.info(
-            "%s",
-            kv(
-                "auth fail",
-                cuid=self.cuid,
-                service=ex.auth.service or None,
-                rip=ex.auth.rip or "-",
-                reason="timeout",
-            ),
-        )
-        self.send(format_fail(req_id, None, reason=self.server.settings.fail_reason))
-        self.close_if_idle()
+        decision, deadline = self.server.refuse(Reason.TIMEOUT, None, ex.auth)
+        self.spawn(req_id, self.reply(req_id, decision, deadline))
 
     def spawn(self, req_id: int, coro: Coroutine[Any, Any, None]) -> None:
         self.running.add(req_id)
@@ -586,40 +615,32 @@ class _Session:
 
     def finish_failed(self, auth: AuthRequest, failure: SaslFailure) -> None:
         """A malformed exchange: logged with its reason, answered like any failure."""
-        log.info(
-            "%s",
-            kv(
-                "auth fail",
-                user=failure.username,
-                service=auth.service or None,
-                rip=auth.rip or "-",
-                reason="sasl_error",
-                error=failure.reason,
-            ),
+        decision, deadline = self.server.refuse(
+            Reason.SASL_ERROR, failure.username, auth, failure.reason
         )
-        decision = Decision(Verdict.FAIL, Reason.INVALID_REQUEST, failure.username or "")
-        self.spawn(auth.id, self.reply(auth.id, decision))
+        self.spawn(auth.id, self.reply(auth.id, decision, deadline))
 
-    async def verify(self, auth: AuthRequest, creds: Credentials) -> None:
-        decision, extra_delay = await self.server.decide(creds, auth)
-        await self.reply(auth.id, decision, extra_delay)
+    async def verify(self, auth: AuthRequest, creds: Credentials, arrival: float) -> None:
+        decision, deadline = await self.server.decide(creds, auth, arrival)
+        await self.reply(auth.id, decision, deadline)
 
-    async def reply(self, req_id: int, decision: Decision, extra_delay: float = 0.0) -> None:
+    async def reply(
+        self, req_id: int, decision: Decision, deadline: float, reason: str | None = None
+    ) -> None:
+        """OK at once; any failure at its deadline, never earlier."""
         stats = self.server.stats
         if decision.verdict is Verdict.OK:
             stats["ok"] += 1
             self.send(format_ok(req_id, decision.user))
         else:
             stats["tempfail" if decision.verdict is Verdict.TEMPFAIL else "fail"] += 1
-            delay = self.server.settings.failure_delay + extra_delay
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await wait_until(deadline)
             self.send(
                 format_fail(
                     req_id,
                     decision.user or None,
                     temp=decision.verdict is Verdict.TEMPFAIL,
-                    reason=self.server.settings.fail_reason,
+                    reason=self.server.settings.fail_reason if reason is None else reason,
                 )
             )
         with contextlib.suppress(ConnectionError, OSError):

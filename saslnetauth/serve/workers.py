@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -106,9 +107,20 @@ class ThreadDecider:
         if engine is None:
             return _tempfail(user, "not started")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.executor, engine.decide, user, password, rip, service
+        after_reply: list[Callable[[], None]] = []
+        decision = await loop.run_in_executor(
+            self.executor,
+            functools.partial(engine.decide, user, password, rip, service, after_reply=after_reply),
         )
+        if after_reply:
+            # call_soon: the server sends the reply in the step that resumes now,
+            # so the rehash is handed to the pool only after that
+            loop.call_soon(self._after_reply, after_reply)
+        return decision
+
+    def _after_reply(self, jobs: list[Callable[[], None]]) -> None:
+        for job in jobs:
+            self.executor.submit(job)
 
     async def reload(self, cfg: Config) -> None:
         from saslnetauth.runtime import build_server_engine
@@ -190,6 +202,16 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
     engine = build_server_engine(cfg, check_schema=False)
     engine.preload()  # global networks are loaded before the first login, not during it
     _send(sock, ("ready", os.getpid()))
+    # work that waits until the verdicts are sent (rehash_on_login)
+    after_reply: list[Callable[[], None]] = []
+
+    def flush(out: list[bytes]) -> None:
+        sock.sendall(b"".join(out))
+        out.clear()
+        for job in after_reply:
+            job()
+        after_reply.clear()
+
     try:
         for batch in _frames(sock):
             out: list[bytes] = []
@@ -197,10 +219,10 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
             for msg in batch:
                 if msg is None:
                     if out:
-                        sock.sendall(b"".join(out))
+                        flush(out)
                     return
                 rid, user, password, rip, service = msg
-                d = engine.decide(user, password, rip, service)
+                d = engine.decide(user, password, rip, service, after_reply=after_reply)
                 out.append(
                     _frame(
                         (
@@ -212,15 +234,15 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                             d.network_ok,
                             d.matched,
                             d.detail,
+                            d.verify_seconds,
                         )
                     )
                 )
                 if time.monotonic() - started >= FLUSH_AFTER:
-                    sock.sendall(b"".join(out))
-                    out.clear()
+                    flush(out)
                     started = time.monotonic()
             if out:
-                sock.sendall(b"".join(out))
+                flush(out)
     except OSError:
         pass
     finally:
@@ -482,11 +504,13 @@ class WorkerPool:
                         )
 
     def _on_reply(self, w: _Worker, msg: Any) -> None:
-        rid, verdict, reason, user, valid, net_ok, matched, detail = msg
+        rid, verdict, reason, user, valid, net_ok, matched, detail, spent = msg
         job = w.pending.pop(rid, None)
         if job is not None and not job.future.done():
             job.future.set_result(
-                Decision(Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok)
+                Decision(
+                    Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok, spent
+                )
             )
         # one refill per pass of the event loop, after every reply of that pass:
         # the frames it sends a worker then share one write

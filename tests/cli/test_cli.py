@@ -272,3 +272,20 @@ def test_help_texts() -> None:
     ):
         r = run(*cmd, "--help")
         assert r.code == 0 and "Usage:" in r.out, cmd
+
+
+@pytest.mark.parametrize("stored", ["{PLAIN}", "{CLEARTEXT}", "{plain}"])
+def test_empty_plaintext_hash_refused(sqlite_url: str, stored: str) -> None:
+    """Issue 11 item 4: an empty plain-text hash would let an empty password in."""
+    assert run("init", db=sqlite_url).code == 0
+    r = run("user", "add", "gus", "--hash", stored, "--net", "any", db=sqlite_url)
+    assert r.code == 1 and "empty" in r.err, r.err
+    assert run("user", "show", "gus", db=sqlite_url).code == 1  # nothing was stored
+    r = run("user", "add", "gus", "--hash", "{PLAIN}x", "--net", "any", db=sqlite_url)
+    assert r.code == 0, r.err
+    r = run("user", "passwd", "gus", "--hash", stored, db=sqlite_url)
+    assert r.code == 1 and "empty" in r.err, r.err
+    shown = json.loads(run("user", "show", "gus", "--json", db=sqlite_url).out)
+    assert shown["scheme"] == "PLAIN" and shown["has_password"] is True
+    r = run("check", "gus", "--rip", "1.2.3.4", "--password-stdin", db=sqlite_url, stdin="\n")
+    assert r.code != 0 and "ACCEPTED" not in r.out

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,3 +302,76 @@ def test_user_name_that_is_not_utf8_fails_cleanly(world: dict[str, object]) -> N
             assert res.stderr.strip() == (
                 "saslnetauth-checkpassword: user name is not valid UTF-8"
             ), (how, res)
+
+
+def _half_server(path: Path, *, speak: bool) -> threading.Thread:
+    """A server that accepts one connection and then fails: with ``speak`` it sends
+    the handshake, reads the AUTH line and hangs up; without, it never says a word."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            if not speak:
+                time.sleep(12)
+                return
+            conn.sendall(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nDONE\n")
+            buf = b""
+            while b"AUTH\t" not in buf:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                buf += chunk
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("speak", [True, False])
+def test_reachable_but_failing_server_is_tempfail_not_a_local_decision(
+    world: dict[str, object], speak: bool
+) -> None:
+    """Issue 11 item 7: only an unreachable server allows the local fallback; one
+    that accepted and then failed (or was slow: the client waits 10 s) is exit 111,
+    so its brakes and deadline cannot be dodged by making it slow."""
+    tmp, cfg = world["tmp"], world["cfg"]
+    assert isinstance(tmp, Path) and isinstance(cfg, Path)
+    path = tmp / f"half-{speak}"
+    server = _half_server(path, speak=speak)
+    base = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.2"}
+    res = _run_program(
+        base,
+        f"alice\0{PW}\0\0".encode(),  # right password, allowed network: local would say OK
+        ["--socket", str(path), "--config", str(cfg), "/bin/true"],
+    )
+    server.join(15)
+    assert res.returncode == 111, res
+    assert "not deciding locally" in res.stderr, res.stderr
+
+
+def test_empty_password_fails_at_the_deadline_on_both_paths(world: dict[str, object]) -> None:
+    """Issue 11 item 4: an empty password is refused before any verification, by the
+    server (fast path) and by the fallback, and not faster than other failures."""
+    server, cfg = world["server"], world["cfg"]
+    assert isinstance(server, ServerProcess) and isinstance(cfg, Path)
+    floor = float(re.findall(r"failure_floor=([0-9.]+)", server.log())[0])
+    base = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.2"}
+    before = server.log().count("reason=empty_password")
+    t0 = time.monotonic()
+    fast = _run_program(base, b"alice\0\0\0", ["--socket", str(server.unix), "/bin/true"])
+    fast_wall = time.monotonic() - t0
+    assert fast.returncode == 1, fast
+    assert fast_wall >= floor
+    server.wait_log("reason=empty_password")
+    assert server.log().count("reason=empty_password") == before + 1
+    # the fallback: [serve] failure_delay (default 2 s) holds for it too
+    t0 = time.monotonic()
+    local = _run_program(
+        base, b"alice\0\0\0", ["--socket", "/nonexistent/sock", "--config", str(cfg), "/bin/true"]
+    )
+    assert local.returncode == 1, local
+    assert time.monotonic() - t0 >= 2.0
+    assert "reason=empty_password" in local.stderr and "via=checkpassword" in local.stderr

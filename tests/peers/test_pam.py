@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +133,50 @@ def test_pam_through_the_server_and_cli(account: dict[str, str], tmp_path: Path)
     # without [pam] enabled the PAM user fails temporarily, never OK
     r = run("check", name, "--rip", "127.0.0.2", "--password-stdin", db=db, stdin=PW + "\n")
     assert r.code == 75
+
+
+def test_pam_failure_delay_does_not_mark_a_wrong_password(
+    account: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 11 item 8: pam_unix without nodelay asks PAM to sleep ~2 s after a wrong
+    password (pam_fail_delay). Through the real server, a wrong password must come
+    back at the same fixed deadline as a right one from a forbidden network, not
+    seconds later."""
+    name = account["name"]
+    service = account["service"] + "-delay"
+    pam_file = Path("/etc/pam.d") / service
+    pam_file.write_text("auth required pam_unix.so\naccount required pam_unix.so\n")
+    try:
+        db = f"sqlite:///{tmp_path}/pamdelay.db"
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f'[pam]\nenabled = true\nservice = "{service}"\n[serve]\npenalty_max = 0\n'
+            "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+        )
+        assert run("init", db=db).code == 0
+        assert run("user", "add", name, "--pam", "--net", "127.0.0.2", db=db).code == 0
+        times: dict[str, list[float]] = {"wrong": [], "forbidden": []}
+        with run_server(db, config=cfg, failure_delay=0.3) as srv:
+            floor = float(re.findall(r"failure_floor=([0-9.]+)", srv.log())[0])
+            c = srv.connect()
+            c.handshake()
+            for i in range(6):
+                case, password, rip = (
+                    ("wrong", "wrong-" + PW, "127.0.0.2")
+                    if i % 2
+                    else ("forbidden", PW, "127.0.0.3")
+                )
+                t0 = time.monotonic()
+                c.plain(i + 1, name, password, rip=rip)
+                line = c.line()
+                times[case].append(time.monotonic() - t0)
+                assert line.startswith(f"FAIL\t{i + 1}\t"), line
+            log = srv.log()
+        assert "reason=bad_password" in log and "reason=network credentials_valid=yes" in log
+    finally:
+        pam_file.unlink(missing_ok=True)
+    deadline = max(0.3, floor)
+    # pam_unix's delay is 2 s +-25%: at least 1.5 s on top of the deadline before the fix
+    assert max(times["wrong"]) < deadline + 1.0, (times, deadline)
+    assert statistics.median(times["wrong"]) < statistics.median(times["forbidden"]) + 1.0, times
+    assert min(times["wrong"]) >= 0.3  # and never earlier than the failure delay

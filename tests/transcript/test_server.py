@@ -340,23 +340,32 @@ def test_sighup_reloads_configuration(db: str, tmp_path: Path) -> None:
         assert c.line() == "OK\t3\tuser=alice"
 
 
-def test_no_password_in_logs(db: str, config: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_no_password_in_logs(db: str, config: Path, tmp_path: Path, level: str) -> None:
     secret = "Zz9-unique-secret"
     assert run("user", "passwd", "alice", "--password-stdin", db=db, stdin=secret + "\n").code == 0
-    with run_server(db, config=config, args=["--workers", "2"]) as srv:
+    cfg = tmp_path / "logging.toml"
+    cfg.write_text(config.read_text() + f'[logging]\nlevel = "{level}"\n')
+    with run_server(db, config=cfg, args=["--workers", "2"]) as srv:
         c = srv.connect()
         c.handshake()
         c.plain(1, "alice", secret)
         c.plain(2, "alice", secret, rip="203.0.113.5")
         c.plain(3, "alice", secret + "x")
         c.plain(4, "nobody", secret)
-        for _ in range(4):
+        c.plain(6, "alice", secret, authzid="bob")  # a SASL error with the password in it
+        c.send(f"AUTH\t7\tPLAIN\tservice=smtp\trip=127.0.0.2\tresp={b64(secret)}\n")
+        c.send(f"AUTH\t8\tCRAM-MD5\tservice=smtp\trip=127.0.0.2\tresp={b64(secret)}\n")
+        c.send(f"FOO\t{b64(secret)}\n")  # an unknown command: a debug record
+        for _ in range(7):
             c.line()
         c.send(f"AUTH\t5\tLOGIN\tservice=smtp\trip=127.0.0.2\tresp={b64('alice')}\n")
         c.line()
         c.send(f"CONT\t5\t{b64(secret)}\n")
         assert c.line() == "OK\t5\tuser=alice"
         text = srv.log()
+    if level == "debug":
+        assert " DEBUG " in text  # the debug records were written, and checked too
     forms = [
         secret,
         b64(secret),

@@ -62,6 +62,10 @@ def test_sample_documents_every_key_with_its_default(monkeypatch: pytest.MonkeyP
         ("serve = 3", "expected a table"),
         ("[logging]\nlevel = 'loud'", "logging.level"),
         ("x = [", "invalid TOML"),
+        # issue 11 item 7: every combination of delays below the clients' timeouts
+        ("[serve]\nuser_penalty = true", r"failure_delay 2 \+ penalty_max 4 \+ user_penalty"),
+        ("[serve]\nfailure_delay = 5\npenalty_max = 3.5", "more than 8 s"),
+        ("[serve]\nfailure_delay = 2\npenalty_max = 3.5\nuser_penalty = true", "= 9 s"),
     ],
 )
 def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
@@ -88,3 +92,10 @@ def _readme_config_keys() -> set[str]:
 
 def test_readme_documents_every_key() -> None:
     assert _readme_config_keys() == _keys(Config())
+
+
+def test_delay_combinations_within_the_budget_load(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text("[serve]\nfailure_delay = 2\npenalty_max = 3\nuser_penalty = true\n")
+    cfg = load_config(p)
+    assert cfg.serve.failure_delay + 2 * cfg.serve.penalty_max <= 8

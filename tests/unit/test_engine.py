@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -43,7 +44,8 @@ TABLE = [
     ("alice", PW, None, "smtp", Verdict.FAIL, Reason.NETWORK),
     ("alice", PW, "not-an-ip", "smtp", Verdict.FAIL, Reason.NETWORK),
     ("alice", "wrong", "192.0.2.9", "smtp", Verdict.FAIL, Reason.BAD_PASSWORD),
-    ("alice", "", "192.0.2.9", "smtp", Verdict.FAIL, Reason.BAD_PASSWORD),
+    ("alice", "", "192.0.2.9", "smtp", Verdict.FAIL, Reason.EMPTY_PASSWORD),
+    ("nobody", "", "192.0.2.9", "smtp", Verdict.FAIL, Reason.EMPTY_PASSWORD),
     ("nobody", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.UNKNOWN_USER),
     ("bad\tname", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.UNKNOWN_USER),
     ("", PW, "192.0.2.9", "smtp", Verdict.FAIL, Reason.UNKNOWN_USER),
@@ -150,3 +152,114 @@ def test_untrusted_text_is_cleaned_in_logs(
         engine.decide("mallory\nauth ok: user=alice", PW, "1.2.3.4\nx", "smtp")
     lines = [r.getMessage() for r in caplog.records if r.name == "saslnetauth.auth"]
     assert len(lines) == 1 and "\n" not in lines[0]
+
+
+class _CountingHasher(PasswordHasher):
+    """Counts verifications (real and dummy) to prove none ran."""
+
+    calls = 0
+
+    def verify(self, password: str | bytes, stored: object) -> bool:  # type: ignore[override]
+        type(self).calls += 1
+        return super().verify(password, stored)  # type: ignore[arg-type]
+
+    def dummy_verify(self, password: str | bytes) -> None:
+        type(self).calls += 1
+        super().dummy_verify(password)
+
+
+def test_empty_password_refused_before_any_verification(sqlite_store: SqlStore) -> None:
+    """Issue 11 item 4: a {PLAIN} row with an empty value (as a script may write it)
+    must not let an empty password in, and an empty password costs no hash."""
+    hasher = _CountingHasher("ARGON2ID", argon2_memory_kib=256, argon2_time_cost=1)
+    sqlite_store.add_user("pete", hasher.hash(PW), networks=[NetworkRule.parse("any")])
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(users.update().where(users.c.name == "pete").values(password_hash="{PLAIN}"))
+    eng = DecisionEngine(sqlite_store, hasher)
+    _CountingHasher.calls = 0
+    for user in ("pete", "nobody", "PETE"):
+        d = eng.decide(user, "", "192.0.2.9", "smtp")
+        assert (d.verdict, d.reason) == (Verdict.FAIL, Reason.EMPTY_PASSWORD)
+        assert d.verify_seconds == 0.0
+    assert _CountingHasher.calls == 0
+    # any other password against the empty {PLAIN} row: an unusable hash, never OK
+    d = eng.decide("pete", "x", "192.0.2.9", "smtp")
+    assert (d.verdict, d.reason) == (Verdict.TEMPFAIL, Reason.BACKEND_ERROR)
+
+
+@pytest.mark.parametrize(
+    ("rip", "enabled", "want"),
+    [("203.0.113.9", True, Reason.NETWORK), ("192.0.2.1", False, Reason.DISABLED)],
+)
+def test_rehash_never_for_a_correct_password_that_fails(
+    sqlite_store: SqlStore, fast_hasher: PasswordHasher, rip: str, enabled: bool, want: Reason
+) -> None:
+    """Issue 11 item 6: a correct password from a forbidden network (or for a
+    disabled user) must not change the stored hash."""
+    old = PasswordHasher("SHA512-CRYPT").hash(PW)
+    sqlite_store.add_user(
+        "gina", old, enabled=enabled, networks=[NetworkRule.parse("192.0.2.0/24")]
+    )
+    eng = DecisionEngine(sqlite_store, fast_hasher, rehash_on_login=True)
+    d = eng.decide("gina", PW, rip, "smtp")
+    assert (d.verdict, d.reason, d.credentials_valid) == (Verdict.FAIL, want, True)
+    assert sqlite_store.get_user("gina").password_hash == old  # type: ignore[union-attr]
+
+
+def test_rehash_waits_for_the_reply(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> None:
+    old = PasswordHasher("SHA512-CRYPT").hash(PW)
+    sqlite_store.add_user("gina", old, networks=[NetworkRule.parse("any")])
+    eng = DecisionEngine(sqlite_store, fast_hasher, rehash_on_login=True)
+    after: list[Callable[[], None]] = []
+    assert eng.decide("gina", PW, "192.0.2.1", "smtp", after_reply=after).ok
+    assert len(after) == 1
+    assert sqlite_store.get_user("gina").password_hash == old  # type: ignore[union-attr]
+    after[0]()
+    new = sqlite_store.get_user("gina").password_hash  # type: ignore[union-attr]
+    assert new is not None and new.startswith("{ARGON2ID}")
+    after.clear()
+    assert eng.decide("gina", PW, "192.0.2.1", "smtp", after_reply=after).ok
+    assert after == []  # already in the default scheme
+
+
+def test_unknown_users_network_ok_mirrors_a_user_without_networks(
+    engine: DecisionEngine,
+) -> None:
+    """Issue 11 item 7: the user brake looks at network_ok; an unknown name must
+    get it exactly as an existing user without networks of their own would."""
+    outside = engine.decide("nobody", PW, "203.0.113.5", "smtp")
+    dave = engine.decide("dave", "wrong", "203.0.113.5", "smtp")
+    assert outside.network_ok is False and dave.network_ok is False
+    engine.store.add_global_network(NetworkRule.parse("203.0.113.0/24"))  # type: ignore[attr-defined]
+    inside = engine.decide("nobody", PW, "203.0.113.5", "smtp")
+    dave = engine.decide("dave", "wrong", "203.0.113.5", "smtp")
+    assert inside.network_ok is True and dave.network_ok is True
+    assert inside.verify_seconds > 0  # the dummy verification was timed
+
+
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
+def test_no_password_in_engine_logs_plain_or_base64(
+    engine: DecisionEngine, caplog: pytest.LogCaptureFixture, level: int
+) -> None:
+    secret = "Qq7-engine-secret"
+    engine.store.update_hash("alice", engine.hasher.hash(secret))
+    with caplog.at_level(level, logger="saslnetauth"):
+        for user, rip in (("alice", "192.0.2.9"), ("alice", "203.0.113.9"), ("nobody", None)):
+            engine.decide(user, secret, rip, "smtp")
+            engine.decide(user, secret + "x", rip, "smtp")
+    assert "auth ok: user=alice" in caplog.text
+    for form in _secret_forms("alice", secret) + _secret_forms("nobody", secret):
+        assert form not in caplog.text, form
+
+
+def _secret_forms(user: str, secret: str) -> list[str]:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    return [
+        secret,
+        b64(secret),
+        b64(secret).rstrip("="),
+        b64(f"\0{user}\0{secret}"),
+        b64(f"\0{user}\0{secret}x"),
+    ]

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from saslnetauth.credentials.passwords import PasswordHasher, crypt_available, split_scheme
-from saslnetauth.errors import InvalidHashError
-from tests.support.peers import require_binary
+from saslnetauth.credentials.passwords import (
+    ARGON2_MAX_MEMORY_KIB,
+    PasswordHasher,
+    argon2_backend,
+    crypt_available,
+    split_scheme,
+)
+from saslnetauth.engine import DecisionEngine
+from saslnetauth.errors import InvalidHashError, VerifyResourceError
+from saslnetauth.netrules import NetworkRule
+from saslnetauth.store import SqlStore
+from saslnetauth.verdict import Reason, Verdict
+from tests.support.peers import missing, require_binary
 
 PASSWORD = "pässw0rd"
 
@@ -195,3 +207,70 @@ def test_libsodium_and_argon2_cffi_agree(params: dict[str, object]) -> None:
         assert h.verify(pw, scheme + value) is expected
         assert argon2.verify(pw, value) is expected
     assert h.verify(b"agree pw\x00", scheme + value) is False
+
+
+@pytest.mark.parametrize("stored", ["{PLAIN}", "{CLEARTEXT}", "{plain}"])
+def test_empty_plaintext_hash_refused_at_parse_time(hasher: PasswordHasher, stored: str) -> None:
+    """Issue 11 item 4: an empty {PLAIN} hash would admit an empty password."""
+    with pytest.raises(InvalidHashError, match="empty"):
+        hasher.parse(stored)
+    with pytest.raises(InvalidHashError):
+        hasher.verify("", stored)
+
+
+def test_argon2_memory_bomb_is_a_resource_error_not_a_mismatch(hasher: PasswordHasher) -> None:
+    """Issue 11 item 9: an ARGON2 hash asking for absurd memory is not a wrong password."""
+    salt, digest = "c2FsdHNhbHRzYWx0c2FsdA", "3Ctxdn98XYaDCGOh76HaissdwUqYjs8rw8kloZFgDz0"
+    for m in (4294967295, ARGON2_MAX_MEMORY_KIB + 1):
+        stored = f"{{ARGON2ID}}$argon2id$v=19$m={m},t=1,p=1${salt}${digest}"
+        parsed = hasher.parse(stored)
+        with pytest.raises(VerifyResourceError, match="memory"):
+            hasher.verify(PASSWORD, parsed)
+
+
+_ENOMEM_PROBE = """
+import resource, sys
+from saslnetauth.credentials.passwords import PasswordHasher
+from saslnetauth.errors import VerifyResourceError
+h = PasswordHasher()
+stored = h.parse(sys.argv[1])
+soft = 1 << 30  # 1 GiB of address space: the 2 GiB the hash asks for cannot be had
+resource.setrlimit(resource.RLIMIT_AS, (soft, resource.RLIM_INFINITY))
+try:
+    print("verified", h.verify("p\u00e4ssw0rd", stored))
+except VerifyResourceError as exc:
+    print("resource error:", exc)
+"""
+
+
+def test_libsodium_allocation_failure_is_a_resource_error(tmp_path: Path) -> None:
+    """Issue 11 item 9: libsodium returns -1 for a mismatch and for ENOMEM alike;
+    the allocation failure must raise (TEMPFAIL), not read as a wrong password."""
+    if argon2_backend() != "libsodium":
+        missing("libsodium (libsodium23)")
+    # a valid-looking hash under the 4 GiB limit whose allocation the rlimit refuses
+    stored = (
+        "{ARGON2ID}$argon2id$v=19$m=2097152,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+        "3Ctxdn98XYaDCGOh76HaissdwUqYjs8rw8kloZFgDz0"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", _ENOMEM_PROBE, stored],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("resource error:") and "ENOMEM" in r.stdout, r.stdout
+
+
+def test_engine_answers_tempfail_for_a_memory_bomb(
+    sqlite_store: SqlStore, fast_hasher: PasswordHasher
+) -> None:
+    bomb = (
+        "{ARGON2ID}$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$"
+        "3Ctxdn98XYaDCGOh76HaissdwUqYjs8rw8kloZFgDz0"
+    )
+    sqlite_store.add_user("bomb", bomb, networks=[NetworkRule.parse("any")])
+    d = DecisionEngine(sqlite_store, fast_hasher).decide("bomb", "guess", "192.0.2.1", "smtp")
+    assert (d.verdict, d.reason) == (Verdict.TEMPFAIL, Reason.BACKEND_ERROR)
