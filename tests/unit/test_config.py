@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -68,3 +69,13 @@ def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
     p.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(p)
+
+
+def test_readme_configuration_table_names_every_key() -> None:
+    """The README's configuration table stays true to the code (new keys included)."""
+    readme = (SAMPLE.parents[1] / "README.md").read_text()
+    table = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = re.sub(r"\[\w+\] ", "", " ".join(row.split("|")[1] for row in rows))
+    missing = sorted(k for k in _keys(Config()) if f"`{k.rsplit('.', 1)[-1]}`" not in named)
+    assert missing == [], missing
