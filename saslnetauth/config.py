@@ -15,6 +15,7 @@ keys are errors, so a typo never silently leaves a default in place. Every key i
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import stat
 import tomllib
@@ -37,6 +38,11 @@ DEFAULT_DATABASE_URL = "sqlite:////var/lib/saslnetauth/saslnetauth.db"
 DEFAULT_CONFIG_PATHS = (Path("/etc/saslnetauth/saslnetauth.toml"),)
 ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"
 ENV_CONFIG = "SASLNETAUTH_CONFIG"
+#: Who may connect to the UNIX sockets by default, besides root and the server's own
+#: user: Postfix's smtpd, Exim (Debian's user name) and Dovecot's auth process
+#: (saslnetauth-checkpassword). Skipped where the system does not have them.
+DEFAULT_ALLOWED_USERS = ("root", "postfix", "Debian-exim", "dovecot")
+DEFAULT_ALLOWED_GROUPS = ("postfix", "Debian-exim", "dovecot")
 
 
 @dataclass
@@ -64,6 +70,17 @@ class ServeConfig:
     socket_mode: str = "0660"
     socket_owner: str = ""
     socket_group: str = ""
+    #: Who may connect to a UNIX socket (SO_PEERCRED): users and groups by name or
+    #: number. Root and the server's own user always may. Names that do not exist
+    #: are an error, except the built-in ones (postfix, Debian-exim, dovecot), which
+    #: are skipped on systems without them.
+    allowed_users: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_USERS))
+    allowed_groups: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_GROUPS))
+    #: TCP clients allowed to connect (addresses or networks); others are closed.
+    allowed_tcp_peers: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    #: Allow TCP listeners on addresses other than loopback (whoever connects
+    #: chooses the rip= of its logins: restrict allowed_tcp_peers too).
+    allow_remote_listen: bool = False
     #: Decision workers (0 = one per core): processes, or threads (see worker_mode).
     workers: int = 0
     #: "processes" (default: every core also runs the Python around the hashes) or
@@ -75,13 +92,22 @@ class ServeConfig:
     max_requests_per_connection: int = 64
     #: Most client connections at once; more are refused.
     max_connections: int = 1000
+    #: Most connections of one peer (a UNIX user, a TCP address); 0 = half of
+    #: max_connections, so that one peer can never take all of them.
+    max_connections_per_peer: int = 0
+    #: Seconds a new connection may take to send its VERSION (Postfix, Exim and
+    #: Dovecot send it at once); silent ones are closed.
+    handshake_timeout: float = 5.0
     #: Seconds a login may wait for and take in a decision worker before it fails
     #: temporarily (requests still queued then are never worked on).
     request_timeout: float = 8.0
     #: Seconds a request may wait for the client's CONT before it expires.
     cont_timeout: float = 60.0
     #: Seconds without any traffic before an idle connection is closed (0 = never).
-    idle_timeout: float = 0.0
+    #: Longer than Postfix's smtpd_timeout (300 s) plus max_idle (100 s): an smtpd
+    #: keeps its connection between sessions and finds it closed only on its next
+    #: write (it reconnects then).
+    idle_timeout: float = 600.0
     #: Brute-force brake per client (IPv4 address, IPv6 /penalty_ipv6_prefix), like
     #: Dovecot's auth_penalty: after penalty_free_failures failures, each request waits
     #: penalty_base seconds, doubling per failure, at most penalty_max (0 = off).
@@ -96,8 +122,9 @@ class ServeConfig:
     #: networks (so it can never lock the real user out of an allowed network).
     user_penalty: bool = False
     #: Command run when a correct password comes from a forbidden network (likely
-    #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Gets SASLNETAUTH_USER,
-    #: SASLNETAUTH_RIP, SASLNETAUTH_SERVICE; never the password. [] = none.
+    #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Its environment is
+    #: only PATH, LANG, SASLNETAUTH_USER, SASLNETAUTH_RIP (canonical),
+    #: SASLNETAUTH_SERVICE and SASLNETAUTH_REASON; never the password. [] = none.
     alert_command: list[str] = field(default_factory=list)
     #: Seconds before the alert command is killed.
     alert_timeout: float = 10.0
@@ -320,6 +347,19 @@ def validate(cfg: Config) -> None:
     for name in ("max_pending", "max_requests_per_connection", "max_connections"):
         if getattr(s, name) < 1:
             raise ConfigError(f"serve.{name}: must be at least 1")
+    if not 0 <= s.max_connections_per_peer <= s.max_connections:
+        raise ConfigError("serve.max_connections_per_peer: 0 (automatic) up to max_connections")
+    if not 0 < s.handshake_timeout <= 60:
+        raise ConfigError("serve.handshake_timeout: more than 0, at most 60 seconds")
+    for text in s.allowed_tcp_peers:
+        try:
+            ipaddress.ip_network(text, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"serve.allowed_tcp_peers: {text!r}: {exc}") from None
+    for what, names in (("allowed_users", s.allowed_users), ("allowed_groups", s.allowed_groups)):
+        for name in names:
+            if not name or not name.isprintable() or ":" in name:
+                raise ConfigError(f"serve.{what}: {name!r} is not a user or group name")
     if s.workers < 0:
         raise ConfigError("serve.workers: must be 0 (automatic) or more")
     if s.worker_mode not in ("processes", "threads"):

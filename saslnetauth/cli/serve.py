@@ -54,6 +54,12 @@ def serve(
                       smtpd_sasl_path = private/saslnetauth   (or inet:127.0.0.1:PORT)
     Exim:             driver = dovecot, server_socket = /run/saslnetauth/auth-client
 
+    Only root, the server's own user and [serve] allowed_users/allowed_groups
+    (default: postfix, Debian-exim, dovecot) may connect to a UNIX socket;
+    TCP only from [serve] allowed_tcp_peers (loopback), and TCP listeners
+    only on loopback unless [serve] allow_remote_listen = true: whoever can
+    connect chooses the client address of its logins.
+
     Offers PLAIN and LOGIN. A login succeeds only with the right password
     AND from an allowed network; every failure gets the same reply after
     --failure-delay. Logs one line per decision to standard error.
@@ -62,6 +68,7 @@ def serve(
     """
     from saslnetauth.runtime import setup_logging
     from saslnetauth.serve import listeners
+    from saslnetauth.serve.access import PeerPolicy
 
     def overrides(cfg: Config) -> Config:
         if listen:
@@ -75,7 +82,10 @@ def serve(
 
     cfg = overrides(app.config)
     setup_logging(cfg)
+    PeerPolicy.from_settings(cfg.serve)  # unknown user and group names stop the start
     inherited = listeners.systemd_sockets()
+    for sock in inherited:
+        listeners.check_inherited(sock, cfg.serve.allow_remote_listen)
     addrs = [] if inherited else [listeners.parse_listen(a) for a in cfg.serve.listen]
     if not inherited and not addrs:
         raise ConfigError("nothing to listen on: give --listen or serve.listen")
@@ -86,12 +96,15 @@ def serve(
             mode=cfg.serve.socket_mode,
             owner=cfg.serve.socket_owner,
             group=cfg.serve.socket_group,
+            allow_remote=cfg.serve.allow_remote_listen,
         )
         for a in addrs
     ]
     metrics_sock = None
     if cfg.serve.metrics_listen:
-        metrics_sock = listeners.bind(listeners.parse_listen(cfg.serve.metrics_listen), mode="0600")
+        metrics_sock = listeners.bind(
+            listeners.parse_listen(cfg.serve.metrics_listen), mode="0600", allow_remote=True
+        )
 
     def reload() -> tuple[Config, Settings]:
         new = overrides(load_config(app.config_path, app.database))

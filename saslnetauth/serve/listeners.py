@@ -2,12 +2,21 @@
 
 Addresses: ``unix:/path/to/socket``, ``inet:HOST:PORT``, ``inet:[IPv6]:PORT``.
 UNIX sockets get the configured mode, owner and group (so that one can live
-in Postfix's chroot ``private/`` directory, owned by postfix). A stale
-socket file is replaced; one that a running server still answers on is an
-error. Sockets passed by systemd (``LISTEN_FDS``/``LISTEN_PID``, see
-sd_listen_fds(3)) are used as they are, and a UNIX socket file is never
-removed when the server stops: since Python 3.13 asyncio would unlink it,
-which under socket activation deletes the file systemd still listens on.
+in Postfix's chroot ``private/`` directory, owned by postfix). The socket is
+bound in a private directory (mode 0700, created next to it), given its
+owner and mode there, and then renamed into place: a symbolic link planted
+at the socket's path (or swapped in while we work) is replaced, never
+followed, so it cannot make us chown or chmod another file. A stale socket
+file is replaced; one that a running server still answers on is an error.
+
+TCP listeners must be on a loopback address unless ``allow_remote`` is
+given (``[serve] allow_remote_listen``): whoever can connect chooses the
+client address (``rip=``) of the logins it sends. Sockets passed by systemd
+(``LISTEN_FDS``/``LISTEN_PID``, see sd_listen_fds(3)) are used as they
+are, after the same address check (:func:`check_inherited`).
+A UNIX socket file is never removed when the server stops: since Python
+3.13 asyncio would unlink it, which under socket activation deletes the
+file systemd still listens on.
 """
 
 from __future__ import annotations
@@ -15,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import ipaddress
 import os
 import pwd
 import socket
 import stat
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +41,8 @@ __all__ = [
     "UNIX_SERVER_OPTIONS",
     "ListenAddress",
     "bind",
+    "check_inherited",
+    "is_loopback",
     "parse_listen",
     "sd_notify",
     "systemd_sockets",
@@ -42,6 +55,9 @@ SD_LISTEN_FDS_START = 3
 UNIX_SERVER_OPTIONS: dict[str, Any] = (
     {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
 )
+#: Path of each UNIX socket we bound, by file descriptor (its own name is the
+#: private directory it was bound in).
+_UNIX_PATHS: dict[int, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +146,17 @@ def _remove_stale(path: Path) -> None:
 
 
 def bind(
-    addr: ListenAddress, *, mode: str = "0660", owner: str = "", group: str = ""
+    addr: ListenAddress,
+    *,
+    mode: str = "0660",
+    owner: str = "",
+    group: str = "",
+    allow_remote: bool = False,
 ) -> socket.socket:
     """Create, bind and listen on ``addr``. Raises ConfigError with a clear message."""
     if addr.kind == "unix":
         return _bind_unix(Path(addr.path), int(mode, 8), _resolve_uid(owner), _resolve_gid(group))
-    return _bind_inet(addr)
+    return _bind_inet(addr, allow_remote)
 
 
 def _bind_unix(path: Path, mode: int, uid: int, gid: int) -> socket.socket:
@@ -144,28 +165,61 @@ def _bind_unix(path: Path, mode: int, uid: int, gid: int) -> socket.socket:
     except OSError as exc:
         raise ConfigError(f"cannot create directory {path.parent}: {exc.strerror}") from None
     _remove_stale(path)
+    try:
+        private = tempfile.mkdtemp(prefix=".sna", dir=path.parent)  # mode 0700, ours
+    except OSError as exc:
+        raise ConfigError(f"cannot create a directory in {path.parent}: {exc.strerror}") from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)  # nobody can connect before chmod
+    dir_fd = -1
     try:
-        sock.bind(str(path))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot bind {path}: {exc.strerror}") from None
-    finally:
-        os.umask(old_umask)
-    try:
+        dir_fd = os.open(private, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        old_umask = os.umask(0o177)  # nobody can connect before chmod
+        try:
+            sock.bind(os.path.join(private, "s"))
+        finally:
+            os.umask(old_umask)
+        # nobody else can write into the private directory: these names are ours
         if uid != -1 or gid != -1:
-            os.chown(path, uid, gid)
-        os.chmod(path, mode)
+            os.chown("s", uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.chmod("s", mode, dir_fd=dir_fd)
+        os.rename("s", path, src_dir_fd=dir_fd)  # replaces a planted link, never follows it
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot set owner/mode of {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot create socket {path}: {exc.strerror or exc}") from None
+    finally:
+        if dir_fd != -1:
+            with contextlib.suppress(OSError):
+                os.unlink("s", dir_fd=dir_fd)
+            os.close(dir_fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(private)
     sock.listen(BACKLOG)
     sock.setblocking(False)
+    _UNIX_PATHS[sock.fileno()] = str(path)
     return sock
 
 
-def _bind_inet(addr: ListenAddress) -> socket.socket:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, IPv4-mapped IPv6 included) is a loopback address."""
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _refuse_remote(what: str) -> ConfigError:
+    return ConfigError(
+        f"refusing to listen on {what}: not a loopback address, and whoever can connect "
+        "chooses the client address (rip=) of the logins it sends; keep TCP on 127.0.0.1 "
+        "or ::1 (or use a UNIX socket), or set [serve] allow_remote_listen = true and "
+        "list the mail servers in [serve] allowed_tcp_peers"
+    )
+
+
+def _bind_inet(addr: ListenAddress, allow_remote: bool = False) -> socket.socket:
     try:
         infos = socket.getaddrinfo(
             addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -173,6 +227,8 @@ def _bind_inet(addr: ListenAddress) -> socket.socket:
     except socket.gaierror as exc:
         raise ConfigError(f"cannot resolve {addr}: {exc.strerror}") from None
     family, socktype, proto, _, sockaddr = infos[0]
+    if not allow_remote and not is_loopback(str(sockaddr[0])):
+        raise _refuse_remote(str(addr))
     sock = socket.socket(family, socktype, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -186,6 +242,14 @@ def _bind_inet(addr: ListenAddress) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def check_inherited(sock: socket.socket, allow_remote: bool) -> None:
+    """The listen-address rule of :func:`bind`, for a socket systemd passed us."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and not allow_remote:
+        host = str(sock.getsockname()[0])
+        if not is_loopback(host):
+            raise _refuse_remote(f"{describe(sock)} (from systemd)")
 
 
 def systemd_sockets() -> list[socket.socket]:
@@ -220,6 +284,8 @@ def sd_notify(message: str) -> None:
 
 
 def describe(sock: socket.socket) -> str:
+    if sock.fileno() in _UNIX_PATHS:
+        return f"unix:{_UNIX_PATHS[sock.fileno()]}"
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{name if isinstance(name, str) else name.decode(errors='replace')}"

@@ -10,12 +10,14 @@ only that request) and logged by :func:`saslnetauth.authlog.log_decision`,
 whether the engine decided it or the responder did (SASL error, timeout,
 overload, unsupported mechanism).
 
+Who may connect is checked before the handshake (:mod:`saslnetauth.serve.access`).
 Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
-flight per connection, connections, verifications pending over all
-clients (beyond: TEMPFAIL), LOGIN exchanges waiting for CONT (expire),
-optional idle timeout. SIGTERM/SIGINT stop accepting, answer the requests
-in flight, close every connection and exit (idle connections close at once);
-SIGHUP reloads the configuration.
+flight per connection, connections (and each peer's share of them), the
+handshake timeout (VERSION must come within ``handshake_timeout``),
+verifications pending over all clients (beyond: TEMPFAIL), LOGIN exchanges
+waiting for CONT (expire), the idle timeout. SIGTERM/SIGINT stop accepting,
+answer the requests in flight, close every connection and exit (idle
+connections close at once); SIGHUP reloads the configuration.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import logging
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +63,7 @@ from saslnetauth.dovecot.sasl import (
 )
 from saslnetauth.errors import ProtocolError
 from saslnetauth.logfmt import kv
+from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
 from saslnetauth.serve.metrics import Metrics
@@ -119,6 +123,8 @@ class AuthServer:
         self._reload_cb = reload
         self._servers: list[asyncio.base_events.Server] = []
         self._sessions: set[_Session] = set()
+        self._per_peer: Counter[str] = Counter()  # open connections by Peer.key
+        self.refusals = RefusalLog()
         self._cuids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self.pending = 0  # verifications queued or running, over all clients
@@ -127,6 +133,7 @@ class AuthServer:
         self._metrics_writers: set[asyncio.StreamWriter] = set()
         self.stats = {
             "connections": 0,
+            "refused": 0,
             "ok": 0,
             "fail": 0,
             "tempfail": 0,
@@ -136,9 +143,10 @@ class AuthServer:
         self.metrics = Metrics()
         self._configure(settings)
 
-    def _configure(self, settings: Settings) -> None:
+    def _configure(self, settings: Settings, policy: PeerPolicy | None = None) -> None:
         """(Re)build what depends on the settings; penalties survive a reload."""
         self.settings = settings
+        self.policy = policy or PeerPolicy.from_settings(settings)
         old_ip = getattr(self, "ip_penalty", None)
         old_user = getattr(self, "user_penalty", None)
         self.ip_penalty = _penalty_box(settings)
@@ -192,6 +200,11 @@ class AuthServer:
                 "saslnetauth_connections_total",
                 "Client connections accepted.",
                 self.stats["connections"],
+            ),
+            (
+                "saslnetauth_connections_refused_total",
+                "Client connections refused (peer not allowed, per-peer or total limit).",
+                self.stats["refused"],
             ),
             (
                 "saslnetauth_overload_total",
@@ -309,12 +322,13 @@ class AuthServer:
         try:
             cfg, settings = self._reload_cb()
             measured = await asyncio.to_thread(measure_verification, cfg)
+            policy = PeerPolicy.from_settings(settings)
             await self.decider.reload(cfg)
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
         self.measured = measured
-        self._configure(settings)
+        self._configure(settings, policy)
         log.info(
             "%s",
             kv(
@@ -330,27 +344,46 @@ class AuthServer:
         if self._stopping is not None and self._stopping.is_set():
             writer.close()
             return
-        if len(self._sessions) >= self.settings.max_connections:
-            log.warning(
-                "%s",
-                kv(
-                    "connection refused",
-                    reason="max_connections",
-                    limit=self.settings.max_connections,
-                ),
-            )
+        peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
+        refusal = self._refusal(peer)
+        if refusal is not None:
+            self.stats["refused"] += 1
+            if self.refusals.first(refusal, peer):
+                log.warning(
+                    "%s",
+                    kv(
+                        "connection refused",
+                        reason=refusal,
+                        **peer.describe(),
+                        note="logged once per peer",
+                    ),
+                )
             writer.close()
             return
         session = _Session(self, reader, writer, next(self._cuids))
         self._sessions.add(session)
+        self._per_peer[peer.key] += 1
         self.stats["connections"] += 1
         try:
             await session.run()
         finally:
             self._sessions.discard(session)
+            self._per_peer[peer.key] -= 1
+            if self._per_peer[peer.key] <= 0:
+                del self._per_peer[peer.key]
             session.close()
             if self._all_closed is not None and not self._sessions:
                 self._all_closed.set()
+
+    def _refusal(self, peer: Peer) -> str | None:
+        """Why ``peer`` may not have another connection now (None: it may)."""
+        if not self.policy.allows(peer):
+            return "peer_not_allowed"
+        if len(self._sessions) >= self.settings.max_connections:
+            return "max_connections"
+        if self._per_peer[peer.key] >= self.policy.per_peer:
+            return "max_connections_per_peer"
+        return None
 
     # -- verification ----------------------------------------------------------------
 
@@ -463,17 +496,23 @@ class _Session:
     async def run(self) -> None:
         mechs = [(name, flags) for name, flags in MECHANISMS.items()]
         self.send(format_handshake(mechs, cuid=self.cuid))
-        settings = self.server.settings
+        loop = asyncio.get_running_loop()
+        handshake_deadline = loop.time() + self.server.settings.handshake_timeout
         while not self.closed:
+            settings = self.server.settings
+            timeout: float | None = None
+            if self.codec.version is None:
+                timeout = max(0.0, handshake_deadline - loop.time())
+            elif settings.idle_timeout > 0 and not self.exchanges and not self.running:
+                timeout = settings.idle_timeout
             try:
-                if settings.idle_timeout > 0 and not self.exchanges and not self.running:
-                    data = await asyncio.wait_for(
-                        self.reader.read(READ_SIZE), settings.idle_timeout
-                    )
-                else:
+                if timeout is None:
                     data = await self.reader.read(READ_SIZE)
+                else:
+                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
             except TimeoutError:
-                log.info("%s", kv("connection closed", cuid=self.cuid, reason="idle"))
+                reason = "idle" if self.codec.version is not None else "handshake_timeout"
+                log.info("%s", kv("connection closed", cuid=self.cuid, reason=reason))
                 return
             except (ConnectionError, OSError):
                 return

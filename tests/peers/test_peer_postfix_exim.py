@@ -8,6 +8,7 @@ authenticators. alice may log in from 127.0.0.2 and ::1 only.
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tests.support import (
     require_source_addresses,
 )
 from tests.support.clitools import run
-from tests.support.serverproc import ServerProcess, run_server
+from tests.support.serverproc import NOBODY, ServerProcess, as_user, results, run_server
 
 pytestmark = pytest.mark.peer
 
@@ -138,6 +139,22 @@ class TestPostfix:
     def test_open_user_from_anywhere(self, postfix: PostfixInstance) -> None:
         assert postfix.login(DENIED_IP, "bob", PW)[0] == 235
         assert postfix.login(DENIED_IP, "bob", WRONG)[0] == 535
+
+    def test_only_the_mail_servers_may_talk_to_the_socket(
+        self, postfix: PostfixInstance, server: ServerProcess
+    ) -> None:
+        """Issue 11 item 10: the socket (mode 0666 here) answers Postfix's smtpd (user
+        postfix, allowed by default) and closes a process of another user (nobody)
+        before the handshake: it would choose the rip= of its logins itself."""
+        assert postfix.login(ALLOWED_IP, "alice", PW)[0] == 235
+        assert server.unix is not None
+        proc = as_user(NOBODY, server.unix)
+        assert results(proc, 1) == ["closed"]
+        proc.wait(20)
+        log = server.wait_log("connection refused: reason=peer_not_allowed uid=65534")
+        postfix_uid = pwd.getpwnam("postfix").pw_uid
+        assert f"peer_not_allowed uid={postfix_uid} " not in log
+        assert postfix.login(ALLOWED_IP, "alice", PW)[0] == 235
 
 
 @pytest.fixture(scope="module")

@@ -117,3 +117,76 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     ours = [ln for ln in (res.stdout + res.stderr).splitlines() if str(tmp_path) in ln]
     assert res.returncode == 0 and ours == [], res.stdout + res.stderr
+
+
+def test_socket_activated_sockets_get_the_same_peer_checks(tmp_path: Path) -> None:
+    """Issue 11 item 10: sockets systemd passes us are checked like our own: a UNIX
+    client of a user not allowed is closed before the handshake, and a TCP socket on
+    a non-loopback address stops the start."""
+    import tempfile
+
+    from tests.support.serverproc import NOBODY, as_user, free_port, results
+
+    activate = require_binary("systemd-socket-activate")
+    db = f"sqlite:///{tmp_path}/sa.db"
+    assert run("init", db=db).code == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SASLNETAUTH_")}
+    serve = [str(BIN / "saslnetauth"), "--database", db, "serve", "--failure-delay", "0"]
+    with tempfile.TemporaryDirectory(prefix="sna-sa-") as public:
+        os.chmod(public, 0o755)  # noqa: S103 - the other user must reach the socket
+        path = Path(public) / "auth.sock"
+        log = tmp_path / "unix.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [activate, "-l", str(path), *serve], stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        try:
+            wait_for(path.exists, timeout=10, what="socket")
+            path.chmod(0o666)  # only our check stands between the other user and us
+            nobody = as_user(NOBODY, str(path))
+            assert results(nobody, 1) == ["closed"]
+            assert nobody.wait(20) == 0
+            wait_for(
+                lambda: "reason=peer_not_allowed uid=65534" in log.read_text(),
+                timeout=10,
+                what="refusal logged",
+            )
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(20)
+            s.connect(str(path))
+            assert AuthClient(s).handshake()[0] == "VERSION\t1\t2"  # root may
+            s.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+    port = free_port()
+    log = tmp_path / "inet.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [activate, "-l", f"0.0.0.0:{port}", *serve],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_for(lambda: _port_open(port), timeout=10, what="activation socket")
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            try:
+                greeting = c.recv(64)
+            except ConnectionResetError:
+                greeting = b""
+            assert greeting == b"", "we refused to serve on it"
+        wait_for(
+            lambda: "refusing to listen on inet:0.0.0.0" in log.read_text(),
+            timeout=20,
+            what="refusal to serve a non-loopback socket",
+        )
+        assert "(from systemd)" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

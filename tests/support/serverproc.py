@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -183,3 +184,60 @@ class AuthClient:
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+NOBODY = 65534
+#: Run as another user: connect COUNT times to the socket, report per connection
+#: whether the server greeted ("handshake") or closed it first ("closed"), then keep
+#: the connections open (silent) for HOLD seconds. Standard library only.
+_CLIENT = r"""
+import socket, sys, time
+path, count, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+socks = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX) if path.startswith("/") else socket.socket()
+    if path.startswith("/"):
+        s.connect(path)
+    else:
+        host, port = path.rsplit(":", 1)
+        s.connect((host, int(port)))
+    s.settimeout(3)
+    try:
+        data = s.recv(64)
+    except TimeoutError:
+        data = b"?"
+    print("handshake" if data.startswith(b"VERSION") else "closed" if not data else "silent")
+    socks.append(s)
+sys.stdout.flush()
+time.sleep(hold)
+"""
+
+
+def as_user(uid: int, target: str, count: int = 1, hold: float = 0) -> subprocess.Popen[str]:
+    """The client above, run by ``uid`` (setpriv drops every group too)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root and setpriv (util-linux) to connect as another user")
+    return subprocess.Popen(
+        [
+            setpriv,
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            _CLIENT,
+            target,
+            str(count),
+            str(hold),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def results(proc: subprocess.Popen[str], count: int) -> list[str]:
+    assert proc.stdout is not None
+    return [proc.stdout.readline().strip() for _ in range(count)]

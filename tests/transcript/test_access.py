@@ -6,13 +6,14 @@ database file's mode and sockets that a planted symbolic link cannot redirect.""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 
 import pytest
 
 from tests.support.clitools import run
-from tests.support.serverproc import run_server
+from tests.support.serverproc import NOBODY, as_user, free_port, results, run_server
 
 PW = "acc3ss pw"
 FAST = "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
@@ -60,3 +61,197 @@ def test_sqlite_database_is_private_after_init_and_after_the_server_used_it(
     r = run("init", db=url)
     assert r.code == 0 and _mode(path) == 0o640
     assert "tightened from 0644 to 0640" in r.out
+
+
+# -- item 15: sockets and planted symbolic links ------------------------------------
+
+
+def test_socket_owner_and_mode_never_follow_a_planted_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An attacker who can write to the socket's directory swaps in a symbolic link
+    (to a file of root's) right after bind(): the chown/chmod by path used to follow
+    it. Now they act in a private directory and the socket is renamed over the link."""
+    import socket as socketmod
+
+    from saslnetauth.serve import listeners
+
+    victim = tmp_path / "shadow"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    target = run_dir / "auth-client"
+    real_bind = socketmod.socket.bind
+
+    def bind_then_plant(self: socketmod.socket, address: object) -> None:
+        real_bind(self, address)  # type: ignore[arg-type]
+        if self.family == socketmod.AF_UNIX:
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            target.symlink_to(victim)  # the attacker wins the race
+
+    monkeypatch.setattr(socketmod.socket, "bind", bind_then_plant)
+    addr = listeners.parse_listen(f"unix:{target}")
+    sock = listeners.bind(addr, mode="0666", owner="65534", group="65534")
+    monkeypatch.undo()
+    try:
+        st = victim.stat()
+        assert (oct(stat.S_IMODE(st.st_mode)), st.st_uid) == (oct(0o600), 0)
+        assert stat.S_ISSOCK(target.lstat().st_mode), "the socket replaced the planted link"
+        assert oct(stat.S_IMODE(target.lstat().st_mode)) == oct(0o666)
+        assert target.lstat().st_uid == 65534
+        assert sorted(p.name for p in run_dir.iterdir()) == ["auth-client"]
+        assert listeners.describe(sock) == f"unix:{target}"
+        with socketmod.socket(socketmod.AF_UNIX) as client:
+            client.connect(str(target))
+    finally:
+        sock.close()
+
+
+def test_a_link_at_the_socket_path_stops_the_start(tmp_path: Path) -> None:
+    from saslnetauth.errors import ConfigError
+    from saslnetauth.serve import listeners
+
+    victim = tmp_path / "file"
+    victim.write_text("x")
+    link = tmp_path / "auth-client"
+    link.symlink_to(victim)
+    with pytest.raises(ConfigError, match="exists and is not a socket"):
+        listeners.bind(listeners.parse_listen(f"unix:{link}"))
+    assert link.is_symlink() and victim.read_text() == "x"
+
+
+# -- item 10: who may connect ---------------------------------------------------------
+
+
+def test_unix_peer_of_another_user_is_refused_before_the_handshake(db: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nsocket_mode = "0666"\n' + FAST)  # the file mode lets anyone in
+    with run_server(db, config=cfg) as srv:
+        assert srv.unix is not None
+        for _ in range(2):
+            proc = as_user(NOBODY, srv.unix)
+            assert results(proc, 1) == ["closed"]
+            assert proc.wait(10) == 0
+        log = srv.wait_log("connection refused: reason=peer_not_allowed uid=65534")
+        assert log.count("reason=peer_not_allowed") == 1, "logged once per peer"
+        c = srv.connect()  # root may
+        c.handshake()
+        assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+    # a listed user may connect
+    cfg.write_text('[serve]\nsocket_mode = "0666"\nallowed_users = ["nobody"]\n' + FAST)
+    with run_server(db, config=cfg) as srv:
+        assert srv.unix is not None
+        proc = as_user(NOBODY, srv.unix)
+        assert results(proc, 1) == ["handshake"]
+        proc.wait(10)
+        assert "peer_not_allowed" not in srv.log()
+    # ...and so may a member of a listed group (the gid of the connecting process)
+    cfg.write_text('[serve]\nsocket_mode = "0666"\nallowed_groups = ["65534"]\n' + FAST)
+    with run_server(db, config=cfg) as srv:
+        assert srv.unix is not None
+        proc = as_user(NOBODY, srv.unix)
+        assert results(proc, 1) == ["handshake"]
+        proc.wait(10)
+
+
+def test_unknown_allowed_user_stops_the_start(db: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nallowed_users = ["no-such-user-xyz"]\n')
+    r = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db)
+    assert r.code == 1 and "serve.allowed_users: no such user 'no-such-user-xyz'" in r.err, r
+    # the built-in names are skipped where the system lacks them (Debian-exim, say)
+    cfg.write_text('[serve]\nallowed_groups = ["Debian-exim", "postfix", "dovecot"]\n')
+    from saslnetauth.config import load_config
+    from saslnetauth.serve.access import PeerPolicy
+
+    PeerPolicy.from_settings(load_config(cfg).serve)
+
+
+def test_tcp_listeners_stay_on_loopback_unless_allowed(db: str, tmp_path: Path) -> None:
+    port = free_port()
+    r = run("serve", "--listen", f"inet:0.0.0.0:{port}", db=db, timeout=30)
+    assert r.code == 1 and f"refusing to listen on inet:0.0.0.0:{port}" in r.err, r
+    assert "allow_remote_listen" in r.err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nallow_remote_listen = true\nallowed_tcp_peers = ["127.0.0.2"]\n')
+    with run_server(db, config=cfg, unix=False, args=["--listen", f"inet:0.0.0.0:{port}"]) as srv:
+        srv.wait_log(f"listening: on=inet:0.0.0.0:{port}")
+        # 127.0.0.1 is not among allowed_tcp_peers: closed before the handshake
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert s.recv(64) == b""
+        srv.wait_log("connection refused: reason=peer_not_allowed peer=127.0.0.1")
+        with socket.create_connection(
+            ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+        ) as s:
+            assert s.recv(64).startswith(b"VERSION")
+
+
+def test_tcp_peers_default_to_loopback(db: str) -> None:
+    from saslnetauth.config import Config
+    from saslnetauth.serve.access import Peer, PeerPolicy
+
+    policy = PeerPolicy.from_settings(Config().serve)
+    for ok in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"):
+        assert policy.allows(Peer("inet", address=ok)), ok
+    for bad in ("192.0.2.1", "10.0.0.1", "::ffff:192.0.2.1", "2001:db8::1", "junk", ""):
+        assert not policy.allows(Peer("inet", address=bad)), bad
+    assert not policy.allows(Peer("unknown"))
+    assert policy.allows(Peer("unix", uid=0, gids=frozenset({0})))
+    assert not policy.allows(Peer("unix", uid=NOBODY, gids=frozenset({NOBODY})))
+
+
+# -- item 11: silent connections --------------------------------------------------------
+
+
+def test_silent_connections_no_longer_lock_a_real_client_out(db: str, tmp_path: Path) -> None:
+    """Five connections that never speak once kept every client out (max_connections
+    = 5, no handshake timeout). Now one peer gets at most half of the connections,
+    and silent ones are closed after handshake_timeout."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[serve]\nsocket_mode = "0666"\nallowed_users = ["nobody"]\nmax_connections = 5\n'
+        "handshake_timeout = 2.0\n" + FAST
+    )
+    with run_server(db, config=cfg) as srv:
+        assert srv.unix is not None
+        squatter = as_user(NOBODY, srv.unix, count=5, hold=30)
+        try:
+            got = results(squatter, 5)
+            assert got.count("handshake") == 2 and got.count("closed") == 3, got
+            srv.wait_log("connection refused: reason=max_connections_per_peer uid=65534")
+            # the real client (another peer) still gets in while the squatter holds on
+            c = srv.connect()
+            c.handshake()
+            assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+            # and the squatter's silent connections are closed by the handshake timeout
+            log = srv.wait_log("reason=handshake_timeout", timeout=10)
+            assert log.count("connection closed: cuid=") >= 1
+        finally:
+            squatter.kill()
+            squatter.wait()
+        c.plain(2, "alice", PW, rip="127.0.0.2")
+        assert c.line() == "OK\t2\tuser=alice", "a client that sent VERSION is not closed"
+
+
+def test_handshake_timeout_closes_a_silent_connection(db: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nhandshake_timeout = 1.0\n" + FAST)
+    with run_server(db, config=cfg) as srv:
+        silent = srv.connect()
+        assert silent.line() == "VERSION\t1\t2"
+        assert silent.closed(timeout=10), "no VERSION within handshake_timeout: closed"
+        srv.wait_log("connection closed: cuid=1 reason=handshake_timeout")
+        talker = srv.connect()
+        talker.handshake()
+        assert not talker.closed(timeout=2.5), "VERSION sent: the handshake timeout is over"
+        assert talker.login_plain("alice", PW) == "OK\t1\tuser=alice"
+
+
+def test_default_idle_timeout_is_not_zero() -> None:
+    from saslnetauth.config import Config
+
+    serve = Config().serve
+    assert serve.idle_timeout >= 400, "Postfix keeps smtpd's connection across sessions"
+    assert 0 < serve.handshake_timeout <= 10

@@ -441,7 +441,7 @@ def test_max_connections_idle_timeout_and_max_pending(db: str, tmp_path: Path) -
     cfg.write_text(
         "[passwords]\nargon2_memory_kib = 65536\nargon2_time_cost = 3\n"
         "[serve]\nmax_connections = 3\nidle_timeout = 1.0\nmax_pending = 1\npenalty_max = 0\n"
-        "workers = 1\n"
+        "workers = 1\nmax_connections_per_peer = 3\n"
     )
     with run_server(db, config=cfg) as srv:
         held = [srv.connect() for _ in range(3)]
@@ -449,7 +449,7 @@ def test_max_connections_idle_timeout_and_max_pending(db: str, tmp_path: Path) -
             c.handshake()
         extra = srv.connect()
         assert extra.closed(timeout=5), "a 4th connection must be refused"
-        srv.wait_log("connection refused: reason=max_connections limit=3")
+        srv.wait_log("connection refused: reason=max_connections uid=0")
         # max_pending = 1: while one slow (default-cost ARGON2ID) verification runs,
         # the next login is answered TEMPFAIL at once, never queued without bound
         c = held[0]

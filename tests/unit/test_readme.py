@@ -48,10 +48,9 @@ def test_quickstart_command_one_installs_and_serves(tmp_path: Path) -> None:
         if src.is_file():
             (work / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, work / name)
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", 12345)) == 0:
-            pytest.fail("port 12345 of the quick start is taken by something else")
     cmds = quickstart()
+    assert "--listen unix:$PWD/auth-client" in cmds[0], "the quick start uses a UNIX socket"
+    assert "inet:" not in cmds[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SASLNETAUTH_", "VIRTUAL_ENV"))}
     log = tmp_path / "cmd1.log"
     with open(log, "wb") as out:
@@ -69,9 +68,12 @@ def test_quickstart_command_one_installs_and_serves(tmp_path: Path) -> None:
             assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, "command 1 did not start the server"
             time.sleep(0.5)
-        with socket.create_connection(("127.0.0.1", 12345), timeout=10) as s:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(work / "auth-client"))
             greeting = s.recv(4096).decode()
         assert greeting.startswith("VERSION\t1\t2\nMECH\tPLAIN")
+        assert oct((work / "saslnetauth.db").stat().st_mode & 0o777) == oct(0o600)
         for line in cmds[2:]:  # the follow-up commands: add a user, check a login
             r = subprocess.run(
                 ["bash", "-c", line], cwd=work, env=env, capture_output=True, text=True, timeout=120
