@@ -8,6 +8,7 @@ leaves before its deadline), never as tight upper bounds.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -131,8 +132,8 @@ def test_user_brake_treats_unknown_names_like_existing_ones(tmp_path: Path) -> N
 def test_responder_failures_use_the_one_logger_and_reason(tmp_path: Path) -> None:
     """Issue 14 (inside the rooms, 1): SASL errors, unsupported mechanisms, LOGIN
     timeouts and overload are logged by the engine's logger with the canonical
-    address and counted under the same reason as logged (overload was logged as
-    overload but counted as backend_error)."""
+    address, counted and recorded for the report under the same reason as logged
+    (overload was logged as overload but counted as backend_error)."""
     url = f"sqlite:///{tmp_path}/m.db"
     assert run("init", db=url).code == 0
     assert (
@@ -180,3 +181,7 @@ def test_responder_failures_use_the_one_logger_and_reason(tmp_path: Path) -> Non
             in body
         )
     assert 'reason="backend_error"' not in body
+    report = json.loads(run("report", "--json", db=url).out)  # written at shutdown at the latest
+    for reason in ("sasl_error", "unsupported_mechanism", "timeout"):
+        assert report["failures_by_reason"].get(reason) == 1, report
+    assert report["verdicts"] == {"ok": 1, "fail": 3, "tempfail": 1}, report  # the overload
