@@ -1,32 +1,40 @@
-"""Timing and reply oracle (issue 5.1): can a client tell WHY a login failed?
+"""Timing and reply oracle (issue 5.1, issue 11 item 5): can a client tell WHY a
+login failed, or which names exist, or which hash scheme a user has?
 
-Four failing cases against ``saslnetauth serve`` with failure delay 0 and
-penalty off (so nothing hides a difference), users created by ``saslnetauth
-user add`` (default ARGON2ID, m=65536 t=3 p=1, as ``doveadm pw``):
+Failing cases against ``saslnetauth serve`` with the per-client and per-user
+brakes off (so nothing but the fixed failure deadline hides a difference).
+Users are added with ``saslnetauth user add``: alice and bob with the default
+ARGON2ID (m=65536 t=3 p=1, as ``doveadm pw``), sam with SHA512-CRYPT (5000
+rounds) and bea with BLF-CRYPT (cost 10), as an import brings them:
 
-unknown user      ``carol`` (no such user; a dummy hash is verified)
-wrong password    ``alice``, wrong password, from her network
-disabled user     ``bob`` (disabled), right password, from his network
-forbidden network ``alice``, right password, from 127.0.0.3
+unknown user             ``carol`` (no such user; a dummy ARGON2ID is verified)
+wrong pw ARGON2ID        ``alice``, wrong password, from her network
+wrong pw SHA512-CRYPT    ``sam``, wrong password, from his network
+wrong pw BLF-CRYPT       ``bea``, wrong password, from her network
+disabled user            ``bob`` (disabled, ARGON2ID), right password
+forbidden net ARGON2ID   ``alice``, right password, from 127.0.0.3
+forbidden net SHA512     ``sam``, right password, from 127.0.0.3
 
-The four are interleaved in a seeded random order on one connection, one
-at a time, ``--tries`` each (default 200), after a warm-up of 5 each (the
-first unknown user pays for creating the dummy hash). Printed per case:
-median, Q1, Q3, IQR; then whether the medians are within 10% of each
+Two runs: failure delay 0 (only the measured slowest verification, the
+"failure floor", hides the schemes) and the default 2 s. The cases are
+interleaved in a seeded random order, ``--tries`` each (default 200), after a
+warm-up of 5 each; with a failure delay of a second or more they are spread
+over ``--concurrency`` connections (each one request at a time), which only
+shortens the run: every reply still leaves at its own deadline. Printed per
+case: median, Q1, Q3, IQR; then whether the medians are within 5% of each
 other and whether the IQRs overlap.
 
-Replies: the FAIL line must be byte-identical for the same user name
-(wrong password vs forbidden network, both ``alice``), and identical for
-all four once the request id and the ``user=`` value are masked; the
-``user=`` value must be the name that was sent.
+Replies: the FAIL line must be identical for every case once the request id
+and the ``user=`` value are masked, byte-identical for the same user name,
+and ``user=`` must be the name that was sent.
 
-The same four cases then go through ``saslnetauth-checkpassword`` (fast
-path, the server above): exit code, wall time of fork+exec (input on
-fd 3), and the bytes written to stderr.
+The cases then go through ``saslnetauth-checkpassword`` (fast path, the
+server with failure delay 0; ``--checkpassword-tries`` each): exit code, wall
+time of fork+exec (input on fd 3), and the bytes written to stderr.
 
 Usage::
 
-    .venv/bin/python benchmarks/oracle.py [--tries 200] [--seed 5]
+    .venv/bin/python benchmarks/oracle.py [--tries 200] [--seed 5] [--delays 0,2]
 """
 
 from __future__ import annotations
@@ -65,10 +73,19 @@ WRONG = "not-the-password"
 
 CASES = {
     "unknown user": Login("carol", PASSWORD, ALLOWED_IP, False),
-    "wrong password": Login("alice", WRONG, ALLOWED_IP, False),
+    "wrong pw ARGON2ID": Login("alice", WRONG, ALLOWED_IP, False),
+    "wrong pw SHA512-CRYPT": Login("sam", WRONG, ALLOWED_IP, False),
+    "wrong pw BLF-CRYPT": Login("bea", WRONG, ALLOWED_IP, False),
     "disabled user": Login("bob", PASSWORD, ALLOWED_IP, False),
-    "forbidden network": Login("alice", PASSWORD, DENIED_IP, False),
+    "forbidden net ARGON2ID": Login("alice", PASSWORD, DENIED_IP, False),
+    "forbidden net SHA512": Login("sam", PASSWORD, DENIED_IP, False),
 }
+#: Pairs of cases for the same user name: their reply lines must be byte-identical.
+SAME_USER = (
+    ("wrong pw ARGON2ID", "forbidden net ARGON2ID"),
+    ("wrong pw SHA512-CRYPT", "forbidden net SHA512"),
+)
+LIMIT = 0.05
 
 
 def stats_rows(samples: dict[str, list[float]], unit: float = 1000.0) -> list[list[object]]:
@@ -94,7 +111,7 @@ def verdicts(samples: dict[str, list[float]]) -> list[str]:
     spread = max(medians) / min(medians) - 1
     overlap = max(q[0] for q in qs.values()) <= min(q[2] for q in qs.values())
     return [
-        f"medians within 10%: {'YES' if spread <= 0.10 else 'NO'} "
+        f"medians within {LIMIT:.0%}: {'YES' if spread <= LIMIT else 'NO'} "
         f"(largest/smallest - 1 = {spread * 100:.1f}%)",
         f"IQRs overlap: {'YES' if overlap else 'NO'} "
         f"(max Q1 {max(q[0] for q in qs.values()) * 1000:.2f} ms "
@@ -109,22 +126,28 @@ def order(tries: int, seed: int) -> list[str]:
 
 
 async def server_part(
-    target: str, tries: int, seed: int
+    target: str, tries: int, seed: int, concurrency: int
 ) -> tuple[dict[str, list[float]], dict[str, set[bytes]]]:
-    conn = await AuthConnection.open(target)
     tails = {name: login.tail() for name, login in CASES.items()}
     loop = asyncio.get_running_loop()
+    conns = [await AuthConnection.open(target) for _ in range(concurrency)]
     for _ in range(5):
         for name in CASES:
-            await conn.request(tails[name], 120)
+            await conns[0].request(tails[name], 120)
     times: dict[str, list[float]] = {name: [] for name in CASES}
     lines: dict[str, set[bytes]] = {name: set() for name in CASES}
-    for name in order(tries, seed):
-        t0 = loop.time()
-        rid, line = await conn.request(tails[name], 120)
-        times[name].append(loop.time() - t0)
-        lines[name].add(line.replace(b"\t%d\t" % rid, b"\t<id>\t", 1))
-    conn.close()
+    seq = order(tries, seed)
+
+    async def client(conn: AuthConnection, share: list[str]) -> None:
+        for name in share:
+            t0 = loop.time()
+            rid, line = await conn.request(tails[name], 120)
+            times[name].append(loop.time() - t0)
+            lines[name].add(line.replace(b"\t%d\t" % rid, b"\t<id>\t", 1))
+
+    await asyncio.gather(*(client(c, seq[i::concurrency]) for i, c in enumerate(conns)))
+    for conn in conns:
+        conn.close()
     return times, lines
 
 
@@ -155,78 +178,109 @@ def checkpassword_part(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tries", type=int, default=200, help="tries per case (each part)")
+    ap.add_argument("--tries", type=int, default=200, help="tries per case (server)")
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--delays", default="0,2", help="failure delays to run, comma separated")
+    ap.add_argument(
+        "--concurrency", type=int, default=8, help="connections when the delay is >= 1 s"
+    )
+    ap.add_argument("--checkpassword-tries", type=int, default=50)
     ap.add_argument("--skip-checkpassword", action="store_true")
     args = ap.parse_args(argv)
     exit_on_sigterm()
-    banner("Oracle: unknown user / wrong password / disabled / forbidden network")
+    banner("Oracle: unknown user / wrong password (3 schemes) / disabled / forbidden network")
     print(f"machine: {machine_summary()}")
     failures = 0
+    from saslnetauth.credentials.passwords import PasswordHasher
+
     with bench_dir("sna-oracle-") as tmp:
         users = [
             BenchUser("alice", PASSWORD, None, (ALLOWED_IP,)),
             BenchUser("bob", PASSWORD, None, (ALLOWED_IP,), disabled=True),
+            BenchUser("sam", PASSWORD, PasswordHasher("SHA512-CRYPT").hash(PASSWORD)),
+            BenchUser("bea", PASSWORD, PasswordHasher("BLF-CRYPT").hash(PASSWORD)),
         ]
         db = make_database(tmp, users)
-        with saslnetauth_server(
-            tmp, db, failure_delay=0.0, serve={"penalty_max": 0, "user_penalty": False}
-        ) as sna:
-            from saslnetauth.store import SqlStore
-
-            store = SqlStore(db)
-            try:
-                stored = {u.name: store.get_user(u.name) for u in users}
-            finally:
-                store.close()
-            schemes = {
-                name: (rec.password_hash or "")[: rec.password_hash.index("$", 12)]
-                if rec and rec.password_hash
-                else "?"
-                for name, rec in stored.items()
-            }
-            print(f"stored hashes: {schemes}")
-            print(f"server: {' '.join(sna.argv[1:])}")
-            times, lines = asyncio.run(server_part(sna.target, args.tries, args.seed))
-            banner(f"saslnetauth serve, {args.tries} tries per case, one connection")
-            print(table(["case", "n", "median ms", "Q1 ms", "Q3 ms", "IQR ms"], stats_rows(times)))
-            for line in verdicts(times):
-                print(line)
-            print()
-            print("reply lines (request id masked):")
-            for name, found in lines.items():
-                for raw in sorted(found):
-                    print(f"  {name:18s} {raw!r}")
-            failures += check_replies(lines)
-            if not args.skip_checkpassword:
-                ctimes, codes, errs = checkpassword_part(sna.target, args.tries, args.seed)
-                banner(f"saslnetauth-checkpassword (fast path), {args.tries} calls per case")
-                rows = stats_rows(ctimes)
-                for row, name in zip(rows, CASES, strict=True):
-                    row.insert(2, ",".join(map(str, sorted(codes[name]))))
-                print(
-                    table(
-                        ["case", "n", "exit", "median ms", "Q1 ms", "Q3 ms", "IQR ms"],
-                        rows,
-                    )
+        print(f"stored hashes: {stored_schemes(db, users)}")
+        for delay in (float(d) for d in args.delays.split(",")):
+            concurrency = args.concurrency if delay >= 1 else 1
+            with saslnetauth_server(
+                tmp,
+                db,
+                failure_delay=delay,
+                serve={"penalty_max": 0, "user_penalty": False},
+                name=f"serve-{delay:g}",
+            ) as sna:
+                floor = re.findall(r"failure_floor=([0-9.]+)", sna.log())
+                print()
+                print(f"server: {' '.join(sna.argv[1:])}")
+                print(f"failure floor measured at start: {floor[0] if floor else '?'} s")
+                times, lines = asyncio.run(
+                    server_part(sna.target, args.tries, args.seed, concurrency)
                 )
-                for line in verdicts(ctimes):
+                banner(
+                    f"saslnetauth serve, failure delay {delay:g} s, {args.tries} tries per "
+                    f"case, {concurrency} connection(s)"
+                )
+                print(
+                    table(["case", "n", "median ms", "Q1 ms", "Q3 ms", "IQR ms"], stats_rows(times))
+                )
+                for line in verdicts(times):
                     print(line)
-                all_codes = set().union(*codes.values())
-                all_errs = set().union(*errs.values())
-                print(f"exit codes over all cases: {sorted(all_codes)} (1 = wrong credentials)")
-                print(f"stderr over all cases: {sorted(all_errs)!r}")
-                if all_codes != {1} or len(all_errs) != 1:
-                    print("CHECKPASSWORD ORACLE: exit codes or stderr differ between cases")
-                    failures += 1
-            reasons = re.findall(r"reason=(\w+)", sna.log())
-            print()
-            print(
-                "server log reasons (true reasons, logged only): "
-                + ", ".join(f"{r}={reasons.count(r)}" for r in sorted(set(reasons)))
-            )
+                    failures += line.startswith(f"medians within {LIMIT:.0%}: NO")
+                print()
+                print("reply lines (request id masked):")
+                for name, found in lines.items():
+                    for raw in sorted(found):
+                        print(f"  {name:24s} {raw!r}")
+                failures += check_replies(lines)
+                if delay == 0 and not args.skip_checkpassword:
+                    failures += checkpassword_report(
+                        sna.target, args.checkpassword_tries, args.seed
+                    )
+                reasons = re.findall(r"reason=(\w+)", sna.log())
+                print()
+                print(
+                    "server log reasons (true reasons, logged only): "
+                    + ", ".join(f"{r}={reasons.count(r)}" for r in sorted(set(reasons)))
+                )
     print(f"reproduce: {command_line()}")
     return 1 if failures else 0
+
+
+def stored_schemes(db: str, users: list[BenchUser]) -> dict[str, str]:
+    from saslnetauth.credentials.passwords import split_scheme
+    from saslnetauth.store import SqlStore
+
+    store = SqlStore(db)
+    try:
+        out = {}
+        for u in users:
+            rec = store.get_user(u.name)
+            stored = rec.password_hash if rec else None
+            out[u.name] = split_scheme(stored)[0] or "?" if stored else "?"
+        return out
+    finally:
+        store.close()
+
+
+def checkpassword_report(target: str, tries: int, seed: int) -> int:
+    ctimes, codes, errs = checkpassword_part(target, tries, seed)
+    banner(f"saslnetauth-checkpassword (fast path), {tries} calls per case")
+    rows = stats_rows(ctimes)
+    for row, name in zip(rows, CASES, strict=True):
+        row.insert(2, ",".join(map(str, sorted(codes[name]))))
+    print(table(["case", "n", "exit", "median ms", "Q1 ms", "Q3 ms", "IQR ms"], rows))
+    for line in verdicts(ctimes):
+        print(line)
+    all_codes = set().union(*codes.values())
+    all_errs = set().union(*errs.values())
+    print(f"exit codes over all cases: {sorted(all_codes)} (1 = wrong credentials)")
+    print(f"stderr over all cases: {sorted(all_errs)!r}")
+    if all_codes != {1} or len(all_errs) != 1:
+        print("CHECKPASSWORD ORACLE: exit codes or stderr differ between cases")
+        return 1
+    return 0
 
 
 def check_replies(lines: dict[str, set[bytes]]) -> int:
@@ -236,18 +290,16 @@ def check_replies(lines: dict[str, set[bytes]]) -> int:
         if len(found) != 1:
             print(f"FAIL: {name} got {len(found)} different reply lines")
             failed += 1
-    same_user = lines["wrong password"] == lines["forbidden network"]
-    print(
-        "wrong password vs forbidden network (same user alice), byte-identical: "
-        f"{'YES' if same_user else 'NO'}"
-    )
-    failed += not same_user
+    for a, b in SAME_USER:
+        same = lines[a] == lines[b]
+        print(f"{a} vs {b} (same user), byte-identical: {'YES' if same else 'NO'}")
+        failed += not same
     masked = {
         re.sub(rb"\tuser=[^\t]*", b"\tuser=<name>", line)
         for found in lines.values()
         for line in found
     }
-    print(f"all four identical with user= masked: {'YES' if len(masked) == 1 else 'NO'}")
+    print(f"all cases identical with user= masked: {'YES' if len(masked) == 1 else 'NO'}")
     failed += len(masked) != 1
     for name, found in lines.items():
         want = b"\tuser=" + CASES[name].user.encode()

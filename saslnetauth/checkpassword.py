@@ -61,8 +61,9 @@ Reads "user NUL password NUL timestamp NUL" from fd 3 (at most 512 bytes),
 SERVICE and TCPREMOTEIP from the environment, and asks the running
 `saslnetauth serve` at --socket (unix:/path, /path or inet:HOST:PORT;
 default [checkpassword] socket of the config, else /run/saslnetauth/auth-client).
-When no server answers, --fallback local (default) decides in-process
-with the database, --fallback tempfail fails temporarily.
+When nothing listens there, --fallback local (default) decides in-process
+with the database, --fallback tempfail fails temporarily. A server that
+accepts but then fails or does not answer within 10 s: temporary failure.
 
 Exit status: execs REPLY-PROGRAM with USER set on success; 1 wrong
 credentials or refused; 3 unknown user (lookups); 111 temporary failure.

@@ -62,7 +62,8 @@ class PasswordsConfig:
 class ServeConfig:
     #: Where to listen: ``unix:/path`` or ``inet:HOST:PORT`` (``inet:[::1]:PORT``).
     listen: list[str] = field(default_factory=lambda: ["unix:/run/saslnetauth/auth-client"])
-    #: Seconds to wait before answering a failure (0 allowed; well under Postfix's 10 s).
+    #: Seconds from a request's arrival before a failure is answered (0 allowed; well
+    #: under Postfix's 10 s); never earlier than the slowest verification (deadline.py).
     failure_delay: float = 2.0
     #: reason= text of every FAIL, whatever the cause ("" = send none, like Dovecot).
     fail_reason: str = "Authentication failed"
@@ -98,7 +99,7 @@ class ServeConfig:
     #: Seconds a new connection may take to send its VERSION (Postfix, Exim and
     #: Dovecot send it at once); silent ones are closed.
     handshake_timeout: float = 5.0
-    #: Seconds a login may wait for and take in a decision worker before it fails
+    #: Seconds from a request's arrival (brake included) to its decision; later it fails
     #: temporarily (requests still queued then are never worked on).
     request_timeout: float = 8.0
     #: Seconds a request may wait for the client's CONT before it expires.
@@ -118,8 +119,9 @@ class ServeConfig:
     penalty_ipv6_prefix: int = 64
     #: Clients remembered at most (least recently failed are forgotten first).
     penalty_max_entries: int = 100000
-    #: Also brake failures per user, but only those from outside the user's own
-    #: networks (so it can never lock the real user out of an allowed network).
+    #: Also brake failures per user name, but only those from outside the user's own
+    #: networks (so it can never lock the real user out of an allowed network);
+    #: unknown names alike (outside the global networks), so it enumerates nobody.
     user_penalty: bool = False
     #: Command run when a correct password comes from a forbidden network (likely
     #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Its environment is

@@ -35,7 +35,8 @@ log = logging.getLogger("saslnetauth.serve.server")
     "--failure-delay",
     type=click.FloatRange(0, 8),
     metavar="SECONDS",
-    help="Wait this long before answering a failure (default 2; 0 allowed).",
+    help="Answer a failure this long after the request arrived, and never before the "
+    "slowest password verification would end (default 2; 0 allowed).",
 )
 @click.option(
     "--workers",
@@ -61,8 +62,9 @@ def serve(
     connect chooses the client address of its logins.
 
     Offers PLAIN and LOGIN. A login succeeds only with the right password
-    AND from an allowed network; every failure gets the same reply after
-    --failure-delay. Logs one line per decision to standard error.
+    AND from an allowed network; every failure gets the same reply at the
+    same fixed deadline (--failure-delay, at least the slowest password
+    verification). Logs one line per decision to standard error.
     SIGTERM stops (after answering requests in flight); SIGHUP reloads the
     configuration file (listen addresses need a restart).
     """
@@ -144,9 +146,25 @@ async def _run(
     measured, _ = await asyncio.gather(
         asyncio.to_thread(measure_verification, cfg), decider.start()
     )
-    server = AuthServer(decider, cfg.serve, reload=reload, measured=measured)
+    closers: list[Callable[[], None]] = []
+    record = None
+    if cfg.report.record:  # the failures the responder decides itself
+        from saslnetauth.runtime import open_store
+        from saslnetauth.store.events import EventRecorder
+
+        store = open_store(cfg, check_schema=False)
+        recorder = EventRecorder(
+            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
+        )
+        record = recorder.record
+        closers += [store.close, recorder.close]
+    server = AuthServer(decider, cfg.serve, reload=reload, measured=measured, record=record)
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
     server.install_signal_handlers()
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        for close in reversed(closers):
+            close()

@@ -115,8 +115,12 @@ class AuthServer:
         *,
         reload: Callable[[], tuple[Config, Settings]] | None = None,
         measured: float = 0.0,
+        record: Callable[[Decision, str | None, str], None] | None = None,
     ) -> None:
         self.decider = decider
+        #: The verdict record (``saslnetauth report``) for the failures decided here;
+        #: the engine records its own decisions in the workers.
+        self.record = record
         #: Slowest verification measured at start (seconds; saslnetauth.deadline.calibrate).
         self.measured = measured
         self.settings = settings
@@ -438,9 +442,18 @@ class AuthServer:
         engine's decisions; returns it with its deadline (from now)."""
         now = time.monotonic()
         decision = Decision(Verdict.FAIL, reason, user or "", detail=detail)
-        log_decision(decision, auth.rip, auth.service, **fields)
+        self._account(decision, auth, **fields)
         self.metrics.observe(decision.verdict.value, reason.value, auth.service, None)
         return decision, self.deadline.at(now)
+
+    def _account(self, decision: Decision, auth: AuthRequest, **fields: object) -> None:
+        """Log and record a decision the engine did not make."""
+        log_decision(decision, auth.rip, auth.service, **fields)
+        if self.record is not None:
+            try:
+                self.record(decision, auth.rip, auth.service)
+            except Exception:
+                log.exception("verdict record failed")
 
     async def _run_engine(self, creds: Credentials, auth: AuthRequest, arrival: float) -> Decision:
         """The engine in a worker, within the pending bound and ``request_timeout``
@@ -450,7 +463,7 @@ class AuthServer:
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.OVERLOAD, creds.username, detail="max_pending reached"
             )
-            log_decision(decision, auth.rip, auth.service, pending=self.pending)
+            self._account(decision, auth, pending=self.pending)
             return decision
         self.pending += 1
         remaining = arrival + self.settings.request_timeout - time.monotonic()
@@ -464,7 +477,7 @@ class AuthServer:
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=detail
             )
-            log_decision(decision, auth.rip, auth.service)
+            self._account(decision, auth)
             return decision
         finally:
             self.pending -= 1
