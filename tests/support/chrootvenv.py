@@ -61,16 +61,38 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _git_dir() -> Path | None:
+    """The repository's git directory when it lies outside the checkout (a worktree's)."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    res = subprocess.run(
+        [git, "-C", str(REPO), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    path = Path(res.stdout.strip()) if res.returncode == 0 else None
+    if path is None or not path.is_dir() or path.is_relative_to(REPO):
+        return None
+    return path
+
+
 def in_chroot(root: Root, script: str, timeout: float, log: Path) -> int:
-    """Run the shell ``script`` in ``root`` with the checkout mounted at its own path;
-    output to ``log``; returns the exit status."""
-    mountpoint = root.outside(REPO)
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    """Run the shell ``script`` in ``root`` with the checkout (and a worktree's git
+    directory) mounted at its own path; output to ``log``; returns the exit status."""
+    mounts = []
+    for path in (REPO, _git_dir()):
+        if path is not None:
+            root.outside(path).mkdir(parents=True, exist_ok=True)
+            mounts.append(
+                f"mount --bind {shlex.quote(str(path))} {shlex.quote(str(root.outside(path)))}"
+            )
     shutil.copy2(CA_BUNDLE, root.outside(CA_BUNDLE))
     env_args = " ".join(shlex.quote(f"{k}={v}") for k, v in _env().items())
     outer = (
-        f"mount --bind {shlex.quote(str(REPO))} {shlex.quote(str(mountpoint))} && "
-        f"exec chroot {shlex.quote(str(root.path))} env -i {env_args} "
+        " && ".join(mounts) + f" && exec chroot {shlex.quote(str(root.path))} env -i {env_args} "
         f"sh -c {shlex.quote(script)}"
     )
     with open(log, "ab") as out:

@@ -130,7 +130,10 @@ begin authenticators
     def version(self) -> str:
         """The Exim release that runs (from ``exim4 -bV``: "Exim version 4.98.2 ...")."""
         res = subprocess.run(
-            self.system.cmd(self.exim, "-bV"), capture_output=True, text=True, timeout=60
+            self.system.cmd(self.exim, "-C", self.system.inside(self.config_file), "-bV"),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         m = re.search(r"Exim version (\S+)", res.stdout)
         if not m:
