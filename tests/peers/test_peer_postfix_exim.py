@@ -1,9 +1,13 @@
-"""saslnetauth serve behind a real Postfix 3.7 and a real Exim 4.96 (host-checking mode).
+"""saslnetauth serve behind a real Postfix and a real Exim (host-checking mode), on
+Debian 12 (Postfix 3.7, Exim 4.96: this machine) and Debian 13 (Postfix 3.10, Exim
+4.98: the chroot of .ci/debian13).
 
 Postfix runs the shipped dovecot-examples/postfix/main.cf (smtpd_sasl_type =
 dovecot) pointed at saslnetauth over a UNIX socket, over TCP, and at the
 shipped chroot-relative path private/saslnetauth; Exim runs the shipped
-authenticators. alice may log in from 127.0.0.2 and ::1 only.
+authenticators. The same files serve both releases unchanged. saslnetauth
+serve runs on this machine; for Debian 13 its sockets lie inside the chroot.
+alice may log in from 127.0.0.2 and ::1 only.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from tests.support import (
     IPV6_IP,
     EximHostCheck,
     PostfixInstance,
-    peer_tmpdir,
     require_source_addresses,
 )
 from tests.support.clitools import run
+from tests.support.roots import HOST, Root, trixie
 from tests.support.serverproc import NOBODY, ServerProcess, as_user, results, run_server
 
 pytestmark = pytest.mark.peer
@@ -33,17 +37,22 @@ WRONG = "wrong-pw"
 MECHS = ["PLAIN", "LOGIN"]
 
 
+@pytest.fixture(scope="module", params=["debian12", "debian13"])
+def root(request: pytest.FixtureRequest) -> Root:
+    return HOST if request.param == "debian12" else trixie()
+
+
 @pytest.fixture(scope="module")
-def peer_dir() -> Iterator[Path]:
+def peer_dir(root: Root) -> Iterator[Path]:
     require_source_addresses(ALLOWED_IP, DENIED_IP)
-    with peer_tmpdir("sna-pf-") as d:
+    with root.tmpdir("sna-pf-") as d:
         yield d
 
 
 @pytest.fixture(scope="module")
-def chroot_postfix(peer_dir: Path) -> PostfixInstance:
+def chroot_postfix(peer_dir: Path, root: Root) -> PostfixInstance:
     """Postfix with the shipped smtpd_sasl_path = private/saslnetauth (prepared, not started)."""
-    pf = PostfixInstance(peer_dir / "postfix-chroot")
+    pf = PostfixInstance(peer_dir / "postfix-chroot", root=root)
     pf.prepare()
     return pf
 
@@ -80,15 +89,30 @@ def postfix(
     peer_dir: Path,
     server: ServerProcess,
     chroot_postfix: PostfixInstance,
+    root: Root,
 ) -> Iterator[PostfixInstance]:
     if request.param == "unix":
-        pf = PostfixInstance(peer_dir / "postfix-unix", server.unix)
+        assert server.unix
+        pf = PostfixInstance(peer_dir / "postfix-unix", root.inside(server.unix), root=root)
     elif request.param == "inet":
-        pf = PostfixInstance(peer_dir / "postfix-inet", f"inet:127.0.0.1:{server.port}")
+        sasl_path = f"inet:127.0.0.1:{server.port}"
+        pf = PostfixInstance(peer_dir / "postfix-inet", sasl_path, root=root)
     else:
         pf = chroot_postfix
     with pf:
         yield pf
+
+
+#: The releases each platform's tests must run (a wrong root would pass unnoticed).
+RELEASES = {"Debian 12": ("3.7.", "4.96"), "Debian 13": ("3.10.", "4.98")}
+
+
+def test_the_release_under_test_runs(
+    root: Root, chroot_postfix: PostfixInstance, exim: EximHostCheck
+) -> None:
+    postfix_release, exim_release = RELEASES[root.release]
+    assert chroot_postfix.mail_version().startswith(postfix_release)
+    assert exim.version().startswith(exim_release)
 
 
 class TestPostfix:
@@ -158,9 +182,9 @@ class TestPostfix:
 
 
 @pytest.fixture(scope="module")
-def exim(peer_dir: Path, server: ServerProcess) -> EximHostCheck:
+def exim(peer_dir: Path, server: ServerProcess, root: Root) -> EximHostCheck:
     assert server.unix
-    return EximHostCheck(peer_dir / "exim", server.unix)
+    return EximHostCheck(peer_dir / "exim", root.inside(server.unix), root=root)
 
 
 class TestExim:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import os
 import signal
 import socket
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.chrootvenv import venv
 from tests.support.clitools import run
 from tests.support.net import wait_for
 from tests.support.peers import require_binary
+from tests.support.roots import HOST, trixie
 from tests.support.serverproc import AuthClient
 
 pytestmark = pytest.mark.peer
@@ -95,27 +98,34 @@ def test_units_parse_and_are_hardened() -> None:
     assert sock["Socket"]["SocketMode"] == "0660"
 
 
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    analyze = require_binary("systemd-analyze")
-    for name in ("saslnetauth.service", "saslnetauth.socket"):
-        text = (
-            (UNITS / name)
-            .read_text()
-            .replace("/usr/local/bin/saslnetauth", str(BIN / "saslnetauth"))
+@pytest.mark.parametrize("release", ["debian12", "debian13"])
+def test_systemd_analyze_verify(tmp_path: Path, release: str) -> None:
+    """The shipped units with systemd 252 (Debian 12, this machine) and 257 (Debian 13,
+    the chroot, where ExecStart is saslnetauth installed under Debian 13's Python)."""
+    with contextlib.ExitStack() as stack:
+        if release == "debian12":
+            root, units, program = HOST, tmp_path, str(BIN / "saslnetauth")
+        else:
+            root = trixie()
+            units = stack.enter_context(root.tmpdir("sna-units-"))
+            program = str(Path(venv(root, tmp_path / "venv.log").python).parent / "saslnetauth")
+        analyze = root.require_binary("systemd-analyze")
+        for name in ("saslnetauth.service", "saslnetauth.socket"):
+            text = (UNITS / name).read_text().replace("/usr/local/bin/saslnetauth", program)
+            (units / name).write_text(text)
+        where = root.inside(units)
+        res = subprocess.run(
+            root.cmd(
+                analyze,
+                "verify",
+                f"{where}/saslnetauth.service",
+                f"{where}/saslnetauth.socket",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-        (tmp_path / name).write_text(text)
-    res = subprocess.run(
-        [
-            analyze,
-            "verify",
-            str(tmp_path / "saslnetauth.service"),
-            str(tmp_path / "saslnetauth.socket"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    ours = [ln for ln in (res.stdout + res.stderr).splitlines() if str(tmp_path) in ln]
+    ours = [ln for ln in (res.stdout + res.stderr).splitlines() if where in ln]
     assert res.returncode == 0 and ours == [], res.stdout + res.stderr
 
 

@@ -17,13 +17,15 @@ Peer facts (Exim 4.96, verified here):
   fully expanded form, ``rip=0000:0000:0000:0000:0000:0000:0000:0001``
   (``::ffff:127.0.0.2`` becomes ``...:ffff:7f00:0002``), and ``lip=NULL``
   unless a local address is given (``-oMi``).
+
+``root`` picks the Exim: this machine's (Debian 12, 4.96) or the Debian 13
+chroot's (4.98, unpacked at ``/opt/exim`` in there; :mod:`tests.support.roots`).
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import pwd
 import re
 import subprocess
 from collections.abc import Sequence
@@ -31,8 +33,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from tests.support.net import PeerError, make_peer_dir, require_root
-from tests.support.peers import EXIM_DIR, missing, require_binary
 from tests.support.postfix import LOCAL_DOMAIN, OUTSIDE_DOMAIN, OUTSIDE_RECIPIENT
+from tests.support.roots import HOST, Root
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_AUTHENTICATORS = REPO / "dovecot-examples" / "exim" / "saslnetauth-authenticators.conf"
@@ -80,13 +82,12 @@ class EximSession(NamedTuple):
 class EximHostCheck:
     """Exim configured with the shipped authenticators pointing at ``socket_path``."""
 
-    def __init__(self, tmpdir: Path, socket_path: str | Path) -> None:
+    def __init__(self, tmpdir: Path, socket_path: str | Path, root: Root = HOST) -> None:
+        """``socket_path``: the auth socket as seen from ``root``."""
         require_root()
-        self.exim = require_binary("exim4", str(EXIM_DIR / "usr" / "sbin"))
-        try:
-            pwd.getpwnam(EXIM_USER)
-        except KeyError:
-            missing(f"system user {EXIM_USER} (useradd --system {EXIM_USER})")
+        self.system = root
+        self.exim = root.require_binary("exim4", root.exim_dir / "usr" / "sbin")
+        uid, gid = root.user_ids(EXIM_USER)
         self.root = make_peer_dir(Path(tmpdir))
         self.socket_path = Path(socket_path)
         self.spool_dir = self.root / "spool"
@@ -94,7 +95,7 @@ class EximHostCheck:
         self.config_file = self.root / "exim.conf"
         for d in (self.spool_dir, self.log_dir):
             d.mkdir(parents=True, exist_ok=True)
-            os.chown(d, pwd.getpwnam(EXIM_USER).pw_uid, pwd.getpwnam(EXIM_USER).pw_gid)
+            os.chown(d, uid, gid)
         self.config_file.write_text(self.config_text())
         self.config_file.chmod(0o644)
 
@@ -107,8 +108,8 @@ exim_group = {EXIM_USER}
 primary_hostname = mx.{LOCAL_DOMAIN}
 qualify_domain = {LOCAL_DOMAIN}
 domainlist local_domains = {LOCAL_DOMAIN}
-spool_directory = {self.spool_dir}
-log_file_path = {self.log_dir}/%slog
+spool_directory = {self.system.inside(self.spool_dir)}
+log_file_path = {self.system.inside(self.log_dir)}/%slog
 host_lookup =
 rfc1413_hosts =
 auth_advertise_hosts = *
@@ -126,11 +127,24 @@ begin authenticators
 
 {auths}"""
 
+    def version(self) -> str:
+        """The Exim release that runs (from ``exim4 -bV``: "Exim version 4.98.2 ...")."""
+        res = subprocess.run(
+            self.system.cmd(self.exim, "-C", self.system.inside(self.config_file), "-bV"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        m = re.search(r"Exim version (\S+)", res.stdout)
+        if not m:
+            raise PeerError(f"exim4 -bV printed no version:\n{res.stdout}{res.stderr}")
+        return m.group(1)
+
     def session(
         self, client_ip: str, commands: Sequence[str], local_ip: str | None = None
     ) -> EximSession:
         """Feed ``commands`` (one per line) to ``exim4 -bh client_ip``."""
-        cmd = [self.exim, "-C", str(self.config_file)]
+        cmd = self.system.cmd(self.exim, "-C", self.system.inside(self.config_file))
         if local_ip is not None:
             cmd += ["-oMi", local_ip]
         cmd += ["-bh", client_ip]

@@ -6,11 +6,16 @@ Postfix is a real Dovecot-protocol client (``smtpd_sasl_type = dovecot``,
 and the settings that make it a private, non-delivering test instance
 (docs/protocols.md section 4). Loopback clients are NOT in ``mynetworks``, so only
 SASL decides about relaying.
+
+``root`` picks the Postfix: this machine's (Debian 12, 3.7) or the Debian 13
+chroot's (3.10, :mod:`tests.support.roots`); the instance directory must then
+lie inside the chroot, and Postfix is given every path as seen from inside.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import smtplib
@@ -34,7 +39,8 @@ from tests.support.net import (
     wait_file_match,
     wait_port,
 )
-from tests.support.peers import missing, require_binary
+from tests.support.peers import missing
+from tests.support.roots import HOST, Root
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_MAIN_CF = REPO / "dovecot-examples" / "postfix" / "main.cf"
@@ -128,10 +134,12 @@ class PostfixInstance:
         main_cf: Mapping[str, str] | None = None,
         extra_master_cf: str = "",
         shipped_main_cf: Path = SHIPPED_MAIN_CF,
+        root: Root = HOST,
     ) -> None:
         require_root()
-        self.postfix = require_binary("postfix")
-        self.postconf_bin = require_binary("postconf")
+        self.system = root
+        self.postfix = root.require_binary("postfix")
+        self.postconf_bin = root.require_binary("postconf")
         self.root = make_peer_dir(Path(tmpdir))
         self.config_dir = self.root / "etc"
         self.queue_dir = self.root / "queue"
@@ -151,13 +159,14 @@ class PostfixInstance:
     # -- configuration -------------------------------------------------
     def overrides(self) -> dict[str, str]:
         """main.cf settings the harness sets on top of the shipped file."""
+        inside = self.system.inside
         settings = {
             "compatibility_level": "3.6",
-            "config_directory": str(self.config_dir),
-            "queue_directory": str(self.queue_dir),
-            "data_directory": str(self.data_dir),
-            "maillog_file": str(self.maillog_path),
-            "maillog_file_prefixes": str(self.root),
+            "config_directory": inside(self.config_dir),
+            "queue_directory": inside(self.queue_dir),
+            "data_directory": inside(self.data_dir),
+            "maillog_file": inside(self.maillog_path),
+            "maillog_file_prefixes": inside(self.root),
             "inet_interfaces": "127.0.0.1, [::1]" if self.ipv6 else "127.0.0.1",
             "inet_protocols": "all" if self.ipv6 else "ipv4",
             "myhostname": f"mx.{LOCAL_DOMAIN}",
@@ -199,11 +208,11 @@ class PostfixInstance:
         for d in (self.config_dir, self.queue_dir, self.data_dir):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o755)
-        shutil.chown(self.data_dir, "postfix")
+        os.chown(self.data_dir, *self.system.user_ids("postfix"))
         (self.config_dir / "main.cf").write_text(self.main_cf_text())
         (self.config_dir / "master.cf").write_text(self.master_cf_text())
         self.maillog_path.touch()
-        self.run(self.postfix, "-c", str(self.config_dir), "post-install", "create-missing")
+        self.run(self.postfix, "-c", self.conf, "post-install", "create-missing")
         self._prepared = True
         self._verify_rendering()
         if warnings := self.config_warnings():
@@ -221,7 +230,7 @@ class PostfixInstance:
     def config_warnings(self) -> str:
         """postconf's warnings about main.cf and master.cf (unknown or unused parameters...)."""
         res = subprocess.run(
-            [self.postconf_bin, "-c", str(self.config_dir), "-n"],
+            self.system.cmd(self.postconf_bin, "-c", self.conf, "-n"),
             capture_output=True,
             text=True,
             check=False,
@@ -233,7 +242,7 @@ class PostfixInstance:
 
     def postconf(self, *names: str) -> dict[str, str]:
         """main.cf values as written, ``$name`` not expanded (``postconf -c DIR NAME...``)."""
-        out = self.run(self.postconf_bin, "-c", str(self.config_dir), *names)
+        out = self.run(self.postconf_bin, "-c", self.conf, *names)
         values: dict[str, str] = {}
         for line in out.splitlines():
             name, _, value = line.partition("=")
@@ -258,14 +267,23 @@ class PostfixInstance:
             path = self.postconf("smtpd_sasl_path")["smtpd_sasl_path"]
         if path.startswith("inet:"):
             return None
-        return Path(path) if path.startswith("/") else self.queue_dir / path
+        return self.system.outside(path) if path.startswith("/") else self.queue_dir / path
+
+    def mail_version(self) -> str:
+        """The Postfix release that runs (``postconf -d -h mail_version``)."""
+        return self.run(self.postconf_bin, "-d", "-h", "mail_version").strip()
+
+    @property
+    def conf(self) -> str:
+        """The configuration directory as Postfix sees it (``postfix -c``)."""
+        return self.system.inside(self.config_dir)
 
     # -- life cycle ----------------------------------------------------
     def start(self) -> None:
         self.prepare()
-        self.run(self.postfix, "-c", str(self.config_dir), "check")
+        self.run(self.postfix, "-c", self.conf, "check")
         self._started = True
-        rc, output = run_daemon_command([self.postfix, "-c", str(self.config_dir), "start"])
+        rc, output = run_daemon_command(self.system.cmd(self.postfix, "-c", self.conf, "start"))
         if rc != 0:
             raise PeerError(f"postfix start exited {rc}:\n{output}\n{tail(self.maillog())}")
         self._master_pid = read_pid(self.queue_dir / "pid" / "master.pid")
@@ -279,7 +297,7 @@ class PostfixInstance:
             return  # never started, or stopped already: never touch a stale pid
         self._started = False
         pid = self._master_pid or read_pid(self.queue_dir / "pid" / "master.pid")
-        run_daemon_command([self.postfix, "-c", str(self.config_dir), "stop"])
+        run_daemon_command(self.system.cmd(self.postfix, "-c", self.conf, "stop"))
         if pid is not None:
             reap_session(pid)
         self._master_pid = None
@@ -301,8 +319,10 @@ class PostfixInstance:
         self.stop()
 
     def run(self, *cmd: str) -> str:
-        """Run a Postfix command; its stdout, or :class:`PeerError` with the maillog."""
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+        """Run a Postfix command (in the root); its stdout, or :class:`PeerError` with the maillog."""
+        res = subprocess.run(
+            self.system.cmd(*cmd), capture_output=True, text=True, check=False, timeout=60
+        )
         if res.returncode != 0:
             raise PeerError(
                 f"{' '.join(cmd)} exited {res.returncode}:\n{res.stdout}{res.stderr}\n"

@@ -190,7 +190,10 @@ def test_ten_thousand_vanishing_clients_leak_nothing(tmp_path: Path) -> None:
                 )
                 s.close()  # gone mid-request (one OK, one delayed FAIL, one waiting CONT)
 
-        vanish(5000)  # warm up: pools, caches and the allocator's high-water mark
+        # warm up: pools, caches and the allocator's high-water mark. Measured with 5,000
+        # clients per round: 3.11 levels off after the first round (~73 MB), 3.13 after
+        # the second (~93 MB), and both stay flat up to 40,000 clients.
+        vanish(10_000)
         time.sleep(1)
         base_fds, base_rss = _fds(pid), _rss_kib(pid)
         vanish(10_000)
