@@ -33,22 +33,27 @@ def _expire() -> None:
     time.sleep(CACHE * 2)
 
 
-@pytest.fixture
-def engine(store: SqlStore) -> Iterator[DecisionEngine]:
-    """bob (no networks of his own) and the global network 192.0.2.0/24 for smtp."""
+def _server_engine(store: SqlStore, network_sql: str, cache_seconds: float) -> DecisionEngine:
+    """bob (password PW) plus one network row, and a server's engine on them."""
     with store.engine.begin() as conn:
         conn.execute(
             sa.text("INSERT INTO users (name, password_hash) VALUES ('bob', :h)"),
             {"h": "{PLAIN}" + PW},
         )
-        conn.execute(
-            sa.text(
-                "INSERT INTO global_networks (network, services) VALUES ('192.0.2.0/24', 'smtp')"
-            )
-        )
-    cfg = Config(database_url=store.url, global_cache_seconds=CACHE)
+        conn.execute(sa.text(network_sql))
+    cfg = Config(database_url=store.url, global_cache_seconds=cache_seconds)
     cfg.report.record = False
-    eng = build_server_engine(cfg)
+    return build_server_engine(cfg)
+
+
+@pytest.fixture
+def engine(store: SqlStore) -> Iterator[DecisionEngine]:
+    """bob (no networks of his own) and the global network 192.0.2.0/24 for smtp."""
+    eng = _server_engine(
+        store,
+        "INSERT INTO global_networks (network, services) VALUES ('192.0.2.0/24', 'smtp')",
+        CACHE,
+    )
     yield eng
     eng.close()
 
@@ -73,30 +78,36 @@ def _warm(eng: DecisionEngine) -> None:
     assert _login(eng, "198.51.100.7") is Verdict.FAIL
 
 
-@pytest.mark.parametrize("via", ["cli", "sql"])
-def test_added_network_seen_by_first_login(
-    store: SqlStore, engine: DecisionEngine, via: str
-) -> None:
-    _warm(engine)
-    if via == "cli":
-        _cli(store, "net", "add", "198.51.100.0/24")
-    else:
-        _sql(store, "INSERT INTO global_networks (network) VALUES ('198.51.100.0/24')")
-    _expire()
-    assert _login(engine, "198.51.100.7") is Verdict.OK
+#: (CLI command, the same change in SQL, address, verdict of its first login after the change)
+CHANGES = {
+    "added": (
+        ("net", "add", "198.51.100.0/24"),
+        "INSERT INTO global_networks (network) VALUES ('198.51.100.0/24')",
+        "198.51.100.7",
+        Verdict.OK,
+    ),
+    "removed": (
+        ("net", "del", "192.0.2.0/24"),
+        "DELETE FROM global_networks WHERE network = '192.0.2.0/24'",
+        "192.0.2.7",
+        Verdict.FAIL,
+    ),
+}
 
 
 @pytest.mark.parametrize("via", ["cli", "sql"])
-def test_removed_network_refused_at_first_login(
-    store: SqlStore, engine: DecisionEngine, via: str
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_change_decides_the_first_login_after_cache_seconds(
+    store: SqlStore, engine: DecisionEngine, via: str, change: str
 ) -> None:
+    command, statement, rip, verdict = CHANGES[change]
     _warm(engine)
     if via == "cli":
-        _cli(store, "net", "del", "192.0.2.0/24")
+        _cli(store, *command)
     else:
-        _sql(store, "DELETE FROM global_networks WHERE network = '192.0.2.0/24'")
+        _sql(store, statement)
     _expire()
-    assert _login(engine, "192.0.2.7") is Verdict.FAIL
+    assert _login(engine, rip) is verdict
 
 
 def test_network_edited_in_place_seen_by_first_login(
@@ -150,20 +161,12 @@ def test_deleted_then_added_with_reused_id(store: SqlStore, engine: DecisionEngi
 
 def test_user_networks_are_read_at_every_login(store: SqlStore) -> None:
     """No cache for per-user networks: a change is seen at once, whatever global_cache_seconds."""
-    with store.engine.begin() as conn:
-        conn.execute(
-            sa.text("INSERT INTO users (name, password_hash) VALUES ('bob', :h)"),
-            {"h": "{PLAIN}" + PW},
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO user_networks (user_id, network) "
-                "SELECT id, '192.0.2.0/24' FROM users WHERE name = 'bob'"
-            )
-        )
-    cfg = Config(database_url=store.url, global_cache_seconds=3600)
-    cfg.report.record = False
-    eng = build_server_engine(cfg)
+    eng = _server_engine(
+        store,
+        "INSERT INTO user_networks (user_id, network) "
+        "SELECT id, '192.0.2.0/24' FROM users WHERE name = 'bob'",
+        3600,
+    )
     try:
         assert _login(eng, "192.0.2.7") is Verdict.OK
         _sql(store, "UPDATE user_networks SET network = '198.51.100.0/24'")
