@@ -91,24 +91,29 @@ class UserRuleCache:
     """Per-user network rules parsed once per distinct (network, services) text.
 
     Only the parsing is remembered, keyed by the row's content: the rows
-    themselves are read from the database at every login.
+    themselves are read from the database at every login. An invalid text is
+    remembered with its error too, so it is logged once, not at every login.
     """
 
     def __init__(self, limit: int = USER_RULE_CACHE) -> None:
         self.limit = limit
-        self._rules: dict[tuple[Any, Any], NetworkRule] = {}
+        self._rules: dict[tuple[Any, Any], NetworkRule | str] = {}
 
     def row(
         self, nid: int, net: Any, services: Any, user: str
     ) -> tuple[NetworkRecord, NetworkRule | None]:
-        rule = self._rules.get((net, services))
+        key = (net, services)
+        rule = self._rules.get(key)
         if rule is None:
-            record, rule = network_row("user_networks", nid, net, services, None, None, user)
-            if rule is not None:  # invalid rows are re-checked (and logged) each time
-                if len(self._rules) >= self.limit:
-                    self._rules.clear()
-                self._rules[(net, services)] = rule
-            return record, rule
+            rule = parse_rule("user_networks", nid, net, services, None, user)
+            if len(self._rules) >= self.limit:
+                self._rules.clear()
+            self._rules[key] = rule
+        if isinstance(rule, str):
+            record = NetworkRecord(
+                id=nid, network=str(net), services=None, comment=None, user=user, error=rule
+            )
+            return record, None
         record = NetworkRecord(
             id=nid, network=rule.spec, services=rule.services, comment=None, user=user
         )

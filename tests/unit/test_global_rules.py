@@ -258,3 +258,30 @@ def test_generation_check_failing_is_tempfail(store: SqlStore, engine: DecisionE
     finally:
         _sql(store, "ALTER TABLE rules_generation_away RENAME TO rules_generation")
     assert _login(engine, "192.0.2.7") is Verdict.OK
+
+
+def test_odd_user_network_row_is_skipped_and_logged_once(
+    store: SqlStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for a user's own network: skipped, logged once, the valid row still admits."""
+    eng = _server_engine(
+        store,
+        "INSERT INTO user_networks (user_id, network) "
+        "SELECT id, '10.0.0.0/²' FROM users WHERE name = 'bob'",
+        3600,
+    )
+    _sql(
+        store,
+        "INSERT INTO user_networks (user_id, network) "
+        "SELECT id, '192.0.2.0/24' FROM users WHERE name = 'bob'",
+    )
+    try:
+        with caplog.at_level(logging.ERROR, logger="saslnetauth"):
+            for _ in range(3):
+                assert _login(eng, "192.0.2.7") is Verdict.OK
+                assert _login(eng, "10.1.2.3") is Verdict.FAIL
+    finally:
+        eng.close()
+    skipped = [m for m in caplog.messages if "invalid network row skipped" in m]
+    assert len(skipped) == 1, skipped
+    assert "table=user_networks" in skipped[0] and "user=bob" in skipped[0]
