@@ -183,7 +183,8 @@ class Config:
     lowercase_usernames: bool = True
     #: SQLite busy timeout / pool wait, seconds.
     database_timeout: float = 5.0
-    #: Seconds a cached copy of the global networks is trusted before re-checking.
+    #: Seconds a cached copy of the global networks is used before the database
+    #: confirms it is current (inline, before the login is decided).
     global_cache_seconds: float = 1.0
     passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

@@ -36,6 +36,7 @@ __all__ = [
     "Network",
     "NetworkRule",
     "RuleSet",
+    "client_key",
     "format_services",
     "parse_address",
     "parse_network",
@@ -159,6 +160,20 @@ def parse_address(text: str | None) -> Address | None:
     return _parse_ip(text)
 
 
+def client_key(rip: str | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str | None:
+    """The network of ``prefix`` bits around a client address, as text
+    (``192.0.2.0/24``); ``None`` for an absent or unparsable address.
+
+    Used to group clients: the penalty box's buckets, the report's networks.
+    """
+    addr = parse_address(rip)
+    if addr is None:
+        return None
+    prefix = ipv4_prefix if addr.version == 4 else ipv6_prefix
+    shift = (32 if addr.version == 4 else 128) - prefix
+    return f"{_int_to_text(addr.version, (addr.value >> shift) << shift)}/{prefix}"
+
+
 def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
     """Parse one network rule text.
 
@@ -187,7 +202,9 @@ def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
     mapped = ":" in addr_text and addr.version == 4
     full = 32 if addr.version == 4 else 128
     if slash:
-        if not plen_text.isdigit() or len(plen_text) > 3:
+        # ASCII digits only: str.isdigit() also admits U+00B2 (int() refuses it) and
+        # U+0668 or U+FF18 (int() reads them as 8); none of them is a network text
+        if not (plen_text.isascii() and plen_text.isdigit()) or len(plen_text) > 3:
             raise InvalidNetworkError(f"invalid prefix length in {raw!r}")
         prefixlen = int(plen_text)
         if mapped:  # ::ffff:192.0.2.0/120 is 192.0.2.0/24

@@ -174,7 +174,6 @@ def build_server_engine(cfg: Config, *, check_schema: bool = True) -> DecisionEn
             "%s", kv("database unavailable at start", error=str(exc))
         )
         store = open_store(cfg, check_schema=False)
-    store.background_refresh = True
     engine = make_engine(cfg, store)
     engine.closers.append(store.close)
     if cfg.report.record:

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from saslnetauth.netrules import Address, parse_address
+from saslnetauth.netrules import client_key, parse_address
 
 __all__ = ["Penalty", "PenaltyBox", "client_bucket", "client_key"]
 
@@ -23,14 +23,6 @@ __all__ = ["Penalty", "PenaltyBox", "client_bucket", "client_key"]
 class Penalty:
     failures: int
     last: float
-
-
-def client_key(rip: str | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str | None:
-    """The penalty bucket of a client address; ``None`` for no/unparsable address."""
-    addr = parse_address(rip)
-    if addr is None:
-        return None
-    return _group(addr, ipv4_prefix if addr.version == 4 else ipv6_prefix)
 
 
 def client_bucket(
@@ -44,13 +36,6 @@ def client_bucket(
     if addr.version == 4:
         return 4, addr.value >> (32 - ipv4_prefix)
     return 6, addr.value >> (128 - ipv6_prefix)
-
-
-def _group(addr: Address, prefix: int) -> str:
-    bits = 32 if addr.version == 4 else 128
-    shift = bits - prefix
-    value = (addr.value >> shift) << shift
-    return f"{Address(addr.version, value)}/{prefix}"
 
 
 class PenaltyBox:

@@ -22,8 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
-from saslnetauth.netrules import parse_address
-from saslnetauth.serve.penalty import client_key
+from saslnetauth.netrules import client_key, parse_address
 from saslnetauth.store.schema import auth_events
 from saslnetauth.store.sql import SqlStore
 from saslnetauth.verdict import Decision, Reason

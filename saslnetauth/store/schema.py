@@ -15,6 +15,11 @@ Tables (see README "Database"):
 ``global_networks``
     ``network`` unique, ``services``, ``comment`` as above; applies to
     every user.
+``rules_generation``
+    one row (``id`` 1) whose ``generation`` is bumped by database triggers
+    on every INSERT, UPDATE and DELETE of ``global_networks`` (and TRUNCATE
+    on PostgreSQL), whoever writes; servers compare it to decide whether
+    their cached copy of the global networks is still current.
 ``auth_events``
     one row per verdict of the server (``ts``, ``user``, ``rip``,
     ``service``, ``verdict``, ``reason``, ``credentials_valid``), written
@@ -31,7 +36,7 @@ from sqlalchemy.dialects import mysql
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -107,4 +112,15 @@ auth_events = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("credentials_valid", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_auth_events_ts", "ts"),
+)
+
+#: The one row of :data:`rules_generation` (the triggers update only this id).
+GENERATION_ROW = 1
+
+#: A counter bumped by triggers (migration 0003) on every change of global_networks.
+rules_generation = sa.Table(
+    "rules_generation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
 )

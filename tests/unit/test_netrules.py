@@ -78,6 +78,15 @@ def test_host_bits_error_names_the_network(text: str, meant: str) -> None:
         "x" * 500,
         "192.0.2.0/24/8",
         "localhost",
+        # only ASCII digits in a prefix length (issue 11 item 3): U+00B2 passes isdigit()
+        # but int() refuses it; U+0668 (Arabic-Indic eight), U+FF18 (fullwidth) int() reads
+        "10.0.0.0/\u00b2",
+        "10.0.0.0/\u0668",
+        "10.0.0.0/\uff18",
+        "10.0.0.0/+8",
+        "10.0.0.0/ 8",
+        "\uff11\uff10.0.0.0/8",
+        "2001:db8::/\u00b3\u00b2",
     ],
 )
 def test_invalid_networks(text: str) -> None:
