@@ -255,3 +255,16 @@ def test_default_idle_timeout_is_not_zero() -> None:
     serve = Config().serve
     assert serve.idle_timeout >= 400, "Postfix keeps smtpd's connection across sessions"
     assert 0 < serve.handshake_timeout <= 10
+
+
+def test_idle_timeout_counts_from_the_last_reply(db: str, tmp_path: Path) -> None:
+    """The idle timer once started only when the server began waiting with no request
+    in flight: a connection whose last request was answered stayed open forever."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nidle_timeout = 1.0\n" + FAST)
+    with run_server(db, config=cfg) as srv:
+        c = srv.connect()
+        c.handshake()
+        assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+        assert c.closed(timeout=6), "idle after its reply: closed after idle_timeout"
+        srv.wait_log("connection closed: cuid=1 reason=idle")
