@@ -139,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         ]
         db = make_database(tmp, users)
         logins = make_logins(users)
-        with saslnetauth_server(tmp, db, failure_delay=0.0, serve={"penalty_max": 0}) as sna:
+        # every load connection comes from this one user: give it all of them
+        serve = {
+            "penalty_max": 0,
+            "max_connections": max(1000, args.connections + 16),
+            "max_connections_per_peer": max(1000, args.connections + 16),
+        }
+        with saslnetauth_server(tmp, db, failure_delay=0.0, serve=serve) as sna:
             pid = sna.pid
             print(f"server: {' '.join(sna.argv[1:])} (pid {pid})")
             print(

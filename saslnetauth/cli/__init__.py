@@ -42,8 +42,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
     envvar="SASLNETAUTH_CONFIG",
     show_envvar=True,
     type=click.Path(dir_okay=False),
-    help="TOML configuration file. Default: ./saslnetauth.toml, then "
-    "/etc/saslnetauth/saslnetauth.toml, if they exist.",
+    help="TOML configuration file. Default: /etc/saslnetauth/saslnetauth.toml if it "
+    "exists (never the current directory). Refused when writable by group or others.",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.version_option(__version__, prog_name="saslnetauth")

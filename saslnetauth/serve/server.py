@@ -503,6 +503,7 @@ class _Session:
         self.tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.draining = False  # the server is stopping
+        self.last_active = asyncio.get_running_loop().time()  # last byte in or out
 
     # -- I/O ------------------------------------------------------------------------
 
@@ -512,18 +513,24 @@ class _Session:
         loop = asyncio.get_running_loop()
         handshake_deadline = loop.time() + self.server.settings.handshake_timeout
         while not self.closed:
-            settings = self.server.settings
+            idle = self.server.settings.idle_timeout
             timeout: float | None = None
             if self.codec.version is None:
                 timeout = max(0.0, handshake_deadline - loop.time())
-            elif settings.idle_timeout > 0 and not self.exchanges and not self.running:
-                timeout = settings.idle_timeout
+            elif idle > 0 and (self.exchanges or self.running):
+                timeout = idle  # requests in flight: not idle, look again later
+            elif idle > 0:
+                timeout = max(0.05, self.last_active + idle - loop.time())  # since last I/O
             try:
                 if timeout is None:
                     data = await self.reader.read(READ_SIZE)
                 else:
                     data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
             except TimeoutError:
+                if self.codec.version is not None:
+                    busy = self.exchanges or self.running
+                    if busy or loop.time() - self.last_active < idle:
+                        continue
                 reason = "idle" if self.codec.version is not None else "handshake_timeout"
                 log.info("%s", kv("connection closed", cuid=self.cuid, reason=reason))
                 return
@@ -531,6 +538,7 @@ class _Session:
                 return
             if not data:
                 return
+            self.last_active = loop.time()
             try:
                 events = self.codec.receive_data(data)
             except ProtocolError as exc:
@@ -553,6 +561,7 @@ class _Session:
     def send(self, data: bytes) -> None:
         if not self.closed and not self.writer.is_closing():
             self.writer.write(data)
+            self.last_active = asyncio.get_running_loop().time()
 
     def drain(self) -> None:
         """The server stops: finish the requests in flight, take no new one, then close."""

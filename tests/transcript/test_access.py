@@ -255,3 +255,53 @@ def test_default_idle_timeout_is_not_zero() -> None:
     serve = Config().serve
     assert serve.idle_timeout >= 400, "Postfix keeps smtpd's connection across sessions"
     assert 0 < serve.handshake_timeout <= 10
+
+
+def test_idle_timeout_counts_from_the_last_reply(db: str, tmp_path: Path) -> None:
+    """The idle timer once started only when the server began waiting with no request
+    in flight: a connection whose last request was answered stayed open forever."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nidle_timeout = 1.0\n" + FAST)
+    with run_server(db, config=cfg) as srv:
+        c = srv.connect()
+        c.handshake()
+        assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+        assert c.closed(timeout=6), "idle after its reply: closed after idle_timeout"
+        srv.wait_log("connection closed: cuid=1 reason=idle")
+
+
+def test_reload_with_an_unknown_allowed_user_keeps_the_old_rules(db: str, tmp_path: Path) -> None:
+    import signal
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[serve]\nsocket_mode = "0666"\n' + FAST)
+    with run_server(db, config=cfg) as srv:
+        assert srv.unix is not None
+        cfg.write_text('[serve]\nsocket_mode = "0666"\nallowed_users = ["no-such-xyz"]\n' + FAST)
+        srv.signal(signal.SIGHUP)
+        srv.wait_log("reload failed, keeping the old configuration")
+        assert "no such user 'no-such-xyz'" in srv.log()
+        c = srv.connect()
+        c.handshake()
+        assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+        cfg.write_text('[serve]\nsocket_mode = "0666"\nallowed_users = ["nobody"]\n' + FAST)
+        srv.signal(signal.SIGHUP)
+        srv.wait_log("configuration reloaded")
+        proc = as_user(NOBODY, srv.unix)
+        assert results(proc, 1) == ["handshake"], "the new rules apply to new connections"
+        proc.wait(10)
+
+
+def test_server_log_never_shows_a_database_password(tmp_path: Path) -> None:
+    secret = "Srv-DbPassw0rd"
+    url = f"postgresql+psycopg://saslnetauth:{secret}@127.0.0.1:9/none"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'database_url = "{url}"\n' + FAST)
+    cfg.chmod(0o600)
+    with run_server(url, config=cfg) as srv:
+        c = srv.connect()
+        c.handshake()
+        assert c.login_plain("alice", PW).startswith("FAIL\t1\t")  # database down: temp
+        srv.wait_log("auth tempfail")
+        log = srv.log()
+    assert secret not in log, log
