@@ -99,7 +99,7 @@ def identify(sock: Any, peername: Any) -> Peer:
 def _resolve(names: Iterable[str], what: str, defaults: tuple[str, ...]) -> set[int]:
     ids: set[int] = set()
     for name in names:
-        if name.isdigit():
+        if name.isascii() and name.isdigit():
             ids.add(int(name))
             continue
         try:

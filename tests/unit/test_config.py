@@ -99,3 +99,14 @@ def test_delay_combinations_within_the_budget_load(tmp_path: Path) -> None:
     p.write_text("[serve]\nfailure_delay = 2\npenalty_max = 3\nuser_penalty = true\n")
     cfg = load_config(p)
     assert cfg.serve.failure_delay + 2 * cfg.serve.penalty_max <= 8
+
+
+@pytest.mark.parametrize("name", ["²", "١٠٠"])
+def test_allowed_users_numeric_ids_are_ascii_digits_only(name: str) -> None:
+    """A non-ASCII digit passes str.isdigit() but int() of it raises a plain
+    ValueError (the class of issue 11 item 3): it must be an unknown name."""
+    from saslnetauth.config import ServeConfig
+    from saslnetauth.serve.access import PeerPolicy
+
+    with pytest.raises(ConfigError, match="no such user"):
+        PeerPolicy.from_settings(ServeConfig(allowed_users=[name]))
