@@ -101,10 +101,11 @@ def test_delay_combinations_within_the_budget_load(tmp_path: Path) -> None:
     assert cfg.serve.failure_delay + 2 * cfg.serve.penalty_max <= 8
 
 
-@pytest.mark.parametrize("name", ["²", "١٠٠"])
+@pytest.mark.parametrize("name", ["\u00b2", "\u0661\u0660\u0660"])
 def test_allowed_users_numeric_ids_are_ascii_digits_only(name: str) -> None:
-    """A non-ASCII digit passes str.isdigit() but int() of it raises a plain
-    ValueError (the class of issue 11 item 3): it must be an unknown name."""
+    """Non-ASCII digits pass str.isdigit(); int() then raised a bare ValueError
+    (superscript two) or read another uid (Arabic-Indic 100): the class of issue 11
+    item 3. Such a name is an unknown user."""
     from saslnetauth.config import ServeConfig
     from saslnetauth.serve.access import PeerPolicy
 
