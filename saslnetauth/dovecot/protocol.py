@@ -211,7 +211,7 @@ class ServerCodec:
         if cmd == "CONT":
             return parse_cont(fields)
         if cmd == "CPID":
-            if len(fields) < 2 or not fields[1].isdigit():
+            if len(fields) < 2 or not _digits(fields[1]):
                 raise ProtocolError("malformed CPID")
             return ClientCpid(fields[1])
         if cmd == "VERSION":
@@ -220,7 +220,7 @@ class ServerCodec:
 
 
 def parse_version(fields: Sequence[str]) -> ClientVersion:
-    if len(fields) < 3 or not fields[1].isdigit() or not fields[2].isdigit():
+    if len(fields) < 3 or not _digits(fields[1]) or not _digits(fields[2]):
         raise ProtocolError("malformed VERSION")
     version = ClientVersion(int(fields[1][:9]), int(fields[2][:9]))
     if version.major != PROTOCOL_MAJOR:
@@ -230,8 +230,13 @@ def parse_version(fields: Sequence[str]) -> ClientVersion:
     return version
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() alone admits "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _parse_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 10 or not text.isascii():
+    if not _digits(text) or len(text) > 10:
         raise ProtocolError("malformed request id")
     value = int(text)
     if value > MAX_ID:

@@ -95,7 +95,7 @@ def parse_listen(text: str) -> ListenAddress:
             raise ConfigError(
                 f"invalid listen address {text!r}: use inet:HOST:PORT (IPv6: inet:[::1]:PORT)"
             )
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ConfigError(f"invalid port in listen address {text!r}")
     if not host:
         raise ConfigError(f"invalid listen address {text!r}: missing host")
@@ -105,7 +105,7 @@ def parse_listen(text: str) -> ListenAddress:
 def _resolve_uid(owner: str) -> int:
     if not owner:
         return -1
-    if owner.isdigit():
+    if owner.isascii() and owner.isdigit():
         return int(owner)
     try:
         return pwd.getpwnam(owner).pw_uid
@@ -116,7 +116,7 @@ def _resolve_uid(owner: str) -> int:
 def _resolve_gid(group: str) -> int:
     if not group:
         return -1
-    if group.isdigit():
+    if group.isascii() and group.isdigit():
         return int(group)
     try:
         return grp.getgrnam(group).gr_gid

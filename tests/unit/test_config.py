@@ -111,3 +111,11 @@ def test_allowed_users_numeric_ids_are_ascii_digits_only(name: str) -> None:
 
     with pytest.raises(ConfigError, match="no such user"):
         PeerPolicy.from_settings(ServeConfig(allowed_users=[name]))
+
+
+@pytest.mark.parametrize("text", ["inet:127.0.0.1:\u00b2", "inet:127.0.0.1:\u0661\u0662"])
+def test_listen_port_is_ascii_digits_only(text: str) -> None:
+    from saslnetauth.serve.listeners import parse_listen
+
+    with pytest.raises(ConfigError, match="invalid port"):
+        parse_listen(text)

@@ -119,6 +119,9 @@ def test_cont_unknown_and_split_reads() -> None:
         b"VERSION\t1\t2\nAUTH\t1\n",
         b"VERSION\t1\t2\nCONT\n",
         b"VERSION\t1\t2\nCPID\tabc\n",
+        "VERSION\t\u00b2\t2\n".encode(),  # isdigit() but not int(): ProtocolError, not ValueError
+        "VERSION\t1\t2\nCPID\t\u00b2\n".encode(),
+        "VERSION\t\u0661\t2\n".encode(),  # Arabic-Indic one is not the version 1
         b"VERSION\t1\t2\n" + b"A" * MAX_LINE + b"\n",
         b"VERSION\t1\t2\n" + b"A" * (MAX_LINE + 1),
     ],
