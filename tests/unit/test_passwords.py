@@ -129,10 +129,10 @@ def test_bcrypt_long_password_is_truncated_like_crypt(hasher: PasswordHasher) ->
 
 
 def test_overlong_and_nul_passwords_never_match(hasher: PasswordHasher) -> None:
-    from saslnetauth.credentials.passwords import _libcrypt
+    from saslnetauth.credentials.native import libcrypt
 
     def sha512(pw: bytes) -> str:
-        out = _libcrypt.crypt(pw, b"$6$0123456789abcdef$")
+        out = libcrypt.crypt(pw, b"$6$0123456789abcdef$")
         assert out is not None
         return "{SHA512-CRYPT}" + out.decode()
 
@@ -197,12 +197,12 @@ def test_argon2_uses_libsodium_like_dovecot() -> None:
 def test_libsodium_and_argon2_cffi_agree(params: dict[str, object]) -> None:
     from passlib.hash import argon2
 
-    from saslnetauth.credentials.passwords import _libsodium
+    from saslnetauth.credentials.native import libsodium
 
     value = argon2.using(**params).hash("agree pw")
     scheme = "{ARGON2ID}" if params["type"] == "ID" else "{ARGON2I}"
     h = PasswordHasher()
-    assert _libsodium.handles(value)
+    assert libsodium.handles(value)
     for pw, expected in ((b"agree pw", True), (b"agree pX", False), (b"", False)):
         assert h.verify(pw, scheme + value) is expected
         assert argon2.verify(pw, value) is expected
