@@ -100,6 +100,9 @@ class ServeConfig:
     #: Serve Prometheus metrics at http://ADDR/metrics: inet:HOST:PORT or unix:/path
     #: ("" = off). Keep it on loopback or a management network.
     metrics_listen: str = ""
+    #: Answer Dovecot 2.4's Lua userdb (does this enabled user exist?) with the
+    #: auth-master USER lookup on this socket: unix:/path ("" = off). Mode 0600.
+    userdb_listen: str = ""
 
 
 @dataclass
@@ -276,6 +279,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.request_timeout: 0.1 to 9.5 seconds (Postfix waits 10)")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
+    if s.userdb_listen and not s.userdb_listen.startswith("unix:"):
+        raise ConfigError("serve.userdb_listen: a UNIX socket, unix:/path (answers user lookups)")
     try:
         mode = int(s.socket_mode, 8)
     except ValueError:

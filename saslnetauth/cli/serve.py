@@ -93,13 +93,22 @@ def serve(
     if cfg.serve.metrics_listen:
         metrics_sock = listeners.bind(listeners.parse_listen(cfg.serve.metrics_listen), mode="0600")
 
+    userdb_sock = None
+    if cfg.serve.userdb_listen:
+        userdb_sock = listeners.bind(
+            listeners.parse_listen(cfg.serve.userdb_listen),
+            mode="0600",
+            owner=cfg.serve.socket_owner,
+            group=cfg.serve.socket_group,
+        )
+
     def reload() -> tuple[Config, Settings]:
         new = overrides(load_config(app.config_path, app.database))
         _check_database(new)
         setup_logging(new)
         return new, new.serve
 
-    asyncio.run(_run(cfg, sockets, reload, metrics_sock))
+    asyncio.run(_run(cfg, sockets, reload, metrics_sock, userdb_sock))
 
 
 def _check_database(cfg: Config) -> None:
@@ -121,6 +130,7 @@ async def _run(
     sockets: list[socket.socket],
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
+    userdb_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.serve.server import AuthServer
     from saslnetauth.serve.workers import make_decider
@@ -131,5 +141,17 @@ async def _run(
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
+    if userdb_sock is not None:
+        from saslnetauth.runtime import open_store
+        from saslnetauth.serve.userdb import UserdbServer
+
+        store = open_store(cfg, check_schema=False)
+        userdb = UserdbServer(store.get_user, pam_any_user=cfg.pam.enabled and cfg.pam.any_user)
+        await userdb.start(userdb_sock)
     server.install_signal_handlers()
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        if userdb_sock is not None:
+            await userdb.close()
+            store.close()
