@@ -16,7 +16,8 @@ from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
 
 if TYPE_CHECKING:
-    from saslnetauth.serve.server import Settings
+    from saslnetauth.serve.server import AuthServer, Settings
+    from saslnetauth.store import SqlStore
 
 log = logging.getLogger("saslnetauth.serve.server")
 
@@ -102,13 +103,22 @@ def serve(
             group=cfg.serve.socket_group,
         )
 
+    policy_sock = None
+    if cfg.policy.listen:
+        policy_sock = listeners.bind(
+            listeners.parse_listen(cfg.policy.listen),
+            mode="0600",
+            owner=cfg.serve.socket_owner,
+            group=cfg.serve.socket_group,
+        )
+
     def reload() -> tuple[Config, Settings]:
         new = overrides(load_config(app.config_path, app.database))
         _check_database(new)
         setup_logging(new)
         return new, new.serve
 
-    asyncio.run(_run(cfg, sockets, reload, metrics_sock, userdb_sock))
+    asyncio.run(_run(cfg, sockets, reload, metrics_sock, userdb_sock, policy_sock))
 
 
 def _check_database(cfg: Config) -> None:
@@ -131,6 +141,7 @@ async def _run(
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
     userdb_sock: socket.socket | None = None,
+    policy_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.serve.server import AuthServer
     from saslnetauth.serve.workers import make_decider
@@ -141,17 +152,56 @@ async def _run(
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
-    if userdb_sock is not None:
+    closers: list[Callable[[], object]] = []
+    if userdb_sock is not None or policy_sock is not None:
         from saslnetauth.runtime import open_store
-        from saslnetauth.serve.userdb import UserdbServer
 
         store = open_store(cfg, check_schema=False)
+        closers.append(store.close)
+    if userdb_sock is not None:
+        from saslnetauth.serve.userdb import UserdbServer
+
         userdb = UserdbServer(store.get_user, pam_any_user=cfg.pam.enabled and cfg.pam.any_user)
         await userdb.start(userdb_sock)
+        closers.insert(0, userdb.close)
+    if policy_sock is not None:
+        closers[:0] = await _start_policy(cfg, server, store, policy_sock)
     server.install_signal_handlers()
     try:
         await server.serve()
     finally:
-        if userdb_sock is not None:
-            await userdb.close()
-            store.close()
+        for close in closers:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def _start_policy(
+    cfg: Config, server: AuthServer, store: SqlStore, sock: socket.socket
+) -> list[Callable[[], object]]:
+    """Dovecot's auth policy requests on ``sock`` (README, "Dovecot 2.4")."""
+    from saslnetauth.serve.http import HttpServer
+    from saslnetauth.serve.policy import PolicyService
+
+    closers: list[Callable[[], object]] = []
+    record = None
+    if cfg.report.record:
+        from saslnetauth.store.events import EventRecorder
+
+        recorder = EventRecorder(
+            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
+        )
+        record = recorder.record
+        closers.append(recorder.close)
+    p = cfg.policy
+    service = PolicyService(server, p, store.get_user, store.global_rules, record=record)
+    http = HttpServer(
+        service.handle,
+        name="policy",
+        allow_from=p.allow_from,
+        max_body=p.max_body,
+        request_timeout=p.request_timeout,
+        idle_timeout=p.idle_timeout,
+    )
+    await http.start(sock)
+    return [http.close, service.close, *closers]

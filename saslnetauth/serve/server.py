@@ -55,8 +55,9 @@ from saslnetauth.dovecot.sasl import (
 from saslnetauth.errors import ProtocolError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.alerts import AlertRunner
+from saslnetauth.serve.http import ANYWHERE, HttpServer, Request, Response
 from saslnetauth.serve.listeners import BACKLOG, describe, sd_notify
-from saslnetauth.serve.metrics import Metrics
+from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.workers import Decider
 from saslnetauth.verdict import Decision, Reason, Verdict
@@ -121,6 +122,7 @@ class AuthServer:
             "stolen_credentials": 0,
         }
         self.metrics = Metrics()
+        self._metrics_http: HttpServer | None = None
         self._configure(settings)
 
     def _configure(self, settings: Settings) -> None:
@@ -149,13 +151,9 @@ class AuthServer:
             log.info("%s", kv("listening", on=describe(sock)))
 
     async def start_metrics(self, sock: socket.socket) -> None:
-        """Serve GET /metrics (Prometheus text format) on ``sock``."""
-        if sock.family == socket.AF_UNIX:
-            srv = await asyncio.start_unix_server(self._on_metrics, sock=sock)
-        else:
-            srv = await asyncio.start_server(self._on_metrics, sock=sock)
-        self._servers.append(srv)
-        log.info("%s", kv("metrics", on=describe(sock)))
+        """Serve GET /metrics (Prometheus text format) on ``sock`` (:mod:`.http`)."""
+        self._metrics_http = HttpServer(self._on_metrics, name="metrics", allow_from=ANYWHERE)
+        await self._metrics_http.start(sock)
 
     def render_metrics(self) -> str:
         m = self.metrics
@@ -186,25 +184,10 @@ class AuthServer:
             m.set_gauge(name, text, value)
         return m.render()
 
-    async def _on_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            writer.close()
-            return
-        line = request.split(b"\r\n", 1)[0].split()
-        if len(line) >= 2 and line[0] == b"GET" and line[1] in (b"/metrics", b"/"):
-            body = self.render_metrics().encode()
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-        else:
-            body = b"not found\n"
-            head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
-        writer.write(
-            head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
-        )
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.drain()
-        writer.close()
+    async def _on_metrics(self, request: Request) -> Response:
+        if request.method == "GET" and request.path in ("/metrics", "/"):
+            return Response(200, self.render_metrics().encode(), content_type=CONTENT_TYPE)
+        return Response(404, b"not found\n", content_type="text/plain")
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -235,6 +218,8 @@ class AuthServer:
         await self.shutdown()
 
     async def shutdown(self, drain_timeout: float = DRAIN_TIMEOUT) -> None:
+        if self._metrics_http is not None:
+            self._metrics_http.close()
         for srv in self._servers:
             srv.close()
         for srv in self._servers:
