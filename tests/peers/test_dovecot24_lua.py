@@ -18,7 +18,8 @@ import pytest
 
 from tests.support.clitools import run
 from tests.support.dovecot import Dovecot24Instance
-from tests.support.net import require_source_addresses
+from tests.support.net import peer_tmpdir, require_source_addresses
+from tests.support.postfix import PostfixInstance
 from tests.support.serverproc import ServerProcess, run_server
 
 pytestmark = pytest.mark.peer
@@ -55,7 +56,7 @@ class Bridge:
         )
         script = root / "saslnetauth.lua"
         shutil.copy(EXAMPLES / "saslnetauth.lua", script)
-        self.dovecot = Dovecot24Instance(root / "dovecot", protocols=("imap",))
+        self.dovecot = Dovecot24Instance(root / "dovecot", protocols=("imap",), auth_inet=True)
         d = self.dovecot
         settings = {
             "socket": d.inside(self.sna / "auth-client"),
@@ -123,6 +124,19 @@ def test_imap_login_through_imap_login(bridge: Bridge) -> None:
     assert bridge.dovecot.imap_login("127.0.0.2", "alice", "wrong") is False
     log = bridge.server.log()
     assert "service=imap" in log
+
+
+def test_postfix_through_dovecot24(bridge: Bridge) -> None:
+    """Postfix (smtpd_sasl_type = dovecot) on Dovecot 2.4's auth socket, Lua bridge behind."""
+    require_source_addresses("127.0.0.2", "127.0.0.3")
+    assert bridge.dovecot.auth_inet is not None
+    with peer_tmpdir("sna-pf24-") as tmp, PostfixInstance(tmp, bridge.dovecot.auth_inet) as pf:
+        assert pf.login("127.0.0.2", "alice", PW)[0] == 235
+        denied = pf.login("127.0.0.3", "alice", PW)
+        wrong = pf.login("127.0.0.2", "alice", "wrong")
+        assert denied[0] == wrong[0] == 535
+        assert denied[1] == wrong[1]  # the same text: the network denial is not visible
+        assert bridge.server.log().count("service=smtp") >= 3
 
 
 def test_userdb_lookup(bridge: Bridge) -> None:
