@@ -212,7 +212,10 @@ class HttpServer:
         except h11.LocalProtocolError:
             return
         writer.write(data or b"")
-        await writer.drain()
+        try:  # a client that does not read its answers is not waited for forever
+            await asyncio.wait_for(writer.drain(), self.request_timeout)
+        except TimeoutError:
+            writer.close()
 
 
 def _content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:

@@ -43,6 +43,8 @@ class Metrics:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.gauges: dict[str, tuple[str, float]] = {}
+        #: Policy endpoint requests by (command, status): a closed set of labels.
+        self.policy: Counter[tuple[str, str]] = Counter()
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
 
@@ -63,6 +65,9 @@ class Metrics:
             self.auth[key] += 1
         else:
             self.auth[(verdict, reason, "other")] += 1
+
+    def count_policy(self, command: str, status: str) -> None:
+        self.policy[(command, status)] += 1
 
     def set_gauge(self, name: str, help_text: str, value: float) -> None:
         self.gauges[name] = (help_text, value)
@@ -88,6 +93,16 @@ class Metrics:
             buckets=buckets,
             sum_value=self.latency_sum,
         )
+        if self.policy:
+            policy = CounterMetricFamily(
+                "saslnetauth_policy_requests",
+                "Dovecot auth policy requests by command and answer (-1 refuse, 0 allow, "
+                "1 tarpit).",
+                labels=("command", "status"),
+            )
+            for (command, status), n in sorted(self.policy.items()):
+                policy.add_metric((command, status), n)
+            yield policy
         for name, (help_text, value) in sorted(self.gauges.items()):
             if name.endswith("_total"):
                 counter = CounterMetricFamily(name.removesuffix("_total"), help_text)

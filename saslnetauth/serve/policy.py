@@ -138,7 +138,6 @@ class PolicyService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         name, _, value = settings.api_header.partition(":")
         self._api = (name.strip().lower(), value.strip().encode()) if name.strip() else None
-        self.requests: dict[tuple[str, str], int] = {}
         #: why allow refused (user, remote), for the report that follows; bounded
         self._last_reason: dict[tuple[str, str], Reason] = {}
 
@@ -173,8 +172,7 @@ class PolicyService:
         return _json({"status": status})
 
     def _count(self, command: str, status: str) -> None:
-        key = (command, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        self.server.metrics.count_policy(command, status)
 
     # -- allow -----------------------------------------------------------------------
 

@@ -42,6 +42,12 @@ def test_render_and_bounded_series() -> None:
     assert 'service="we\\"ird"' in text  # escaped on the wire
     assert got[plain("saslnetauth_verify_seconds_bucket", le="0.005")] == 1
     assert got[plain("saslnetauth_verify_seconds_bucket", le="+Inf")] == 2
+    m.count_policy("allow", "-1")
+    m.count("fail", "network", "imap")  # a policy report: counted, not timed
+    got = samples(m.render())
+    assert got[plain("saslnetauth_policy_requests_total", command="allow", status="-1")] == 1
+    assert got[auth("fail", "network", "imap")] == 1
+    assert got[plain("saslnetauth_verify_seconds_count")] == 2
     for i in range(MAX_SERIES * 2):
         m.observe("fail", "network", f"svc{i}", 0.001)
     assert len(m.auth) <= MAX_SERIES + 1
