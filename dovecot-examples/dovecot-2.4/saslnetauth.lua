@@ -22,6 +22,10 @@
 -- abandoned after 60 s, clients give up after about 30 s) and above
 -- saslnetauth's failure_delay + penalty_max (at most 8 s).
 --
+-- No auth_passdb_get_cache_key on purpose: Dovecot then caches none of these
+-- answers. A cache key without the client address would let a cached success
+-- from an allowed network admit the same password from any address.
+--
 -- Settings (lua_settings { ... }): socket, userdb_socket, timeout, uid, gid,
 -- home (%u is replaced by the user name). See README.md, "Dovecot 2.4".
 

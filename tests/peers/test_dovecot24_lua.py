@@ -180,3 +180,30 @@ def test_server_stopped_tempfails_then_reconnects() -> None:
                 assert res.ok, res.output
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("cache_key", [None, "%{user}"])
+def test_auth_cache(cache_key: str | None) -> None:
+    """The auth-cache trap, measured. The shipped script defines no
+    auth_passdb_get_cache_key, and Dovecot 2.4.1 then never caches its answers: even
+    with auth_cache_size set, every login runs the script (and the address check).
+    A script given a cache key without the address is answered from the cache: a
+    password accepted from an allowed network is then accepted from a denied one.
+    The shipped snippet also keeps auth_cache_size = 0, so neither can happen."""
+    root = Dovecot24Instance.tmpdir("sna-lua-")
+    try:
+        b = Bridge(root)
+        assert "auth_cache_size = 0" in b.dovecot.passdb
+        b.dovecot.extra_config = "auth_cache_size = 10M\nauth_cache_ttl = 1h\n"
+        if cache_key is not None:
+            with (root / "saslnetauth.lua").open("a") as f:
+                f.write(f'\nfunction auth_passdb_get_cache_key() return "{cache_key}" end\n')
+        with b.dovecot, run_server(b.db, config=b.config, workdir=b.sna):
+            d = b.dovecot
+            assert not d.auth_test("alice", PW, "127.0.0.3", service="imap").ok
+            assert d.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+            # the same password from the denied address again
+            cached = d.auth_test("alice", PW, "127.0.0.3", service="imap").ok
+            assert cached is (cache_key is not None)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
