@@ -55,11 +55,17 @@ def serve(
                       smtpd_sasl_path = private/saslnetauth   (or inet:127.0.0.1:PORT)
     Exim:             driver = dovecot, server_socket = /run/saslnetauth/auth-client
 
+    \b
+    Dovecot 2.4:      passdb lua asking this socket (dovecot-examples/dovecot-2.4/),
+                      with [serve] userdb_listen for its userdb lookups
+    Dovecot 2.3/2.4:  auth policy server: [policy] listen = "inet:127.0.0.1:4001"
+
     Offers PLAIN and LOGIN. A login succeeds only with the right password
     AND from an allowed network; every failure gets the same reply after
     --failure-delay. Logs one line per decision to standard error.
     SIGTERM stops (after answering requests in flight); SIGHUP reloads the
-    configuration file (listen addresses need a restart).
+    configuration file (listen addresses, userdb_listen and [policy] need a
+    restart).
     """
     from saslnetauth.runtime import setup_logging
     from saslnetauth.serve import listeners

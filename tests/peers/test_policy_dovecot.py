@@ -131,3 +131,38 @@ def test_zz_server_stopped_refuses(setup: Setup) -> None:
     setup.server.stop()
     res = setup.dovecot.auth_test("alice", PW, "127.0.0.2", service="imap")
     assert not res.ok, res.output
+
+
+@pytest.mark.parametrize("version", ["2.3", "2.4"])
+def test_api_header(version: str) -> None:
+    """Dovecot sends the shipped (uncommented) auth_policy_server_api_header; a server
+    expecting another value refuses every request, and Dovecot then refuses the login."""
+    with peer_tmpdir("sna-polh-") as tmp:
+        root = Dovecot24Instance.tmpdir("sna-polh-") if version == "2.4" else tmp
+        try:
+            db = f"sqlite:///{tmp}/users.db"
+            assert run("init", db=db).code == 0
+            add = ["user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2"]
+            assert run(*add, db=db).code == 0
+            port = free_port()
+            snippet = SNIPPETS[version].read_text()
+            snippet = snippet.replace("http://127.0.0.1:4001/", f"http://127.0.0.1:{port}/")
+            old = "#auth_policy_server_api_header = X-API-Key: CHANGE-ME"
+            assert old in snippet
+            snippet = snippet.replace(old, "auth_policy_server_api_header = X-API-Key: s3cret")
+            kind = Dovecot24Instance if version == "2.4" else DovecotInstance
+            dc = kind(root / "dovecot", passwd=[passwd_line("alice", PW)], extra_config=snippet)
+            with dc:
+                for value, ok in (("s3cret", True), ("other", False)):
+                    config = tmp / f"serve-{value}.toml"
+                    config.write_text(
+                        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n'
+                        f'api_header = "X-API-Key: {value}"\n'
+                    )
+                    with run_server(db, config=config) as srv:
+                        srv.wait_log("policy listening")
+                        res = dc.auth_test("alice", PW, "127.0.0.2", service="imap")
+                        assert res.ok is ok, res.output
+        finally:
+            if root != tmp:
+                shutil.rmtree(root, ignore_errors=True)
