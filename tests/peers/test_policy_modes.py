@@ -11,6 +11,8 @@ networks, once with her right password and once with a wrong one:
   password gets the policy refusal (IMAP ``NO [ALERT] <msg>``), a wrong one
   Dovecot's own failure: the client learns the password was right. In
   exchange saslnetauth knows it too, and raises the stolen-password alert.
+  POP3 (Dovecot 2.4; the host's 2.3 has no pop3) prints the default msg
+  exactly as Dovecot prints a wrong password, in both modes.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def _peers(version: str, mode: str, tmp: Path, root: Path) -> Iterator[Peers]:
     p.dovecot = kind(
         root / "dovecot",
         passwd=[passwd_line("alice", PW)],
-        protocols=("imap",),
+        # POP3 where Dovecot's pop3 is installed (the chroot; not the host's 2.3)
+        protocols=("imap", "pop3") if version == "2.4" else ("imap",),
         auth_inet=True,
         extra_config=snippet,
     )
@@ -116,6 +119,12 @@ def test_what_clients_see(peers: Peers, request: pytest.FixtureRequest) -> None:
     smtp_right, smtp_wrong = pf.login(OUTSIDE, "alice", PW), pf.login(OUTSIDE, "alice", "wrong")
     assert "OK" not in (imap_right, imap_wrong)
     assert smtp_right[0] == smtp_wrong[0] == 535
+    pop3 = ("", "")
+    if d.pop3_port:
+        assert d.pop3_login("127.0.0.2", "alice", PW).startswith("+OK")
+        pop3 = (d.pop3_login(OUTSIDE, "alice", PW), d.pop3_login(OUTSIDE, "alice", "wrong"))
+        # POP3 shows the msg as Dovecot shows a wrong password, in both modes
+        assert pop3[0] == pop3[1] == "-ERR [AUTH] Authentication failed.", pop3
     print(
         f"\n{version} {mode}: IMAP {imap_right!r} / {imap_wrong!r}; SMTP {smtp_right} / {smtp_wrong}"
     )

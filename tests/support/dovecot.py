@@ -199,7 +199,7 @@ class DovecotInstance:
     by the default passwd-file passdb and userdb; pass ``passdb``/``userdb``
     block text to use something else (e.g. :func:`checkpassword_passdb`).
     ``protocols``: ``()`` for an auth-only Dovecot, ``("imap",)`` to also serve
-    IMAP on :attr:`imap_port` (127.0.0.1 and ::1). ``auth_inet=True`` adds an
+    IMAP on :attr:`imap_port` (127.0.0.1 and ::1), ``("pop3",)`` POP3 on :attr:`pop3_port`. ``auth_inet=True`` adds an
     auth-client TCP listener on 127.0.0.1 (:attr:`auth_inet`).
     ``auth_sockets``: extra absolute auth-client UNIX socket paths.
     ``auth_failure_delay`` defaults to 0 and the auth penalty is switched off
@@ -238,6 +238,7 @@ class DovecotInstance:
         self.protocols = tuple(protocols)
         self.ipv6 = ipv6_loopback_usable()
         self.imap_port = free_port() if "imap" in self.protocols else None
+        self.pop3_port = free_port() if "pop3" in self.protocols else None
         self.auth_inet_port = free_port() if auth_inet else None
         self.auth_sockets = [Path(p) for p in auth_sockets]
         self.auth_debug = auth_debug
@@ -245,6 +246,16 @@ class DovecotInstance:
         self.extra_config = extra_config
         self._started = False
         self._master_pid: int | None = None
+
+    def _pop3_service(self, address_key: str, listen: str) -> str:
+        if not self.pop3_port:
+            return ""
+        return (
+            "service pop3-login {\n"
+            f"  inet_listener pop3 {{\n    {address_key} = {listen}\n"
+            f"    port = {self.pop3_port}\n  }}\n"
+            "  inet_listener pop3s {\n    port = 0\n  }\n}\n"
+        )
 
     def _find_programs(self) -> None:
         self.dovecot_cmd = [require_binary("dovecot")]
@@ -287,6 +298,7 @@ class DovecotInstance:
                 f"    port = {self.imap_port}\n  }}\n"
                 "  inet_listener imaps {\n    port = 0\n  }\n}\n"
             )
+        imap += self._pop3_service("address", listen)
         return f"""\
 # private Dovecot instance (tests/support/dovecot.py)
 base_dir = {self.base_dir}
@@ -340,6 +352,8 @@ service anvil {{
             wait_unix(self.inside(path))
         if self.auth_inet_port:
             wait_port("127.0.0.1", self.auth_inet_port)
+        if self.pop3_port:
+            wait_port("127.0.0.1", self.pop3_port)
         if self.imap_port:
             wait_port("127.0.0.1", self.imap_port)
             if self.ipv6:
@@ -409,6 +423,26 @@ service anvil {{
         )
         found = {0: True, 67: False}.get(res.returncode)
         return found, res.stdout + res.stderr
+
+    def pop3_login(self, source_ip: str, user: str, password: str) -> str:
+        """USER/PASS from ``source_ip``: the server's answer to PASS (``+OK ...``/``-ERR ...``)."""
+        if self.pop3_port is None:
+            raise PeerError("this Dovecot instance does not serve POP3 (protocols=('pop3',))")
+        host = loopback_for(source_ip)
+        with socket.create_connection(
+            (host, self.pop3_port), timeout=30, source_address=(source_ip, 0)
+        ) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            f.write(f"USER {user}\r\n".encode())
+            f.flush()
+            f.readline()
+            f.write(f"PASS {password}\r\n".encode())
+            f.flush()
+            answer = f.readline().decode(errors="replace").strip()
+            f.write(b"QUIT\r\n")
+            f.flush()
+        return answer
 
     def imap_login(self, source_ip: str, user: str, password: str) -> bool:
         if self.imap_port is None:
@@ -515,6 +549,7 @@ class Dovecot24Instance(DovecotInstance):
                 f"    port = {self.imap_port}\n  }}\n"
                 "  inet_listener imaps {\n    port = 0\n  }\n}\n"
             )
+        imap += self._pop3_service("listen", listen)
         return f"""\
 # private Dovecot 2.4 instance (tests/support/dovecot.py)
 dovecot_config_version = 2.4.1
