@@ -227,3 +227,35 @@ def test_non_loopback_peer_refused(tmp_path: Path) -> None:
             s.sendall(data)
             assert b'{"status": -1' in s.recv(200)  # answered (no login: refused)
         srv.wait_log("policy connection refused")
+
+
+def test_reports_reach_the_record(tmp_path: Path) -> None:
+    """Dovecot's reports land in the verdict record behind `saslnetauth report`; in
+    after_auth mode a refusal counts as a correct password from a forbidden network."""
+    db = f"sqlite:///{tmp_path}/p.db"
+    assert run("init", db=db).code == 0
+    assert run("user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2", db=db).code == 0
+    port = free_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nmode = "after_auth"\n')
+    with run_server(db, config=cfg) as srv:
+        srv.wait_log("policy listening")
+        ep = Endpoint(srv, port, db)
+        c = ep.conn()
+        assert ep.ask(c, "allow", body("alice", "192.0.2.50"), key=None)[1]["status"] == -1
+        refused = body("alice", "192.0.2.50", success=False, policy_reject=True, fail_type="policy")
+        ep.ask(c, "report", refused, key=None)
+        ep.ask(c, "report", body("alice", "127.0.0.2", success=True), key=None)
+        wrong = body("alice", "127.0.0.2", success=False, fail_type="credentials")
+        ep.ask(c, "report", wrong, key=None)
+        c.close()
+        srv.wait_log("credentials_valid=yes")
+    res = run("report", "--json", db=db)
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    assert report["verdicts"] == {"ok": 1, "fail": 2}
+    assert report["failures_by_reason"] == {"network": 1, "bad_password": 1}
+    stolen = report["stolen_credentials"]
+    assert [(s["user"], s["address"], s["services"]) for s in stolen] == [
+        ("alice", "192.0.2.50", ["imap"])
+    ]
