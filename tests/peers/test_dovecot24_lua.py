@@ -10,6 +10,7 @@ and userdb lookups with doveadm user.
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,8 +171,14 @@ def test_server_stopped_tempfails_then_reconnects() -> None:
     try:
         b = Bridge(root)
         with b.dovecot:
-            with run_server(b.db, config=b.config, workdir=b.sna):
-                assert b.dovecot.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+            with run_server(b.db, config=b.config, workdir=b.sna) as srv:
+                for _ in range(5):
+                    assert b.dovecot.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+                srv.stop()
+                # the auth-worker kept its connection: fewer connections than logins
+                stopped = re.search(r"stopped: connections=(\d+) ok=(\d+)", srv.log())
+                assert stopped is not None, srv.log()
+                assert int(stopped.group(2)) == 5 and int(stopped.group(1)) < 5
             res = b.dovecot.auth_test("alice", PW, "127.0.0.2", service="imap")
             assert res.tempfail, res.output
             assert "saslnetauth" in b.dovecot.log()
