@@ -89,7 +89,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     cfg = Path(tmp) / "c.toml"
     cfg.write_text(
         f'[policy]\nlisten = "inet:127.0.0.1:{port}"\napi_header = "{KEY}: {SECRET}"\n'
-        "max_body = 1024\n[serve]\npenalty_free_failures = 1\n"
+        "max_body = 1024\nrequest_timeout = 1.0\nidle_timeout = 2.0\n"
+        "[serve]\npenalty_free_failures = 1\n"
     )
     with run_server(db, config=cfg) as srv:
         srv.wait_log("policy listening")
@@ -166,6 +167,14 @@ def test_limits(endpoint: Endpoint) -> None:
     assert reply.startswith(b"HTTP/1.1 400 ")
     reply = raw_exchange(endpoint.port, f"{head}Content-Length: 9\r\n\r\n[1, 2, 3]".encode())
     assert reply.startswith(b"HTTP/1.1 400 ") and b'"status": -1' in reply
+
+
+def test_slow_and_idle_clients_are_cut_off(endpoint: Endpoint) -> None:
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=15) as s:
+        s.sendall(b"POST /?command=allow HTTP/1.1\r\nHost: x\r\n")  # never finished
+        assert s.recv(100).startswith(b"HTTP/1.1 408 ")
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=15) as s:
+        assert s.recv(100) == b""  # idle: closed without a word
 
 
 @settings(
