@@ -134,7 +134,7 @@ class PolicyService:
         self.get_user = get_user
         self.global_rules = global_rules
         self.record = record
-        # the store's lookups are not shared between threads: one thread does them all
+        # one thread keeps the (blocking) database lookups off the event loop
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         name, _, value = settings.api_header.partition(":")
         self._api = (name.strip().lower(), value.strip().encode()) if name.strip() else None
@@ -177,6 +177,10 @@ class PolicyService:
     # -- allow -----------------------------------------------------------------------
 
     async def _lookup(self, name: str) -> tuple[UserRecord | None, RuleSet]:
+        """The user and the global networks, from the lookup thread. Its queue holds at
+        most one lookup per open connection (Dovecot waits for each answer), and a
+        lookup that times out while still queued is cancelled, never run."""
+
         def work() -> tuple[UserRecord | None, RuleSet]:
             return self.get_user(name), self.global_rules()
 
