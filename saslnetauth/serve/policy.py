@@ -241,27 +241,34 @@ class PolicyService:
         reason_hint = self._last_reason.pop((name, req.remote), None)
         after = self.settings.mode == "after_auth"
         if req.success:
-            server.ip_penalty.record_success(key)
             decision = Decision(Verdict.OK, Reason.OK, name, credentials_valid=True)
-        else:
+        elif req.policy_reject or req.fail_type == "policy":
+            why = reason_hint or Reason.NETWORK
+            decision = Decision(Verdict.FAIL, why, name, credentials_valid=after)
+        elif req.fail_type == "account":
+            decision = Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)
+        elif req.fail_type == "":
+            # 2.4 names every refusal; none named is Dovecot's own temporary failure
+            # (e.g. a passdb error, or the policy request itself timed out): no penalty,
+            # nothing for fail2ban
+            decision = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name)
+        else:  # "credentials", or 2.3 (no fail_type): wrong password or unknown user
+            decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
+        if decision.verdict is Verdict.OK:
+            server.ip_penalty.record_success(key)
+        elif decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
-            if req.policy_reject or req.fail_type == "policy":
-                why = reason_hint or Reason.NETWORK
-                decision = Decision(Verdict.FAIL, why, name, credentials_valid=after)
-            elif req.fail_type == "account":
-                decision = Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)
-            else:  # "credentials", or 2.3 (no fail_type): wrong password or unknown user
-                decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
         if not (after and decision.credentials_valid and not decision.ok):
             # (the stolen-password line was logged when allow refused it)
             fields = {"user": name, "service": req.protocol or None, "rip": _rip(req.remote)}
             if decision.ok:
                 log.info("%s", kv("auth ok", **fields, via="policy"))
+            elif decision.verdict is Verdict.TEMPFAIL:
+                log.warning("%s", kv("auth tempfail", **fields, via="policy"))
             else:
-                log.info(
-                    "%s", kv("auth fail", **fields, reason=decision.reason.value, via="policy")
-                )
+                reason = decision.reason.value
+                log.info("%s", kv("auth fail", **fields, reason=reason, via="policy"))
         if self.record is not None:
             self.record(decision, req.remote, req.protocol)
 

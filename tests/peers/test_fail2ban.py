@@ -137,6 +137,8 @@ def test_filter_counts_policy_reports(tmp_path: Path) -> None:
         ({"login": "alice", "remote": "192.0.2.21", "success": False, "policy_reject": True}, 1),
         ({"login": "ghost", "remote": "2001:db8::22", "success": False}, 1),  # 2.3: no fail_type
         ({"login": "alice", "remote": "127.0.0.2", "success": True}, 0),
+        # 2.4, no fail_type named: Dovecot's own temporary failure, not the client's fault
+        ({"login": "alice", "remote": "192.0.2.23", "success": False, "fail_type": ""}, 0),
     ]
     with run_server(db, config=cfg) as srv:
         srv.wait_log("policy listening")
