@@ -113,7 +113,7 @@ def serve(
     if cfg.policy.listen:
         policy_sock = listeners.bind(
             listeners.parse_listen(cfg.policy.listen),
-            mode="0600",
+            mode=cfg.serve.socket_mode,  # Dovecot's auth process (not root) connects
             owner=cfg.serve.socket_owner,
             group=cfg.serve.socket_group,
         )
