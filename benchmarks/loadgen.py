@@ -168,13 +168,15 @@ class AuthConnection:
             await asyncio.wait_for(loop.create_unix_connection(lambda: proto, where), timeout)
         else:
             await asyncio.wait_for(loop.create_connection(lambda: proto, where, port), timeout)
+        # ours first, like Postfix: Dovecot 2.4 sends only its VERSION line and waits for
+        # the client's before MECH ... DONE
+        assert proto.transport is not None
+        proto.transport.write(b"VERSION\t1\t2\nCPID\t%d\n" % os.getpid())
         lines = await asyncio.wait_for(proto.greeting, timeout)
         if not lines[0].startswith(b"VERSION\t1\t"):
             raise ProtocolViolation(f"bad greeting {lines[0]!r}")
         if not any(line.startswith(b"MECH\tPLAIN") for line in lines):
             raise ProtocolViolation("server does not offer PLAIN")
-        assert proto.transport is not None
-        proto.transport.write(b"VERSION\t1\t2\nCPID\t%d\n" % os.getpid())
         return cls(proto)
 
     @property

@@ -36,6 +36,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "record_overhead": (["--rounds", "5", "--seconds", "12"], ["--rounds", "2", "--seconds", "4"]),
     "gil": ([], ["--seconds", "1"]),
     "import_100k": ([], []),
+    "dovecot24": ([], ["--quick"]),
 }
 
 

@@ -133,6 +133,40 @@ class ServeConfig:
     #: Serve Prometheus metrics at http://ADDR/metrics: inet:HOST:PORT or unix:/path
     #: ("" = off). Keep it on loopback or a management network.
     metrics_listen: str = ""
+    #: TCP clients that may read the metrics (a UNIX socket: its mode 0600 decides).
+    metrics_allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    #: Answer Dovecot 2.4's Lua userdb (does this enabled user exist?) with the
+    #: auth-master USER lookup on this socket: unix:/path ("" = off). Mode 0600.
+    userdb_listen: str = ""
+
+
+@dataclass
+class PolicyConfig:
+    #: Answer Dovecot's auth policy requests (auth_policy_server_url) over HTTP here:
+    #: inet:127.0.0.1:4001 or unix:/path ("" = off).
+    listen: str = ""
+    #: What Dovecot is configured to ask: "before_auth" (auth_policy_check_before_auth =
+    #: yes: outside networks are refused before any password is checked; leaks nothing
+    #: about the password) or "after_auth" (check_before_auth = no, check_after_auth =
+    #: yes: allow is asked only after a correct password, so a refusal reveals that the
+    #: password was right, and raises the stolen-password alert). See README.
+    mode: str = "before_auth"
+    #: Users saslnetauth does not know: "global" (the global networks apply) or "reject".
+    unknown_users: str = "global"
+    #: msg of a refusal (IMAP clients show it; keep it like a wrong-password text).
+    reject_message: str = "Authentication failed."
+    #: "Name: value" that every request must carry (auth_policy_server_api_header),
+    #: compared in constant time ("" = none).
+    api_header: str = ""
+    #: TCP clients allowed to connect (networks); others are closed at once.
+    allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    #: Largest request body (bytes), seconds to send one request, idle keep-alive seconds.
+    max_body: int = 16384
+    request_timeout: float = 5.0
+    idle_timeout: float = 60.0
+    #: Seconds the user lookup may take before the request is refused (below
+    #: Dovecot's policy timeout, 2 s by default).
+    lookup_timeout: float = 1.5
 
 
 @dataclass
@@ -189,6 +223,7 @@ class Config:
     passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     pam: PamConfig = field(default_factory=PamConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -354,11 +389,15 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.max_connections_per_peer: 0 (automatic) up to max_connections")
     if not 0 < s.handshake_timeout <= 60:
         raise ConfigError("serve.handshake_timeout: more than 0, at most 60 seconds")
-    for text in s.allowed_tcp_peers:
-        try:
-            ipaddress.ip_network(text, strict=True)
-        except ValueError as exc:
-            raise ConfigError(f"serve.allowed_tcp_peers: {text!r}: {exc}") from None
+    for key, texts in (
+        ("allowed_tcp_peers", s.allowed_tcp_peers),
+        ("metrics_allow_from", s.metrics_allow_from),
+    ):
+        for text in texts:
+            try:
+                ipaddress.ip_network(text, strict=True)
+            except ValueError as exc:
+                raise ConfigError(f"serve.{key}: {text!r}: {exc}") from None
     for what, names in (("allowed_users", s.allowed_users), ("allowed_groups", s.allowed_groups)):
         for name in names:
             if not name or not name.isprintable() or ":" in name:
@@ -371,6 +410,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.request_timeout: 0.1 to 9.5 seconds (Postfix waits 10)")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
+    if s.userdb_listen and not s.userdb_listen.startswith("unix:"):
+        raise ConfigError("serve.userdb_listen: a UNIX socket, unix:/path (answers user lookups)")
     try:
         mode = int(s.socket_mode, 8)
     except ValueError:
@@ -381,9 +422,32 @@ def validate(cfg: Config) -> None:
         raise ConfigError("report.keep_days and report.queue_size: at least 1")
     if not cfg.pam.service or "/" in cfg.pam.service:
         raise ConfigError("pam.service: a PAM service name such as saslnetauth")
+    _validate_policy(cfg.policy)
     if cfg.checkpassword.fallback not in ("local", "tempfail"):
         raise ConfigError("checkpassword.fallback: use local or tempfail")
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
         raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
+
+
+def _validate_policy(p: PolicyConfig) -> None:
+    import ipaddress
+
+    if p.mode not in ("before_auth", "after_auth"):
+        raise ConfigError("policy.mode: use before_auth or after_auth")
+    if p.unknown_users not in ("global", "reject"):
+        raise ConfigError("policy.unknown_users: use global or reject")
+    if len(p.reject_message) > 200 or not p.reject_message.isprintable():
+        raise ConfigError("policy.reject_message: printable text of at most 200 characters")
+    if p.api_header and (":" not in p.api_header or not p.api_header.partition(":")[2].strip()):
+        raise ConfigError('policy.api_header: "Name: value"')
+    for net in p.allow_from:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"policy.allow_from: {net!r} is not a network") from None
+    if not 256 <= p.max_body <= 1048576:
+        raise ConfigError("policy.max_body: 256 to 1048576 bytes")
+    if p.request_timeout <= 0 or p.idle_timeout <= 0 or not 0 < p.lookup_timeout <= 10:
+        raise ConfigError("policy timeouts: > 0 (lookup_timeout at most 10)")

@@ -16,7 +16,8 @@ from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
 
 if TYPE_CHECKING:
-    from saslnetauth.serve.server import Settings
+    from saslnetauth.serve.server import AuthServer, Settings
+    from saslnetauth.store import SqlStore
 
 log = logging.getLogger("saslnetauth.serve.server")
 
@@ -61,12 +62,18 @@ def serve(
     only on loopback unless [serve] allow_remote_listen = true: whoever can
     connect chooses the client address of its logins.
 
+    \b
+    Dovecot 2.4:      passdb lua asking this socket (dovecot-examples/dovecot-2.4/),
+                      with [serve] userdb_listen for its userdb lookups
+    Dovecot 2.3/2.4:  auth policy server: [policy] listen = "inet:127.0.0.1:4001"
+
     Offers PLAIN and LOGIN. A login succeeds only with the right password
     AND from an allowed network; every failure gets the same reply at the
     same fixed deadline (--failure-delay, at least the slowest password
     verification). Logs one line per decision to standard error.
     SIGTERM stops (after answering requests in flight); SIGHUP reloads the
-    configuration file (listen addresses need a restart).
+    configuration file (listen addresses, userdb_listen and [policy] need a
+    restart).
     """
     from saslnetauth.runtime import setup_logging
     from saslnetauth.serve import listeners
@@ -108,13 +115,31 @@ def serve(
             listeners.parse_listen(cfg.serve.metrics_listen), mode="0600", allow_remote=True
         )
 
+    userdb_sock = None
+    if cfg.serve.userdb_listen:
+        userdb_sock = listeners.bind(
+            listeners.parse_listen(cfg.serve.userdb_listen),
+            mode="0600",
+            owner=cfg.serve.socket_owner,
+            group=cfg.serve.socket_group,
+        )
+
+    policy_sock = None
+    if cfg.policy.listen:
+        policy_sock = listeners.bind(
+            listeners.parse_listen(cfg.policy.listen),
+            mode=cfg.serve.socket_mode,  # Dovecot's auth process (not root) connects
+            owner=cfg.serve.socket_owner,
+            group=cfg.serve.socket_group,
+        )
+
     def reload() -> tuple[Config, Settings]:
         new = overrides(load_config(app.config_path, app.database))
         _check_database(new)
         setup_logging(new)
         return new, new.serve
 
-    asyncio.run(_run(cfg, sockets, reload, metrics_sock))
+    asyncio.run(_run(cfg, sockets, reload, metrics_sock, userdb_sock, policy_sock))
 
 
 def _check_database(cfg: Config) -> None:
@@ -136,6 +161,8 @@ async def _run(
     sockets: list[socket.socket],
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
+    userdb_sock: socket.socket | None = None,
+    policy_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.runtime import measure_verification
     from saslnetauth.serve.server import AuthServer
@@ -146,25 +173,71 @@ async def _run(
     measured, _ = await asyncio.gather(
         asyncio.to_thread(measure_verification, cfg), decider.start()
     )
-    closers: list[Callable[[], None]] = []
+    closers: list[Callable[[], object]] = []  # run in this order when serve() ends
     record = None
     if cfg.report.record:  # the failures the responder decides itself
         from saslnetauth.runtime import open_store
         from saslnetauth.store.events import EventRecorder
 
-        store = open_store(cfg, check_schema=False)
+        record_store = open_store(cfg, check_schema=False)
         recorder = EventRecorder(
-            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
+            record_store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
         )
         record = recorder.record
-        closers += [store.close, recorder.close]
+        closers += [recorder.close, record_store.close]
     server = AuthServer(decider, cfg.serve, reload=reload, measured=measured, record=record)
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
+    if userdb_sock is not None or policy_sock is not None:
+        from saslnetauth.runtime import open_store
+
+        store = open_store(cfg, check_schema=False)
+        closers.append(store.close)
+    if userdb_sock is not None:
+        from saslnetauth.serve.userdb import UserdbServer
+
+        userdb = UserdbServer(store.get_user, pam_any_user=cfg.pam.enabled and cfg.pam.any_user)
+        await userdb.start(userdb_sock)
+        closers.insert(0, userdb.close)
+    if policy_sock is not None:
+        closers[:0] = await _start_policy(cfg, server, store, policy_sock)
     server.install_signal_handlers()
     try:
         await server.serve()
     finally:
-        for close in reversed(closers):
-            close()
+        for close in closers:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def _start_policy(
+    cfg: Config, server: AuthServer, store: SqlStore, sock: socket.socket
+) -> list[Callable[[], object]]:
+    """Dovecot's auth policy requests on ``sock`` (README, "Dovecot 2.4")."""
+    from saslnetauth.serve.http import HttpServer
+    from saslnetauth.serve.policy import PolicyService
+
+    closers: list[Callable[[], object]] = []
+    record = None
+    if cfg.report.record:
+        from saslnetauth.store.events import EventRecorder
+
+        recorder = EventRecorder(
+            store, keep_days=cfg.report.keep_days, queue_size=cfg.report.queue_size
+        )
+        record = recorder.record
+        closers.append(recorder.close)
+    p = cfg.policy
+    service = PolicyService(server, p, store.get_user, store.global_rules, record=record)
+    http = HttpServer(
+        service.handle,
+        name="policy",
+        allow_from=p.allow_from,
+        max_body=p.max_body,
+        request_timeout=p.request_timeout,
+        idle_timeout=p.idle_timeout,
+    )
+    await http.start(sock)
+    return [http.close, service.close, *closers]

@@ -1,4 +1,4 @@
-"""Counters and a latency histogram in the Prometheus text format (version 0.0.4). Pure.
+"""Counters and a latency histogram, exposed with prometheus_client (text format 0.0.4).
 
 Served by ``saslnetauth serve`` on ``[serve] metrics_listen`` at ``/metrics``.
 Label values come from a closed set (verdicts, reasons, service names the
@@ -11,8 +11,20 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
+from collections.abc import Iterator
 
-__all__ = ["Metrics"]
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+__all__ = ["CONTENT_TYPE", "Metrics"]
+
+#: What :meth:`Metrics.render` produces (generate_latest's classic text format).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Upper bounds (seconds) of the verification latency histogram.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -20,8 +32,8 @@ MAX_SERIES = 1000
 
 
 def _label(value: str) -> str:
-    value = "".join(c for c in value[:32] if c.isprintable())
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+    """Printable, at most 32 characters (prometheus_client escapes the rest)."""
+    return "".join(c for c in value[:32] if c.isprintable())
 
 
 class Metrics:
@@ -31,6 +43,10 @@ class Metrics:
         self.latency_sum = 0.0
         self.latency_count = 0
         self.gauges: dict[str, tuple[str, float]] = {}
+        #: Policy endpoint requests by (command, status): a closed set of labels.
+        self.policy: Counter[tuple[str, str]] = Counter()
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
 
     def observe(self, verdict: str, reason: str, service: str, seconds: float | None) -> None:
         """Count one decision; ``seconds`` (None: no verification ran) goes into the
@@ -46,32 +62,59 @@ class Metrics:
         self.latency_sum += seconds
         self.latency_count += 1
 
+    def count(self, verdict: str, reason: str, service: str) -> None:
+        """A decision made elsewhere (Dovecot's policy report): counted, not timed."""
+        key = (verdict, reason, service or "-")
+        if key in self.auth or len(self.auth) < MAX_SERIES:
+            self.auth[key] += 1
+        else:
+            self.auth[(verdict, reason, "other")] += 1
+
+    def count_policy(self, command: str, status: str) -> None:
+        self.policy[(command, status)] += 1
+
     def set_gauge(self, name: str, help_text: str, value: float) -> None:
         self.gauges[name] = (help_text, value)
 
-    def render(self) -> str:
-        out = [
-            "# HELP saslnetauth_auth_total Login decisions by verdict, reason and service.",
-            "# TYPE saslnetauth_auth_total counter",
-        ]
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's collector interface: the families, from the counts above."""
+        auth = CounterMetricFamily(
+            "saslnetauth_auth",
+            "Login decisions by verdict, reason and service.",
+            labels=("verdict", "reason", "service"),
+        )
         for (verdict, reason, service), n in sorted(self.auth.items()):
-            out.append(
-                f'saslnetauth_auth_total{{verdict="{_label(verdict)}",reason="{_label(reason)}",'
-                f'service="{_label(service)}"}} {n}'
-            )
-        out += [
-            "# HELP saslnetauth_verify_seconds Time from credentials to verdict "
-            "(penalty wait and verification; not the failure delay).",
-            "# TYPE saslnetauth_verify_seconds histogram",
-        ]
-        cumulative = 0
+            auth.add_metric((_label(verdict), _label(reason), _label(service)), n)
+        yield auth
+        cumulative, buckets = 0, []
         for bound, n in zip((*BUCKETS, float("inf")), self.buckets, strict=True):
             cumulative += n
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'saslnetauth_verify_seconds_bucket{{le="{le}"}} {cumulative}')
-        out.append(f"saslnetauth_verify_seconds_sum {self.latency_sum:.6f}")
-        out.append(f"saslnetauth_verify_seconds_count {self.latency_count}")
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "saslnetauth_verify_seconds",
+            "Time from credentials to verdict (penalty wait and verification; "
+            "not the failure delay).",
+            buckets=buckets,
+            sum_value=self.latency_sum,
+        )
+        if self.policy:
+            policy = CounterMetricFamily(
+                "saslnetauth_policy_requests",
+                "Dovecot auth policy requests by command and answer (-1 refuse, 0 allow, "
+                "1 tarpit).",
+                labels=("command", "status"),
+            )
+            for (command, status), n in sorted(self.policy.items()):
+                policy.add_metric((command, status), n)
+            yield policy
         for name, (help_text, value) in sorted(self.gauges.items()):
-            kind = "counter" if name.endswith("_total") else "gauge"
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-        return "\n".join(out) + "\n"
+            if name.endswith("_total"):
+                counter = CounterMetricFamily(name.removesuffix("_total"), help_text)
+                counter.add_metric((), value)
+                yield counter
+            else:
+                yield GaugeMetricFamily(name, help_text, value=value)
+
+    def render(self) -> str:
+        """The text exposition format (prometheus_client's rendering)."""
+        return generate_latest(self._registry).decode()

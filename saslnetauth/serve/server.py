@@ -65,8 +65,9 @@ from saslnetauth.errors import ProtocolError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
+from saslnetauth.serve.http import HttpServer, Request, Response
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
-from saslnetauth.serve.metrics import Metrics
+from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.workers import Decider
 from saslnetauth.verdict import Decision, Reason, Verdict
@@ -134,7 +135,6 @@ class AuthServer:
         self.pending = 0  # verifications queued or running, over all clients
         self._stopping: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None  # set while stopping, when no session is left
-        self._metrics_writers: set[asyncio.StreamWriter] = set()
         self.stats = {
             "connections": 0,
             "refused": 0,
@@ -145,6 +145,7 @@ class AuthServer:
             "stolen_credentials": 0,
         }
         self.metrics = Metrics()
+        self._metrics_http: HttpServer | None = None
         self._configure(settings)
 
     def _configure(self, settings: Settings, policy: PeerPolicy | None = None) -> None:
@@ -180,15 +181,11 @@ class AuthServer:
             log.info("%s", kv("listening", on=describe(sock)))
 
     async def start_metrics(self, sock: socket.socket) -> None:
-        """Serve GET /metrics (Prometheus text format) on ``sock``."""
-        if sock.family == socket.AF_UNIX:
-            srv = await asyncio.start_unix_server(
-                self._on_metrics, sock=sock, **UNIX_SERVER_OPTIONS
-            )
-        else:
-            srv = await asyncio.start_server(self._on_metrics, sock=sock)
-        self._servers.append(srv)
-        log.info("%s", kv("metrics", on=describe(sock)))
+        """Serve GET /metrics (Prometheus text format) on ``sock`` (:mod:`.http`)."""
+        self._metrics_http = HttpServer(
+            self._on_metrics, name="metrics", allow_from=self.settings.metrics_allow_from
+        )
+        await self._metrics_http.start(sock)
 
     def render_metrics(self) -> str:
         m = self.metrics
@@ -224,33 +221,10 @@ class AuthServer:
             m.set_gauge(name, text, value)
         return m.render()
 
-    async def _on_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._metrics_writers.add(writer)
-        try:
-            await self._answer_metrics(reader, writer)
-        finally:
-            self._metrics_writers.discard(writer)
-            writer.close()
-
-    async def _answer_metrics(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            return
-        line = request.split(b"\r\n", 1)[0].split()
-        if len(line) >= 2 and line[0] == b"GET" and line[1] in (b"/metrics", b"/"):
-            body = self.render_metrics().encode()
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-        else:
-            body = b"not found\n"
-            head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
-        writer.write(
-            head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
-        )
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.drain()
+    async def _on_metrics(self, request: Request) -> Response:
+        if request.method == "GET" and request.path in ("/metrics", "/"):
+            return Response(200, self.render_metrics().encode(), content_type=CONTENT_TYPE)
+        return Response(404, b"not found\n", content_type="text/plain")
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -288,6 +262,8 @@ class AuthServer:
         answered (new requests on it are not taken: the client sees the connection
         close, a temporary failure). Server.wait_closed() comes last: since Python
         3.12 it waits for every connection of the server to be gone."""
+        if self._metrics_http is not None:
+            self._metrics_http.close()
         for srv in self._servers:
             srv.close()
         self._all_closed = asyncio.Event()
@@ -301,8 +277,6 @@ class AuthServer:
         await self.alerts.drain(timeout=drain_timeout)
         for session in list(self._sessions):
             session.close()
-        for writer in list(self._metrics_writers):
-            writer.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(*(srv.wait_closed() for srv in self._servers)), CLOSE_TIMEOUT

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.clitools import run
 from tests.support.peers import require_binary
-from tests.support.serverproc import run_server
+from tests.support.serverproc import free_port, run_server
 
 pytestmark = pytest.mark.peer
 
@@ -110,6 +110,54 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         [f2b, str(log), str(installed)], capture_output=True, text=True, timeout=120
     )
     assert f"Failregex: {len(failures)} total" in summary.stdout, summary.stdout
+
+
+def test_filter_counts_policy_reports(tmp_path: Path) -> None:
+    """The log lines of the policy endpoint (Dovecot's reports) feed the same filter."""
+    import http.client
+    import json
+
+    f2b = require_binary("fail2ban-regex")
+    db = f"sqlite:///{tmp_path}/f.db"
+    assert run("init", db=db).code == 0
+    assert run("user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2", db=db).code == 0
+    port = free_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n')
+    reports = [  # (body fields, counts as a failure)
+        (
+            {
+                "login": "alice",
+                "remote": "192.0.2.20",
+                "success": False,
+                "fail_type": "credentials",
+            },
+            1,
+        ),
+        ({"login": "alice", "remote": "192.0.2.21", "success": False, "policy_reject": True}, 1),
+        ({"login": "ghost", "remote": "2001:db8::22", "success": False}, 1),  # 2.3: no fail_type
+        ({"login": "alice", "remote": "127.0.0.2", "success": True}, 0),
+        # 2.4, no fail_type named: Dovecot's own temporary failure, not the client's fault
+        ({"login": "alice", "remote": "192.0.2.23", "success": False, "fail_type": ""}, 0),
+    ]
+    with run_server(db, config=cfg) as srv:
+        srv.wait_log("policy listening")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for fields, _ in reports:
+            c.request("POST", "/?command=report", json.dumps({"protocol": "imap", **fields}))
+            assert json.loads(c.getresponse().read()) == {"status": 0}
+        c.close()
+        srv.wait_log("rip=127.0.0.2 via=policy")
+        log_text = srv.log()
+    log = tmp_path / "saslnetauth.log"
+    log.write_text(log_text)
+    installed = install_filter(tmp_path)
+    res = subprocess.run(
+        [f2b, "-o", "ip", str(log), str(installed)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    expected = [str(f["remote"]) for f, failure in reports if failure]
+    assert sorted(res.stdout.split()) == sorted(expected), res.stdout
 
 
 def test_jail_names_the_filter() -> None:

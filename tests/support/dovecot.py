@@ -102,6 +102,11 @@ class AuthTest(NamedTuple):
     output: str
 
     @property
+    def tempfail(self) -> bool:
+        """A FAIL with ``code=temp_fail`` (Dovecot: internal/temporary failure)."""
+        return not self.ok and self.fields.get("code") == "temp_fail"
+
+    @property
     def fields(self) -> dict[str, str]:
         """The reply's extra fields (``user``, ``code``, ``reason``, ...)."""
         out: dict[str, str] = {}
@@ -125,15 +130,19 @@ def doveadm_auth_test(
     *,
     config: str | Path = "/dev/null",
     extra: Mapping[str, str] | None = None,
+    doveadm: Sequence[str] | None = None,
 ) -> AuthTest:
     """``doveadm auth test -a SOCKET -x rip=IP -x service=SVC USER PASS`` against any server.
 
     doveadm is a real auth-client of any UNIX socket speaking the protocol
     (``-a`` takes a UNIX path only, not host:port). Raises :class:`PeerError`
     when doveadm gets no verdict (socket missing, protocol error): its exit
-    code is 77 then too, the same as for a failed login.
+    code is 77 then too, the same as for a failed login. ``doveadm``: the
+    command that runs doveadm (e.g. ``chroot DIR doveadm``); paths are then
+    the ones doveadm sees.
     """
-    cmd = [doveadm_binary(), "-c", str(config), "auth", "test", "-a", str(socket_path)]
+    base = list(doveadm) if doveadm is not None else [doveadm_binary()]
+    cmd = [*base, "-c", str(config), "auth", "test", "-a", str(socket_path)]
     params = {"service": service, **({"rip": rip} if rip is not None else {}), **(extra or {})}
     for key, value in params.items():
         cmd += ["-x", f"{key}={value}"]
@@ -144,6 +153,8 @@ def doveadm_auth_test(
         return AuthTest(True, output)
     if re.search(r"^passdb: .* auth failed$", res.stdout, re.M):
         return AuthTest(False, output)
+    if res.returncode == 75 and re.search(r"^\s+code=temp_fail$", output, re.M):
+        return AuthTest(False, output)  # Dovecot prints no verdict line for a temporary failure
     raise PeerError(f"doveadm auth test gave no verdict (exit {res.returncode}):\n{output}")
 
 
@@ -188,7 +199,7 @@ class DovecotInstance:
     by the default passwd-file passdb and userdb; pass ``passdb``/``userdb``
     block text to use something else (e.g. :func:`checkpassword_passdb`).
     ``protocols``: ``()`` for an auth-only Dovecot, ``("imap",)`` to also serve
-    IMAP on :attr:`imap_port` (127.0.0.1 and ::1). ``auth_inet=True`` adds an
+    IMAP on :attr:`imap_port` (127.0.0.1 and ::1), ``("pop3",)`` POP3 on :attr:`pop3_port`. ``auth_inet=True`` adds an
     auth-client TCP listener on 127.0.0.1 (:attr:`auth_inet`).
     ``auth_sockets``: extra absolute auth-client UNIX socket paths.
     ``auth_failure_delay`` defaults to 0 and the auth penalty is switched off
@@ -210,13 +221,7 @@ class DovecotInstance:
         extra_config: str = "",
     ) -> None:
         require_root()
-        self.dovecot = require_binary("dovecot")
-        self.doveadm = doveadm_binary()
-        for user in (LOGIN_USER, MAIL_USER):
-            try:
-                pwd.getpwnam(user)
-            except KeyError:
-                missing(f"system user {user} (created by the dovecot-core package)")
+        self._find_programs()
         self.root = make_peer_dir(Path(tmpdir))
         self.base_dir = self.root / "run"
         self.state_dir = self.root / "state"
@@ -233,6 +238,7 @@ class DovecotInstance:
         self.protocols = tuple(protocols)
         self.ipv6 = ipv6_loopback_usable()
         self.imap_port = free_port() if "imap" in self.protocols else None
+        self.pop3_port = free_port() if "pop3" in self.protocols else None
         self.auth_inet_port = free_port() if auth_inet else None
         self.auth_sockets = [Path(p) for p in auth_sockets]
         self.auth_debug = auth_debug
@@ -240,6 +246,29 @@ class DovecotInstance:
         self.extra_config = extra_config
         self._started = False
         self._master_pid: int | None = None
+
+    def _pop3_service(self, address_key: str, listen: str) -> str:
+        if not self.pop3_port:
+            return ""
+        return (
+            "service pop3-login {\n"
+            f"  inet_listener pop3 {{\n    {address_key} = {listen}\n"
+            f"    port = {self.pop3_port}\n  }}\n"
+            "  inet_listener pop3s {\n    port = 0\n  }\n}\n"
+        )
+
+    def _find_programs(self) -> None:
+        self.dovecot_cmd = [require_binary("dovecot")]
+        self.doveadm_cmd = [doveadm_binary()]
+        for user in (LOGIN_USER, MAIL_USER):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                missing(f"system user {user} (created by the dovecot-core package)")
+
+    def inside(self, path: str | Path) -> str:
+        """``path`` as Dovecot sees it (the same here; relative to the root in a chroot)."""
+        return str(path)
 
     @property
     def auth_socket(self) -> Path:
@@ -269,6 +298,7 @@ class DovecotInstance:
                 f"    port = {self.imap_port}\n  }}\n"
                 "  inet_listener imaps {\n    port = 0\n  }\n}\n"
             )
+        imap += self._pop3_service("address", listen)
         return f"""\
 # private Dovecot instance (tests/support/dovecot.py)
 base_dir = {self.base_dir}
@@ -310,17 +340,20 @@ service anvil {{
         self.config_file.write_text(self.config_text())
         self.log_file.touch()
         self._started = True
-        rc, output = run_daemon_command([self.dovecot, "-c", str(self.config_file)])
+        rc, output = run_daemon_command([*self.dovecot_cmd, "-c", self.inside(self.config_file)])
         self._master_pid = read_pid(self.base_dir / "master.pid")
         if rc != 0:
             raise PeerError(
                 f"dovecot -c {self.config_file} exited {rc}:\n{output}\n{tail(self.log())}"
             )
-        wait_unix(self.auth_socket)
+        # /proc/net/unix names a socket by the path it was bound to (inside a chroot)
+        wait_unix(self.inside(self.auth_socket))
         for path in self.auth_sockets:
-            wait_unix(path)
+            wait_unix(self.inside(path))
         if self.auth_inet_port:
             wait_port("127.0.0.1", self.auth_inet_port)
+        if self.pop3_port:
+            wait_port("127.0.0.1", self.pop3_port)
         if self.imap_port:
             wait_port("127.0.0.1", self.imap_port)
             if self.ipv6:
@@ -370,13 +403,19 @@ service anvil {{
     ) -> AuthTest:
         """doveadm auth test against ``socket`` (default: this Dovecot's auth-client)."""
         return doveadm_auth_test(
-            socket or self.auth_socket, user, password, rip, service, config=self.config_file
+            self.inside(socket or self.auth_socket),
+            user,
+            password,
+            rip,
+            service,
+            config=self.inside(self.config_file),
+            doveadm=self.doveadm_cmd,
         )
 
     def user_lookup(self, user: str) -> tuple[bool | None, str]:
         """``doveadm user USER``: True (exit 0), False (67, unknown user), None (error)."""
         res = subprocess.run(
-            [self.doveadm, "-c", str(self.config_file), "user", user],
+            [*self.doveadm_cmd, "-c", self.inside(self.config_file), "user", user],
             capture_output=True,
             text=True,
             check=False,
@@ -384,6 +423,26 @@ service anvil {{
         )
         found = {0: True, 67: False}.get(res.returncode)
         return found, res.stdout + res.stderr
+
+    def pop3_login(self, source_ip: str, user: str, password: str) -> str:
+        """USER/PASS from ``source_ip``: the server's answer to PASS (``+OK ...``/``-ERR ...``)."""
+        if self.pop3_port is None:
+            raise PeerError("this Dovecot instance does not serve POP3 (protocols=('pop3',))")
+        host = loopback_for(source_ip)
+        with socket.create_connection(
+            (host, self.pop3_port), timeout=30, source_address=(source_ip, 0)
+        ) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            f.write(f"USER {user}\r\n".encode())
+            f.flush()
+            f.readline()
+            f.write(f"PASS {password}\r\n".encode())
+            f.flush()
+            answer = f.readline().decode(errors="replace").strip()
+            f.write(b"QUIT\r\n")
+            f.flush()
+        return answer
 
     def imap_login(self, source_ip: str, user: str, password: str) -> bool:
         if self.imap_port is None:
@@ -406,3 +465,118 @@ service anvil {{
     ) -> re.Match[str]:
         """Wait for ``pattern`` in the log after offset ``since`` (see :meth:`log_mark`)."""
         return wait_file_match(self.log_file, pattern, timeout, since)
+
+
+# -- Dovecot 2.4 (Debian 13) in the chroot built by .ci/debian13 ---------------------
+
+TRIXIE = Path(os.environ.get("SASLNETAUTH_TRIXIE", "/opt/saslnetauth-ci/trixie"))
+MOUNTS = Path(__file__).resolve().parents[2] / ".ci" / "chroot-mounts"
+
+
+def trixie_root() -> Path:
+    """The Debian 13 chroot with Dovecot 2.4 (its /proc, /dev and /sys mounted), or missing()."""
+    require_root()
+    if (
+        not (TRIXIE / "usr/sbin/dovecot").exists()
+        or not (TRIXIE / "usr/lib/dovecot/modules/auth/libauthdb_lua.so").exists()
+    ):
+        missing(
+            f"Debian 13 chroot with Dovecot 2.4 and dovecot-auth-lua at {TRIXIE} (.ci/debian13)"
+        )
+    if not os.path.ismount(TRIXIE / "proc"):
+        subprocess.run([str(MOUNTS), str(TRIXIE), "up"], check=True, timeout=60)
+    return TRIXIE
+
+
+class Dovecot24Instance(DovecotInstance):
+    """A private Dovecot 2.4 run inside the Debian 13 chroot (:func:`trixie_root`).
+
+    ``tmpdir`` must lie inside the chroot (:meth:`tmpdir`); the config names
+    paths as Dovecot sees them (:meth:`inside`), while :attr:`auth_socket`,
+    :attr:`log_file`, ... stay host paths, reachable from the host as they are.
+    ``passdb``/``userdb`` default to passwd-file (2.4 syntax).
+    """
+
+    def __init__(self, tmpdir: Path, **kw: object) -> None:
+        self.chroot = trixie_root()
+        super().__init__(tmpdir, **kw)  # type: ignore[arg-type]
+
+    @staticmethod
+    def tmpdir(prefix: str = "sna-") -> Path:
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix=prefix, dir=trixie_root() / "tmp"))
+        path.chmod(0o755)
+        return path
+
+    def _find_programs(self) -> None:
+        self.dovecot_cmd = ["chroot", str(self.chroot), "dovecot"]
+        self.doveadm_cmd = ["chroot", str(self.chroot), "doveadm"]
+
+    def inside(self, path: str | Path) -> str:
+        p = Path(path)
+        try:
+            return "/" + str(p.relative_to(self.chroot))
+        except ValueError:
+            raise PeerError(f"{p} is outside the chroot {self.chroot}") from None
+
+    def config_text(self) -> str:
+        listen = "127.0.0.1, ::1" if self.ipv6 else "127.0.0.1"
+        passwd = self.inside(self.passwd_file)
+        passdb = self.passdb
+        if passdb.startswith("passdb {") and "passwd-file" in passdb:
+            passdb = f"passdb passwd-file {{\n  passwd_file_path = {passwd}\n}}\n"
+        userdb = self.userdb
+        if userdb.startswith("userdb {") and "passwd-file" in userdb:
+            userdb = (
+                f"userdb passwd-file {{\n  passwd_file_path = {passwd}\n"
+                "  fields {\n    uid = nobody\n    gid = nogroup\n"
+                f"    home = {self.inside(self.home_dir)}/%{{user}}\n  }}\n}}\n"
+            )
+        auth_listeners = "  unix_listener auth-client {\n    mode = 0666\n  }\n"
+        for path in self.auth_sockets:
+            auth_listeners += f"  unix_listener {self.inside(path)} {{\n    mode = 0666\n  }}\n"
+        if self.auth_inet_port:
+            auth_listeners += (
+                "  inet_listener auth-client {\n    listen = 127.0.0.1\n"
+                f"    port = {self.auth_inet_port}\n  }}\n"
+            )
+        imap = ""
+        if self.imap_port:
+            imap = (
+                "service imap-login {\n"
+                f"  inet_listener imap {{\n    listen = {listen}\n"
+                f"    port = {self.imap_port}\n  }}\n"
+                "  inet_listener imaps {\n    port = 0\n  }\n}\n"
+            )
+        imap += self._pop3_service("listen", listen)
+        return f"""\
+# private Dovecot 2.4 instance (tests/support/dovecot.py)
+dovecot_config_version = 2.4.1
+dovecot_storage_version = 2.4.1
+base_dir = {self.inside(self.base_dir)}
+state_dir = {self.inside(self.state_dir)}
+log_path = {self.inside(self.log_file)}
+protocols = {" ".join(self.protocols)}
+listen = {listen}
+default_internal_user = root
+default_login_user = {LOGIN_USER}
+ssl = no
+auth_allow_cleartext = yes
+auth_mechanisms = plain login
+auth_verbose = yes
+auth_debug = {"yes" if self.auth_debug else "no"}
+auth_failure_delay = {self.auth_failure_delay}
+auth_cache_size = 0
+mail_driver = maildir
+mail_path = {self.inside(self.mail_dir)}/%{{user}}
+{passdb}{userdb}
+service auth {{
+{auth_listeners}}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+{imap}{self.extra_config}
+"""

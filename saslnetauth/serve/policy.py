@@ -1,0 +1,278 @@
+"""Dovecot's authentication policy server protocol, answered with saslnetauth's networks.
+
+Dovecot (2.3 and 2.4) POSTs JSON to ``auth_policy_server_url`` with
+``?command=allow`` (before and/or after it checks the password) and
+``?command=report`` (after). We answer ``{"status": 0}`` (allow),
+``{"status": N}`` with N > 0 (allow after a tarpit of N seconds: the
+per-client brake) or ``{"status": -1, "msg": ...}`` (refuse). Dovecot
+ignores the answer to ``report``. The body carries ``login``, ``remote``
+and ``protocol`` (Dovecot's default attributes), 2.4 adds ``fail_type``;
+no password ever comes.
+
+The decision is the network half of the engine (README, "Dovecot 2.4"): the
+client address must lie in the user's networks (when saslnetauth knows the
+user) or in a global network that applies to ``protocol``; users unknown to
+saslnetauth get the global networks only, or are refused
+(``[policy] unknown_users``); disabled users are refused. Anything that goes
+wrong answers -1 (fail closed; Dovecot itself refuses on an HTTP error when
+``auth_policy_reject_on_fail = yes``, which the shipped snippets set).
+
+``report`` feeds the brake, the verdict record, the log line fail2ban reads,
+the metrics and, in ``after_auth`` mode (where ``allow`` is asked only after a
+correct password), the stolen-password alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from saslnetauth.config import PolicyConfig
+from saslnetauth.errors import InvalidUsernameError
+from saslnetauth.logfmt import kv
+from saslnetauth.model import UserRecord, normalize_username
+from saslnetauth.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.serve.http import Request, Response
+from saslnetauth.serve.penalty import client_bucket
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.serve.server import AuthServer
+
+__all__ = ["PolicyRequest", "PolicyService", "decide_network", "parse_request"]
+
+log = logging.getLogger("saslnetauth.auth")
+
+MAX_FIELD = 512
+MAX_REMEMBERED = 10000
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    login: str
+    remote: str
+    protocol: str
+    success: bool | None = None  # report only
+    policy_reject: bool = False
+    fail_type: str | None = None  # 2.4 only: "", "policy", "credentials", "account"
+
+
+def _text(data: dict[str, object], key: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str) or len(value) > MAX_FIELD or not value.isprintable():
+        raise ValueError(f"{key}: expected printable text")
+    return value
+
+
+def parse_request(body: bytes) -> PolicyRequest:
+    """The fields we use from a Dovecot policy request body; ValueError when unusable."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    success = data.get("success")
+    fail_type = data.get("fail_type")
+    return PolicyRequest(
+        login=_text(data, "login"),
+        remote=_text(data, "remote"),
+        protocol=_text(data, "protocol").lower()[:32],
+        success=success if isinstance(success, bool) else None,
+        policy_reject=data.get("policy_reject") is True,
+        fail_type=fail_type if isinstance(fail_type, str) and len(fail_type) < 32 else None,
+    )
+
+
+def decide_network(
+    user: UserRecord | None, global_rules: RuleSet, req: PolicyRequest, unknown_users: str
+) -> tuple[bool, Reason]:
+    """Pure: may this login proceed from ``req.remote``? (allowed, reason).
+
+    A missing or unparsable address matches only ``local``, as in the engine."""
+    addr = parse_address(req.remote)
+    if user is None:
+        if unknown_users == "reject":
+            return False, Reason.UNKNOWN_USER
+        rules: tuple[RuleSet, ...] = (global_rules,)
+    elif not user.enabled:
+        return False, Reason.DISABLED
+    else:
+        rules = (user.rules, global_rules)
+    applicable, rule = merged_match(rules, addr, req.protocol)
+    if rule is not None:
+        return True, Reason.OK
+    return False, Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
+
+
+def _json(obj: dict[str, object], status: int = 200) -> Response:
+    return Response(status, json.dumps(obj).encode())
+
+
+class PolicyService:
+    """The HTTP handler: ``POST ...?command=allow|report``."""
+
+    def __init__(
+        self,
+        server: AuthServer,
+        settings: PolicyConfig,
+        get_user: Callable[[str], UserRecord | None],
+        global_rules: Callable[[], RuleSet],
+        *,
+        record: Callable[[Decision, str | None, str], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.settings = settings
+        self.get_user = get_user
+        self.global_rules = global_rules
+        self.record = record
+        # one thread keeps the (blocking) database lookups off the event loop
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        name, _, value = settings.api_header.partition(":")
+        self._api = (name.strip().lower(), value.strip().encode()) if name.strip() else None
+        #: why allow refused (user, remote), for the report that follows; bounded
+        self._last_reason: dict[tuple[str, str], Reason] = {}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def handle(self, request: Request) -> Response:
+        if request.method != "POST":
+            return _json({"status": -1, "msg": "method not allowed"}, 405)
+        if self._api is not None:
+            given = request.headers.get(self._api[0], "").strip().encode("latin-1")
+            if not hmac.compare_digest(given, self._api[1]):
+                self._count("unauthorized", "-1")
+                return _json({"status": -1, "msg": "unauthorized"}, 401)
+        command = request.query.get("command", "")
+        if command not in ("allow", "report"):
+            return _json({"status": -1, "msg": "unknown command"}, 400)
+        try:
+            req = parse_request(request.body)
+        except ValueError as exc:
+            log.warning("%s", kv("policy request refused", error=str(exc)))
+            self._count(command, "-1")
+            return _json({"status": -1, "msg": "bad request"}, 400)
+        if command == "report":
+            self.report(req)
+            self._count("report", "0")
+            return _json({"status": 0})
+        status = await self.allow(req)
+        self._count("allow", str(max(-1, min(status, 1))))
+        if status < 0:
+            return _json({"status": -1, "msg": self.settings.reject_message})
+        return _json({"status": status})
+
+    def _count(self, command: str, status: str) -> None:
+        self.server.metrics.count_policy(command, status)
+
+    # -- allow -----------------------------------------------------------------------
+
+    async def _lookup(self, name: str) -> tuple[UserRecord | None, RuleSet]:
+        """The user and the global networks, from the lookup thread. Its queue holds at
+        most one lookup per open connection (Dovecot waits for each answer), and a
+        lookup that times out while still queued is cancelled, never run."""
+
+        def work() -> tuple[UserRecord | None, RuleSet]:
+            return self.get_user(name), self.global_rules()
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work)
+
+    async def allow(self, req: PolicyRequest) -> int:
+        """-1 refuse, 0 allow, N > 0 allow after N seconds (brake)."""
+        try:
+            name = normalize_username(req.login)
+        except InvalidUsernameError:
+            return -1
+        try:
+            user, global_rules = await asyncio.wait_for(
+                self._lookup(name), self.settings.lookup_timeout
+            )
+        except Exception as exc:  # fail closed
+            log.error("%s", kv("policy lookup failed", user=name, error=repr(exc)))
+            return -1
+        allowed, reason = decide_network(user, global_rules, req, self.settings.unknown_users)
+        if not allowed:
+            if self.settings.mode == "after_auth" and reason in (
+                Reason.NETWORK,
+                Reason.NO_NETWORK_RULES,
+            ):
+                # allow is asked only after a correct password: likely stolen credentials
+                self.server.stats["stolen_credentials"] += 1
+                log.warning(
+                    "%s",
+                    kv(
+                        "auth fail",
+                        user=name,
+                        service=req.protocol or None,
+                        rip=_rip(req.remote),
+                        reason=reason.value,
+                        credentials_valid=True,
+                        via="policy",
+                    ),
+                )
+                self.server.alerts.fire(name, req.remote, req.protocol, reason.value)
+            if len(self._last_reason) >= MAX_REMEMBERED:
+                del self._last_reason[next(iter(self._last_reason))]
+            self._last_reason[(name, req.remote)] = reason
+            return -1
+        key = client_bucket(req.remote, ipv6_prefix=self.server.settings.penalty_ipv6_prefix)
+        delay = self.server.ip_penalty.delay(key, time.monotonic())
+        return math.ceil(delay) if delay > 0 else 0
+
+    # -- report ----------------------------------------------------------------------
+
+    def report(self, req: PolicyRequest) -> None:
+        try:
+            name = normalize_username(req.login)
+        except InvalidUsernameError:
+            name = req.login[:64]
+        server = self.server
+        key = client_bucket(req.remote, ipv6_prefix=server.settings.penalty_ipv6_prefix)
+        reason_hint = self._last_reason.pop((name, req.remote), None)
+        after = self.settings.mode == "after_auth"
+        if req.success:
+            decision = Decision(Verdict.OK, Reason.OK, name, credentials_valid=True)
+        elif req.policy_reject or req.fail_type == "policy":
+            why = reason_hint or Reason.NETWORK
+            decision = Decision(Verdict.FAIL, why, name, credentials_valid=after)
+        elif req.fail_type == "account":
+            decision = Decision(Verdict.FAIL, Reason.UNKNOWN_USER, name)
+        elif req.fail_type == "":
+            # 2.4 names every refusal; none named is Dovecot's own temporary failure
+            # (e.g. a passdb error, or the policy request itself timed out): no penalty,
+            # nothing for fail2ban
+            decision = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name)
+        else:  # "credentials", or 2.3 (no fail_type): wrong password or unknown user
+            decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
+        if decision.verdict is Verdict.OK:
+            server.ip_penalty.record_success(key)
+        elif decision.verdict is Verdict.FAIL:
+            server.ip_penalty.record_failure(key, time.monotonic())
+        server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
+        if not (after and decision.credentials_valid and not decision.ok):
+            # (the stolen-password line was logged when allow refused it)
+            fields = {"user": name, "service": req.protocol or None, "rip": _rip(req.remote)}
+            if decision.ok:
+                log.info("%s", kv("auth ok", **fields, via="policy"))
+            elif decision.verdict is Verdict.TEMPFAIL:
+                log.warning("%s", kv("auth tempfail", **fields, via="policy"))
+            else:
+                reason = decision.reason.value
+                log.info("%s", kv("auth fail", **fields, reason=reason, via="policy"))
+        if self.record is not None:
+            self.record(decision, req.remote, req.protocol)
+
+
+def _rip(remote: str) -> str:
+    addr = parse_address(remote)
+    return str(addr) if addr is not None else (remote or "-")

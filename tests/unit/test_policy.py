@@ -1,0 +1,102 @@
+"""The policy endpoint's decision and request parsing: pure, no sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saslnetauth.model import UserRecord
+from saslnetauth.netrules import NetworkRule, RuleSet
+from saslnetauth.serve.policy import PolicyRequest, decide_network, parse_request
+from saslnetauth.verdict import Reason
+
+GLOBAL = RuleSet([NetworkRule.parse("198.51.100.0/24", ["imap"])])
+ALICE = UserRecord(
+    id=1,
+    name="alice",
+    password_hash=None,
+    enabled=True,
+    rules=RuleSet([NetworkRule.parse("192.0.2.0/24", scope="user")]),
+)
+LOCAL = UserRecord(
+    id=3,
+    name="carol",
+    password_hash=None,
+    enabled=True,
+    rules=RuleSet([NetworkRule.parse("local", scope="user")]),
+)
+BOB = UserRecord(id=2, name="bob", password_hash=None, enabled=False, rules=ALICE.rules)
+
+
+def req(remote: str, protocol: str = "imap") -> PolicyRequest:
+    return PolicyRequest(login="x", remote=remote, protocol=protocol)
+
+
+@pytest.mark.parametrize(
+    ("user", "remote", "protocol", "unknown", "expected"),
+    [
+        (ALICE, "192.0.2.9", "imap", "global", (True, Reason.OK)),
+        (ALICE, "::ffff:192.0.2.9", "smtp", "global", (True, Reason.OK)),
+        (ALICE, "198.51.100.9", "imap", "global", (True, Reason.OK)),  # global, for imap
+        (ALICE, "198.51.100.9", "pop3", "global", (False, Reason.NETWORK)),
+        (ALICE, "203.0.113.9", "imap", "global", (False, Reason.NETWORK)),
+        (BOB, "192.0.2.9", "imap", "global", (False, Reason.DISABLED)),
+        (None, "198.51.100.9", "imap", "global", (True, Reason.OK)),
+        (None, "198.51.100.9", "pop3", "global", (False, Reason.NO_NETWORK_RULES)),
+        (None, "198.51.100.9", "imap", "reject", (False, Reason.UNKNOWN_USER)),
+        # no address, or one that does not parse: only `local` matches (as in the engine)
+        (ALICE, "", "imap", "global", (False, Reason.NETWORK)),
+        (ALICE, "192.0.2", "imap", "global", (False, Reason.NETWORK)),
+        (LOCAL, "", "imap", "global", (True, Reason.OK)),
+        (LOCAL, "192.0.2", "imap", "global", (True, Reason.OK)),
+        (LOCAL, "192.0.2.9", "imap", "global", (False, Reason.NETWORK)),
+    ],
+)
+def test_decide_network(
+    user: UserRecord | None, remote: str, protocol: str, unknown: str, expected: object
+) -> None:
+    assert decide_network(user, GLOBAL, req(remote, protocol), unknown) == expected
+
+
+def test_parse_dovecot_23_and_24_bodies() -> None:
+    v24 = {
+        "device_id": "",
+        "fail_type": "credentials",
+        "login": "alice",
+        "protocol": "IMAP",
+        "pwhash": "0a42",
+        "remote": "192.0.2.9",
+        "session_id": "",
+        "tls": False,
+        "success": False,
+        "policy_reject": False,
+    }
+    r = parse_request(json.dumps(v24).encode())
+    assert (r.login, r.remote, r.protocol, r.success, r.fail_type) == (
+        "alice",
+        "192.0.2.9",
+        "imap",
+        False,
+        "credentials",
+    )
+    v23 = {k: v for k, v in v24.items() if k not in ("fail_type", "success", "policy_reject")}
+    r = parse_request(json.dumps(v23).encode())
+    assert (r.success, r.policy_reject, r.fail_type) == (None, False, None)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"[]", b'"x"', b"{", b'{"login": 5}', b'{"login": "a\\tb"}', b'{"remote": ["x"]}'],
+)
+def test_parse_refuses(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_request(body)
+
+
+def test_parse_bounds_fields() -> None:
+    with pytest.raises(ValueError):
+        parse_request(json.dumps({"login": "a" * 513}).encode())
+    deep = b"[" * 100000 + b"]" * 100000
+    with pytest.raises(ValueError):
+        parse_request(deep)
