@@ -74,6 +74,11 @@ class ServeConfig:
     #: Seconds a login may wait for and take in a decision worker before it fails
     #: temporarily (requests still queued then are never worked on).
     request_timeout: float = 8.0
+    #: Share of the decision workers' slots that logins which cannot succeed (address
+    #: outside every network that applies) may hold, and only while no login that could
+    #: succeed waits. Beyond it they are answered FAIL without a hash (0 = never hash
+    #: them: no stolen-password alerts; 1 = no bound).
+    hopeless_share: float = 0.5
     #: Seconds a request may wait for the client's CONT before it expires.
     cont_timeout: float = 60.0
     #: Seconds without any traffic before an idle connection is closed (0 = never).
@@ -274,6 +279,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.worker_mode: use processes or threads")
     if not 0.1 <= s.request_timeout <= 9.5:
         raise ConfigError("serve.request_timeout: 0.1 to 9.5 seconds (Postfix waits 10)")
+    if not 0 <= s.hopeless_share <= 1:
+        raise ConfigError("serve.hopeless_share: a share between 0 and 1")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
     try:

@@ -122,10 +122,12 @@ async def _run(
     reload: Callable[[], tuple[Config, Settings]],
     metrics_sock: socket.socket | None = None,
 ) -> None:
+    from saslnetauth.serve.classifier import Classifier
+    from saslnetauth.serve.scheduler import Scheduler
     from saslnetauth.serve.server import AuthServer
     from saslnetauth.serve.workers import make_decider
 
-    decider = make_decider(cfg)
+    decider = Scheduler(make_decider(cfg), cfg, Classifier(cfg))
     await decider.start()
     server = AuthServer(decider, cfg.serve, reload=reload)
     await server.start(sockets)

@@ -64,10 +64,19 @@ FLUSH_AFTER = 0.001
 class Decider(Protocol):
     """Where the server's logins are decided: worker processes, or threads."""
 
+    #: Requests it works on at once (more wait in its own queue).
+    @property
+    def capacity(self) -> int: ...
+
     async def start(self) -> None: ...
 
     async def decide(
-        self, user: str, password: bytes, rip: str | None, service: str
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
     ) -> Decision: ...
 
     async def reload(self, cfg: Config) -> None: ...
@@ -100,7 +109,18 @@ class ThreadDecider:
 
         self.engine = build_server_engine(self.cfg, check_schema=False)
 
-    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+    @property
+    def capacity(self) -> int:
+        return self.size
+
+    async def decide(
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
+    ) -> Decision:
         engine = self.engine
         if engine is None:
             return _tempfail(user, "not started")
@@ -395,12 +415,25 @@ class WorkerPool:
 
     # -- requests --------------------------------------------------------------------
 
-    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+    @property
+    def capacity(self) -> int:
+        return self.size * PER_WORKER
+
+    async def decide(
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
+    ) -> Decision:
+        """The verdict; TEMPFAIL after ``timeout`` (default ``[serve] request_timeout``)."""
         if not any(not w.retiring for w in self.workers) and self._closing:
             return _tempfail(user, "no decision worker available")
         loop = asyncio.get_running_loop()
         rid = next(self._ids)
-        timeout = self.cfg.serve.request_timeout
+        if timeout is None:
+            timeout = self.cfg.serve.request_timeout
         job = _Job(
             rid,
             user,
