@@ -31,17 +31,17 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
-from saslnetauth.netrules import NetworkRule, merged_match, parse_address
+from saslnetauth.netrules import NetworkRule, RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
 
-__all__ = ["Classified", "DecisionEngine", "PamVerifier", "refusal"]
+__all__ = ["Classified", "DecisionEngine", "Lookup", "PamVerifier", "refusal"]
 
 log = logging.getLogger("saslnetauth.auth")
 
@@ -52,6 +52,16 @@ class PamVerifier(Protocol):
     """Checks a password with PAM; raises BackendError on PAM failure."""
 
     def verify(self, user: str, password: bytes, rip: str | None, service: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What classifying a name read from the store."""
+
+    given: str
+    name: str | None  # None: not a valid user name
+    user: UserRecord | None
+    global_rules: RuleSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,8 @@ class Classified:
     valid_name: bool = True
     #: A decision reached without any password work (TEMPFAIL: database error).
     error: Decision | None = None
+    #: What was read from the store to classify it.
+    lookup: Lookup | None = field(default=None, repr=False, compare=False)
 
     @property
     def network(self) -> str:
@@ -203,18 +215,29 @@ class DecisionEngine:
                 return Classified(_display_name(username), True, valid_name=False)
             error = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
             return Classified(name, True, error=error)
+        return self._match(Lookup(username, name, user, global_rules), rip, service)
+
+    def match(self, found: Lookup, rip: str | None, service: str) -> Classified:
+        """:meth:`classify` from what an earlier one read (no I/O): for a server that
+        reuses a lookup for at most ``global_cache_seconds``."""
+        return self._match(found, rip, _clean_service(service))
+
+    def _match(self, found: Lookup, rip: str | None, service: str) -> Classified:
+        name, user = found.name, found.user
         if user is None and name is not None and self.pam_any_user:
             # any PAM (system) user, under the global networks only
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
-        sets = (global_rules,) if user is None else (user.rules, global_rules)
+        rules = found.global_rules
+        sets = (rules,) if user is None else (user.rules, rules)
         applicable, rule = merged_match(sets, parse_address(rip), service)
         return Classified(
-            user.name if user is not None else name or _display_name(username),
+            user.name if user is not None else name or _display_name(found.given),
             rule is not None,
             user=user,
             rule=rule,
             applicable=applicable,
             valid_name=name is not None,
+            lookup=found,
         )
 
     def _verify(self, c: Classified, secret: bytes, rip: str | None, service: str) -> Decision:

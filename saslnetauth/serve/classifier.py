@@ -8,6 +8,14 @@ database: requests go to the thread through a queue, and the thread answers
 each batch it took with one ``call_soon_threadsafe`` (database drivers
 release the GIL while they wait). Logins the scheduler refuses without a
 hash are logged and recorded here too, off the event loop.
+
+What a classification read is kept for ``global_cache_seconds``: a login of
+the same name then classifies on the event loop from it (no I/O, a few
+microseconds) when the result is "could succeed", which only decides its
+place in the queue (the worker still decides it on fresh data). A "cannot
+succeed" result, which may refuse a login unverified, always comes from a
+fresh lookup, so a network an admin has just added is in force
+(docs/design.md, point 7).
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
-from saslnetauth.engine import Classified, refusal
+from saslnetauth.engine import Classified, Lookup, refusal
 from saslnetauth.logfmt import kv
 from saslnetauth.verdict import Decision
 
@@ -32,6 +41,8 @@ log = logging.getLogger("saslnetauth.serve.classifier")
 
 #: Requests the thread takes from its queue at once.
 BATCH = 256
+#: Names whose lookup is kept at most (all are forgotten when full).
+MAX_CACHED = 10000
 
 _Refuse = tuple[Classified, "str | None", str]
 #: ("c", (future, user, rip, service)), ("r", (classified, rip, service)), ("reload", cfg),
@@ -47,6 +58,9 @@ class Classifier:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The thread's engine, for :meth:`cached` (its matching is pure).
+        self.engine: DecisionEngine | None = None
+        self._cache: dict[str, tuple[float, Lookup]] = {}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -64,6 +78,16 @@ class Classifier:
         self._queue.put(("c", (fut, user, rip, service)))
         return fut
 
+    def cached(self, user: str, rip: str | None, service: str) -> Classified | None:
+        """A "could succeed" classification from a recent lookup of ``user``, or None."""
+        ttl = self.cfg.global_cache_seconds
+        engine = self.engine
+        hit = self._cache.get(user)
+        if hit is None or engine is None or time.monotonic() - hit[0] >= ttl:
+            return None
+        c = engine.match(hit[1], rip, service)
+        return c if c.could_succeed else None
+
     def refuse(self, c: Classified, rip: str | None, service: str) -> Decision:
         """The FAIL of a login refused without a hash; its log line and record are
         written on the thread (the reply does not wait for them)."""
@@ -72,6 +96,7 @@ class Classifier:
 
     async def reload(self, cfg: Config) -> None:
         self.cfg = cfg
+        self._cache.clear()
         self._queue.put(("reload", cfg))
 
     async def close(self) -> None:
@@ -79,6 +104,17 @@ class Classifier:
         thread = self._thread
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 10.0)
+
+    def _deliver(self, answers: list[tuple[asyncio.Future[Classified], Classified, float]]) -> None:
+        """On the event loop: the batch's results, and their lookups for :meth:`cached`."""
+        cache = self._cache
+        for fut, c, read in answers:
+            if not fut.done():
+                fut.set_result(c)
+            if c.lookup is not None and self.cfg.global_cache_seconds > 0:
+                if len(cache) >= MAX_CACHED:
+                    cache.clear()
+                cache[c.lookup.given] = (read, c.lookup)
 
     # -- the thread ------------------------------------------------------------------
 
@@ -96,7 +132,7 @@ class Classifier:
     def _run(self, ready: asyncio.Future[None]) -> None:
         loop = self._loop
         assert loop is not None
-        engine = self._build(self.cfg)
+        engine = self.engine = self._build(self.cfg)
         loop.call_soon_threadsafe(_set_done, ready)
         try:
             while True:
@@ -106,7 +142,7 @@ class Classifier:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                answers: list[tuple[asyncio.Future[Classified], Classified]] = []
+                answers: list[tuple[asyncio.Future[Classified], Classified, float]] = []
                 later: list[_Refuse] = []
                 stop = False
                 for item in batch:
@@ -116,10 +152,12 @@ class Classifier:
                     kind, args = item
                     if kind == "c":
                         fut, user, rip, service = args
+                        read = time.monotonic()
                         if engine is None:
-                            answers.append((fut, Classified(str(user)[:255], True)))
+                            c = Classified(str(user)[:255], True)
                         else:
-                            answers.append((fut, engine.classify(user, rip, service)))
+                            c = engine.classify(user, rip, service)
+                        answers.append((fut, c, read))
                     elif kind == "r":
                         later.append(args)
                     elif kind == "reload":
@@ -127,9 +165,9 @@ class Classifier:
                         if new is not None:
                             if engine is not None:
                                 engine.close()
-                            engine = new
+                            engine = self.engine = new
                 if answers:
-                    loop.call_soon_threadsafe(_deliver, answers)
+                    loop.call_soon_threadsafe(self._deliver, answers)
                 for c, rip, service in later:  # after the answers: logging waits, logins not
                     if engine is not None:
                         engine.refuse_unverified(c, rip, service)
@@ -145,9 +183,3 @@ class Classifier:
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _deliver(answers: list[tuple[asyncio.Future[Classified], Classified]]) -> None:
-    for fut, c in answers:
-        if not fut.done():
-            fut.set_result(c)

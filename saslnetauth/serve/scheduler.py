@@ -183,7 +183,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         serve = self.cfg.serve
-        c = await self.classifier.classify(user, rip, service)
+        c = self.classifier.cached(user, rip, service)
+        if c is None:
+            c = await self.classifier.classify(user, rip, service)
         self.counts.classified += 1
         hopeless = not c.could_succeed and c.error is None
         if hopeless:
