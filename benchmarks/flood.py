@@ -171,6 +171,8 @@ def _flood(target: str, logins: list[Login], conns: int, seconds: float, out: An
             "tempfail": res.errors.get("tempfail", 0),
             "other": res.error_count - res.errors.get("tempfail", 0),
             "p50": percentile(lat, 50) if lat else None,
+            "errors": dict(res.errors),
+            "samples": res.error_samples[:3],
         }
     )
 
@@ -236,6 +238,8 @@ def run_row(
     row.legit = asyncio.run(legit_client(target, legit, seconds))
     if proc is not None:
         row.att = out.get(timeout=warm + seconds + 120)
+        if row.att.get("errors"):
+            print(f"  attackers' errors: {row.att['errors']} e.g. {row.att['samples']}")
         proc.join(30)
     row.cpu = meter.stop()
     after = metric(metrics_port, "saslnetauth_hopeless_unverified_total")

@@ -74,10 +74,10 @@ class ServeConfig:
     #: Seconds a login may wait for and take in a decision worker before it fails
     #: temporarily (requests still queued then are never worked on).
     request_timeout: float = 8.0
-    #: Share of the decision workers' slots that logins which cannot succeed (address
-    #: outside every network that applies) may hold, and only while no login that could
-    #: succeed waits. Beyond it they are answered FAIL without a hash (0 = never hash
-    #: them: no stolen-password alerts; 1 = no bound).
+    #: Share of the decision workers that may verify logins which cannot succeed (address
+    #: outside every network that applies), and only while no login that could succeed
+    #: waits (at least one worker unless 0). Beyond it they are answered FAIL without a
+    #: hash (0 = never verify them: no stolen-password alerts; 1 = no bound).
     hopeless_share: float = 0.5
     #: Seconds a request may wait for the client's CONT before it expires.
     cont_timeout: float = 60.0

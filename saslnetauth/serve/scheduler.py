@@ -15,8 +15,9 @@ whether the login *could* succeed:
   before a login gets here);
 - **cannot succeed**: verified anyway while there is room, so that a
   correct password from a forbidden network is still logged and alerted,
-  but these logins hold at most ``[serve] hopeless_share`` of the workers'
-  slots and only when no login that could succeed is waiting. One that
+  but these logins hold at most ``[serve] hopeless_share`` of the workers
+  (so the others stay free for real users) and only when no login that could
+  succeed is waiting. One that
   could not start early enough to be decided by its failure deadline is
   answered FAIL without a hash (logged ``verified=no``, counted in the
   metrics), through the same reply path as every FAIL.
@@ -61,12 +62,12 @@ EWMA = 0.1
 INITIAL_ESTIMATE = 0.1
 
 
-def hopeless_slots(share: float, capacity: int) -> int:
+def hopeless_slots(share: float, workers: int) -> int:
     """Verifications of logins that cannot succeed allowed at once: ``share`` of the
-    slots, at least one unless the share is 0."""
+    workers (each works on one login at a time), at least one unless the share is 0."""
     if share <= 0:
         return 0
-    return max(1, min(capacity, math.floor(share * capacity)))
+    return max(1, min(workers, math.floor(share * workers)))
 
 
 @dataclass(eq=False)
@@ -144,8 +145,12 @@ class Scheduler:
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
     def hopeless_cap(self) -> int:
-        return hopeless_slots(self.cfg.serve.hopeless_share, self.capacity)
+        return hopeless_slots(self.cfg.serve.hopeless_share, self.size)
 
     # -- Decider -----------------------------------------------------------------
 

@@ -64,6 +64,10 @@ FLUSH_AFTER = 0.001
 class Decider(Protocol):
     """Where the server's logins are decided: worker processes, or threads."""
 
+    #: Workers (processes or threads); each decides one login at a time.
+    @property
+    def size(self) -> int: ...
+
     #: Requests it works on at once (more wait in its own queue).
     @property
     def capacity(self) -> int: ...

@@ -25,8 +25,9 @@ OUTSIDE = "203.0.113.9"
 class GateDecider:
     """Records the order of verifications; each one ends when its gate is opened."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, size: int) -> None:
         self.capacity = capacity
+        self.size = size
         self.calls: list[str] = []
         self.gates: dict[str, asyncio.Future[None]] = {}
 
@@ -81,8 +82,8 @@ async def until(cond: Callable[[], bool], what: str) -> None:
 
 
 class Harness:
-    def __init__(self, cfg: Config, capacity: int) -> None:
-        self.inner = GateDecider(capacity)
+    def __init__(self, cfg: Config, capacity: int, size: int = 1) -> None:
+        self.inner = GateDecider(capacity, size)
         self.sched = Scheduler(self.inner, cfg, Classifier(cfg))
         self.tasks: dict[str, asyncio.Task[Decision]] = {}
 
@@ -105,7 +106,7 @@ def test_hopeless_slots() -> None:
 
 def test_could_succeed_overtakes_queued_hopeless(cfg: Config) -> None:
     async def main() -> None:
-        h = Harness(cfg, capacity=2)  # one slot for hopeless logins
+        h = Harness(cfg, capacity=2)  # one worker, two slots: one for hopeless logins
         await h.sched.start()
         h.submit("in0", "192.0.2.1")
         await until(lambda: h.inner.calls == ["in0"], "in0 verified")
@@ -137,13 +138,13 @@ def test_could_succeed_overtakes_queued_hopeless(cfg: Config) -> None:
 
 def test_hopeless_logins_hold_a_bounded_slice(cfg: Config) -> None:
     async def main() -> None:
-        h = Harness(cfg, capacity=4)
+        h = Harness(cfg, capacity=4, size=4)  # four threads
         await h.sched.start()
         assert h.sched.hopeless_cap == 2
         for i in range(6):
             h.submit(f"out{i}", f"203.0.113.{i}")
         await h.classified(6)
-        assert h.inner.calls == ["out0", "out1"]  # two slots of four, the rest stays free
+        assert h.inner.calls == ["out0", "out1"]  # two workers of four, the rest stay free
         h.submit("in0", "192.0.2.1")
         h.submit("in1", "192.0.2.2")
         await until(lambda: len(h.inner.calls) == 4, "inside logins verified at once")
