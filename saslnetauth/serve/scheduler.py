@@ -22,6 +22,11 @@ whether the login *could* succeed:
   answered FAIL without a hash (logged ``verified=no``, counted in the
   metrics), through the same reply path as every FAIL.
 
+While nothing waits and the slice has room, a login goes straight to a
+worker without being classified (counted in the slice, since it might be
+one that cannot succeed): a server that is not busy works as if there were
+no scheduler.
+
 Nothing here depends on the password, and from outside every network an
 unknown name classifies like an existing one, so the reply and its timing
 class reveal neither.
@@ -60,6 +65,10 @@ SWEEP_INTERVAL = 0.05
 EWMA = 0.1
 #: Seconds a verification is assumed to take before one was measured.
 INITIAL_ESTIMATE = 0.1
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
 def hopeless_slots(share: float, workers: int) -> int:
@@ -120,6 +129,7 @@ class FairQueue:
 
 @dataclass
 class _Counts:
+    direct: int = 0
     classified: int = 0
     hopeless: int = 0
     hopeless_verified: int = 0
@@ -136,6 +146,7 @@ class Scheduler:
         self.classifier = classifier
         self.capacity = max(1, inner.capacity)
         self.in_flight = 0
+        self.classifying = 0
         self.hopeless_in_flight = 0
         self.estimate = INITIAL_ESTIMATE
         self.counts = _Counts()
@@ -188,39 +199,78 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         serve = self.cfg.serve
-        c = self.classifier.cached(user, rip, service)
-        if c is None:
-            c = await self.classifier.classify(user, rip, service)
-        self.counts.classified += 1
-        hopeless = not c.could_succeed and c.error is None
-        if hopeless:
-            self.counts.hopeless += 1
-            ticket = self._hopeless_ticket(arrival)
-            if ticket is None:
-                return self._refuse(c, rip, service)
+        if self._quiet():
+            # Nothing waits and the bounded slice has room: straight to a worker without
+            # classifying (the path of a server that is not busy), counted in the slice.
+            ticket = _Ticket(True, 0.0, loop.create_future())
+            self._take(ticket)
+            self.counts.direct += 1
         else:
-            ticket = _Ticket(False, arrival + serve.request_timeout, loop.create_future())
-            bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
-            if not self._admit_now(ticket):
-                self._could.push(c.network, bucket, ticket)
-                self._could_expiry.append(ticket)
-                self._arm()
-                self._pump()
-        if not await ticket.waiter:
-            if hopeless:
-                return self._refuse(c, rip, service)
-            self.counts.timed_out += 1
-            log.error("%s", kv("verification timed out", user=c.name, waiting="worker"))
-            return Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, c.name, detail="verification timed out"
-            )
-        if hopeless:
-            self.counts.hopeless_verified += 1
+            c = self.classifier.cached(user, rip, service)
+            if c is None:
+                self.classifying += 1
+                try:
+                    c = await self.classifier.classify(user, rip, service)
+                finally:
+                    self.classifying -= 1
+            ready = self._classified(c, rip, service, arrival)
+            if isinstance(ready, Decision):
+                return ready
+            ticket = ready
+            if not await ticket.waiter:
+                return self._expired(ticket, c, rip, service)
         remaining = max(0.1, arrival + serve.request_timeout - loop.time())
         try:
             return await self.inner.decide(user, password, rip, service, timeout=remaining)
         finally:
             self._release(ticket)
+
+    def _quiet(self) -> bool:
+        return (
+            not self._could
+            and not self._hopeless
+            and self.classifying == 0
+            and self.in_flight < self.capacity
+            and self.hopeless_in_flight < self.hopeless_cap
+        )
+
+    def _classified(
+        self, c: Classified, rip: str | None, service: str, arrival: float
+    ) -> _Ticket | Decision:
+        """A ticket in the login's lane, or the refusal of a login that cannot succeed."""
+        self.counts.classified += 1
+        serve = self.cfg.serve
+        if not c.could_succeed and c.error is None:
+            self.counts.hopeless += 1
+            ticket = self._hopeless_ticket(arrival)
+            if ticket is None:
+                return self._refuse(c, rip, service)
+            if ticket.waiter.done():
+                self.counts.hopeless_verified += 1
+            else:
+                ticket.waiter.add_done_callback(self._count_verified)
+            return ticket
+        ticket = _Ticket(False, arrival + serve.request_timeout, _loop().create_future())
+        if not self._admit_now(ticket):
+            bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
+            self._could.push(c.network, bucket, ticket)
+            self._could_expiry.append(ticket)
+            self._arm()
+            self._pump()
+        return ticket
+
+    def _count_verified(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.cancelled() and waiter.result():
+            self.counts.hopeless_verified += 1
+
+    def _expired(self, t: _Ticket, c: Classified, rip: str | None, service: str) -> Decision:
+        if t.hopeless:
+            return self._refuse(c, rip, service)
+        self.counts.timed_out += 1
+        log.error("%s", kv("verification timed out", user=c.name, waiting="worker"))
+        return Decision(
+            Verdict.TEMPFAIL, Reason.BACKEND_ERROR, c.name, detail="verification timed out"
+        )
 
     def metric_values(self) -> list[tuple[str, str, float]]:
         """(name, help, value) for the server's /metrics."""
@@ -242,6 +292,11 @@ class Scheduler:
                 n.hopeless_unverified,
             ),
             (
+                "saslnetauth_unclassified_total",
+                "Logins sent straight to a decision worker (nothing was waiting).",
+                n.direct,
+            ),
+            (
                 "saslnetauth_waiting_logins",
                 "Classified logins waiting for a decision worker.",
                 self.waiting,
@@ -258,7 +313,7 @@ class Scheduler:
             return None
         h = self.estimate
         budget = max(self.cfg.serve.failure_delay - 2 * h, 2 * h)
-        ticket = _Ticket(True, arrival + budget, asyncio.get_running_loop().create_future())
+        ticket = _Ticket(True, arrival + budget, _loop().create_future())
         if self._admit_now(ticket):
             return ticket
         if len(self._hopeless) >= cap * budget / h:

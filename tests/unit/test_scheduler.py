@@ -108,15 +108,16 @@ def test_could_succeed_overtakes_queued_hopeless(cfg: Config) -> None:
     async def main() -> None:
         h = Harness(cfg, capacity=2)  # one worker, two slots: one for hopeless logins
         await h.sched.start()
+        h.submit("out1", OUTSIDE)  # nothing waits: straight to the worker, in the slice
+        await until(lambda: h.inner.calls == ["out1"], "out1 verified")
         h.submit("in0", "192.0.2.1")
-        await until(lambda: h.inner.calls == ["in0"], "in0 verified")
-        for i in range(1, 5):
+        await until(lambda: h.inner.calls == ["out1", "in0"], "in0 verified")
+        for i in range(2, 5):
             h.submit(f"out{i}", OUTSIDE)
-        await until(lambda: h.inner.calls == ["in0", "out1"], "out1 verified")
-        await h.classified(5)
+        await h.classified(4)
         h.submit("in1", "192.0.2.1")
-        await h.classified(6)
-        assert h.inner.calls == ["in0", "out1"]  # full: in1 waits with out2..out4
+        await h.classified(5)
+        assert h.inner.calls == ["out1", "in0"]  # full: in1 waits with out2..out4
         h.inner.open("out1")
         await until(lambda: len(h.inner.calls) == 3, "a third verification")
         assert h.inner.calls[2] == "in1"  # not out2, which came first
@@ -130,7 +131,8 @@ def test_could_succeed_overtakes_queued_hopeless(cfg: Config) -> None:
                 await until(lambda n=n: len(h.inner.calls) == 5 + n, "next hopeless")
         results = await asyncio.gather(*h.tasks.values())
         assert all(d.verdict is Verdict.FAIL for d in results)
-        assert h.sched.counts.hopeless == 4 and h.sched.counts.hopeless_unverified == 0
+        n = h.sched.counts
+        assert (n.direct, n.hopeless, n.hopeless_verified, n.hopeless_unverified) == (1, 3, 3, 0)
         await h.sched.close()
 
     asyncio.run(main())
@@ -143,7 +145,7 @@ def test_hopeless_logins_hold_a_bounded_slice(cfg: Config) -> None:
         assert h.sched.hopeless_cap == 2
         for i in range(6):
             h.submit(f"out{i}", f"203.0.113.{i}")
-        await h.classified(6)
+        await h.classified(4)  # out0 and out1 went straight to workers
         assert h.inner.calls == ["out0", "out1"]  # two workers of four, the rest stay free
         h.submit("in0", "192.0.2.1")
         h.submit("in1", "192.0.2.2")
@@ -194,7 +196,7 @@ def test_unknown_and_existing_names_take_the_same_path_from_outside(cfg: Config)
         await until(lambda: h.inner.calls == ["filler"], "filler verified")
         for i in range(3):
             h.submit(f"x{i}", OUTSIDE, user=user)
-        await h.classified(4)
+        await h.classified(3)
         path = list(h.inner.calls)
         h.inner.open("filler")
         await until(lambda: len(h.inner.calls) == 2, "next")
@@ -241,10 +243,10 @@ def test_fair_share_between_client_addresses_and_networks(cfg: Config) -> None:
         await until(lambda: h.inner.calls == ["busy0"], "first")
         for i in range(1, 6):
             h.submit(f"busy{i}", "192.0.2.66")  # one busy machine in the office
-        await h.classified(6)
+        await h.classified(5)
         h.submit("colleague", "192.0.2.67")
         h.submit("home", "198.51.100.5", user="alice")  # another network
-        await h.classified(8)
+        await h.classified(7)
         for _ in range(4):
             h.inner.open(h.inner.calls[-1])
             n = len(h.inner.calls)
