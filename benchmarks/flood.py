@@ -74,7 +74,7 @@ from benchmarks.common import (
     saslnetauth_server,
     table,
 )
-from benchmarks.loadgen import AuthConnection, Login, run_load
+from benchmarks.loadgen import AuthConnection, Login, ProtocolViolation, run_load
 
 SCHEMES = ("ARGON2ID", "SHA512-CRYPT")
 ATTACKERS = (0, 100, 300, 1000)
@@ -85,6 +85,8 @@ VICTIMS = 10
 #: Distinct (name, address) guesses prepared per row; picked at random.
 GUESSES = 20000
 REPLY_TIMEOUT = 15.0
+#: Seconds between rows.
+COOL_DOWN = 3.0
 
 
 @dataclass
@@ -178,8 +180,10 @@ def _flood(target: str, logins: list[Login], conns: int, seconds: float, out: An
 
 
 async def legit_client(target: str, login: Login, seconds: float) -> list[tuple[float, str]]:
+    """A login every PERIOD seconds (later if the last one took longer); a connection
+    that cannot be opened or answers nothing in REPLY_TIMEOUT counts as "timeout"."""
     out: list[tuple[float, str]] = []
-    conn = await AuthConnection.open(target)
+    conn: AuthConnection | None = None
     tail = login.tail()
     end = time.monotonic() + seconds
     next_at = time.monotonic()
@@ -187,18 +191,22 @@ async def legit_client(target: str, login: Login, seconds: float) -> list[tuple[
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         t0 = time.perf_counter()
         try:
+            if conn is None:
+                conn = await AuthConnection.open(target, REPLY_TIMEOUT)
             _rid, line = await conn.request(tail, REPLY_TIMEOUT)
             parts = line.split(b"\t")
             verdict = parts[0].decode()
             if verdict == "FAIL" and b"code=temp_fail" in parts[2:]:
                 verdict = "TEMPFAIL"
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, OSError, ProtocolViolation):
             verdict = "timeout"
-            conn.close()
-            conn = await AuthConnection.open(target)
+            if conn is not None:
+                conn.close()
+            conn = None
         out.append((time.perf_counter() - t0, verdict))
-        next_at += PERIOD
-    conn.close()
+        next_at = max(next_at + PERIOD, time.monotonic())
+    if conn is not None:
+        conn.close()
     return out
 
 
@@ -242,6 +250,7 @@ def run_row(
             print(f"  attackers' errors: {row.att['errors']} e.g. {row.att['samples']}")
         proc.join(30)
     row.cpu = meter.stop()
+    time.sleep(COOL_DOWN)  # what the server still owes closed connections
     after = metric(metrics_port, "saslnetauth_hopeless_unverified_total")
     if before is not None and after is not None:
         row.unverified = after - before
