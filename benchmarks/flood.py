@@ -48,7 +48,8 @@ import secrets
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,6 @@ VICTIMS = 10
 #: Distinct (name, address) guesses prepared per row; picked at random.
 GUESSES = 20000
 REPLY_TIMEOUT = 15.0
-#: Seconds between rows.
-COOL_DOWN = 3.0
 
 
 @dataclass
@@ -250,7 +249,6 @@ def run_row(
             print(f"  attackers' errors: {row.att['errors']} e.g. {row.att['samples']}")
         proc.join(30)
     row.cpu = meter.stop()
-    time.sleep(COOL_DOWN)  # what the server still owes closed connections
     after = metric(metrics_port, "saslnetauth_hopeless_unverified_total")
     if before is not None and after is not None:
         row.unverified = after - before
@@ -260,7 +258,7 @@ class _PenaltyDovecot:
     """DovecotInstance with the auth penalty (anvil) back to Dovecot's default."""
 
     @staticmethod
-    def make(tmp: Path, passwd: list[str]) -> Any:
+    def make(directory: Path, passwd: list[str]) -> Any:
         from tests.support import DovecotInstance
 
         class Instance(DovecotInstance):  # type: ignore[misc, valid-type]
@@ -273,11 +271,39 @@ class _PenaltyDovecot:
                 )
 
         return Instance(
-            tmp / "dovecot",
+            directory,
             passwd=passwd,
             auth_failure_delay="2 secs",
             extra_config=DOVECOT_TUNING,
         )
+
+
+@contextmanager
+def fresh_server(
+    server: str, tmp: Path, tag: str, db: str, passwd: list[str], scheme: str
+) -> Iterator[tuple[str, Callable[[], list[int]], int | None]]:
+    """(target, pids, metrics port) of a new Dovecot or saslnetauth for one row."""
+    if server == "dovecot":
+        with _PenaltyDovecot.make(tmp / f"dovecot-{tag}", passwd) as dovecot:
+            master = dovecot._master_pid
+            yield f"unix:{dovecot.auth_socket}", lambda: dovecot_pids(master), None
+        return
+    from tests.support.serverproc import free_port
+
+    port = free_port()
+    with saslnetauth_server(
+        tmp,
+        db,
+        failure_delay=2.0,
+        serve={
+            "penalty_max": 4.0,
+            "max_connections": 1100,
+            "metrics_listen": f"inet:127.0.0.1:{port}",
+        },
+        name=f"serve-{tag}",
+        extra_config=f'\n[passwords]\ndefault_scheme = "{scheme}"\n',
+    ) as sna:
+        yield sna.target, sna.pids, port
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,61 +338,24 @@ def main(argv: list[str] | None = None) -> int:
                 users[scheme].append(BenchUser(name=name, password=pw, hash=h))
         every = [u for us in users.values() for u in us]
         db = make_database(tmp, every)
-        dovecot = None
-        if "dovecot" in servers:
-            dovecot = _PenaltyDovecot.make(tmp, [dovecot_passwd_line(u) for u in every])
-            dovecot.__enter__()
-            print(f"dovecot: {dovecot.config_file} (harness config, penalty on, tuning)")
-        try:
-            for si, scheme in enumerate(schemes):
-                legit_user = users[scheme][0]
-                legit = Login(legit_user.name, legit_user.password, ALLOWED_IP, True)
-                attack = guesses([u.name for u in users[scheme][1:]], seed=si)
-                order = servers if si % 2 == 0 else list(reversed(servers))
+        passwd = [dovecot_passwd_line(u) for u in every]
+        for si, scheme in enumerate(schemes):
+            legit_user = users[scheme][0]
+            legit = Login(legit_user.name, legit_user.password, ALLOWED_IP, True)
+            attack = guesses([u.name for u in users[scheme][1:]], seed=si)
+            for n in counts:
+                order = servers if (si + n) % 2 == 0 else list(reversed(servers))
                 for server in order:
-                    if server == "dovecot" and dovecot is not None:
-                        master = dovecot._master_pid
-                        for n in counts:
-                            row = Row("dovecot", scheme, n)
-                            run_row(
-                                row,
-                                f"unix:{dovecot.auth_socket}",
-                                lambda master=master: dovecot_pids(master),
-                                legit,
-                                attack,
-                                warm,
-                                seconds,
-                                None,
-                            )
-                            rows.append(row)
-                            print(" | ".join(map(str, row.cells())), flush=True)
-                    elif server == "saslnetauth":
-                        from tests.support.serverproc import free_port
-
-                        port = free_port()
-                        with saslnetauth_server(
-                            tmp,
-                            db,
-                            failure_delay=2.0,
-                            serve={
-                                "penalty_max": 4.0,
-                                "max_connections": 1100,
-                                "metrics_listen": f"inet:127.0.0.1:{port}",
-                            },
-                            name=f"serve-{scheme.lower()}",
-                            extra_config=f'\n[passwords]\ndefault_scheme = "{scheme}"\n',
-                        ) as sna:
-                            print(f"saslnetauth: {sna.ready_line()}")
-                            for n in counts:
-                                row = Row("saslnetauth", scheme, n)
-                                run_row(
-                                    row, sna.target, sna.pids, legit, attack, warm, seconds, port
-                                )
-                                rows.append(row)
-                                print(" | ".join(map(str, row.cells())), flush=True)
-        finally:
-            if dovecot is not None:
-                dovecot.__exit__(None, None, None)
+                    # a fresh server per row: none still owes the last row's flood
+                    with fresh_server(server, tmp, f"{scheme.lower()}-{n}", db, passwd, scheme) as (
+                        target,
+                        pids,
+                        port,
+                    ):
+                        row = Row(server, scheme, n)
+                        run_row(row, target, pids, legit, attack, warm, seconds, port)
+                    rows.append(row)
+                    print(" | ".join(map(str, row.cells())), flush=True)
     print()
     print(table(HEADERS, [r.cells() for r in rows]))
     print(f"\ntotal {time.monotonic() - t_start:.0f} s; machine after: {machine_summary()}")
