@@ -11,6 +11,7 @@ import pytest
 
 from saslnetauth.config import Config
 from saslnetauth.credentials.passwords import PasswordHasher
+from saslnetauth.engine import Classified
 from saslnetauth.netrules import NetworkRule
 from saslnetauth.serve.classifier import Classifier
 from saslnetauth.serve.scheduler import FairQueue, Scheduler, hopeless_slots
@@ -125,10 +126,10 @@ def test_could_succeed_overtakes_queued_hopeless(cfg: Config) -> None:
         await until(lambda: len(h.inner.calls) == 4, "a fourth verification")
         assert h.inner.calls[3] == "out2"
         h.inner.open("in1")
-        for n, name in enumerate(("out2", "out3", "out4")):
+        for k, name in enumerate(("out2", "out3", "out4")):
             h.inner.open(name)
             if name != "out4":
-                await until(lambda n=n: len(h.inner.calls) == 5 + n, "next hopeless")
+                await until(lambda k=k: len(h.inner.calls) == 5 + k, "next hopeless")  # type: ignore[misc]
         results = await asyncio.gather(*h.tasks.values())
         assert all(d.verdict is Verdict.FAIL for d in results)
         n = h.sched.counts
@@ -282,3 +283,56 @@ def test_fair_queue_round_robin() -> None:
         assert order == ["a1", "c1", "b1"] and len(q) == 0
 
     asyncio.run(main())
+
+
+def test_a_refusal_never_comes_from_a_cached_lookup(cfg: Config, sqlite_store: SqlStore) -> None:
+    """A network added for alice is in force at once for the refusal decision: only
+    "could succeed" results are taken from the classifier's short-lived cache."""
+
+    async def main() -> None:
+        classifier = Classifier(cfg)
+        await classifier.start()
+        first = await classifier.classify("alice", OUTSIDE, "smtp")
+        assert not first.could_succeed and first.user is not None
+        assert classifier.cached("alice", OUTSIDE, "smtp") is None  # never a cached refusal
+        home = classifier.cached("alice", "198.51.100.9", "smtp")
+        assert home is not None and home.could_succeed  # same lookup, her own network
+        sqlite_store.add_user_network("alice", NetworkRule.parse(OUTSIDE, scope="user"))
+        again = await classifier.classify("alice", OUTSIDE, "smtp")
+        assert again.could_succeed
+        await classifier.close()
+
+    asyncio.run(main())
+
+
+def test_classification_of_names_from_outside(cfg: Config) -> None:
+    """Existing, unknown and invalid names: the same class from outside; unknown names
+    are judged by the global networks only."""
+    from saslnetauth.engine import refusal
+
+    async def main() -> list[Classified]:
+        classifier = Classifier(cfg)
+        await classifier.start()
+        got = [
+            await classifier.classify(name, rip, "smtp")
+            for name, rip in [
+                ("alice", OUTSIDE),
+                ("nobody", OUTSIDE),
+                ("bad\tname", OUTSIDE),
+                ("nobody", "198.51.100.9"),  # alice's network, not a global one
+                ("nobody", "192.0.2.9"),  # a global network
+                ("alice", "198.51.100.9"),
+            ]
+        ]
+        await classifier.close()
+        return got
+
+    got = asyncio.run(main())
+    assert [c.could_succeed for c in got] == [False, False, False, False, True, True]
+    alice, nobody, invalid = got[:3]
+    assert refusal(alice).reason is Reason.NETWORK
+    assert refusal(nobody).reason is Reason.UNKNOWN_USER
+    assert refusal(invalid).reason is Reason.UNKNOWN_USER and not invalid.valid_name
+    assert refusal(alice).verdict is refusal(nobody).verdict is Verdict.FAIL
+    with pytest.raises(ValueError, match="cannot succeed"):
+        refusal(got[-1])
