@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.request
 from pathlib import Path
@@ -88,6 +89,11 @@ def test_refused_unverified_look_like_every_failure(tmp_path: Path) -> None:
         r"auth fail: user=alice service=smtp rip=127.0.0.2 reason=bad_password$", log, re.M
     )
     assert PW not in log
+    # the refusals are in the verdict record too (written by the classifier's engine)
+    r = run("report", "--json", "--since", "1h", db=db)
+    assert r.code == 0, r.err
+    reasons = json.loads(r.out)["failures_by_reason"]
+    assert reasons == {"network": 2, "unknown_user": 1, "bad_password": 1}
 
 
 def test_stolen_password_signal_with_spare_capacity(tmp_path: Path) -> None:
