@@ -219,8 +219,10 @@ class Scheduler:
             ticket = ready
             if not await ticket.waiter:
                 return self._expired(ticket, c, rip, service)
-        remaining = max(0.1, arrival + serve.request_timeout - loop.time())
+        remaining = arrival + serve.request_timeout - loop.time()
         try:
+            if remaining <= 0:  # admitted too late: never sent to a worker
+                return self._timed_out(user)
             return await self.inner.decide(user, password, rip, service, timeout=remaining)
         finally:
             self._release(ticket)
@@ -266,10 +268,13 @@ class Scheduler:
     def _expired(self, t: _Ticket, c: Classified, rip: str | None, service: str) -> Decision:
         if t.hopeless:
             return self._refuse(c, rip, service)
+        return self._timed_out(c.name)
+
+    def _timed_out(self, name: str) -> Decision:
         self.counts.timed_out += 1
-        log.error("%s", kv("verification timed out", user=c.name, waiting="worker"))
+        log.error("%s", kv("verification timed out", user=name, waiting="worker"))
         return Decision(
-            Verdict.TEMPFAIL, Reason.BACKEND_ERROR, c.name, detail="verification timed out"
+            Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail="verification timed out"
         )
 
     def metric_values(self) -> list[tuple[str, str, float]]:
@@ -352,6 +357,9 @@ class Scheduler:
         now = asyncio.get_running_loop().time()
         while self.in_flight < self.capacity:
             t = self._could.pop()
+            if t is not None and t.expires <= now:
+                t.waiter.set_result(False)  # past its request_timeout: never sent
+                continue
             if t is None:
                 if self.hopeless_in_flight >= self.hopeless_cap:
                     return

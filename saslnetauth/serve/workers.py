@@ -421,7 +421,9 @@ class WorkerPool:
 
     @property
     def capacity(self) -> int:
-        return self.size * PER_WORKER
+        # one more per worker waits in our queue: a worker's next request is sent the
+        # moment it answers, without a round through the scheduler in front of us
+        return self.size * (PER_WORKER + 1)
 
     async def decide(
         self,
