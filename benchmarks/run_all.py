@@ -32,6 +32,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "oracle": ([], ["--tries", "50"]),
     "vs_dovecot": ([], ["--quick"]),
     "soak": ([], ["--seconds", "30"]),
+    "flood": ([], ["--quick"]),
     "profile_serve": ([], ["--seconds", "5", "--workers", "1,4", "--sweep-seconds", "3"]),
     "record_overhead": (["--rounds", "5", "--seconds", "12"], ["--rounds", "2", "--seconds", "4"]),
     "gil": ([], ["--seconds", "1"]),

@@ -102,6 +102,11 @@ class ServeConfig:
     #: Seconds from a request's arrival (brake included) to its decision; later it fails
     #: temporarily (requests still queued then are never worked on).
     request_timeout: float = 8.0
+    #: Share of the decision workers that may verify logins which cannot succeed (address
+    #: outside every network that applies), and only while no login that could succeed
+    #: waits (at least one worker unless 0). Beyond it they are answered FAIL without a
+    #: hash (0 = never verify them: no stolen-password alerts; 1 = no bound).
+    hopeless_share: float = 0.5
     #: Seconds a request may wait for the client's CONT before it expires.
     cont_timeout: float = 60.0
     #: Seconds without any traffic before an idle connection is closed (0 = never).
@@ -408,6 +413,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.worker_mode: use processes or threads")
     if not 0.1 <= s.request_timeout <= 9.5:
         raise ConfigError("serve.request_timeout: 0.1 to 9.5 seconds (Postfix waits 10)")
+    if not 0 <= s.hopeless_share <= 1:
+        raise ConfigError("serve.hopeless_share: a share between 0 and 1")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
     if s.userdb_listen and not s.userdb_listen.startswith("unix:"):

@@ -21,6 +21,14 @@ at the fixed deadline of :mod:`saslnetauth.deadline`. ``rehash_on_login``
 re-stores a password only after a final OK, and when the caller passes
 ``after_reply``, only once the caller has sent the reply.
 
+A login is decided in two steps, so that a server can schedule the costly
+one (docs/design.md, point 8): :meth:`DecisionEngine.classify` looks the
+user up and matches the network (microseconds) and says whether the login
+*could* succeed; the verification then hashes and finishes. ``decide``
+runs both. A login that cannot succeed may be finished by
+:meth:`DecisionEngine.refuse_unverified` instead: FAIL with its true
+reason, logged with ``verified=no``, without spending a hash.
+
 The engine is synchronous and thread-safe; the server runs it in decision
 worker processes (or threads) so that it never blocks the event loop.
 """
@@ -32,7 +40,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from saslnetauth.authlog import log_decision
@@ -40,10 +48,10 @@ from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
-from saslnetauth.netrules import merged_match, parse_address
+from saslnetauth.netrules import NetworkRule, RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
 
-__all__ = ["DecisionEngine", "PamVerifier"]
+__all__ = ["Classified", "DecisionEngine", "Lookup", "PamVerifier", "refusal"]
 
 log = logging.getLogger("saslnetauth.auth")
 
@@ -54,6 +62,54 @@ class PamVerifier(Protocol):
     """Checks a password with PAM; raises BackendError on PAM failure."""
 
     def verify(self, user: str, password: bytes, rip: str | None, service: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What classifying a name read from the store."""
+
+    given: str
+    name: str | None  # None: not a valid user name
+    user: UserRecord | None
+    global_rules: RuleSet
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    """The cheap first step of a login: who it is, and whether its address could let it
+    succeed. Unknown (and invalid) names are matched against the global networks only,
+    so that from outside every network an unknown name classifies like an existing one.
+    """
+
+    #: Canonical name (existing user), normalised name (unknown), or the name as given.
+    name: str
+    #: The address lies in the networks that apply (the user's and the global ones).
+    could_succeed: bool
+    user: UserRecord | None = None
+    #: The rule that admits the address, if any.
+    rule: NetworkRule | None = None
+    #: Some network rule applies to the service at all.
+    applicable: bool = False
+    valid_name: bool = True
+    #: A decision reached without any password work (TEMPFAIL: database error).
+    error: Decision | None = None
+    #: What was read from the store to classify it.
+    lookup: Lookup | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def network(self) -> str:
+        """The admitting network, for fair scheduling ("" when none)."""
+        return self.rule.describe() if self.rule is not None else ""
+
+
+def refusal(c: Classified) -> Decision:
+    """The FAIL of a login that cannot succeed, decided without its password."""
+    if c.could_succeed:
+        raise ValueError("only a login that cannot succeed is refused unverified")
+    if c.user is None:
+        return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, c.name, network_ok=False)
+    reason = Reason.NETWORK if c.applicable else Reason.NO_NETWORK_RULES
+    return Decision(Verdict.FAIL, reason, c.name, network_ok=False)
 
 
 class DecisionEngine:
@@ -115,19 +171,19 @@ class DecisionEngine:
         service = _clean_service(service)
         rehash: list[ParsedHash] = []
         try:
-            decision = self._decide(username, secret, rip, service, rehash)
+            if not secret:
+                # before any lookup or verification; the frontend's deadline hides
+                # that no hash was spent
+                decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
+            else:
+                classified = self._classify(username, rip, service)
+                decision = self._verify(classified, secret, rip, service, rehash)
         except Exception as exc:  # fail closed on anything unexpected
             log.exception("internal error while deciding a login")
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
-        if not quiet:
-            log_decision(decision, rip, service, **(log_fields or {}))
-        if self.on_decision is not None:
-            try:
-                self.on_decision(decision, rip, service)
-            except Exception:
-                log.exception("decision hook failed")
+        self._finish(decision, rip, service, log_fields or {}, quiet)
         if decision.ok and rehash:
             job = functools.partial(self._rehash, decision.user, secret)
             if after_reply is None:
@@ -136,52 +192,109 @@ class DecisionEngine:
                 after_reply.append(job)
         return decision
 
+    def classify(self, username: str, rip: str | None, service: str) -> Classified:
+        """The cheap step alone (no password, no log line): for scheduling. An
+        unexpected error classifies as "could succeed", leaving it to ``decide``."""
+        try:
+            return self._classify(username, rip, _clean_service(service))
+        except Exception:
+            log.exception("internal error while classifying a login")
+            return Classified(_display_name(username), True)
+
+    def refuse_unverified(
+        self, c: Classified, rip: str | None, service: str, *, quiet: bool = False
+    ) -> Decision:
+        """FAIL, without a hash, a login that :meth:`classify` found unable to succeed;
+        logged and recorded like any decision, with its true reason and ``verified=no``."""
+        decision = refusal(c)
+        self._finish(decision, rip, _clean_service(service), {"verified": "no"}, quiet)
+        return decision
+
+    def _finish(
+        self,
+        decision: Decision,
+        rip: str | None,
+        service: str,
+        log_fields: dict[str, object],
+        quiet: bool,
+    ) -> None:
+        if not quiet:
+            log_decision(decision, rip, service, **log_fields)
+        if self.on_decision is not None:
+            try:
+                self.on_decision(decision, rip, service)
+            except Exception:
+                log.exception("decision hook failed")
+
     # -- the policy ---------------------------------------------------------------
 
-    def _decide(
-        self, username: str, secret: bytes, rip: str | None, service: str, rehash: list[ParsedHash]
-    ) -> Decision:
-        if not secret:
-            # before any lookup or verification; the frontend's deadline hides
-            # that no hash was spent
-            return Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
+    def _classify(self, username: str, rip: str | None, service: str) -> Classified:
         try:
-            name = normalize_username(username, lowercase=self.lowercase)
+            name: str | None = normalize_username(username, lowercase=self.lowercase)
         except InvalidUsernameError:
-            started = time.perf_counter()
-            self.hasher.dummy_verify(secret)
-            return Decision(
-                Verdict.FAIL,
-                Reason.UNKNOWN_USER,
-                _display_name(username),
-                network_ok=False,
-                verify_seconds=time.perf_counter() - started,
-            )
+            name = None
+        user: UserRecord | None = None
         try:
-            user = self.store.get_user(name)
+            if name is not None:
+                user = self.store.get_user(name)
             global_rules = self.store.global_rules()
         except BackendError as exc:
-            return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
-        if user is None and self.pam_any_user:
+            if name is None:  # decided by the name alone
+                return Classified(_display_name(username), True, valid_name=False)
+            error = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
+            return Classified(name, True, error=error)
+        return self._match(Lookup(username, name, user, global_rules), rip, service)
+
+    def match(self, found: Lookup, rip: str | None, service: str) -> Classified:
+        """:meth:`classify` from what an earlier one read (no I/O): for a server that
+        reuses a lookup for at most ``global_cache_seconds``."""
+        return self._match(found, rip, _clean_service(service))
+
+    def _match(self, found: Lookup, rip: str | None, service: str) -> Classified:
+        name, user = found.name, found.user
+        if user is None and name is not None and self.pam_any_user:
             # any PAM (system) user, under the global networks only
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
-        if user is None:
-            # network_ok as for a user without networks of their own, so that the
-            # user brake treats unknown and existing names alike
-            _, rule = merged_match((global_rules,), parse_address(rip), service)
+        rules = found.global_rules
+        sets = (rules,) if user is None else (user.rules, rules)
+        applicable, rule = merged_match(sets, parse_address(rip), service)
+        return Classified(
+            user.name if user is not None else name or _display_name(found.given),
+            rule is not None,
+            user=user,
+            rule=rule,
+            applicable=applicable,
+            valid_name=name is not None,
+            lookup=found,
+        )
+
+    def _verify(
+        self,
+        c: Classified,
+        secret: bytes,
+        rip: str | None,
+        service: str,
+        rehash: list[ParsedHash],
+    ) -> Decision:
+        if c.error is not None:
+            return c.error
+        user = c.user
+        if user is None:  # unknown or invalid name
+            # network_ok as for a user without networks of their own (the global ones
+            # only), so that the user brake treats unknown and existing names alike
             started = time.perf_counter()
             self.hasher.dummy_verify(secret)
             return Decision(
                 Verdict.FAIL,
                 Reason.UNKNOWN_USER,
-                name,
-                network_ok=rule is not None,
+                c.name,
+                network_ok=c.could_succeed,
                 verify_seconds=time.perf_counter() - started,
             )
 
         # The network is matched for every existing user before the password,
         # so the work done does not depend on which check fails.
-        applicable, rule = merged_match((user.rules, global_rules), parse_address(rip), service)
+        applicable, rule = c.applicable, c.rule
         net_ok = rule is not None
         started = time.perf_counter()
         checked = self._check_credentials(user, secret, rip, service)

@@ -165,10 +165,12 @@ async def _run(
     policy_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.runtime import measure_verification
+    from saslnetauth.serve.classifier import Classifier
+    from saslnetauth.serve.scheduler import Scheduler
     from saslnetauth.serve.server import AuthServer
     from saslnetauth.serve.workers import make_decider
 
-    decider = make_decider(cfg)
+    decider = Scheduler(make_decider(cfg), cfg, Classifier(cfg))
     # the failure deadline covers the slowest scheme (saslnetauth.deadline)
     measured, _ = await asyncio.gather(
         asyncio.to_thread(measure_verification, cfg), decider.start()

@@ -217,6 +217,7 @@ class AuthServer:
                 "Correct passwords from forbidden networks.",
                 self.stats["stolen_credentials"],
             ),
+            *getattr(self.decider, "metric_values", list)(),
         ):
             m.set_gauge(name, text, value)
         return m.render()

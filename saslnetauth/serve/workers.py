@@ -65,10 +65,23 @@ FLUSH_AFTER = 0.001
 class Decider(Protocol):
     """Where the server's logins are decided: worker processes, or threads."""
 
+    #: Workers (processes or threads); each decides one login at a time.
+    @property
+    def size(self) -> int: ...
+
+    #: Requests it works on at once (more wait in its own queue).
+    @property
+    def capacity(self) -> int: ...
+
     async def start(self) -> None: ...
 
     async def decide(
-        self, user: str, password: bytes, rip: str | None, service: str
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
     ) -> Decision: ...
 
     async def reload(self, cfg: Config) -> None: ...
@@ -102,7 +115,18 @@ class ThreadDecider:
 
         self.engine = build_server_engine(self.cfg, check_schema=False)
 
-    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+    @property
+    def capacity(self) -> int:
+        return self.size
+
+    async def decide(
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
+    ) -> Decision:
         engine = self.engine
         if engine is None:
             return _tempfail(user, "not started")
@@ -438,12 +462,27 @@ class WorkerPool:
 
     # -- requests --------------------------------------------------------------------
 
-    async def decide(self, user: str, password: bytes, rip: str | None, service: str) -> Decision:
+    @property
+    def capacity(self) -> int:
+        # one more per worker waits in our queue: a worker's next request is sent the
+        # moment it answers, without a round through the scheduler in front of us
+        return self.size * (PER_WORKER + 1)
+
+    async def decide(
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
+    ) -> Decision:
+        """The verdict; TEMPFAIL after ``timeout`` (default ``[serve] request_timeout``)."""
         if not any(not w.retiring for w in self.workers) and self._closing:
             return _tempfail(user, "no decision worker available")
         loop = asyncio.get_running_loop()
         rid = next(self._ids)
-        timeout = self.cfg.serve.request_timeout
+        if timeout is None:
+            timeout = self.cfg.serve.request_timeout
         job = _Job(
             rid,
             user,

@@ -1,0 +1,403 @@
+"""Network-aware scheduling of the password hashes (docs/design.md, point 8).
+
+A botnet guessing passwords from random addresses must not make a real
+user's login wait behind hundreds of hashes. Every login is first
+classified (:mod:`saslnetauth.serve.classifier`: user lookup and network
+match, no password); then the expensive verification is scheduled by
+whether the login *could* succeed:
+
+- **could succeed** (the address lies in the networks that apply to the
+  user, or to an unknown name the global ones): served first, fairly:
+  round robin over the admitting networks, and within a network over the
+  client buckets (IPv4 address, IPv6 /penalty_ipv6_prefix), so one busy
+  network or one compromised machine cannot starve the others (the
+  per-address brake of :mod:`saslnetauth.serve.penalty` still applies
+  before a login gets here);
+- **cannot succeed**: verified anyway while there is room, so that a
+  correct password from a forbidden network is still logged and alerted,
+  but these logins hold at most ``[serve] hopeless_share`` of the workers
+  (so the others stay free for real users) and only when no login that could
+  succeed is waiting. One that
+  could not start early enough to be decided by its failure deadline is
+  answered FAIL without a hash (logged ``verified=no``, counted in the
+  metrics), through the same reply path as every FAIL.
+
+While nothing waits and the slice has room, a login goes straight to a
+worker without being classified (counted in the slice, since it might be
+one that cannot succeed): a server that is not busy works as if there were
+no scheduler.
+
+Nothing here depends on the password, and from outside every network an
+unknown name classifies like an existing one, so the reply and its timing
+class reveal neither.
+
+The scheduler is a :class:`~saslnetauth.serve.workers.Decider` in front of
+the real one and never hands it more than its ``capacity`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import OrderedDict, deque
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from saslnetauth.logfmt import kv
+from saslnetauth.serve.penalty import client_bucket
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.config import Config
+    from saslnetauth.engine import Classified
+    from saslnetauth.serve.classifier import Classifier
+    from saslnetauth.serve.workers import Decider
+
+__all__ = ["FairQueue", "Scheduler", "hopeless_slots"]
+
+log = logging.getLogger("saslnetauth.serve.scheduler")
+
+#: Seconds between checks for waiting logins past their time.
+SWEEP_INTERVAL = 0.05
+#: Weight of the newest verification time in the running estimate.
+EWMA = 0.1
+#: Seconds a verification is assumed to take before one was measured.
+INITIAL_ESTIMATE = 0.1
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
+
+
+def hopeless_slots(share: float, workers: int) -> int:
+    """Verifications of logins that cannot succeed allowed at once: ``share`` of the
+    workers (each works on one login at a time), at least one unless the share is 0."""
+    if share <= 0:
+        return 0
+    return max(1, min(workers, math.floor(share * workers)))
+
+
+@dataclass(eq=False)
+class _Ticket:
+    hopeless: bool
+    #: Loop time after which a waiting ticket is refused.
+    expires: float
+    waiter: asyncio.Future[bool]
+    admitted_at: float = 0.0
+
+
+class FairQueue:
+    """Round robin over groups, and within a group over keys; FIFO within a key."""
+
+    def __init__(self) -> None:
+        self._groups: OrderedDict[Hashable, OrderedDict[Hashable, deque[_Ticket]]] = OrderedDict()
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def push(self, group: Hashable, key: Hashable, item: _Ticket) -> None:
+        keys = self._groups.get(group)
+        if keys is None:
+            keys = self._groups[group] = OrderedDict()
+        items = keys.get(key)
+        if items is None:
+            items = keys[key] = deque()
+        items.append(item)
+        self._len += 1
+
+    def pop(self) -> _Ticket | None:
+        while self._groups:
+            group, keys = next(iter(self._groups.items()))
+            key, items = next(iter(keys.items()))
+            item = items.popleft()
+            self._len -= 1
+            if not items:
+                del keys[key]
+            else:
+                keys.move_to_end(key)
+            if not keys:
+                del self._groups[group]
+            else:
+                self._groups.move_to_end(group)
+            if not item.waiter.done():
+                return item
+        return None
+
+
+@dataclass
+class _Counts:
+    direct: int = 0
+    classified: int = 0
+    hopeless: int = 0
+    hopeless_verified: int = 0
+    hopeless_unverified: int = 0
+    timed_out: int = 0
+
+
+class Scheduler:
+    """Classifies each login, then admits it to ``inner`` by priority (see module doc)."""
+
+    def __init__(self, inner: Decider, cfg: Config, classifier: Classifier) -> None:
+        self.inner = inner
+        self.cfg = cfg
+        self.classifier = classifier
+        self.capacity = max(1, inner.capacity)
+        self.in_flight = 0
+        self.classifying = 0
+        self.hopeless_in_flight = 0
+        self.estimate = INITIAL_ESTIMATE
+        self.counts = _Counts()
+        self._could = FairQueue()
+        self._could_expiry: deque[_Ticket] = deque()  # arrival order
+        self._hopeless: deque[_Ticket] = deque()  # arrival order
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
+    def hopeless_cap(self) -> int:
+        return hopeless_slots(self.cfg.serve.hopeless_share, self.size)
+
+    # -- Decider -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.inner.start()
+        self.capacity = max(1, self.inner.capacity)
+        await self.classifier.start()
+
+    async def reload(self, cfg: Config) -> None:
+        await self.inner.reload(cfg)
+        await self.classifier.reload(cfg)
+        self.cfg = cfg
+        self.capacity = max(1, self.inner.capacity)
+        self._pump()
+
+    async def close(self) -> None:
+        await self.inner.close()
+        await self.classifier.close()
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()}, hopeless_share={self.cfg.serve.hopeless_share:g}"
+
+    @property
+    def waiting(self) -> int:
+        return len(self._could) + len(self._hopeless)
+
+    async def decide(
+        self,
+        user: str,
+        password: bytes,
+        rip: str | None,
+        service: str,
+        timeout: float | None = None,
+    ) -> Decision:
+        loop = asyncio.get_running_loop()
+        arrival = loop.time()
+        serve = self.cfg.serve
+        if self._quiet():
+            # Nothing waits and the bounded slice has room: straight to a worker without
+            # classifying (the path of a server that is not busy), counted in the slice.
+            ticket = _Ticket(True, 0.0, loop.create_future())
+            self._take(ticket)
+            self.counts.direct += 1
+        else:
+            c = self.classifier.cached(user, rip, service)
+            if c is None:
+                self.classifying += 1
+                try:
+                    c = await self.classifier.classify(user, rip, service)
+                finally:
+                    self.classifying -= 1
+            ready = self._classified(c, rip, service, arrival)
+            if isinstance(ready, Decision):
+                return ready
+            ticket = ready
+            if not await ticket.waiter:
+                return self._expired(ticket, c, rip, service)
+        remaining = arrival + serve.request_timeout - loop.time()
+        try:
+            if remaining <= 0:  # admitted too late: never sent to a worker
+                return self._timed_out(user)
+            return await self.inner.decide(user, password, rip, service, timeout=remaining)
+        finally:
+            self._release(ticket)
+
+    def _quiet(self) -> bool:
+        return (
+            not self._could
+            and not self._hopeless
+            and self.classifying == 0
+            and self.in_flight < self.capacity
+            and self.hopeless_in_flight < self.hopeless_cap
+        )
+
+    def _classified(
+        self, c: Classified, rip: str | None, service: str, arrival: float
+    ) -> _Ticket | Decision:
+        """A ticket in the login's lane, or the refusal of a login that cannot succeed."""
+        self.counts.classified += 1
+        serve = self.cfg.serve
+        if not c.could_succeed and c.error is None:
+            self.counts.hopeless += 1
+            ticket = self._hopeless_ticket(arrival)
+            if ticket is None:
+                return self._refuse(c, rip, service)
+            if ticket.waiter.done():
+                self.counts.hopeless_verified += 1
+            else:
+                ticket.waiter.add_done_callback(self._count_verified)
+            return ticket
+        ticket = _Ticket(False, arrival + serve.request_timeout, _loop().create_future())
+        if not self._admit_now(ticket):
+            bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
+            self._could.push(c.network, bucket, ticket)
+            self._could_expiry.append(ticket)
+            self._arm()
+            self._pump()
+        return ticket
+
+    def _count_verified(self, waiter: asyncio.Future[bool]) -> None:
+        if not waiter.cancelled() and waiter.result():
+            self.counts.hopeless_verified += 1
+
+    def _expired(self, t: _Ticket, c: Classified, rip: str | None, service: str) -> Decision:
+        if t.hopeless:
+            return self._refuse(c, rip, service)
+        return self._timed_out(c.name)
+
+    def _timed_out(self, name: str) -> Decision:
+        self.counts.timed_out += 1
+        log.error("%s", kv("verification timed out", user=name, waiting="worker"))
+        return Decision(
+            Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail="verification timed out"
+        )
+
+    def metric_values(self) -> list[tuple[str, str, float]]:
+        """(name, help, value) for the server's /metrics."""
+        n = self.counts
+        return [
+            (
+                "saslnetauth_hopeless_total",
+                "Logins that could not succeed (address outside every network that applies).",
+                n.hopeless,
+            ),
+            (
+                "saslnetauth_hopeless_verified_total",
+                "Logins that could not succeed whose password was verified anyway.",
+                n.hopeless_verified,
+            ),
+            (
+                "saslnetauth_hopeless_unverified_total",
+                "Logins that could not succeed answered FAIL without a hash (workers busy).",
+                n.hopeless_unverified,
+            ),
+            (
+                "saslnetauth_unclassified_total",
+                "Logins sent straight to a decision worker (nothing was waiting).",
+                n.direct,
+            ),
+            (
+                "saslnetauth_waiting_logins",
+                "Classified logins waiting for a decision worker.",
+                self.waiting,
+            ),
+        ]
+
+    # -- admission -----------------------------------------------------------------
+
+    def _hopeless_ticket(self, arrival: float) -> _Ticket | None:
+        """A ticket to wait for a slot, or None when the login is refused at once: no
+        slot for it, or more waiting than the slots can verify by its deadline."""
+        cap = self.hopeless_cap
+        if cap == 0:
+            return None
+        h = self.estimate
+        budget = max(self.cfg.serve.failure_delay - 2 * h, 2 * h)
+        ticket = _Ticket(True, arrival + budget, _loop().create_future())
+        if self._admit_now(ticket):
+            return ticket
+        if len(self._hopeless) >= cap * budget / h:
+            return None
+        self._hopeless.append(ticket)
+        self._arm()
+        self._pump()
+        return ticket
+
+    def _admit_now(self, t: _Ticket) -> bool:
+        if self.in_flight >= self.capacity or self._could:
+            return False
+        if t.hopeless and (self._hopeless or self.hopeless_in_flight >= self.hopeless_cap):
+            return False
+        self._take(t)
+        return True
+
+    def _take(self, t: _Ticket) -> None:
+        self.in_flight += 1
+        if t.hopeless:
+            self.hopeless_in_flight += 1
+        t.admitted_at = asyncio.get_running_loop().time()
+        if not t.waiter.done():
+            t.waiter.set_result(True)
+
+    def _release(self, t: _Ticket) -> None:
+        self.in_flight -= 1
+        if t.hopeless:
+            self.hopeless_in_flight -= 1
+        took = asyncio.get_running_loop().time() - t.admitted_at
+        self.estimate += EWMA * (max(took, 1e-4) - self.estimate)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Admit waiting logins while there is room: could-succeed ones first."""
+        now = asyncio.get_running_loop().time()
+        while self.in_flight < self.capacity:
+            t = self._could.pop()
+            if t is not None and t.expires <= now:
+                t.waiter.set_result(False)  # past its request_timeout: never sent
+                continue
+            if t is None:
+                if self.hopeless_in_flight >= self.hopeless_cap:
+                    return
+                t = self._next_hopeless(now)
+                if t is None:
+                    return
+            self._take(t)
+
+    def _next_hopeless(self, now: float) -> _Ticket | None:
+        while self._hopeless:
+            t = self._hopeless.popleft()
+            if t.waiter.done():
+                continue
+            if t.expires <= now:
+                t.waiter.set_result(False)
+                continue
+            return t
+        return None
+
+    def _refuse(self, c: Classified, rip: str | None, service: str) -> Decision:
+        self.counts.hopeless_unverified += 1
+        return self.classifier.refuse(c, rip, service)
+
+    # -- expiry ---------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        """Refuse waiting logins past their time (oldest first: each lane is in
+        arrival order, so only its head is looked at)."""
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for lane in (self._could_expiry, self._hopeless):
+            while lane and (lane[0].waiter.done() or lane[0].expires <= now):
+                t = lane.popleft()
+                if not t.waiter.done():
+                    t.waiter.set_result(False)
+        if self._could_expiry or self._hopeless:
+            self._arm()
