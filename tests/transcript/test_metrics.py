@@ -5,30 +5,10 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from saslnetauth.serve.metrics import MAX_SERIES, Metrics
 from tests.support.clitools import run
+from tests.support.metrics import auth, plain, samples
 from tests.support.serverproc import free_port, run_server
-
-
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of an exposition, parsed by prometheus_client (label order and
-    number format are the renderer's business, the values are ours)."""
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def auth(verdict: str, reason: str, service: str) -> tuple[str, frozenset[tuple[str, str]]]:
-    labels = {"verdict": verdict, "reason": reason, "service": service}
-    return ("saslnetauth_auth_total", frozenset(labels.items()))
-
-
-def plain(name: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
-    return (name, frozenset(labels.items()))
 
 
 def test_render_and_bounded_series() -> None:
