@@ -214,3 +214,45 @@ def test_auth_cache(cache_key: str | None) -> None:
             assert cached is (cache_key is not None)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_server_that_never_answers_tempfails() -> None:
+    """A saslnetauth that accepts and greets but never answers: the script's timeout
+    turns the login into a temporary failure (never OK, never a plain FAIL)."""
+    import socket
+    import threading
+
+    root = Dovecot24Instance.tmpdir("sna-lua-")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t1\nCUID\t1\nDONE\n")
+            held.append(conn)  # read nothing, answer nothing
+
+    try:
+        b = Bridge(root)
+        b.dovecot.passdb = b.dovecot.passdb.replace("timeout = 5", "timeout = 1")
+        listener.bind(str(b.sna / "auth-client"))
+        (b.sna / "auth-client").chmod(0o666)
+        listener.listen()
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with b.dovecot:
+            res = b.dovecot.auth_test("alice", PW, "127.0.0.2", service="imap")
+            assert res.tempfail, res.output
+            assert "timeout" in b.dovecot.log()
+        stop.set()
+        thread.join()
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
