@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.clitools import run
-from tests.support.dovecot import Dovecot24Instance
+from tests.support.dovecot import TRIXIE, Dovecot24Instance
 from tests.support.net import peer_tmpdir, require_source_addresses
+from tests.support.peers import missing
 from tests.support.postfix import PostfixInstance
 from tests.support.serverproc import ServerProcess, run_server
 
@@ -255,4 +256,32 @@ def test_server_that_never_answers_tempfails() -> None:
         for conn in held:
             conn.close()
         listener.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_lmtp_delivery_uses_the_userdb() -> None:
+    """LMTP asks the Lua userdb: an enabled user gets the mail, unknown and disabled
+    users are refused at RCPT."""
+    import smtplib
+
+    if not (TRIXIE / "usr/lib/dovecot/lmtp").exists():
+        missing(f"dovecot-lmtpd in the Debian 13 chroot {TRIXIE} (.ci/debian13)")
+    root = Dovecot24Instance.tmpdir("sna-lua-")
+    try:
+        b = Bridge(root)
+        b.dovecot.protocols = ("imap", "lmtp")
+        with b.dovecot, run_server(b.db, config=b.config, workdir=b.sna):
+            lmtp = smtplib.LMTP(str(b.dovecot.base_dir / "lmtp"))
+            try:
+                lmtp.ehlo("test")
+                assert lmtp.mail("sender@example.org")[0] == 250
+                assert lmtp.rcpt("alice")[0] == 250
+                assert lmtp.rcpt("nosuch")[0] == 550
+                assert lmtp.rcpt("bob")[0] == 550  # disabled
+                assert lmtp.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
+            finally:
+                lmtp.close()
+            delivered = list((b.dovecot.mail_dir / "alice").rglob("*"))
+            assert any(p.is_file() and b"hello" in p.read_bytes() for p in delivered)
+    finally:
         shutil.rmtree(root, ignore_errors=True)
