@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.clitools import run
-from tests.support.dovecot import Dovecot24Instance
+from tests.support.dovecot import TRIXIE, Dovecot24Instance
 from tests.support.net import peer_tmpdir, require_source_addresses
+from tests.support.peers import missing
 from tests.support.postfix import PostfixInstance
 from tests.support.serverproc import ServerProcess, run_server
 
@@ -212,5 +213,75 @@ def test_auth_cache(cache_key: str | None) -> None:
             # the same password from the denied address again
             cached = d.auth_test("alice", PW, "127.0.0.3", service="imap").ok
             assert cached is (cache_key is not None)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_server_that_never_answers_tempfails() -> None:
+    """A saslnetauth that accepts and greets but never answers: the script's timeout
+    turns the login into a temporary failure (never OK, never a plain FAIL)."""
+    import socket
+    import threading
+
+    root = Dovecot24Instance.tmpdir("sna-lua-")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nSPID\t1\nCUID\t1\nDONE\n")
+            held.append(conn)  # read nothing, answer nothing
+
+    try:
+        b = Bridge(root)
+        b.dovecot.passdb = b.dovecot.passdb.replace("timeout = 5", "timeout = 1")
+        listener.bind(str(b.sna / "auth-client"))
+        (b.sna / "auth-client").chmod(0o666)
+        listener.listen()
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with b.dovecot:
+            res = b.dovecot.auth_test("alice", PW, "127.0.0.2", service="imap")
+            assert res.tempfail, res.output
+            assert "timeout" in b.dovecot.log()
+        stop.set()
+        thread.join()
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_lmtp_delivery_uses_the_userdb() -> None:
+    """LMTP asks the Lua userdb: an enabled user gets the mail, unknown and disabled
+    users are refused at RCPT."""
+    import smtplib
+
+    if not (TRIXIE / "usr/lib/dovecot/lmtp").exists():
+        missing(f"dovecot-lmtpd in the Debian 13 chroot {TRIXIE} (.ci/debian13)")
+    root = Dovecot24Instance.tmpdir("sna-lua-")
+    try:
+        b = Bridge(root)
+        b.dovecot.protocols = ("imap", "lmtp")
+        with b.dovecot, run_server(b.db, config=b.config, workdir=b.sna):
+            lmtp = smtplib.LMTP(str(b.dovecot.base_dir / "lmtp"))
+            try:
+                lmtp.ehlo("test")
+                assert lmtp.mail("sender@example.org")[0] == 250
+                assert lmtp.rcpt("alice")[0] == 250
+                assert lmtp.rcpt("nosuch")[0] == 550
+                assert lmtp.rcpt("bob")[0] == 550  # disabled
+                assert lmtp.data(b"Subject: hi\r\n\r\nhello\r\n")[0] == 250
+            finally:
+                lmtp.close()
+            delivered = list((b.dovecot.mail_dir / "alice").rglob("*"))
+            assert any(p.is_file() and b"hello" in p.read_bytes() for p in delivered)
     finally:
         shutil.rmtree(root, ignore_errors=True)

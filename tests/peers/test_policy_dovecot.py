@@ -59,7 +59,8 @@ def _setup(version: str, tmp: Path, root: Path) -> Iterator[Setup]:
     assert run("user", "add", "bob", "--hash", "{PLAIN}x", "--disabled", db=s.db).code == 0
     port = free_port()
     config = tmp / "serve.toml"
-    config.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n')
+    # global networks re-read on every login (the default trusts a copy for 1 s)
+    config.write_text(f'global_cache_seconds = 0\n[policy]\nlisten = "inet:127.0.0.1:{port}"\n')
     snippet = SNIPPETS[version].read_text()
     assert "http://127.0.0.1:4001/" in snippet and "auth_policy_reject_on_fail = yes" in snippet
     snippet = snippet.replace("http://127.0.0.1:4001/", f"http://127.0.0.1:{port}/")

@@ -100,3 +100,18 @@ def test_parse_bounds_fields() -> None:
     deep = b"[" * 100000 + b"]" * 100000
     with pytest.raises(ValueError):
         parse_request(deep)
+
+
+def test_peer_allowed() -> None:
+    import ipaddress
+
+    from saslnetauth.serve.http import LOOPBACK, peer_allowed
+
+    nets = [ipaddress.ip_network(n) for n in LOOPBACK]
+    assert peer_allowed(("127.0.0.1", 1), nets)
+    assert peer_allowed(("::1", 1, 0, 0), nets)
+    assert peer_allowed(("::ffff:127.0.0.5", 1, 0, 0), nets)  # mapped loopback
+    assert peer_allowed("", nets)  # a UNIX peer: the socket's mode decides
+    for peer in (("192.0.2.1", 1), ("::ffff:192.0.2.1", 1, 0, 0), ("fe80::1%eth0", 1, 0, 2)):
+        assert not peer_allowed(peer, nets)
+    assert not peer_allowed(("not-an-ip", 1), nets)
