@@ -7,7 +7,8 @@ and reused while ``pyproject.toml`` is unchanged), and fails with the inner
 run's output when any of them fails. Database servers on this machine's
 loopback serve the inner run too; ``CI`` is passed in, so a missing peer in
 there fails in CI as well. The static checks (ruff, mypy) are not repeated:
-they do not depend on the Python that runs them.
+they do not depend on the Python that runs them. A second test runs
+``saslnetauth serve`` itself under 3.13 behind Debian 13's Postfix and stops it.
 """
 
 from __future__ import annotations
