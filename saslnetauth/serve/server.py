@@ -320,7 +320,7 @@ class AuthServer:
     # -- connections --------------------------------------------------------------
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._stopping is not None and self._stopping.is_set():
+        if self._all_closed is not None or (self._stopping is not None and self._stopping.is_set()):
             writer.close()
             return
         peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))

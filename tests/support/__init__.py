@@ -12,6 +12,10 @@ reference, see tests/test_peers_reference.py):
   ``dovecot-examples/exim/saslnetauth-authenticators.conf``; ``exim4 -bh``.
 - :mod:`tests.support.dovecot`: :class:`DovecotInstance`; ``doveadm auth test``
   and IMAP clients.
+- :mod:`tests.support.roots`: which release's peers run: this machine's
+  (Debian 12) or the Debian 13 chroot's (``root=`` of the Postfix and Exim
+  helpers); :mod:`tests.support.chrootvenv` runs the tests under the chroot's
+  Python.
 
 A missing program or system user goes through :func:`tests.peers.missing`:
 a loud skip locally, a failure in CI. Everything needs root.

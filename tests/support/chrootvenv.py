@@ -79,9 +79,11 @@ def _git_dir() -> Path | None:
     return path
 
 
-def in_chroot(root: Root, script: str, timeout: float, log: Path) -> int:
-    """Run the shell ``script`` in ``root`` with the checkout (and a worktree's git
-    directory) mounted at its own path; output to ``log``; returns the exit status."""
+def chroot_command(root: Root, script: str) -> list[str]:
+    """The command that runs the shell ``script`` in ``root`` with the checkout (and a
+    worktree's git directory) mounted at its own path. Every step execs the next: a
+    script that ends in ``exec PROGRAM`` leaves PROGRAM with the pid of the process
+    started."""
     mounts = []
     for path in (REPO, _git_dir()):
         if path is not None:
@@ -95,9 +97,15 @@ def in_chroot(root: Root, script: str, timeout: float, log: Path) -> int:
         " && ".join(mounts) + f" && exec chroot {shlex.quote(str(root.path))} env -i {env_args} "
         f"sh -c {shlex.quote(script)}"
     )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", outer]
+
+
+def in_chroot(root: Root, script: str, timeout: float, log: Path) -> int:
+    """Run the shell ``script`` as :func:`chroot_command` does; output to ``log``;
+    returns the exit status."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c", outer],
+            chroot_command(root, script),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -6,7 +6,7 @@ really connects to its ``server_socket`` (docs/protocols.md section 4). The conf
 is the shipped ``dovecot-examples/exim/saslnetauth-authenticators.conf`` with
 only ``server_socket`` replaced, inside a minimal main section.
 
-Peer facts (Exim 4.96, verified here):
+Peer facts (Exim 4.96 and 4.98, verified here):
 
 - Exim refuses ``-C`` files that are not root-owned or are group/world
   writable ("has the wrong owner, group, or mode"): the harness writes 0644.
