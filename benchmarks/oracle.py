@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--concurrency", type=int, default=8, help="connections when the delay is >= 1 s"
     )
+    ap.add_argument(
+        "--concurrency-zero", type=int, default=1, help="connections when the delay is < 1 s"
+    )
     ap.add_argument("--checkpassword-tries", type=int, default=50)
     ap.add_argument("--skip-checkpassword", action="store_true")
     args = ap.parse_args(argv)
@@ -203,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         db = make_database(tmp, users)
         print(f"stored hashes: {stored_schemes(db, users)}")
         for delay in (float(d) for d in args.delays.split(",")):
-            concurrency = args.concurrency if delay >= 1 else 1
+            concurrency = args.concurrency if delay >= 1 else args.concurrency_zero
             with saslnetauth_server(
                 tmp,
                 db,

@@ -50,8 +50,11 @@ MARGIN = 1.5
 MARGIN_ADD = 0.005
 #: Most seconds an observed verification may raise the floor to.
 MAX_FLOOR = 5.0
-#: Half-life (seconds) of an observed slow verification's effect on the floor.
-DECAY_HALF_LIFE = 600.0
+#: Half-life (seconds) of an observed slow verification's effect on the floor: long,
+#: so that the floor settles at the slowest verifications of the last hours instead of
+#: following every change of load (measured with benchmarks/oracle.py: a half-life of
+#: 10 minutes on a busy machine let the floor wander by +-30% within a run).
+DECAY_HALF_LIFE = 3600.0
 #: An observation counts for at most this many times the measured slowest
 #: verification (a stalled machine must not delay every failure for long).
 OBSERVE_CAP = 4.0

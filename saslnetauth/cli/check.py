@@ -20,6 +20,7 @@ from saslnetauth.verdict import Reason, Verdict
 _EXPLAIN = {
     Reason.UNKNOWN_USER: "no such user",
     Reason.BAD_PASSWORD: "wrong password",
+    Reason.EMPTY_PASSWORD: "empty password, refused before any check",
     Reason.NO_PASSWORD: "the user has no password",
     Reason.DISABLED: "the user is disabled",
     Reason.NETWORK: "the password is correct, but no allowed network contains the client address",

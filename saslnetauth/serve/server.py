@@ -61,7 +61,7 @@ from saslnetauth.dovecot.sasl import (
     encode_base64,
     new_mechanism,
 )
-from saslnetauth.errors import ProtocolError
+from saslnetauth.errors import BackendError, ProtocolError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
@@ -448,7 +448,10 @@ class AuthServer:
                 max(remaining, 0.001),
             )
         except Exception as exc:  # fail closed
-            detail = "verification timed out" if isinstance(exc, TimeoutError) else repr(exc)
+            if isinstance(exc, TimeoutError):
+                detail = "verification timed out"
+            else:
+                detail = str(exc) if isinstance(exc, BackendError) else repr(exc)
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=detail
             )

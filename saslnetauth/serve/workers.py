@@ -11,8 +11,9 @@ around them does not).
 
 Workers are started with the ``spawn`` method (no fork of a process with
 threads and an event loop). A worker that dies fails its requests
-temporarily (TEMPFAIL) and is replaced; a request that takes longer than
-``[serve] request_timeout`` fails temporarily. Frames are a 4-byte length and a
+temporarily (the request's future raises :class:`BackendError`, which the server
+answers, logs and records as TEMPFAIL) and is replaced; a request that takes
+longer than ``[serve] request_timeout`` fails temporarily. Frames are a 4-byte length and a
 pickle of a tuple; both ends are this program.
 """
 
@@ -36,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -129,7 +131,7 @@ class ThreadDecider:
     ) -> Decision:
         engine = self.engine
         if engine is None:
-            return _tempfail(user, "not started")
+            raise BackendError("decision threads not started")
         loop = asyncio.get_running_loop()
         after_reply: list[Callable[[], None]] = []
         decision = await loop.run_in_executor(
@@ -273,14 +275,11 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
         engine.close()
 
 
-def _expire(fut: asyncio.Future[Decision], user: str) -> None:
+def _fail(fut: asyncio.Future[Decision], detail: str) -> None:
+    """The request could not be decided: the caller gets BackendError, and the
+    server answers (and logs) TEMPFAIL."""
     if not fut.done():
-        log.error("%s", kv("verification timed out", user=user))
-        fut.set_result(_tempfail(user, "verification timed out"))
-
-
-def _tempfail(user: str, detail: str) -> Decision:
-    return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user, detail=detail)
+        fut.set_exception(BackendError(detail))
 
 
 @dataclass(eq=False)
@@ -457,7 +456,7 @@ class WorkerPool:
         w.link.close()
         for job in w.pending.values():
             if not job.future.done():
-                job.future.set_result(_tempfail(job.user, "decision worker stopped"))
+                _fail(job.future, "decision worker stopped")
         w.pending.clear()
 
     # -- requests --------------------------------------------------------------------
@@ -478,7 +477,7 @@ class WorkerPool:
     ) -> Decision:
         """The verdict; TEMPFAIL after ``timeout`` (default ``[serve] request_timeout``)."""
         if not any(not w.retiring for w in self.workers) and self._closing:
-            return _tempfail(user, "no decision worker available")
+            raise BackendError("no decision worker available")
         loop = asyncio.get_running_loop()
         rid = next(self._ids)
         if timeout is None:
@@ -508,7 +507,7 @@ class WorkerPool:
                 if job.future.done():
                     continue
                 if job.deadline <= now:
-                    _expire(job.future, job.user)
+                    _fail(job.future, "verification timed out")
                 else:
                     remaining = True
         self._sweeper = None
@@ -537,10 +536,7 @@ class WorkerPool:
             except (ConnectionError, OSError, RuntimeError) as exc:
                 for job in jobs:
                     w.pending.pop(job.rid, None)
-                    if not job.future.done():
-                        job.future.set_result(
-                            _tempfail(job.user, f"decision worker unreachable: {exc!r}")
-                        )
+                    _fail(job.future, f"decision worker unreachable: {exc!r}")
 
     def _on_reply(self, w: _Worker, msg: Any) -> None:
         rid, verdict, reason, user, valid, net_ok, matched, detail, spent = msg
@@ -567,8 +563,7 @@ class WorkerPool:
         self.deaths += 1
         log.error("%s", kv("decision worker died", pid=w.pid, failed_requests=len(w.pending)))
         for job in w.pending.values():
-            if not job.future.done():
-                job.future.set_result(_tempfail(job.user, "decision worker died"))
+            _fail(job.future, "decision worker died")
         w.pending.clear()
         with contextlib.suppress(ValueError):
             self.workers.remove(w)

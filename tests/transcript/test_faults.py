@@ -243,6 +243,9 @@ def test_killed_worker_fails_temporarily_and_is_replaced(tmp_path: Path) -> None
     results = load.results
     assert [r for r in results if r[2] == "OK" and r[1] != "OK"] == []
     assert f"decision worker died: pid={pids[0]}" in log
+    # each request the dead worker held is one "auth tempfail" line of the one logger
+    lost = int(re.findall(rf"decision worker died: pid={pids[0]} failed_requests=(\d+)", log)[0])
+    assert log.count('reason=backend_error error="decision worker died"') == lost
     after = [r for r in results if r[0] > t_back + 1]
     assert after and all(r[2] == r[1] for r in after), after[:5]
     print(f"replacement ready {t_back - t_kill:.2f}s after the kill")
