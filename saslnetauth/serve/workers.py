@@ -416,9 +416,7 @@ class WorkerPool:
         workers, self.workers = self.workers, []
         await asyncio.gather(*(self._retire(w, timeout) for w in workers))
         while self._queue:  # never sent: answered like a request that timed out
-            job = self._queue.popleft()
-            if not job.future.done():
-                job.future.set_result(_tempfail(job.user, "decision workers stopped"))
+            _fail(self._queue.popleft().future, "decision workers stopped")
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout)
 
