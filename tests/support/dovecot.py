@@ -41,6 +41,7 @@ from tests.support.net import (
     wait_unix,
 )
 from tests.support.peers import missing, require_binary
+from tests.support.roots import trixie
 
 LOGIN_USER = "dovenull"
 """Dovecot's login processes refuse to run as root (imap-login: "must not be run as root")."""
@@ -469,23 +470,18 @@ service anvil {{
 
 # -- Dovecot 2.4 (Debian 13) in the chroot built by .ci/debian13 ---------------------
 
-TRIXIE = Path(os.environ.get("SASLNETAUTH_TRIXIE", "/opt/saslnetauth-ci/trixie"))
-MOUNTS = Path(__file__).resolve().parents[2] / ".ci" / "chroot-mounts"
-
 
 def trixie_root() -> Path:
-    """The Debian 13 chroot with Dovecot 2.4 (its /proc, /dev and /sys mounted), or missing()."""
+    """The Debian 13 chroot (:func:`tests.support.roots.trixie`) with Dovecot 2.4 and
+    its Lua passdb, or missing()."""
     require_root()
+    root = trixie().path
     if (
-        not (TRIXIE / "usr/sbin/dovecot").exists()
-        or not (TRIXIE / "usr/lib/dovecot/modules/auth/libauthdb_lua.so").exists()
+        not (root / "usr/sbin/dovecot").exists()
+        or not (root / "usr/lib/dovecot/modules/auth/libauthdb_lua.so").exists()
     ):
-        missing(
-            f"Debian 13 chroot with Dovecot 2.4 and dovecot-auth-lua at {TRIXIE} (.ci/debian13)"
-        )
-    if not os.path.ismount(TRIXIE / "proc"):
-        subprocess.run([str(MOUNTS), str(TRIXIE), "up"], check=True, timeout=60)
-    return TRIXIE
+        missing(f"Debian 13 chroot with Dovecot 2.4 and dovecot-auth-lua at {root} (.ci/debian13)")
+    return root
 
 
 class Dovecot24Instance(DovecotInstance):
