@@ -37,6 +37,7 @@ __all__ = [
     "NetworkRule",
     "RuleSet",
     "client_key",
+    "describe_services",
     "format_services",
     "parse_address",
     "parse_network",
@@ -103,8 +104,7 @@ class NetworkRule(NamedTuple):
         return self.services is None or service in self.services
 
     def describe(self) -> str:
-        svc = "all services" if self.services is None else ",".join(sorted(self.services))
-        return f"{self.scope} network {self.spec} ({svc})"
+        return f"{self.scope} network {self.spec} ({describe_services(self.services)})"
 
     @classmethod
     def parse(
@@ -269,6 +269,11 @@ def _parse_services(value: Iterable[str] | str) -> frozenset[str] | None:
             )
         names.add(name)
     return frozenset(names) if names else None
+
+
+def describe_services(services: Iterable[str] | None, everything: str = "all services") -> str:
+    """Services for people: sorted and comma separated, or ``everything`` when none."""
+    return ",".join(sorted(services)) if services else everything
 
 
 def format_services(services: frozenset[str] | None) -> str | None:

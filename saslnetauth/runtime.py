@@ -154,11 +154,12 @@ def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:
     )
 
 
-def build_server_engine(cfg: Config, *, check_schema: bool = True) -> DecisionEngine:
+def build_server_engine(cfg: Config) -> DecisionEngine:
     """The engine of a long-running server: store, verdict record, closers.
 
-    A database that is down is logged and tolerated (logins fail temporarily
-    until it answers); an outdated schema raises SchemaOutdatedError.
+    The schema was checked by ``saslnetauth serve`` before it started its
+    workers. A database that is down is logged and tolerated (logins fail
+    temporarily until it answers).
     """
     import logging as _logging
 
@@ -166,9 +167,7 @@ def build_server_engine(cfg: Config, *, check_schema: bool = True) -> DecisionEn
     from saslnetauth.logfmt import kv
 
     try:
-        store = open_store(cfg, check_schema=check_schema)
-    except SchemaOutdatedError:
-        raise
+        store = open_store(cfg, check_schema=False)
     except BackendError as exc:
         _logging.getLogger("saslnetauth.serve.server").error(
             "%s", kv("database unavailable at start", error=str(exc))

@@ -81,6 +81,12 @@ def read_password(*, from_stdin: bool, confirm: bool, purpose: str = "Password")
     return first
 
 
+def check_comment(comment: str | None) -> None:
+    """A network's comment: printable text of at most 255 characters."""
+    if comment is not None and (len(comment) > 255 or not comment.isprintable()):
+        raise InvalidInputError("comment must be printable text of at most 255 characters")
+
+
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
 

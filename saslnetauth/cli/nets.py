@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from saslnetauth.cli.common import AppContext, console, emit_json, pass_app
-from saslnetauth.cli.users import _check_comment, _svc
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.cli.common import AppContext, check_comment, console, emit_json, pass_app
+from saslnetauth.netrules import NetworkRule, describe_services
 
 
 @click.group()
@@ -27,10 +26,10 @@ def net() -> None:
 @pass_app
 def add(app: AppContext, network: str, services: tuple[str, ...], comment: str | None) -> None:
     """Admit every user from NET (192.0.2.0/24, 2001:db8::/32, local, any)."""
-    _check_comment(comment)
+    check_comment(comment)
     rule = NetworkRule.parse(network, services, scope="global", comment=comment)
     app.store().add_global_network(rule)
-    click.echo(f"global network {rule.spec} added ({_svc(rule)})")
+    click.echo(f"global network {rule.spec} added ({describe_services(rule.services)})")
 
 
 @net.command("del")
@@ -57,6 +56,6 @@ def list_(app: AppContext, as_json: bool) -> None:
     for col in ("network", "services", "comment"):
         table.add_column(col)
     for r in records:
-        svc = ",".join(sorted(r.services)) if r.services else "all"
+        svc = describe_services(r.services, "all")
         table.add_row(r.network + (" [invalid]" if r.error else ""), svc, r.comment or "")
     console().print(table)

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import click
 
 from saslnetauth.cli.common import AppContext, pass_app
-from saslnetauth.config import Config, load_config, validate
+from saslnetauth.config import Config, ServeConfig, load_config, validate
 from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
 
 if TYPE_CHECKING:
-    from saslnetauth.serve.server import AuthServer, Settings
+    from saslnetauth.serve.server import AuthServer
     from saslnetauth.store import SqlStore
 
 log = logging.getLogger("saslnetauth.serve.server")
@@ -133,7 +133,7 @@ def serve(
             group=cfg.serve.socket_group,
         )
 
-    def reload() -> tuple[Config, Settings]:
+    def reload() -> tuple[Config, ServeConfig]:
         new = overrides(load_config(app.config_path, app.database))
         _check_database(new)
         setup_logging(new)
@@ -159,7 +159,7 @@ def _check_database(cfg: Config) -> None:
 async def _run(
     cfg: Config,
     sockets: list[socket.socket],
-    reload: Callable[[], tuple[Config, Settings]],
+    reload: Callable[[], tuple[Config, ServeConfig]],
     metrics_sock: socket.socket | None = None,
     userdb_sock: socket.socket | None = None,
     policy_sock: socket.socket | None = None,

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import click
 
-from saslnetauth.cli.common import AppContext, console, emit_json, pass_app, read_password
+from saslnetauth.cli.common import (
+    AppContext,
+    check_comment,
+    console,
+    emit_json,
+    pass_app,
+    read_password,
+)
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.model import UserRecord
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.netrules import NetworkRule, describe_services
 from saslnetauth.runtime import make_hasher
 
 
@@ -197,7 +204,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     click.echo(f"updated:  {u.updated_at}")
     click.echo("networks:" + ("" if u.networks else " none"))
     for n in u.networks:
-        svc = ",".join(sorted(n.services)) if n.services else "all services"
+        svc = describe_services(n.services)
         line = f"  {n.network}  ({svc})"
         if n.comment:
             line += f"  # {n.comment}"
@@ -228,11 +235,13 @@ def net_add(
     app: AppContext, name: str, network: str, services: tuple[str, ...], comment: str | None
 ) -> None:
     """Allow user NAME to log in from NET (192.0.2.0/24, 2001:db8::/32, local, any)."""
-    _check_comment(comment)
+    check_comment(comment)
     rule = NetworkRule.parse(network, services, scope="user", comment=comment)
     store = app.store()
     store.add_user_network(name, rule)
-    click.echo(f"user {store.name(name)}: network {rule.spec} added ({_svc(rule)})")
+    click.echo(
+        f"user {store.name(name)}: network {rule.spec} added ({describe_services(rule.services)})"
+    )
 
 
 @user_net.command("del")
@@ -244,15 +253,6 @@ def net_del(app: AppContext, name: str, network: str) -> None:
     store = app.store()
     store.delete_user_network(name, network)
     click.echo(f"user {store.name(name)}: network {network} removed")
-
-
-def _check_comment(comment: str | None) -> None:
-    if comment is not None and (len(comment) > 255 or not comment.isprintable()):
-        raise InvalidInputError("comment must be printable text of at most 255 characters")
-
-
-def _svc(rule: NetworkRule) -> str:
-    return ",".join(sorted(rule.services)) if rule.services else "all services"
 
 
 def _state(u: UserRecord) -> str:
@@ -272,7 +272,7 @@ def _nets(u: UserRecord) -> str:
     for n in u.networks:
         text = n.network
         if n.services:
-            text += f" ({','.join(sorted(n.services))})"
+            text += f" ({describe_services(n.services)})"
         if n.error:
             text += " [invalid]"
         parts.append(text)

@@ -166,10 +166,6 @@ class ServerCodec:
         self._buf = bytearray()
         self.version: ClientVersion | None = None
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
     def receive_data(self, data: bytes) -> list[Event]:
         self._buf += data
         events: list[Event] = []

@@ -122,7 +122,7 @@ class Classifier:
         from saslnetauth.runtime import build_server_engine
 
         try:
-            engine = build_server_engine(cfg, check_schema=False)
+            engine = build_server_engine(cfg)
         except Exception as exc:  # logins then go to the workers unclassified
             log.error("%s", kv("classifier not available", error=repr(exc)))
             return None

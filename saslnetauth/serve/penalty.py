@@ -65,6 +65,13 @@ class PenaltyBox:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def retune(self, *, base: float, cap: float, free_failures: int, max_entries: int) -> None:
+        """New settings (a reload), keeping the failures counted so far."""
+        self.base, self.cap, self.free_failures = base, cap, free_failures
+        self.max_entries = max_entries
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
     def _get(self, key: Hashable, now: float) -> Penalty | None:
         entry = self._entries.get(key)
         if entry is not None and now - entry.last > self.expire:

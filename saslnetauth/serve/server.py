@@ -72,7 +72,7 @@ from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.workers import Decider
 from saslnetauth.verdict import Decision, Reason, Verdict
 
-__all__ = ["AuthServer", "Settings"]
+__all__ = ["AuthServer"]
 
 log = logging.getLogger("saslnetauth.serve.server")
 
@@ -83,18 +83,13 @@ DRAIN_TIMEOUT = 15.0
 CLOSE_TIMEOUT = 2.0
 
 
-#: The server's run-time knobs are the [serve] table of the configuration;
-#: a SIGHUP replaces them as a whole.
-Settings = ServeConfig
-
-
-def _penalty_box(settings: Settings) -> PenaltyBox:
-    return PenaltyBox(
-        base=settings.penalty_base,
-        cap=settings.penalty_max,
-        free_failures=settings.penalty_free_failures,
-        max_entries=settings.penalty_max_entries,
-    )
+def _penalty_settings(settings: ServeConfig) -> dict[str, Any]:
+    return {
+        "base": settings.penalty_base,
+        "cap": settings.penalty_max,
+        "free_failures": settings.penalty_free_failures,
+        "max_entries": settings.penalty_max_entries,
+    }
 
 
 @dataclass
@@ -112,9 +107,9 @@ class AuthServer:
     def __init__(
         self,
         decider: Decider,
-        settings: Settings,
+        settings: ServeConfig,
         *,
-        reload: Callable[[], tuple[Config, Settings]] | None = None,
+        reload: Callable[[], tuple[Config, ServeConfig]] | None = None,
         measured: float = 0.0,
         record: Callable[[Decision, str | None, str], None] | None = None,
     ) -> None:
@@ -146,19 +141,17 @@ class AuthServer:
         }
         self.metrics = Metrics()
         self._metrics_http: HttpServer | None = None
+        self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
+        self.user_penalty = PenaltyBox(**_penalty_settings(settings))
         self._configure(settings)
 
-    def _configure(self, settings: Settings, policy: PeerPolicy | None = None) -> None:
+    def _configure(self, settings: ServeConfig, policy: PeerPolicy | None = None) -> None:
         """(Re)build what depends on the settings; penalties survive a reload."""
         self.settings = settings
         self.policy = policy or PeerPolicy.from_settings(settings)
-        old_ip = getattr(self, "ip_penalty", None)
-        old_user = getattr(self, "user_penalty", None)
-        self.ip_penalty = _penalty_box(settings)
-        self.user_penalty = _penalty_box(settings)
-        for old, new in ((old_ip, self.ip_penalty), (old_user, self.user_penalty)):
-            if old is not None:
-                new._entries = old._entries
+        # a reload keeps the failures counted so far
+        self.ip_penalty.retune(**_penalty_settings(settings))
+        self.user_penalty.retune(**_penalty_settings(settings))
         self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
         old_deadline = getattr(self, "deadline", None)
         self.deadline = FailureDeadline(settings.failure_delay, self.measured)

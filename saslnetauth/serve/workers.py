@@ -115,7 +115,7 @@ class ThreadDecider:
     async def start(self) -> None:
         from saslnetauth.runtime import build_server_engine
 
-        self.engine = build_server_engine(self.cfg, check_schema=False)
+        self.engine = build_server_engine(self.cfg)
 
     @property
     def capacity(self) -> int:
@@ -151,7 +151,7 @@ class ThreadDecider:
     async def reload(self, cfg: Config) -> None:
         from saslnetauth.runtime import build_server_engine
 
-        old, self.engine, self.cfg = self.engine, build_server_engine(cfg, check_schema=False), cfg
+        old, self.engine, self.cfg = self.engine, build_server_engine(cfg), cfg
         if old is not None:
             self._retired.append(old)
             asyncio.get_running_loop().call_later(RETIRE_TIMEOUT, self._close_retired, old)
@@ -225,7 +225,7 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
     from saslnetauth.runtime import build_server_engine, setup_logging
 
     setup_logging(cfg)
-    engine = build_server_engine(cfg, check_schema=False)
+    engine = build_server_engine(cfg)
     engine.preload()  # global networks are loaded before the first login, not during it
     _send(sock, ("ready", os.getpid()))
     # work that waits until the verdicts are sent (rehash_on_login)
@@ -585,14 +585,6 @@ class WorkerPool:
 
     def describe(self) -> str:
         return f"{self.size} processes"
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in self.workers]
-
-    @property
-    def in_flight(self) -> int:
-        return sum(len(w.pending) for w in self.workers) + len(self._queue)
 
 
 def _frame(obj: object) -> bytes:
