@@ -1,7 +1,7 @@
 """The auth-socket responder: asyncio around the pure protocol codec.
 
-Each client connection gets the Dovecot handshake as soon as it connects,
-then any number of requests, concurrently, answered by id. Credentials go
+Each client connection is a :class:`saslnetauth.serve.session.Session`: the
+Dovecot handshake at once, then any number of requests. Credentials go
 to the decision engine in worker processes (:mod:`saslnetauth.serve.workers`),
 so the event loop never blocks on hashing or on the database, and every
 core works. Every failure is answered at the fixed deadline of
@@ -30,38 +30,19 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from saslnetauth.authlog import log_decision
 from saslnetauth.config import Config, ServeConfig
-from saslnetauth.deadline import FailureDeadline, wait_until
+from saslnetauth.deadline import FailureDeadline
 from saslnetauth.dovecot.protocol import (
     AuthRequest,
-    ClientCpid,
-    ClientVersion,
-    ContRequest,
-    Event,
-    ServerCodec,
-    UnknownCommand,
-    format_cont,
-    format_fail,
-    format_handshake,
-    format_ok,
 )
 from saslnetauth.dovecot.sasl import (
-    MECHANISMS,
-    Challenge,
     Credentials,
-    Mechanism,
-    SaslFailure,
-    Step,
-    decode_base64,
-    encode_base64,
-    new_mechanism,
 )
-from saslnetauth.errors import BackendError, ProtocolError
+from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
@@ -69,6 +50,7 @@ from saslnetauth.serve.http import HttpServer, Request, Response
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
 from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
+from saslnetauth.serve.session import Session
 from saslnetauth.serve.workers import Decider
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -76,7 +58,6 @@ __all__ = ["AuthServer"]
 
 log = logging.getLogger("saslnetauth.serve.server")
 
-READ_SIZE = 65536
 #: Seconds SIGTERM waits for requests in flight before closing connections.
 DRAIN_TIMEOUT = 15.0
 #: Seconds the listeners may take to see their closed connections go.
@@ -90,15 +71,6 @@ def _penalty_settings(settings: ServeConfig) -> dict[str, Any]:
         "free_failures": settings.penalty_free_failures,
         "max_entries": settings.penalty_max_entries,
     }
-
-
-@dataclass
-class _Exchange:
-    """A request whose mechanism waits for the client's next CONT."""
-
-    auth: AuthRequest
-    mech: Mechanism
-    expiry: asyncio.TimerHandle | None = None
 
 
 class AuthServer:
@@ -122,7 +94,7 @@ class AuthServer:
         self.settings = settings
         self._reload_cb = reload
         self._servers: list[asyncio.base_events.Server] = []
-        self._sessions: set[_Session] = set()
+        self._sessions: set[Session] = set()
         self._per_peer: Counter[str] = Counter()  # open connections by Peer.key
         self.refusals = RefusalLog()
         self._cuids = itertools.count(1)
@@ -332,7 +304,7 @@ class AuthServer:
                 )
             writer.close()
             return
-        session = _Session(self, reader, writer, next(self._cuids))
+        session = Session(self, reader, writer, next(self._cuids))
         self._sessions.add(session)
         self._per_peer[peer.key] += 1
         self.stats["connections"] += 1
@@ -452,228 +424,3 @@ class AuthServer:
             return decision
         finally:
             self.pending -= 1
-
-
-class _Session:
-    """One client connection."""
-
-    def __init__(
-        self,
-        server: AuthServer,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        cuid: int,
-    ) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.cuid = cuid
-        self.codec = ServerCodec()
-        self.exchanges: dict[int, _Exchange] = {}  # waiting for CONT
-        self.running: set[int] = set()  # ids being verified or delayed
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.closed = False
-        self.draining = False  # the server is stopping
-        self.last_active = asyncio.get_running_loop().time()  # last byte in or out
-
-    # -- I/O ------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        mechs = [(name, flags) for name, flags in MECHANISMS.items()]
-        self.send(format_handshake(mechs, cuid=self.cuid))
-        loop = asyncio.get_running_loop()
-        handshake_deadline = loop.time() + self.server.settings.handshake_timeout
-        while not self.closed:
-            idle = self.server.settings.idle_timeout
-            timeout: float | None = None
-            if self.codec.version is None:
-                timeout = max(0.0, handshake_deadline - loop.time())
-            elif idle > 0 and (self.exchanges or self.running):
-                timeout = idle  # requests in flight: not idle, look again later
-            elif idle > 0:
-                timeout = max(0.05, self.last_active + idle - loop.time())  # since last I/O
-            try:
-                if timeout is None:
-                    data = await self.reader.read(READ_SIZE)
-                else:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-            except TimeoutError:
-                if self.codec.version is not None:
-                    busy = self.exchanges or self.running
-                    if busy or loop.time() - self.last_active < idle:
-                        continue
-                reason = "idle" if self.codec.version is not None else "handshake_timeout"
-                log.info("%s", kv("connection closed", cuid=self.cuid, reason=reason))
-                return
-            except (ConnectionError, OSError):
-                return
-            if not data:
-                return
-            self.last_active = loop.time()
-            try:
-                events = self.codec.receive_data(data)
-            except ProtocolError as exc:
-                log.warning(
-                    "%s", kv("client protocol error, disconnecting", cuid=self.cuid, error=str(exc))
-                )
-                return
-            for event in events:
-                try:
-                    self.handle(event)
-                except ProtocolError as exc:
-                    log.warning(
-                        "%s",
-                        kv("client protocol error, disconnecting", cuid=self.cuid, error=str(exc)),
-                    )
-                    return
-                if self.closed:
-                    return
-
-    def send(self, data: bytes) -> None:
-        if not self.closed and not self.writer.is_closing():
-            self.writer.write(data)
-            self.last_active = asyncio.get_running_loop().time()
-
-    def drain(self) -> None:
-        """The server stops: finish the requests in flight, take no new one, then close."""
-        self.draining = True
-        self.close_if_idle()
-
-    def close_if_idle(self) -> None:
-        if self.draining and not self.exchanges and not self.running:
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for ex in self.exchanges.values():
-            if ex.expiry is not None:
-                ex.expiry.cancel()
-        self.exchanges.clear()
-        for task in self.tasks:
-            task.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-    # -- protocol ---------------------------------------------------------------------
-
-    def handle(self, event: Event) -> None:
-        if isinstance(event, AuthRequest):
-            self.on_auth(event)
-        elif isinstance(event, ContRequest):
-            self.on_cont(event)
-        elif isinstance(event, ClientVersion | ClientCpid):
-            return
-        elif isinstance(event, UnknownCommand):
-            log.debug("%s", kv("unknown command ignored", cuid=self.cuid, command=event.name))
-
-    def on_auth(self, auth: AuthRequest) -> None:
-        if auth.id in self.exchanges or auth.id in self.running:
-            raise ProtocolError(f"duplicate request id {auth.id}")
-        if self.draining:  # unanswered: the connection closes, a temporary failure
-            log.info("%s", kv("request not taken: stopping", cuid=self.cuid, id=auth.id))
-            self.close_if_idle()
-            return
-        limit = self.server.settings.max_requests_per_connection
-        if len(self.exchanges) + len(self.running) >= limit:
-            raise ProtocolError(f"more than {limit} requests in flight")
-        mech = new_mechanism(auth.mech)
-        if mech is None:
-            decision, deadline = self.server.refuse(
-                Reason.UNSUPPORTED_MECHANISM, None, auth, mech=auth.mech
-            )
-            self.spawn(
-                auth.id,
-                self.reply(auth.id, decision, deadline, "Unsupported authentication mechanism"),
-            )
-            return
-        initial: bytes | None = None
-        if auth.resp is not None:
-            initial = decode_base64(auth.resp)
-            if initial is None:
-                self.finish_failed(auth, SaslFailure("invalid base64 in initial response"))
-                return
-        self.advance(auth, mech, mech.start(initial))
-
-    def on_cont(self, cont: ContRequest) -> None:
-        ex = self.exchanges.pop(cont.id, None)
-        if ex is None:
-            if cont.id in self.running:
-                raise ProtocolError(f"CONT for request {cont.id} that is not waiting for one")
-            self.send(format_fail(cont.id, None, reason=self.server.settings.fail_reason))
-            return
-        if ex.expiry is not None:
-            ex.expiry.cancel()
-        data = decode_base64(cont.data)
-        if data is None:
-            self.finish_failed(ex.auth, SaslFailure("invalid base64 in continued response"))
-            return
-        self.advance(ex.auth, ex.mech, ex.mech.step(data))
-
-    def advance(self, auth: AuthRequest, mech: Mechanism, step: Step) -> None:
-        if isinstance(step, Challenge):
-            ex = _Exchange(auth, mech)
-            ex.expiry = asyncio.get_running_loop().call_later(
-                self.server.settings.cont_timeout, self.expire, auth.id
-            )
-            self.exchanges[auth.id] = ex
-            self.send(format_cont(auth.id, encode_base64(step.data)))
-        elif isinstance(step, Credentials):
-            self.spawn(auth.id, self.verify(auth, step, time.monotonic()))
-        else:
-            self.finish_failed(auth, step)
-
-    def expire(self, req_id: int) -> None:
-        ex = self.exchanges.pop(req_id, None)
-        if ex is None:
-            return
-        decision, deadline = self.server.refuse(Reason.TIMEOUT, None, ex.auth)
-        self.spawn(req_id, self.reply(req_id, decision, deadline))
-
-    def spawn(self, req_id: int, coro: Coroutine[Any, Any, None]) -> None:
-        self.running.add(req_id)
-        task = asyncio.ensure_future(coro)
-        self.tasks.add(task)
-
-        def done(t: asyncio.Task[None]) -> None:
-            self.tasks.discard(t)
-            self.running.discard(req_id)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("%s", kv("request failed", cuid=self.cuid, error=repr(t.exception())))
-            self.close_if_idle()
-
-        task.add_done_callback(done)
-
-    def finish_failed(self, auth: AuthRequest, failure: SaslFailure) -> None:
-        """A malformed exchange: logged with its reason, answered like any failure."""
-        decision, deadline = self.server.refuse(
-            Reason.SASL_ERROR, failure.username, auth, failure.reason
-        )
-        self.spawn(auth.id, self.reply(auth.id, decision, deadline))
-
-    async def verify(self, auth: AuthRequest, creds: Credentials, arrival: float) -> None:
-        decision, deadline = await self.server.decide(creds, auth, arrival)
-        await self.reply(auth.id, decision, deadline)
-
-    async def reply(
-        self, req_id: int, decision: Decision, deadline: float, reason: str | None = None
-    ) -> None:
-        """OK at once; any failure at its deadline, never earlier."""
-        stats = self.server.stats
-        if decision.verdict is Verdict.OK:
-            stats["ok"] += 1
-            self.send(format_ok(req_id, decision.user))
-        else:
-            stats["tempfail" if decision.verdict is Verdict.TEMPFAIL else "fail"] += 1
-            await wait_until(deadline)
-            self.send(
-                format_fail(
-                    req_id,
-                    decision.user or None,
-                    temp=decision.verdict is Verdict.TEMPFAIL,
-                    reason=self.server.settings.fail_reason if reason is None else reason,
-                )
-            )
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.drain()
