@@ -21,47 +21,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import multiprocessing
 import os
-import pickle
-import signal
 import socket
-import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
+from saslnetauth.serve.frames import cut_frames, frame
+from saslnetauth.serve.threads import RETIRE_TIMEOUT, ThreadDecider
+from saslnetauth.serve.worker_process import worker_main
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
-    from saslnetauth.engine import DecisionEngine
 
 __all__ = ["Decider", "ThreadDecider", "WorkerPool", "make_decider"]
 
 log = logging.getLogger("saslnetauth.serve.workers")
 
-#: Seconds retiring workers get to finish their requests after a reload.
-RETIRE_TIMEOUT = 10.0
 #: Requests a worker holds at once (the rest wait in the server's queue).
 PER_WORKER = 2
 #: Seconds a new worker may take to get ready.
 START_TIMEOUT = 60.0
-_HEADER = struct.Struct("!I")
-MAX_FRAME = 1 << 20
-READ_SIZE = 65536
 #: Seconds between checks for requests past ``[serve] request_timeout``.
 SWEEP_INTERVAL = 0.1
-#: Seconds a worker may hold decided verdicts to send them together.
-FLUSH_AFTER = 0.001
 
 
 class Decider(Protocol):
@@ -99,180 +89,6 @@ def make_decider(cfg: Config) -> Decider:
     if cfg.serve.worker_mode == "threads":
         return ThreadDecider(cfg, n)
     return WorkerPool(cfg, n)
-
-
-class ThreadDecider:
-    """The engine in this process, on a thread pool (for small installations and
-    comparison: only the hashes release the GIL, the Python around them does not)."""
-
-    def __init__(self, cfg: Config, size: int) -> None:
-        self.cfg = cfg
-        self.size = max(1, size)
-        self.executor = ThreadPoolExecutor(self.size, thread_name_prefix="saslnetauth-decide")
-        self.engine: DecisionEngine | None = None
-        self._retired: list[DecisionEngine] = []  # replaced by a reload, closed later
-
-    async def start(self) -> None:
-        from saslnetauth.runtime import build_server_engine
-
-        self.engine = build_server_engine(self.cfg)
-
-    @property
-    def capacity(self) -> int:
-        return self.size
-
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision:
-        engine = self.engine
-        if engine is None:
-            raise BackendError("decision threads not started")
-        loop = asyncio.get_running_loop()
-        after_reply: list[Callable[[], None]] = []
-        decision = await loop.run_in_executor(
-            self.executor,
-            functools.partial(engine.decide, user, password, rip, service, after_reply=after_reply),
-        )
-        if after_reply:
-            # call_soon: the server sends the reply in the step that resumes now,
-            # so the rehash is handed to the pool only after that
-            loop.call_soon(self._after_reply, after_reply)
-        return decision
-
-    def _after_reply(self, jobs: list[Callable[[], None]]) -> None:
-        for job in jobs:
-            self.executor.submit(job)
-
-    async def reload(self, cfg: Config) -> None:
-        from saslnetauth.runtime import build_server_engine
-
-        old, self.engine, self.cfg = self.engine, build_server_engine(cfg), cfg
-        if old is not None:
-            self._retired.append(old)
-            asyncio.get_running_loop().call_later(RETIRE_TIMEOUT, self._close_retired, old)
-
-    def _close_retired(self, engine: DecisionEngine) -> None:
-        if engine in self._retired:
-            self._retired.remove(engine)
-            engine.close()
-
-    async def close(self) -> None:
-        """Finish the decisions running (off the event loop), then close every engine."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.executor.shutdown)
-        engines, self._retired = [*self._retired, self.engine], []
-        for engine in engines:
-            if engine is not None:
-                await loop.run_in_executor(None, engine.close)
-
-    def describe(self) -> str:
-        return f"{self.size} threads"
-
-
-def _send(sock: socket.socket, obj: object) -> None:
-    sock.sendall(_frame(obj))
-
-
-def _cut_frames(buf: bytearray) -> list[Any]:
-    """The whole frames at the start of ``buf``, unpickled and removed from it (a
-    partial frame stays for the next read); EOFError for a frame over MAX_FRAME.
-    Both ends use it: the parent's link and the worker's loop."""
-    out: list[Any] = []
-    pos = 0
-    end = len(buf)
-    while end - pos >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buf, pos)
-        if size > MAX_FRAME:
-            raise EOFError(f"frame of {size} bytes")
-        start = pos + _HEADER.size
-        if end - start < size:
-            break
-        pos = start + size
-        out.append(pickle.loads(buf[start:pos]))  # noqa: S301 - both ends are this program
-    del buf[:pos]
-    return out
-
-
-def _frames(sock: socket.socket) -> Iterator[list[Any]]:
-    """The parent's messages, a list per read (as many whole frames as arrived)."""
-    buf = bytearray()
-    while True:
-        chunk = sock.recv(READ_SIZE)
-        if not chunk:
-            return
-        buf += chunk
-        try:
-            batch = _cut_frames(buf)
-        except EOFError:
-            return
-        if batch:
-            yield batch
-
-
-def worker_main(sock: socket.socket, cfg: Config) -> None:
-    """Entry point of a worker process: decide until the parent says stop or goes away.
-
-    The verdicts of one read go back in one write, except that one is sent as soon
-    as the batch has spent :data:`FLUSH_AFTER` seconds (a slow hash does not hold
-    back the verdicts decided before it)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from saslnetauth.runtime import build_server_engine, setup_logging
-
-    setup_logging(cfg)
-    engine = build_server_engine(cfg)
-    engine.preload()  # global networks are loaded before the first login, not during it
-    _send(sock, ("ready", os.getpid()))
-    # work that waits until the verdicts are sent (rehash_on_login)
-    after_reply: list[Callable[[], None]] = []
-
-    def flush(out: list[bytes]) -> None:
-        sock.sendall(b"".join(out))
-        out.clear()
-        for job in after_reply:
-            job()
-        after_reply.clear()
-
-    try:
-        for batch in _frames(sock):
-            out: list[bytes] = []
-            started = time.monotonic()
-            for msg in batch:
-                if msg is None:
-                    if out:
-                        flush(out)
-                    return
-                rid, user, password, rip, service = msg
-                d = engine.decide(user, password, rip, service, after_reply=after_reply)
-                out.append(
-                    _frame(
-                        (
-                            rid,
-                            d.verdict.value,
-                            d.reason.value,
-                            d.user,
-                            d.credentials_valid,
-                            d.network_ok,
-                            d.matched,
-                            d.detail,
-                            d.verify_seconds,
-                        )
-                    )
-                )
-                if time.monotonic() - started >= FLUSH_AFTER:
-                    flush(out)
-                    started = time.monotonic()
-            if out:
-                flush(out)
-    except OSError:
-        pass
-    finally:
-        engine.close()
 
 
 def _fail(fut: asyncio.Future[Decision], detail: str) -> None:
@@ -319,7 +135,7 @@ class _WorkerLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         try:
-            frames = _cut_frames(self.buffer)
+            frames = cut_frames(self.buffer)
         except EOFError:
             self.close()
             return
@@ -441,7 +257,7 @@ class WorkerPool:
 
     async def _stop_worker(self, w: _Worker, timeout: float) -> None:
         with contextlib.suppress(Exception):
-            w.link.write(_frame(None))
+            w.link.write(frame(None))
         deadline = time.monotonic() + timeout
         while w.process.is_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -483,7 +299,7 @@ class WorkerPool:
         job = _Job(
             rid,
             user,
-            _frame((rid, user, password, rip, service)),
+            frame((rid, user, password, rip, service)),
             loop.create_future(),
             loop.time() + timeout,
         )
@@ -585,8 +401,3 @@ class WorkerPool:
 
     def describe(self) -> str:
         return f"{self.size} processes"
-
-
-def _frame(obj: object) -> bytes:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
