@@ -278,9 +278,10 @@ class Scheduler:
         )
 
     def metric_values(self) -> list[tuple[str, str, float]]:
-        """(name, help, value) for the server's /metrics."""
+        """(name, help, value) for the server's /metrics, the decider's own included."""
         n = self.counts
         return [
+            *getattr(self.inner, "metric_values", list)(),
             (
                 "saslnetauth_hopeless_total",
                 "Logins that could not succeed (address outside every network that applies).",

@@ -124,7 +124,10 @@ class AuthServer:
         # a reload keeps the failures counted so far
         self.ip_penalty.retune(**_penalty_settings(settings))
         self.user_penalty.retune(**_penalty_settings(settings))
+        old_alerts = getattr(self, "alerts", None)
         self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
+        if old_alerts is not None:  # counters, not gauges: they never go back
+            self.alerts.fired, self.alerts.dropped = old_alerts.fired, old_alerts.dropped
         old_deadline = getattr(self, "deadline", None)
         self.deadline = FailureDeadline(settings.failure_delay, self.measured)
         if old_deadline is not None:
@@ -181,6 +184,12 @@ class AuthServer:
                 "saslnetauth_stolen_credentials_total",
                 "Correct passwords from forbidden networks.",
                 self.stats["stolen_credentials"],
+            ),
+            ("saslnetauth_alerts_fired_total", "Alert commands started.", self.alerts.fired),
+            (
+                "saslnetauth_alerts_dropped_total",
+                "Alerts not run: as many alert commands were running as allowed.",
+                self.alerts.dropped,
             ),
             *getattr(self.decider, "metric_values", list)(),
         ):

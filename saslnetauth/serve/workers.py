@@ -401,3 +401,13 @@ class WorkerPool:
 
     def describe(self) -> str:
         return f"{self.size} processes"
+
+    def metric_values(self) -> list[tuple[str, str, float]]:
+        """(name, help, value) for the server's /metrics."""
+        return [
+            (
+                "saslnetauth_worker_deaths_total",
+                "Decision worker processes that died and were replaced.",
+                self.deaths,
+            )
+        ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -61,3 +64,47 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
     assert "# TYPE saslnetauth_stolen_credentials_total counter" in body
     assert got[plain("saslnetauth_connections_open")] == 1
     assert "pw" not in body.replace("saslnetauth", "")
+
+
+def test_alert_and_worker_counters_are_exposed(tmp_path: Path) -> None:
+    """Issue 14 item 4: the counters kept for alerts (fired, dropped) and for decision
+    workers that died are metrics, and survive a reload."""
+    db = f"sqlite:///{tmp_path}/m.db"
+    assert run("init", db=db).code == 0
+    assert run("user", "add", "alice", "--hash", "{PLAIN}pw", "--net", "127.0.0.2", db=db).code == 0
+    slow = tmp_path / "slow.sh"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    port = free_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[serve]\nmetrics_listen = "inet:127.0.0.1:{port}"\npenalty_max = 0\n'
+        f'workers = 1\nalert_command = ["{slow}"]\nalert_timeout = 9\n'
+    )
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            return samples(resp.read().decode())
+
+    with run_server(db, config=cfg, failure_delay=0.1) as srv:
+        c = srv.connect()
+        c.handshake()
+        for i in range(1, 6):  # right password, forbidden network: an alert each
+            c.plain(i, "alice", "pw", rip="192.0.2.7")  # one at a time: each is verified
+            assert c.line().startswith("FAIL\t")
+        got = scrape()
+        assert got[plain("saslnetauth_alerts_fired_total")] == 4  # at most 4 at once
+        assert got[plain("saslnetauth_alerts_dropped_total")] == 1
+        assert got[plain("saslnetauth_worker_deaths_total")] == 0
+        pid = int(srv.wait_log("worker started: pid=").split("worker started: pid=")[1].split()[0])
+        os.kill(pid, signal.SIGKILL)
+        srv.wait_log("worker started: pid=", timeout=30)
+        deadline = time.monotonic() + 30
+        while scrape()[plain("saslnetauth_worker_deaths_total")] != 1:
+            assert time.monotonic() < deadline, "worker death not counted"
+            time.sleep(0.2)
+        srv.signal(signal.SIGHUP)
+        srv.wait_log("configuration reloaded")
+        got = scrape()
+        assert got[plain("saslnetauth_alerts_fired_total")] == 4
+        assert got[plain("saslnetauth_alerts_dropped_total")] == 1
