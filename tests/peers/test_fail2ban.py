@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clitools import run
+from tests.support.clitools import init_with_user, run
 from tests.support.peers import require_binary
 from tests.support.serverproc import free_port, run_server
 
@@ -36,23 +36,7 @@ def install_filter(tmp: Path) -> Path:
 
 def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
     f2b = require_binary("fail2ban-regex")
-    db = f"sqlite:///{tmp_path}/f.db"
-    assert run("init", db=db).code == 0
-    assert (
-        run(
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--net",
-            "127.0.0.2",
-            "--net",
-            "::1",
-            db=db,
-            stdin=PW + "\n",
-        ).code
-        == 0
-    )
+    db = init_with_user(f"sqlite:///{tmp_path}/f.db", "alice", PW, "127.0.0.2", "::1")
     assert (
         run(
             "user", "add", 'we ird"user', "--password-stdin", "--net", "any", db=db, stdin=PW + "\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clitools import run
+from tests.support.clitools import init_with_user, run
 from tests.support.peers import require_binary
 from tests.support.serverproc import ServerProcess, run_server
 
@@ -19,23 +19,7 @@ PW = "d0veadm pw"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("doveadm")
-    db = f"sqlite:///{tmp}/d.db"
-    assert run("init", db=db).code == 0
-    assert (
-        run(
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--net",
-            "127.0.0.2",
-            "--net",
-            "2001:db8::/32",
-            db=db,
-            stdin=PW + "\n",
-        ).code
-        == 0
-    )
+    db = init_with_user(f"sqlite:///{tmp}/d.db", "alice", PW, "127.0.0.2", "2001:db8::/32")
     assert run("user", "net", "add", "alice", "any", "--service", "imap", db=db).code == 0
     assert (
         run(

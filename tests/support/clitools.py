@@ -44,3 +44,17 @@ def run(
         stdin=None if stdin is not None else subprocess.DEVNULL,
     )
     return Result(p.returncode, p.stdout, p.stderr)
+
+
+def init_with_user(
+    db: str, name: str, password: str, *nets: str, extra: tuple[str, ...] = ()
+) -> str:
+    """``saslnetauth init`` then ``user add NAME --password-stdin --net NET...`` on
+    ``db`` (the "database with alice" most tests start from); returns ``db``."""
+    assert run("init", db=db).code == 0
+    args = ["user", "add", name, "--password-stdin", *extra]
+    for net in nets:
+        args += ["--net", net]
+    r = run(*args, db=db, stdin=password + "\n")
+    assert r.code == 0, r.err
+    return db

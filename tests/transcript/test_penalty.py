@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket, client_key
-from tests.support.clitools import run
+from tests.support.clitools import init_with_user
 from tests.support.serverproc import run_server
 
 PW = "p3nalty pw"
@@ -87,21 +87,7 @@ def test_no_address_is_never_penalised() -> None:
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path}/p.db"
-    assert run("init", db=url).code == 0
-    assert (
-        run(
-            "user",
-            "add",
-            "alice",
-            "--password-stdin",
-            "--net",
-            "127.0.0.2",
-            db=url,
-            stdin=PW + "\n",
-        ).code
-        == 0
-    )
+    url = init_with_user(f"sqlite:///{tmp_path}/p.db", "alice", PW, "127.0.0.2")
     return url
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clitools import run
+from tests.support.clitools import init_with_user, run
 from tests.support.serverproc import AuthClient, ServerProcess, b64, run_server
 
 PW = "s3cret pw"
@@ -26,22 +26,9 @@ argon2_time_cost = 1
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path}/serve.db"
-    assert run("init", db=url).code == 0
-    r = run(
-        "user",
-        "add",
-        "alice",
-        "--password-stdin",
-        "--net",
-        "127.0.0.2",
-        "--net",
-        "2001:db8::/32",
-        db=url,
-        stdin=PW + "\n",
+    return init_with_user(
+        f"sqlite:///{tmp_path}/serve.db", "alice", PW, "127.0.0.2", "2001:db8::/32"
     )
-    assert r.code == 0, r.err
-    return url
 
 
 @pytest.fixture
