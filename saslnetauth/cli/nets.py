@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from saslnetauth.cli.common import AppContext, check_comment, console, emit_json, pass_app
+from saslnetauth.cli.common import AppContext, check_comment, emit_json, pass_app, print_table
 from saslnetauth.netrules import NetworkRule, describe_services
 
 
@@ -50,12 +50,14 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json([r.to_json() for r in records])
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("network", "services", "comment"):
-        table.add_column(col)
-    for r in records:
-        svc = describe_services(r.services, "all")
-        table.add_row(r.network + (" [invalid]" if r.error else ""), svc, r.comment or "")
-    console().print(table)
+    print_table(
+        ("network", "services", "comment"),
+        (
+            (
+                r.network + (" [invalid]" if r.error else ""),
+                describe_services(r.services, "all"),
+                r.comment or "",
+            )
+            for r in records
+        ),
+    )

@@ -7,9 +7,9 @@ import click
 from saslnetauth.cli.common import (
     AppContext,
     check_comment,
-    console,
     emit_json,
     pass_app,
+    print_table,
     read_password,
 )
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
@@ -172,14 +172,10 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json([u.to_json() for u in users])
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("user", "state", "password", "networks"):
-        table.add_column(col)
-    for u in users:
-        table.add_row(u.name, _state(u), _pw(u), _nets(u))
-    console().print(table)
+    print_table(
+        ("user", "state", "password", "networks"),
+        ((u.name, _state(u), _pw(u), _nets(u)) for u in users),
+    )
 
 
 @user.command("show")
