@@ -58,7 +58,7 @@ def chroot_postfix(peer_dir: Path, root: Root) -> PostfixInstance:
 
 
 @pytest.fixture(scope="module")
-def server(peer_dir: Path, chroot_postfix: PostfixInstance) -> Iterator[ServerProcess]:
+def server(peer_dir: Path, chroot_postfix: PostfixInstance, root: Root) -> Iterator[ServerProcess]:
     db = f"sqlite:///{peer_dir}/pf.db"
     assert run("init", db=db).code == 0
     for args in (
@@ -70,7 +70,13 @@ def server(peer_dir: Path, chroot_postfix: PostfixInstance) -> Iterator[ServerPr
         assert r.code == 0, r.err
     cfg = peer_dir / "serve.toml"
     # Postfix's smtpd runs as postfix, Exim's -bh as Debian-exim: both must connect.
-    cfg.write_text('[serve]\nsocket_mode = "0666"\npenalty_max = 0\n')
+    # In the Debian 13 chroot they have that tree's uids, which this machine's
+    # /etc/passwd does not name: allowed by number, as for a mail server in a container.
+    uids = [str(root.user_ids(user)[0]) for user in ("postfix", "Debian-exim")]
+    cfg.write_text(
+        '[serve]\nsocket_mode = "0666"\npenalty_max = 0\n'
+        f'allowed_users = ["root", "postfix", "Debian-exim", "{uids[0]}", "{uids[1]}"]\n'
+    )
     private = chroot_postfix.queue_socket_path()
     with run_server(
         db,
