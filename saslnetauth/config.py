@@ -21,219 +21,44 @@ import stat
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from saslnetauth.errors import ConfigError
+from saslnetauth.settings import (
+    DEFAULT_ALLOWED_GROUPS,
+    DEFAULT_ALLOWED_USERS,
+    DEFAULT_DATABASE_URL,
+    CheckpasswordConfig,
+    Config,
+    LoggingConfig,
+    PamConfig,
+    PasswordsConfig,
+    PolicyConfig,
+    ReportConfig,
+    ServeConfig,
+)
 
 __all__ = [
+    "DEFAULT_ALLOWED_GROUPS",
+    "DEFAULT_ALLOWED_USERS",
     "DEFAULT_CONFIG_PATHS",
     "DEFAULT_DATABASE_URL",
+    "CheckpasswordConfig",
     "Config",
+    "LoggingConfig",
+    "PamConfig",
+    "PasswordsConfig",
+    "PolicyConfig",
+    "ReportConfig",
+    "ServeConfig",
     "load_config",
+    "validate",
 ]
 
-DEFAULT_DATABASE_URL = "sqlite:////var/lib/saslnetauth/saslnetauth.db"
 DEFAULT_CONFIG_PATHS = (Path("/etc/saslnetauth/saslnetauth.toml"),)
 ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"
 ENV_CONFIG = "SASLNETAUTH_CONFIG"
-#: Who may connect to the UNIX sockets by default, besides root and the server's own
-#: user: Postfix's smtpd, Exim (Debian's user name) and Dovecot's auth process
-#: (saslnetauth-checkpassword). Skipped where the system does not have them.
-DEFAULT_ALLOWED_USERS = ("root", "postfix", "Debian-exim", "dovecot")
-DEFAULT_ALLOWED_GROUPS = ("postfix", "Debian-exim", "dovecot")
-
-
-@dataclass
-class PasswordsConfig:
-    #: Scheme for new hashes: ARGON2ID, ARGON2I, BLF-CRYPT, SHA512-CRYPT, SHA256-CRYPT, SSHA512.
-    default_scheme: str = "ARGON2ID"
-    #: After a successful login, store the password again in the default scheme.
-    rehash_on_login: bool = False
-    argon2_memory_kib: int = 65536
-    argon2_time_cost: int = 3
-    argon2_parallelism: int = 1
-    bcrypt_cost: int = 10
-    sha_crypt_rounds: int = 5000
-
-
-@dataclass
-class ServeConfig:
-    #: Where to listen: ``unix:/path`` or ``inet:HOST:PORT`` (``inet:[::1]:PORT``).
-    listen: list[str] = field(default_factory=lambda: ["unix:/run/saslnetauth/auth-client"])
-    #: Seconds from a request's arrival before a failure is answered (0 allowed; well
-    #: under Postfix's 10 s); never earlier than the slowest verification (deadline.py).
-    failure_delay: float = 2.0
-    #: reason= text of every FAIL, whatever the cause ("" = send none, like Dovecot).
-    fail_reason: str = "Authentication failed"
-    #: Permissions, owner and group of UNIX sockets we create.
-    socket_mode: str = "0660"
-    socket_owner: str = ""
-    socket_group: str = ""
-    #: Who may connect to a UNIX socket (SO_PEERCRED): users and groups by name or
-    #: number. Root and the server's own user always may. Names that do not exist
-    #: are an error, except the built-in ones (postfix, Debian-exim, dovecot), which
-    #: are skipped on systems without them.
-    allowed_users: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_USERS))
-    allowed_groups: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_GROUPS))
-    #: TCP clients allowed to connect (addresses or networks); others are closed.
-    allowed_tcp_peers: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
-    #: Allow TCP listeners on addresses other than loopback (whoever connects
-    #: chooses the rip= of its logins: restrict allowed_tcp_peers too).
-    allow_remote_listen: bool = False
-    #: Decision workers (0 = one per core): processes, or threads (see worker_mode).
-    workers: int = 0
-    #: "processes" (default: every core also runs the Python around the hashes) or
-    #: "threads" (one process; only the hashes themselves run in parallel).
-    worker_mode: str = "processes"
-    #: Most requests being verified or waiting for a worker, over all clients.
-    max_pending: int = 1024
-    #: Most requests in flight on one connection; more closes the connection.
-    max_requests_per_connection: int = 64
-    #: Most client connections at once; more are refused.
-    max_connections: int = 1000
-    #: Most connections of one peer (a UNIX user, a TCP address); 0 = half of
-    #: max_connections, so that one peer can never take all of them.
-    max_connections_per_peer: int = 0
-    #: Seconds a new connection may take to send its VERSION (Postfix, Exim and
-    #: Dovecot send it at once); silent ones are closed.
-    handshake_timeout: float = 5.0
-    #: Seconds from a request's arrival (brake included) to its decision; later it fails
-    #: temporarily (requests still queued then are never worked on).
-    request_timeout: float = 8.0
-    #: Share of the decision workers that may verify logins which cannot succeed (address
-    #: outside every network that applies), and only while no login that could succeed
-    #: waits (at least one worker unless 0). Beyond it they are answered FAIL without a
-    #: hash (0 = never verify them: no stolen-password alerts; 1 = no bound).
-    hopeless_share: float = 0.5
-    #: Seconds a request may wait for the client's CONT before it expires.
-    cont_timeout: float = 60.0
-    #: Seconds without any traffic before an idle connection is closed (0 = never).
-    #: Longer than Postfix's smtpd_timeout (300 s) plus max_idle (100 s): an smtpd
-    #: keeps its connection between sessions and finds it closed only on its next
-    #: write (it reconnects then).
-    idle_timeout: float = 600.0
-    #: Brute-force brake per client (IPv4 address, IPv6 /penalty_ipv6_prefix), like
-    #: Dovecot's auth_penalty: after penalty_free_failures failures, each request waits
-    #: penalty_base seconds, doubling per failure, at most penalty_max (0 = off).
-    #: A success clears it.
-    penalty_base: float = 0.5
-    penalty_max: float = 4.0
-    penalty_free_failures: int = 2
-    penalty_ipv6_prefix: int = 64
-    #: Clients remembered at most (least recently failed are forgotten first).
-    penalty_max_entries: int = 100000
-    #: Also brake failures per user name, but only those from outside the user's own
-    #: networks (so it can never lock the real user out of an allowed network);
-    #: unknown names alike (outside the global networks), so it enumerates nobody.
-    user_penalty: bool = False
-    #: Command run when a correct password comes from a forbidden network (likely
-    #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Its environment is
-    #: only PATH, LANG, SASLNETAUTH_USER, SASLNETAUTH_RIP (canonical),
-    #: SASLNETAUTH_SERVICE and SASLNETAUTH_REASON; never the password. [] = none.
-    alert_command: list[str] = field(default_factory=list)
-    #: Seconds before the alert command is killed.
-    alert_timeout: float = 10.0
-    #: Serve Prometheus metrics at http://ADDR/metrics: inet:HOST:PORT or unix:/path
-    #: ("" = off). Keep it on loopback or a management network.
-    metrics_listen: str = ""
-    #: TCP clients that may read the metrics (a UNIX socket: its mode 0600 decides).
-    metrics_allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
-    #: Answer Dovecot 2.4's Lua userdb (does this enabled user exist?) with the
-    #: auth-master USER lookup on this socket: unix:/path ("" = off). Mode 0600.
-    userdb_listen: str = ""
-
-
-@dataclass
-class PolicyConfig:
-    #: Answer Dovecot's auth policy requests (auth_policy_server_url) over HTTP here:
-    #: inet:127.0.0.1:4001 or unix:/path ("" = off).
-    listen: str = ""
-    #: What Dovecot is configured to ask: "before_auth" (auth_policy_check_before_auth =
-    #: yes: outside networks are refused before any password is checked; leaks nothing
-    #: about the password) or "after_auth" (check_before_auth = no, check_after_auth =
-    #: yes: allow is asked only after a correct password, so a refusal reveals that the
-    #: password was right, and raises the stolen-password alert). See README.
-    mode: str = "before_auth"
-    #: Users saslnetauth does not know: "global" (the global networks apply) or "reject".
-    unknown_users: str = "global"
-    #: msg of a refusal (IMAP clients show it; keep it like a wrong-password text).
-    reject_message: str = "Authentication failed."
-    #: "Name: value" that every request must carry (auth_policy_server_api_header),
-    #: compared in constant time ("" = none).
-    api_header: str = ""
-    #: TCP clients allowed to connect (networks); others are closed at once.
-    allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
-    #: Largest request body (bytes), seconds to send one request, idle keep-alive seconds.
-    max_body: int = 16384
-    request_timeout: float = 5.0
-    idle_timeout: float = 60.0
-    #: Seconds the user lookup may take before the request is refused (below
-    #: Dovecot's policy timeout, 2 s by default).
-    lookup_timeout: float = 1.5
-
-
-@dataclass
-class CheckpasswordConfig:
-    #: Socket of the running `saslnetauth serve` (unix:/path, /path or inet:HOST:PORT).
-    socket: str = "/run/saslnetauth/auth-client"
-    #: When no server answers: "local" decides in-process, "tempfail" fails temporarily.
-    fallback: str = "local"
-    #: Accept Dovecot master-user logins (MASTER_USER set); refused by default.
-    allow_master_user: bool = False
-
-
-@dataclass
-class PamConfig:
-    #: Check the passwords of users whose backend is "pam" with PAM.
-    enabled: bool = False
-    #: PAM service name: /etc/pam.d/<service> (see dovecot-examples/pam/saslnetauth).
-    service: str = "saslnetauth"
-    #: Also admit PAM (system) users that are not listed in saslnetauth, under the
-    #: global networks only. false: only listed users with backend "pam".
-    any_user: bool = False
-
-
-@dataclass
-class ReportConfig:
-    #: Keep a record of the server's verdicts in the database (table auth_events)
-    #: for `saslnetauth report`; written in the background, never delaying a login.
-    record: bool = True
-    #: Days the record is kept.
-    keep_days: int = 30
-    #: Verdicts waiting to be written at most; more are dropped (and counted).
-    queue_size: int = 10000
-
-
-@dataclass
-class LoggingConfig:
-    #: debug, info, warning or error.
-    level: str = "info"
-    #: Also append log lines to this file ("" = standard error only).
-    file: str = ""
-
-
-@dataclass
-class Config:
-    #: SQLAlchemy URL of the database (env SASLNETAUTH_DATABASE_URL, option --database).
-    database_url: str = DEFAULT_DATABASE_URL
-    #: Compare user names in lower case (like Dovecot's default %Lu).
-    lowercase_usernames: bool = True
-    #: SQLite busy timeout / pool wait, seconds.
-    database_timeout: float = 5.0
-    #: Seconds a cached copy of the global networks is used before the database
-    #: confirms it is current (inline, before the login is decided).
-    global_cache_seconds: float = 1.0
-    passwords: PasswordsConfig = field(default_factory=PasswordsConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    checkpassword: CheckpasswordConfig = field(default_factory=CheckpasswordConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    pam: PamConfig = field(default_factory=PamConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    #: The file this was loaded from, if any (not a key).
-    source: Path | None = field(default=None, metadata={"internal": True})
 
 
 def _check_type(where: str, value: Any, hint: Any) -> Any:
