@@ -1,7 +1,8 @@
 """What an import changes: compare a file's users with the database's. No I/O.
 
 :func:`plan_import` takes the validated records of
-:mod:`saslnetauth.admin.importers` and a snapshot of the existing users (read by
+:mod:`saslnetauth.admin.passwdfile` or :mod:`saslnetauth.admin.csvimport`
+and a snapshot of the existing users (read by
 :mod:`saslnetauth.store.bulk` with one query) and returns a
 :class:`ChangeSet`: users to add, users to update, and the network rows to
 delete, change and insert, so that after the import each user in the file

@@ -1,7 +1,8 @@
 """``saslnetauth import ...`` and ``saslnetauth export ...``: users in and out in bulk.
 
-Formats: :mod:`saslnetauth.admin.importers` (Dovecot passwd-file, CSV) and
-:mod:`saslnetauth.admin.exporters` (Dovecot passwd-file with ``allow_nets``).
+Formats: :mod:`saslnetauth.admin.passwdfile` (Dovecot passwd-file),
+:mod:`saslnetauth.admin.csvimport` (CSV) and :mod:`saslnetauth.admin.exporters`
+(Dovecot passwd-file with ``allow_nets``).
 An import is all or nothing: every line is checked first, every problem is
 reported as ``FILE:LINE: problem``, and only a file without problems is
 written, in one transaction.
@@ -17,14 +18,10 @@ from typing import Any
 
 import click
 
-from saslnetauth.admin.importers import (
-    PASSWD_FILE_DEFAULT_SCHEME,
-    LineError,
-    ParseResult,
-    parse_csv,
-    parse_passwd_file,
-)
+from saslnetauth.admin.csvimport import parse_csv
+from saslnetauth.admin.importers import LineError, ParseResult
 from saslnetauth.admin.importplan import Plan, hash_pending, matching_plaintext, plan_import
+from saslnetauth.admin.passwdfile import PASSWD_FILE_DEFAULT_SCHEME, parse_passwd_file
 from saslnetauth.cli.common import EXIT_ERROR, AppContext, emit_json, pass_app
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.runtime import make_hasher

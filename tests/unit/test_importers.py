@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from saslnetauth.admin.csvimport import parse_csv
 from saslnetauth.admin.exporters import NO_NETWORK, allow_nets, dovecot_passwd_file
-from saslnetauth.admin.importers import ImportRecord, parse_csv, parse_passwd_file
+from saslnetauth.admin.importers import ImportRecord
 from saslnetauth.admin.importplan import (
     ExistingNetwork,
     ExistingUser,
@@ -13,6 +14,7 @@ from saslnetauth.admin.importplan import (
     matching_plaintext,
     plan_import,
 )
+from saslnetauth.admin.passwdfile import parse_passwd_file
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import NetworkRule, RuleSet
