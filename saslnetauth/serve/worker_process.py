@@ -1,6 +1,9 @@
 """The decision worker process of ``saslnetauth serve`` (the child side of
 :mod:`saslnetauth.serve.workers`): the ordinary decision engine, deciding the
-logins its parent sends until the parent says stop or goes away."""
+logins its parent sends until the parent says stop or goes away. A login
+whose deadline (``[serve] request_timeout`` from its arrival, on the shared
+monotonic clock) has passed when the worker comes to it is not decided: the
+server has answered it TEMPFAIL already, so no hash is spent on it."""
 
 from __future__ import annotations
 
@@ -55,7 +58,11 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                     if out:
                         flush(out)
                     return
-                rid, user, password, rip, service = msg
+                rid, user, password, rip, service, deadline = msg
+                if time.monotonic() >= deadline:
+                    # the server has answered it already (TEMPFAIL): never hash it
+                    out.append(frame((rid,)))
+                    continue
                 d = engine.decide(user, password, rip, service, after_reply=after_reply)
                 out.append(
                     frame(

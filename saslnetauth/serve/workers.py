@@ -296,12 +296,13 @@ class WorkerPool:
         rid = next(self._ids)
         if timeout is None:
             timeout = self.cfg.serve.request_timeout
+        deadline = loop.time() + timeout  # time.monotonic(): the worker reads the same clock
         job = _Job(
             rid,
             user,
-            frame((rid, user, password, rip, service)),
+            frame((rid, user, password, rip, service, deadline)),
             loop.create_future(),
-            loop.time() + timeout,
+            deadline,
         )
         self._queue.append(job)
         self._dispatch()
@@ -353,6 +354,19 @@ class WorkerPool:
                     _fail(job.future, f"decision worker unreachable: {exc!r}")
 
     def _on_reply(self, w: _Worker, msg: Any) -> None:
+        if len(msg) == 1:  # past its deadline when the worker came to it: not decided
+            job = w.pending.pop(msg[0], None)
+            if job is not None:
+                _fail(job.future, "verification timed out")
+        else:
+            self._on_decision(w, msg)
+        # one refill per pass of the event loop, after every reply of that pass:
+        # the frames it sends a worker then share one write
+        if not self._refill_scheduled:
+            self._refill_scheduled = True
+            asyncio.get_running_loop().call_soon(self._refill)
+
+    def _on_decision(self, w: _Worker, msg: Any) -> None:
         rid, verdict, reason, user, valid, net_ok, matched, detail, spent = msg
         job = w.pending.pop(rid, None)
         if job is not None and not job.future.done():
@@ -361,11 +375,6 @@ class WorkerPool:
                     Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok, spent
                 )
             )
-        # one refill per pass of the event loop, after every reply of that pass:
-        # the frames it sends a worker then share one write
-        if not self._refill_scheduled:
-            self._refill_scheduled = True
-            asyncio.get_running_loop().call_soon(self._refill)
 
     def _refill(self) -> None:
         self._refill_scheduled = False

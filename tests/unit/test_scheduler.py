@@ -336,3 +336,31 @@ def test_classification_of_names_from_outside(cfg: Config) -> None:
     assert refusal(alice).verdict is refusal(nobody).verdict is Verdict.FAIL
     with pytest.raises(ValueError, match="cannot succeed"):
         refusal(got[-1])
+
+
+def test_a_login_given_up_while_queued_leaks_no_slot(cfg: Config) -> None:
+    """The server stops waiting for a login at its request_timeout (its task is
+    cancelled while the ticket still waits in the queue). That ticket must never take
+    a slot later, nor break the queue: the next login is still admitted."""
+
+    async def main() -> None:
+        h = Harness(cfg, capacity=1)
+        await h.sched.start()
+        h.submit("busy", "192.0.2.1")  # takes the only slot
+        await until(lambda: h.inner.calls == ["busy"], "busy verified")
+        h.submit("gone", "192.0.2.2")  # could succeed: waits in the queue
+        await h.classified(1)
+        await until(lambda: h.sched.waiting == 1, "gone queued")
+        h.tasks["gone"].cancel()  # what the server's wait_for does at request_timeout
+        await asyncio.sleep(0)
+        h.inner.open("busy")  # the slot comes free: "gone" must not take it
+        await h.tasks["busy"]
+        h.submit("next", "192.0.2.3")
+        await until(lambda: h.inner.calls == ["busy", "next"], "next verified")
+        assert h.sched.in_flight == 1
+        h.inner.open("next")
+        assert (await h.tasks["next"]).verdict is Verdict.FAIL
+        assert h.sched.in_flight == 0
+        await h.sched.close()
+
+    asyncio.run(main())
