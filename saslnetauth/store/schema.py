@@ -10,11 +10,12 @@ Tables (see README "Database"):
 ``user_networks``
     ``user_id`` -> users.id (cascade delete); ``network`` canonical text
     (``192.0.2.0/24``, ``2001:db8::/32``, ``local``, ``any``); ``services``
-    comma separated lower-case names or NULL/empty for all; ``comment``.
-    Unique (user_id, network).
+    comma separated lower-case names or NULL/empty for all; ``comment``;
+    ``expires_at`` NULL (never) or the time after which the row no longer
+    matches. Unique (user_id, network).
 ``global_networks``
-    ``network`` unique, ``services``, ``comment`` as above; applies to
-    every user.
+    ``network`` unique, ``services``, ``comment``, ``expires_at`` as above;
+    applies to every user.
 ``rules_generation``
     one row (``id`` 1) whose ``generation`` is bumped by database triggers
     on every INSERT, UPDATE and DELETE of ``global_networks`` (and TRUNCATE
@@ -22,8 +23,17 @@ Tables (see README "Database"):
     their cached copy of the global networks is still current.
 ``auth_events``
     one row per verdict of the server (``ts``, ``user``, ``rip``,
-    ``service``, ``verdict``, ``reason``, ``credentials_valid``), written
-    in the background, read by ``saslnetauth report``.
+    ``service``, ``verdict``, ``reason``, ``credentials_valid``,
+    ``credential`` the app password's label or NULL, ``country`` and ``asn``
+    when known), written in the background, read by ``saslnetauth report``.
+``app_passwords``
+    per-device credentials: ``user_id`` -> users.id (cascade delete),
+    ``label`` unique per user, ``token_id`` unique public identifier,
+    ``secret_hash``, ``services`` as above, ``expires_at``,
+    ``last_used_at``, ``created_at``.
+``app_password_networks``
+    ``app_password_id`` -> app_passwords.id (cascade delete), ``network``
+    as above; unique (app_password_id, network).
 
 Changing these definitions requires a new Alembic migration.
 """
@@ -36,10 +46,12 @@ from sqlalchemy.dialects import mysql
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
+_LABEL = sa.String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+_TOKEN = sa.String(32).with_variant(mysql.VARCHAR(32, collation="utf8mb4_bin"), "mysql", "mariadb")
 _NET = sa.String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
 
 users = sa.Table(
@@ -75,6 +87,7 @@ user_networks = sa.Table(
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("user_id", "network", name="uq_user_networks_user_network"),
     sa.Index("ix_user_networks_user_id", "user_id"),
 )
@@ -89,6 +102,7 @@ global_networks = sa.Table(
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("network", name="uq_global_networks_network"),
 )
 
@@ -111,7 +125,54 @@ auth_events = sa.Table(
     sa.Column("verdict", sa.String(8), nullable=False),
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("credentials_valid", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("credential", _LABEL, nullable=True),
+    sa.Column("country", sa.String(2), nullable=True),
+    sa.Column("asn", sa.BigInteger, nullable=True),
     sa.Index("ix_auth_events_ts", "ts"),
+)
+
+#: Per-device credentials of a user (migration 0004).
+app_passwords = sa.Table(
+    "app_passwords",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE", name="fk_app_passwords_user"),
+        nullable=False,
+    ),
+    sa.Column("label", _LABEL, nullable=False),
+    sa.Column("token_id", _TOKEN, nullable=False),
+    sa.Column("secret_hash", sa.String(255), nullable=False),
+    sa.Column("services", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("user_id", "label", name="uq_app_passwords_user_label"),
+    sa.UniqueConstraint("token_id", name="uq_app_passwords_token_id"),
+    sa.Index("ix_app_passwords_user_id", "user_id"),
+)
+
+#: The networks each app password may log in from (migration 0004).
+app_password_networks = sa.Table(
+    "app_password_networks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "app_password_id",
+        sa.Integer,
+        sa.ForeignKey("app_passwords.id", ondelete="CASCADE", name="fk_app_password_networks_app"),
+        nullable=False,
+    ),
+    sa.Column("network", _NET, nullable=False),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.UniqueConstraint("app_password_id", "network", name="uq_app_password_networks_app_network"),
+    sa.Index("ix_app_password_networks_app_password_id", "app_password_id"),
 )
 
 #: The one row of :data:`rules_generation` (the triggers update only this id).
