@@ -31,7 +31,7 @@ Nothing here depends on the password, and from outside every network an
 unknown name classifies like an existing one, so the reply and its timing
 class reveal neither.
 
-The scheduler is a :class:`~saslnetauth.serve.workers.Decider` in front of
+The scheduler is a :class:`~saslnetauth.serve.decider.Decider` in front of
 the real one and never hands it more than its ``capacity`` at once.
 """
 
@@ -40,12 +40,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from saslnetauth.logfmt import kv
+from saslnetauth.serve.fairqueue import FairQueue
 from saslnetauth.serve.penalty import client_bucket
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -53,9 +53,9 @@ if TYPE_CHECKING:
     from saslnetauth.config import Config
     from saslnetauth.engine import Classified
     from saslnetauth.serve.classifier import Classifier
-    from saslnetauth.serve.workers import Decider
+    from saslnetauth.serve.decider import Decider, Login
 
-__all__ = ["FairQueue", "Scheduler", "hopeless_slots"]
+__all__ = ["Scheduler", "hopeless_slots"]
 
 log = logging.getLogger("saslnetauth.serve.scheduler")
 
@@ -88,45 +88,6 @@ class _Ticket:
     admitted_at: float = 0.0
 
 
-class FairQueue:
-    """Round robin over groups, and within a group over keys; FIFO within a key."""
-
-    def __init__(self) -> None:
-        self._groups: OrderedDict[Hashable, OrderedDict[Hashable, deque[_Ticket]]] = OrderedDict()
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def push(self, group: Hashable, key: Hashable, item: _Ticket) -> None:
-        keys = self._groups.get(group)
-        if keys is None:
-            keys = self._groups[group] = OrderedDict()
-        items = keys.get(key)
-        if items is None:
-            items = keys[key] = deque()
-        items.append(item)
-        self._len += 1
-
-    def pop(self) -> _Ticket | None:
-        while self._groups:
-            group, keys = next(iter(self._groups.items()))
-            key, items = next(iter(keys.items()))
-            item = items.popleft()
-            self._len -= 1
-            if not items:
-                del keys[key]
-            else:
-                keys.move_to_end(key)
-            if not keys:
-                del self._groups[group]
-            else:
-                self._groups.move_to_end(group)
-            if not item.waiter.done():
-                return item
-        return None
-
-
 @dataclass
 class _Counts:
     direct: int = 0
@@ -150,7 +111,7 @@ class Scheduler:
         self.hopeless_in_flight = 0
         self.estimate = INITIAL_ESTIMATE
         self.counts = _Counts()
-        self._could = FairQueue()
+        self._could: FairQueue[_Ticket] = FairQueue(lambda t: t.waiter.done())
         self._could_expiry: deque[_Ticket] = deque()  # arrival order
         self._hopeless: deque[_Ticket] = deque()  # arrival order
         self._sweeper: asyncio.TimerHandle | None = None
@@ -188,14 +149,7 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self._could) + len(self._hopeless)
 
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision:
+    async def decide(self, login: Login, timeout: float | None = None) -> Decision:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         serve = self.cfg.serve
@@ -206,24 +160,24 @@ class Scheduler:
             self._take(ticket)
             self.counts.direct += 1
         else:
-            c = self.classifier.cached(user, rip, service)
+            c = self.classifier.cached(login.user, login.rip, login.service)
             if c is None:
                 self.classifying += 1
                 try:
-                    c = await self.classifier.classify(user, rip, service)
+                    c = await self.classifier.classify(login.user, login.rip, login.service)
                 finally:
                     self.classifying -= 1
-            ready = self._classified(c, rip, service, arrival)
+            ready = self._classified(c, login.rip, login.service, arrival)
             if isinstance(ready, Decision):
                 return ready
             ticket = ready
             if not await ticket.waiter:
-                return self._expired(ticket, c, rip, service)
+                return self._expired(ticket, c, login.rip, login.service)
         remaining = arrival + serve.request_timeout - loop.time()
         try:
             if remaining <= 0:  # admitted too late: never sent to a worker
-                return self._timed_out(user)
-            return await self.inner.decide(user, password, rip, service, timeout=remaining)
+                return self._timed_out(login.user)
+            return await self.inner.decide(login, timeout=remaining)
         finally:
             self._release(ticket)
 

@@ -46,12 +46,12 @@ from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
-from saslnetauth.serve.http import HttpServer, Request, Response
+from saslnetauth.serve.decider import Decider, Login
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
-from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
+from saslnetauth.serve.metrics import Metrics
+from saslnetauth.serve.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.session import Session
-from saslnetauth.serve.workers import Decider
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 __all__ = ["AuthServer"]
@@ -112,7 +112,7 @@ class AuthServer:
             "stolen_credentials": 0,
         }
         self.metrics = Metrics()
-        self._metrics_http: HttpServer | None = None
+        self._metrics_http: MetricsEndpoint | None = None
         self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
         self.user_penalty = PenaltyBox(**_penalty_settings(settings))
         self._configure(settings)
@@ -148,58 +148,14 @@ class AuthServer:
             self._servers.append(srv)
             log.info("%s", kv("listening", on=describe(sock)))
 
+    @property
+    def connections_open(self) -> int:
+        return len(self._sessions)
+
     async def start_metrics(self, sock: socket.socket) -> None:
-        """Serve GET /metrics (Prometheus text format) on ``sock`` (:mod:`.http`)."""
-        self._metrics_http = HttpServer(
-            self._on_metrics, name="metrics", allow_from=self.settings.metrics_allow_from
-        )
+        """Serve GET /metrics on ``sock`` (:mod:`.metrics_endpoint`)."""
+        self._metrics_http = MetricsEndpoint(self)
         await self._metrics_http.start(sock)
-
-    def render_metrics(self) -> str:
-        m = self.metrics
-        for name, text, value in (
-            ("saslnetauth_connections_open", "Client connections now.", len(self._sessions)),
-            ("saslnetauth_pending_verifications", "Verifications queued or running.", self.pending),
-            (
-                "saslnetauth_penalised_clients",
-                "Clients with a brute-force penalty.",
-                len(self.ip_penalty),
-            ),
-            (
-                "saslnetauth_connections_total",
-                "Client connections accepted.",
-                self.stats["connections"],
-            ),
-            (
-                "saslnetauth_connections_refused_total",
-                "Client connections refused (peer not allowed, per-peer or total limit).",
-                self.stats["refused"],
-            ),
-            (
-                "saslnetauth_overload_total",
-                "Logins refused for max_pending.",
-                self.stats["overload"],
-            ),
-            (
-                "saslnetauth_stolen_credentials_total",
-                "Correct passwords from forbidden networks.",
-                self.stats["stolen_credentials"],
-            ),
-            ("saslnetauth_alerts_fired_total", "Alert commands started.", self.alerts.fired),
-            (
-                "saslnetauth_alerts_dropped_total",
-                "Alerts not run: as many alert commands were running as allowed.",
-                self.alerts.dropped,
-            ),
-            *getattr(self.decider, "metric_values", list)(),
-        ):
-            m.set_gauge(name, text, value)
-        return m.render()
-
-    async def _on_metrics(self, request: Request) -> Response:
-        if request.method == "GET" and request.path in ("/metrics", "/"):
-            return Response(200, self.render_metrics().encode(), content_type=CONTENT_TYPE)
-        return Response(404, b"not found\n", content_type="text/plain")
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -418,7 +374,7 @@ class AuthServer:
         remaining = arrival + self.settings.request_timeout - time.monotonic()
         try:
             return await asyncio.wait_for(
-                self.decider.decide(creds.username, creds.password, auth.rip, auth.service),
+                self.decider.decide(Login(creds.username, creds.password, auth.rip, auth.service)),
                 max(remaining, 0.001),
             )
         except Exception as exc:  # fail closed
