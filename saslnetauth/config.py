@@ -25,36 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from saslnetauth.errors import ConfigError
-from saslnetauth.settings import (
-    DEFAULT_ALLOWED_GROUPS,
-    DEFAULT_ALLOWED_USERS,
-    DEFAULT_DATABASE_URL,
-    CheckpasswordConfig,
-    Config,
-    LoggingConfig,
-    PamConfig,
-    PasswordsConfig,
-    PolicyConfig,
-    ReportConfig,
-    ServeConfig,
-)
+from saslnetauth.settings import Config, PolicyConfig, ServeConfig
 
-__all__ = [
-    "DEFAULT_ALLOWED_GROUPS",
-    "DEFAULT_ALLOWED_USERS",
-    "DEFAULT_CONFIG_PATHS",
-    "DEFAULT_DATABASE_URL",
-    "CheckpasswordConfig",
-    "Config",
-    "LoggingConfig",
-    "PamConfig",
-    "PasswordsConfig",
-    "PolicyConfig",
-    "ReportConfig",
-    "ServeConfig",
-    "load_config",
-    "validate",
-]
+# The schema's classes live in saslnetauth.settings; Config is re-exported for the
+# many modules that only need the type next to load_config.
+__all__ = ["DEFAULT_CONFIG_PATHS", "Config", "load_config", "validate"]
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/saslnetauth/saslnetauth.toml"),)
 ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"

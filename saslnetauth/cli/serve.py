@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import click
 
 from saslnetauth.cli.common import AppContext, pass_app
-from saslnetauth.config import Config, ServeConfig, load_config, validate
+from saslnetauth.config import Config, load_config, validate
 from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
+from saslnetauth.settings import ServeConfig
 
 if TYPE_CHECKING:
     from saslnetauth.serve.server import AuthServer

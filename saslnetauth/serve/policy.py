@@ -35,13 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from saslnetauth.config import PolicyConfig
 from saslnetauth.errors import InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import UserRecord, normalize_username
 from saslnetauth.netrules import RuleSet, merged_match, parse_address
 from saslnetauth.serve.http import Request, Response
 from saslnetauth.serve.penalty import client_bucket
+from saslnetauth.settings import PolicyConfig
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saslnetauth.authlog import log_decision
-from saslnetauth.config import Config, ServeConfig
+from saslnetauth.config import Config
 from saslnetauth.deadline import FailureDeadline
 from saslnetauth.dovecot.protocol import (
     AuthRequest,
@@ -52,6 +52,7 @@ from saslnetauth.serve.metrics import Metrics
 from saslnetauth.serve.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.session import Session
+from saslnetauth.settings import ServeConfig
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 __all__ = ["AuthServer"]
