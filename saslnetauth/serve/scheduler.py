@@ -25,7 +25,15 @@ whether the login *could* succeed:
 While nothing waits and the slice has room, a login goes straight to a
 worker without being classified (counted in the slice, since it might be
 one that cannot succeed): a server that is not busy works as if there were
-no scheduler.
+no scheduler. So does one whose verifications are cheap: while the logins
+in flight would keep a new one waiting less than :data:`QUIET_WAIT` (their
+number times the running estimate of a verification, over the workers),
+it too goes straight to the workers' queue, unclassified (classifying costs
+a user lookup on the server's own thread, which with PLAIN or fast hashes
+costs more than the verification it would order). Expensive hashes, where
+order matters, push the estimate up and bring classification back within
+a few logins; a slice of 0 (``hopeless_share = 0``: never verify a login that
+cannot succeed) always classifies.
 
 Nothing here depends on the password, and from outside every network an
 unknown name classifies like an existing one, so the reply and its timing
@@ -65,6 +73,9 @@ SWEEP_INTERVAL = 0.05
 EWMA = 0.1
 #: Seconds a verification is assumed to take before one was measured.
 INITIAL_ESTIMATE = 0.1
+#: Seconds of expected wait behind the logins in flight below which a new login
+#: skips classification even when the workers are busy (see the module doc).
+QUIET_WAIT = 0.02
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -153,6 +164,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         serve = self.cfg.serve
+        deadline = arrival + (serve.request_timeout if timeout is None else timeout)
         if self._quiet():
             # Nothing waits and the bounded slice has room: straight to a worker without
             # classifying (the path of a server that is not busy), counted in the slice.
@@ -164,16 +176,17 @@ class Scheduler:
             if c is None:
                 self.classifying += 1
                 try:
-                    c = await self.classifier.classify(login.user, login.rip, login.service)
+                    async with asyncio.timeout_at(deadline):
+                        c = await self.classifier.classify(login.user, login.rip, login.service)
                 finally:
                     self.classifying -= 1
-            ready = self._classified(c, login.rip, login.service, arrival)
+            ready = self._classified(c, login.rip, login.service, arrival, deadline)
             if isinstance(ready, Decision):
                 return ready
             ticket = ready
             if not await ticket.waiter:
                 return self._expired(ticket, c, login.rip, login.service)
-        remaining = arrival + serve.request_timeout - loop.time()
+        remaining = deadline - loop.time()
         try:
             if remaining <= 0:  # admitted too late: never sent to a worker
                 return self._timed_out(login.user)
@@ -182,16 +195,17 @@ class Scheduler:
             self._release(ticket)
 
     def _quiet(self) -> bool:
-        return (
-            not self._could
-            and not self._hopeless
-            and self.classifying == 0
-            and self.in_flight < self.capacity
-            and self.hopeless_in_flight < self.hopeless_cap
-        )
+        if self._could or self._hopeless or self.classifying:
+            return False
+        cap = self.hopeless_cap
+        if self.in_flight < self.capacity and self.hopeless_in_flight < cap:
+            return True
+        # busy, but with cheap verifications: waiting behind them costs less than
+        # classifying would
+        return cap > 0 and self.in_flight * self.estimate < QUIET_WAIT * self.size
 
     def _classified(
-        self, c: Classified, rip: str | None, service: str, arrival: float
+        self, c: Classified, rip: str | None, service: str, arrival: float, deadline: float
     ) -> _Ticket | Decision:
         """A ticket in the login's lane, or the refusal of a login that cannot succeed."""
         self.counts.classified += 1
@@ -206,7 +220,7 @@ class Scheduler:
             else:
                 ticket.waiter.add_done_callback(self._count_verified)
             return ticket
-        ticket = _Ticket(False, arrival + serve.request_timeout, _loop().create_future())
+        ticket = _Ticket(False, deadline, _loop().create_future())
         if not self._admit_now(ticket):
             bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
             self._could.push(c.network, bucket, ticket)

@@ -51,17 +51,22 @@ class ThreadDecider:
             raise BackendError("decision threads not started")
         loop = asyncio.get_running_loop()
         after_reply: list[Callable[[], None]] = []
-        decision = await loop.run_in_executor(
-            self.executor,
-            functools.partial(
-                engine.decide,
-                login.user,
-                login.password,
-                login.rip,
-                login.service,
-                after_reply=after_reply,
-            ),
-        )
+        if timeout is None:
+            timeout = self.cfg.serve.request_timeout
+        # past the limit the caller gets TimeoutError (TEMPFAIL); the thread finishes
+        # its decision unseen
+        async with asyncio.timeout(timeout):
+            decision = await loop.run_in_executor(
+                self.executor,
+                functools.partial(
+                    engine.decide,
+                    login.user,
+                    login.password,
+                    login.rip,
+                    login.service,
+                    after_reply=after_reply,
+                ),
+            )
         if after_reply:
             # call_soon: the server sends the reply in the step that resumes now,
             # so the rehash is handed to the pool only after that
