@@ -31,6 +31,7 @@ from saslnetauth.settings import (
     DEFAULT_DATABASE_URL,
     CheckpasswordConfig,
     Config,
+    GeoipConfig,
     LoggingConfig,
     PamConfig,
     PasswordsConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "CheckpasswordConfig",
     "Config",
+    "GeoipConfig",
     "LoggingConfig",
     "PamConfig",
     "PasswordsConfig",
@@ -257,10 +259,22 @@ def validate(cfg: Config) -> None:
     _validate_policy(cfg.policy)
     if cfg.checkpassword.fallback not in ("local", "tempfail"):
         raise ConfigError("checkpassword.fallback: use local or tempfail")
+    _validate_geoip(cfg.geoip)
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
         raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
+
+
+def _validate_geoip(g: GeoipConfig) -> None:
+    for key in ("country_db", "asn_db"):
+        value = getattr(g, key)
+        if value and (not os.path.isabs(value) or not value.isprintable()):
+            raise ConfigError(f'geoip.{key}: an absolute path to a .mmdb file, or ""')
+    if g.max_age_days < 0:
+        raise ConfigError("geoip.max_age_days: 0 (never old) or more")
+    if not 0.1 <= g.check_seconds <= 86400:
+        raise ConfigError("geoip.check_seconds: 0.1 to 86400 seconds")
 
 
 def _validate_policy(p: PolicyConfig) -> None:

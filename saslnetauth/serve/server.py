@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saslnetauth.authlog import log_decision
-from saslnetauth.config import Config, ServeConfig
+from saslnetauth.config import Config, GeoipConfig, ServeConfig
 from saslnetauth.deadline import FailureDeadline
 from saslnetauth.dovecot.protocol import (
     AuthRequest,
@@ -43,6 +43,7 @@ from saslnetauth.dovecot.sasl import (
     Credentials,
 )
 from saslnetauth.errors import BackendError
+from saslnetauth.geoip import GeoLocator
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
@@ -84,6 +85,7 @@ class AuthServer:
         reload: Callable[[], tuple[Config, ServeConfig]] | None = None,
         measured: float = 0.0,
         record: Callable[[Decision, str | None, str], None] | None = None,
+        geoip: GeoipConfig | None = None,
     ) -> None:
         self.decider = decider
         #: The verdict record (``saslnetauth report``) for the failures decided here;
@@ -115,6 +117,9 @@ class AuthServer:
         self._metrics_http: HttpServer | None = None
         self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
         self.user_penalty = PenaltyBox(**_penalty_settings(settings))
+        #: This process's GeoIP databases: the policy endpoint's lookups and the gauges
+        #: of /metrics (the workers hold their own).
+        self.geoip = GeoLocator(geoip, watch=True) if geoip is not None else None
         self._configure(settings)
 
     def _configure(self, settings: ServeConfig, policy: PeerPolicy | None = None) -> None:
@@ -157,6 +162,8 @@ class AuthServer:
 
     def render_metrics(self) -> str:
         m = self.metrics
+        if self.geoip is not None:
+            m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in self.geoip.states() if d.path]
         for name, text, value in (
             ("saslnetauth_connections_open", "Client connections now.", len(self._sessions)),
             ("saslnetauth_pending_verifications", "Verifications queued or running.", self.pending),
@@ -257,6 +264,8 @@ class AuthServer:
                 asyncio.gather(*(srv.wait_closed() for srv in self._servers)), CLOSE_TIMEOUT
             )
         await self.decider.close()
+        if self.geoip is not None:
+            await asyncio.to_thread(self.geoip.close)
         log.info("%s", kv("stopped", **self.stats))
 
     def reload(self) -> None:
@@ -280,6 +289,9 @@ class AuthServer:
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
+        if self.geoip is not None:
+            old, self.geoip = self.geoip, await asyncio.to_thread(GeoLocator, cfg.geoip, watch=True)
+            await asyncio.to_thread(old.close)
         self.measured = measured
         self._configure(settings, policy)
         log.info(
@@ -359,6 +371,8 @@ class AuthServer:
         self.metrics.observe(
             decision.verdict.value, decision.reason.value, auth.service, now - arrival
         )
+        if decision.geoip is not None:
+            self.metrics.count_located(decision.geoip)
         extra = 0.0
         if decision.verdict is Verdict.OK:
             # The user brake is not cleared: it only counts failures from outside the
