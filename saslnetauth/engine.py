@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from saslnetauth.authlog import log_decision
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
@@ -50,6 +50,9 @@ from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import NetworkRule, RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.geoip import GeoLocator
 
 __all__ = ["Classified", "DecisionEngine", "Lookup", "PamVerifier", "refusal"]
 
@@ -125,6 +128,7 @@ class DecisionEngine:
         pam: PamVerifier | None = None,
         pam_any_user: bool = False,
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
+        geoip: GeoLocator | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -133,6 +137,9 @@ class DecisionEngine:
         self.pam = pam
         self.pam_any_user = pam_any_user and pam is not None
         self.on_decision = on_decision
+        #: Where addresses are, for country and ASN terms (None: they match nothing).
+        self.geoip = geoip
+        self._locate = geoip.geo if geoip is not None else None
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -183,7 +190,7 @@ class DecisionEngine:
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
-        self._finish(decision, rip, service, log_fields or {}, quiet)
+        decision = self._finish(decision, rip, service, log_fields or {}, quiet)
         if decision.ok and rehash:
             job = functools.partial(self._rehash, decision.user, secret)
             if after_reply is None:
@@ -206,9 +213,7 @@ class DecisionEngine:
     ) -> Decision:
         """FAIL, without a hash, a login that :meth:`classify` found unable to succeed;
         logged and recorded like any decision, with its true reason and ``verified=no``."""
-        decision = refusal(c)
-        self._finish(decision, rip, _clean_service(service), {"verified": "no"}, quiet)
-        return decision
+        return self._finish(refusal(c), rip, _clean_service(service), {"verified": "no"}, quiet)
 
     def _finish(
         self,
@@ -217,7 +222,10 @@ class DecisionEngine:
         service: str,
         log_fields: dict[str, object],
         quiet: bool,
-    ) -> None:
+    ) -> Decision:
+        """Log and record ``decision``; a FAIL first learns where its address is."""
+        if decision.verdict is Verdict.FAIL:
+            decision = self._located(decision, rip)
         if not quiet:
             log_decision(decision, rip, service, **log_fields)
         if self.on_decision is not None:
@@ -225,6 +233,19 @@ class DecisionEngine:
                 self.on_decision(decision, rip, service)
             except Exception:
                 log.exception("decision hook failed")
+        return decision
+
+    def _located(self, decision: Decision, rip: str | None) -> Decision:
+        """``decision`` with the country and ASN of its address, when the GeoIP
+        databases are configured and the address parses."""
+        geoip = self.geoip
+        if geoip is None or not geoip.configured:
+            return decision
+        addr = parse_address(rip)
+        if addr is None:
+            return decision
+        geo, status = geoip.locate(addr)
+        return replace(decision, country=geo.country, asn=geo.asn, geoip=status)
 
     # -- the policy ---------------------------------------------------------------
 
@@ -257,7 +278,7 @@ class DecisionEngine:
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         rules = found.global_rules
         sets = (rules,) if user is None else (user.rules, rules)
-        applicable, rule = merged_match(sets, parse_address(rip), service)
+        applicable, rule = merged_match(sets, parse_address(rip), service, self._locate)
         return Classified(
             user.name if user is not None else name or _display_name(found.given),
             rule is not None,

@@ -188,7 +188,9 @@ async def _run(
         )
         record = recorder.record
         closers += [recorder.close, record_store.close]
-    server = AuthServer(decider, cfg.serve, reload=reload, measured=measured, record=record)
+    server = AuthServer(
+        decider, cfg.serve, reload=reload, measured=measured, record=record, geoip=cfg.geoip
+    )
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)

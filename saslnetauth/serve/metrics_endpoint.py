@@ -36,6 +36,8 @@ class MetricsEndpoint:
         """The Prometheus text of this moment."""
         server = self.server
         m = server.metrics
+        if server.geoip is not None:
+            m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
         for name, text, value in (
             ("saslnetauth_connections_open", "Client connections now.", server.connections_open),
             (

@@ -43,6 +43,7 @@ from saslnetauth.dovecot.sasl import (
     Credentials,
 )
 from saslnetauth.errors import BackendError
+from saslnetauth.geoip import GeoLocator
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
@@ -52,7 +53,7 @@ from saslnetauth.serve.metrics import Metrics
 from saslnetauth.serve.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.session import Session
-from saslnetauth.settings import ServeConfig
+from saslnetauth.settings import GeoipConfig, ServeConfig
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 __all__ = ["AuthServer"]
@@ -85,6 +86,7 @@ class AuthServer:
         reload: Callable[[], tuple[Config, ServeConfig]] | None = None,
         measured: float = 0.0,
         record: Callable[[Decision, str | None, str], None] | None = None,
+        geoip: GeoipConfig | None = None,
     ) -> None:
         self.decider = decider
         #: The verdict record (``saslnetauth report``) for the failures decided here;
@@ -116,6 +118,9 @@ class AuthServer:
         self._metrics_http: MetricsEndpoint | None = None
         self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
         self.user_penalty = PenaltyBox(**_penalty_settings(settings))
+        #: This process's GeoIP databases: the policy endpoint's lookups and the gauges
+        #: of /metrics (the workers hold their own).
+        self.geoip = GeoLocator(geoip, watch=True) if geoip is not None else None
         self._configure(settings)
 
     def _configure(self, settings: ServeConfig, policy: PeerPolicy | None = None) -> None:
@@ -214,6 +219,8 @@ class AuthServer:
                 asyncio.gather(*(srv.wait_closed() for srv in self._servers)), CLOSE_TIMEOUT
             )
         await self.decider.close()
+        if self.geoip is not None:
+            await asyncio.to_thread(self.geoip.close)
         log.info("%s", kv("stopped", **self.stats))
 
     def reload(self) -> None:
@@ -237,6 +244,9 @@ class AuthServer:
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
+        if self.geoip is not None:
+            old, self.geoip = self.geoip, await asyncio.to_thread(GeoLocator, cfg.geoip, watch=True)
+            await asyncio.to_thread(old.close)
         self.measured = measured
         self._configure(settings, policy)
         log.info(
@@ -316,6 +326,8 @@ class AuthServer:
         self.metrics.observe(
             decision.verdict.value, decision.reason.value, auth.service, now - arrival
         )
+        if decision.geoip is not None:
+            self.metrics.count_located(decision.geoip)
         extra = 0.0
         if decision.verdict is Verdict.OK:
             # The user brake is not cleared: it only counts failures from outside the

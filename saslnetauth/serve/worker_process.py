@@ -76,6 +76,9 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                             d.matched,
                             d.detail,
                             d.verify_seconds,
+                            d.country,
+                            d.asn,
+                            d.geoip,
                         )
                     )
                 )

@@ -331,12 +331,20 @@ class WorkerPool:
             asyncio.get_running_loop().call_soon(self._refill)
 
     def _on_decision(self, w: _Worker, msg: Any) -> None:
-        rid, verdict, reason, user, valid, net_ok, matched, detail, spent = msg
+        rid, verdict, reason, user, valid, net_ok, matched, detail, spent, *geo = msg
         job = w.pending.pop(rid, None)
         if job is not None and not job.future.done():
             job.future.set_result(
                 Decision(
-                    Verdict(verdict), Reason(reason), user, valid, matched, detail, net_ok, spent
+                    Verdict(verdict),
+                    Reason(reason),
+                    user,
+                    valid,
+                    matched,
+                    detail,
+                    net_ok,
+                    spent,
+                    *geo,  # country, asn, geoip
                 )
             )
 
