@@ -66,6 +66,8 @@ class Decision:
     network_ok: bool | None = None
     #: Seconds the credential check took (hash, dummy hash or PAM).
     verify_seconds: float = 0.0
+    #: When the rule in ``matched`` expires (UNIX time); None: permanent or no match.
+    expires: float | None = None
 
     @property
     def ok(self) -> bool:

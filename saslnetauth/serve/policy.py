@@ -93,9 +93,15 @@ def parse_request(body: bytes) -> PolicyRequest:
 
 
 def decide_network(
-    user: UserRecord | None, global_rules: RuleSet, req: PolicyRequest, unknown_users: str
+    user: UserRecord | None,
+    global_rules: RuleSet,
+    req: PolicyRequest,
+    unknown_users: str,
+    *,
+    now: float,
 ) -> tuple[bool, Reason]:
-    """Pure: may this login proceed from ``req.remote``? (allowed, reason).
+    """Pure: may this login proceed from ``req.remote`` at ``now`` (UNIX time: expired
+    grants do not count)? (allowed, reason).
 
     A missing or unparsable address matches only ``local``, as in the engine."""
     addr = parse_address(req.remote)
@@ -107,7 +113,7 @@ def decide_network(
         return False, Reason.DISABLED
     else:
         rules = (user.rules, global_rules)
-    applicable, rule = merged_match(rules, addr, req.protocol)
+    applicable, rule = merged_match(rules, addr, req.protocol, now=now)
     if rule is not None:
         return True, Reason.OK
     return False, Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
@@ -128,8 +134,11 @@ class PolicyService:
         global_rules: Callable[[], RuleSet],
         *,
         record: Callable[[Decision, str | None, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
+        #: Wall-clock time (UNIX seconds) against which grants expire.
+        self.clock = clock
         self.settings = settings
         self.get_user = get_user
         self.global_rules = global_rules
@@ -200,7 +209,9 @@ class PolicyService:
         except Exception as exc:  # fail closed
             log.error("%s", kv("policy lookup failed", user=name, error=repr(exc)))
             return -1
-        allowed, reason = decide_network(user, global_rules, req, self.settings.unknown_users)
+        allowed, reason = decide_network(
+            user, global_rules, req, self.settings.unknown_users, now=self.clock()
+        )
         if not allowed:
             if self.settings.mode == "after_auth" and reason in (
                 Reason.NETWORK,
