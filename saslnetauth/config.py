@@ -225,6 +225,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} is not an octal mode") from None
     if not 0 <= mode <= 0o777:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
+    if s.expired_keep_days < 0:
+        raise ConfigError("serve.expired_keep_days: 0 or more days")
     if cfg.report.keep_days < 1 or cfg.report.queue_size < 1:
         raise ConfigError("report.keep_days and report.queue_size: at least 1")
     if not cfg.pam.service or "/" in cfg.pam.service:

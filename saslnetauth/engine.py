@@ -7,7 +7,9 @@ Implements the policy contract of docs/design.md:
    the time of a real verification (a dummy hash for unknown users);
 2. then the network rule: the client address must lie in the union of the
    user's networks and the global networks that apply to the service;
-3. no applicable network at all -> FAIL (fail closed);
+3. no applicable network at all -> FAIL (fail closed); an expired grant is
+   no network at all: every match reads the time from the engine's one
+   ``clock`` (UNIX time, injectable for tests);
 4. address parsing per :mod:`saslnetauth.netrules`;
 5. the reason is logged, never returned to a client; a correct password
    from a forbidden network is logged as a WARNING with
@@ -129,8 +131,11 @@ class DecisionEngine:
         pam_any_user: bool = False,
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
         geoip: GeoLocator | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        #: Wall-clock time (UNIX seconds) against which grants expire.
+        self.clock = clock
         self.hasher = hasher
         self.lowercase = lowercase_usernames
         self.rehash_on_login = rehash_on_login
@@ -278,7 +283,9 @@ class DecisionEngine:
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         rules = found.global_rules
         sets = (rules,) if user is None else (user.rules, rules)
-        applicable, rule = merged_match(sets, parse_address(rip), service, self._locate)
+        applicable, rule = merged_match(
+            sets, parse_address(rip), service, self._locate, now=self.clock()
+        )
         return Classified(
             user.name if user is not None else name or _display_name(found.given),
             rule is not None,
@@ -353,6 +360,7 @@ class DecisionEngine:
                 matched=rule.describe(),
                 network_ok=True,
                 verify_seconds=spent,
+                expires=rule.expires,
             )
         reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
         return Decision(

@@ -6,11 +6,13 @@ No I/O here. The store returns these; nothing outside
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from saslnetauth.errors import InvalidUsernameError
+from saslnetauth.expiry import to_datetime
 from saslnetauth.netrules import RuleSet
 
 __all__ = [
@@ -59,13 +61,21 @@ class NetworkRecord:
     created_at: datetime | None = None
     user: str | None = None  # None for global networks
     error: str | None = None  # why the row is ignored, if it is invalid
+    expires: float | None = None  # UNIX time from which it no longer matches; None: never
 
-    def to_json(self) -> dict[str, object]:
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
+
+    def to_json(self, now: float | None = None) -> dict[str, object]:
+        """The documented ``--json`` shape; ``expired`` as of ``now`` (default: now)."""
+        at = time.time() if now is None else now
         return {
             "network": self.network,
             "services": sorted(self.services) if self.services else [],
             "comment": self.comment,
             "created_at": _iso(self.created_at),
+            "expires_at": _iso(to_datetime(self.expires)) if self.expires is not None else None,
+            "expired": self.expired(at),
             "valid": self.error is None,
             "error": self.error,
         }
@@ -85,8 +95,8 @@ class UserRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    def to_json(self) -> dict[str, object]:
-        """The documented, stable ``--json`` shape of a user."""
+    def to_json(self, now: float | None = None) -> dict[str, object]:
+        """The documented, stable ``--json`` shape of a user (expiry as of ``now``)."""
         from saslnetauth.credentials.passwords import split_scheme
 
         scheme = split_scheme(self.password_hash)[0] if self.password_hash else None
@@ -96,7 +106,7 @@ class UserRecord:
             "backend": self.backend,
             "has_password": self.password_hash is not None,
             "scheme": scheme,
-            "networks": [n.to_json() for n in self.networks],
+            "networks": [n.to_json(now) for n in self.networks],
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }

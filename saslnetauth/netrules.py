@@ -18,6 +18,10 @@ Semantics follow Dovecot's ``allow_nets`` (doc: passdb extra field
   looked up for the address (:mod:`saslnetauth.geoip`), and nothing when it
   is unknown (no database, or an address the database does not know: fail
   closed) or when the login has no address.
+* a rule may expire (:mod:`saslnetauth.expiry`): from its ``expires`` on
+  (UNIX time) it no longer matches. :meth:`RuleSet.at` gives the rules that
+  still hold at a given time, and :func:`merged_match` takes that time, so
+  no caller can match an expired rule by forgetting the clock.
 
 :class:`RuleSet` indexes rules by prefix length, so a lookup costs at most
 one dictionary probe per distinct prefix length (<= 33 for IPv4, <= 129
@@ -27,12 +31,14 @@ for IPv6) whatever the number of rules, plus one probe per term kind.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from saslnetauth.errors import InvalidNetworkError, InvalidServiceError
+from saslnetauth.expiry import format_utc
 
 __all__ = [
     "ANY",
@@ -135,7 +141,8 @@ class NetworkRule(NamedTuple):
     ``spec`` is the canonical text (``192.0.2.0/24``, ``2001:db8::/32``,
     ``local``, ``any``, ``country:DE``, ``asn:3320``); ``services`` is
     ``None`` for "every service". A term has no ``networks``: ``country`` or
-    ``asn`` says what it matches.
+    ``asn`` says what it matches. ``expires`` is ``None`` for a permanent
+    rule, else the UNIX time from which it no longer matches.
     """
 
     spec: str
@@ -146,12 +153,20 @@ class NetworkRule(NamedTuple):
     local: bool = False
     country: str | None = None
     asn: int | None = None
+    expires: float | None = None
 
     def applies_to(self, service: str) -> bool:
         return self.services is None or service in self.services
 
+    def live(self, now: float) -> bool:
+        """True while the rule holds: permanent, or ``now`` before its expiry."""
+        return self.expires is None or now < self.expires
+
     def describe(self) -> str:
-        return f"{self.scope} network {self.spec} ({describe_services(self.services)})"
+        services = describe_services(self.services)
+        if self.expires is not None:
+            services += f", until {format_utc(self.expires)}"
+        return f"{self.scope} network {self.spec} ({services})"
 
     @classmethod
     def parse(
@@ -161,13 +176,16 @@ class NetworkRule(NamedTuple):
         *,
         scope: str = "global",
         comment: str | None = None,
+        expires: float | None = None,
     ) -> NetworkRule:
         spec, networks, local = parse_network(text)
         # positional: 100,000 global networks are parsed on a cold load
         if networks or local or not spec.startswith((COUNTRY_PREFIX, ASN_PREFIX)):
-            return cls(spec, networks, parse_services(services), scope, comment, local)
+            return cls(
+                spec, networks, parse_services(services), scope, comment, local, None, None, expires
+            )
         country, asn = (spec[8:], None) if spec[0] == "c" else (None, int(spec[4:]))
-        return cls(spec, (), parse_services(services), scope, comment, False, country, asn)
+        return cls(spec, (), parse_services(services), scope, comment, False, country, asn, expires)
 
 
 def _int_to_text(version: int, value: int) -> str:
@@ -384,6 +402,8 @@ class RuleSet:
 
     Lookups are O(number of distinct prefix lengths), independent of the
     number of rules; country and ASN terms are one dictionary probe each.
+    :meth:`match` and :meth:`applies_to` look at every rule, expired or not:
+    match on :meth:`at` (or through :func:`merged_match`).
     """
 
     __slots__ = (
@@ -393,8 +413,10 @@ class RuleSet:
         "_geo_wildcard",
         "_index",
         "_local",
+        "_next_expiry",
         "_rules",
         "_services_seen",
+        "_view",
         "_wildcard",
     )
 
@@ -409,7 +431,13 @@ class RuleSet:
         self._services_seen: set[str] = set()
         self._geo_wildcard = False  # some term applies to every service
         self._geo_services: set[str] = set()
+        #: The earliest expiry of any rule (inf: none expires); before it, at() is self.
+        self._next_expiry = math.inf
+        #: The last view of at(): (latest expiry it left out, the rules without them).
+        self._view: tuple[float, RuleSet] | None = None
         for rule in self._rules:
+            if rule.expires is not None and rule.expires < self._next_expiry:
+                self._next_expiry = rule.expires
             if rule.services is None:
                 self._wildcard = True
             else:
@@ -456,6 +484,33 @@ class RuleSet:
     @property
     def rules(self) -> tuple[NetworkRule, ...]:
         return self._rules
+
+    @property
+    def next_expiry(self) -> float | None:
+        """The earliest expiry among the rules (past or future); None if none expires."""
+        return None if self._next_expiry == math.inf else self._next_expiry
+
+    def at(self, now: float) -> RuleSet:
+        """The rules that hold at ``now`` (UNIX time): this set itself until its earliest
+        expiry, then a set without the expired rules, built once and kept until the
+        next expiry among its own rules passes (or the clock goes back before a rule it
+        left out). Thread-safe: a view is replaced as a whole."""
+        if now < self._next_expiry:
+            return self
+        view = self._view
+        if view is not None and view[0] <= now < view[1]._next_expiry:
+            return view[1]
+        live = []
+        left_out = -math.inf
+        for rule in self._rules:
+            if rule.live(now):
+                live.append(rule)
+            else:
+                assert rule.expires is not None
+                left_out = max(left_out, rule.expires)
+        built = RuleSet(live)
+        self._view = (left_out, built)
+        return built
 
     def applies_to(self, service: str) -> bool:
         """True when at least one rule applies to ``service``."""
@@ -506,8 +561,11 @@ def merged_match(
     addr: Address | None,
     service: str,
     locate: Locate | None = None,
+    *,
+    now: float,
 ) -> tuple[bool, NetworkRule | None]:
-    """Match ``addr`` against the union of several rule sets.
+    """Match ``addr`` against the union of several rule sets, as they hold at ``now``
+    (UNIX time: expired rules neither match nor apply).
 
     Returns ``(any rule applies to service, matching rule or None)``. Country and
     ASN terms are tried last, and ``locate(addr)`` is called (once) only when no
@@ -516,7 +574,8 @@ def merged_match(
     """
     applicable = False
     wanting: list[RuleSet] = []
-    for rules in sets:
+    for held in sets:
+        rules = held.at(now)
         if not rules.applies_to(service):
             continue
         applicable = True

@@ -131,6 +131,9 @@ class ServeConfig:
     #: Answer Dovecot 2.4's Lua userdb (does this enabled user exist?) with the
     #: auth-master USER lookup on this socket: unix:/path ("" = off). Mode 0600.
     userdb_listen: str = ""
+    #: Days an expired network grant (expires_at passed) is kept, shown as EXPIRED,
+    #: before the server deletes it (checked hourly; 0 = at the next check).
+    expired_keep_days: int = 7
 
 
 @dataclass

@@ -73,6 +73,8 @@ class Decision:
     country: str | None = None
     asn: int | None = None
     geoip: str | None = None
+    #: When the rule in ``matched`` expires (UNIX time); None: permanent or no match.
+    expires: float | None = None
 
     @property
     def ok(self) -> bool:

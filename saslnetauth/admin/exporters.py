@@ -23,6 +23,11 @@ Dovecot's ``allow_nets`` holds networks only. They are left out and counted
 (fail closed: a user admitted only by such terms gets :data:`NO_NETWORK`);
 Dovecot 2.4 setups that need them ask saslnetauth at login time instead
 (the Lua bridge or the policy endpoint).
+Expiring grants: a network whose ``expires_at`` has passed at the time of
+the export is left out (counted); a written one stays in the file until the
+next export, so the result names the earliest expiry among the written
+networks (:attr:`ExportResult.next_expiry`): the export must run again
+before then (cron interval).
 
 Skipped (counted, never written): disabled users, PAM users, users without
 a password, users whose stored hash saslnetauth cannot verify, and names or
@@ -32,6 +37,7 @@ white space or control characters in the hash).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -69,6 +75,10 @@ class ExportResult:
     rules_left_out: int = 0
     #: country and ASN terms left out (allow_nets cannot express them).
     terms_left_out: int = 0
+    #: network rules left out because they had expired at the time of the export.
+    expired_left_out: int = 0
+    #: the earliest expiry (UNIX time) among the networks written; None: none expires.
+    next_expiry: float | None = None
 
     @property
     def text(self) -> str:
@@ -112,17 +122,45 @@ def _line_safe(text: str) -> bool:
     return ":" not in text and text.isprintable() and not text.startswith("#")
 
 
+def _live(rules: Iterable[NetworkRule], now: float, result: ExportResult) -> list[NetworkRule]:
+    """The rules that hold at ``now``; counts the expired ones left out."""
+    live = []
+    for rule in rules:
+        if rule.live(now):
+            live.append(rule)
+        else:
+            result.expired_left_out += 1
+    return live
+
+
+def _note_expiry(
+    rules: Iterable[NetworkRule], services: frozenset[str], result: ExportResult
+) -> None:
+    """Lower ``result.next_expiry`` to the earliest expiry among the rules written."""
+    for rule in rules:
+        if rule.expires is None or not _covers(rule, services):
+            continue
+        if result.next_expiry is None or rule.expires < result.next_expiry:
+            result.next_expiry = rule.expires
+
+
 def dovecot_passwd_file(
     users: Iterable[UserRecord],
     global_rules: Iterable[NetworkRule],
     services: Iterable[str],
     hasher: PasswordHasher,
+    *,
+    now: float | None = None,
 ) -> ExportResult:
-    """Lines of a Dovecot passwd-file for ``services`` (format: module docstring)."""
+    """Lines of a Dovecot passwd-file for ``services`` at ``now`` (default: the current
+    time; format: module docstring)."""
+    at = time.time() if now is None else now
     wanted = frozenset(services)
     result = ExportResult()
     global_rules = tuple(global_rules)
-    globals_, global_left_out = allow_nets(global_rules, wanted)
+    live_globals = _live(global_rules, at, result)
+    globals_, global_left_out = allow_nets(live_globals, wanted)
+    written = 0
     for user in users:
         reason = _skip_reason(user)
         if reason is not None:
@@ -137,7 +175,9 @@ def dovecot_passwd_file(
         if not _line_safe(user.name) or not _line_safe(stored) or " " in stored:
             result.skipped["bad_name" if not _line_safe(user.name) else "bad_hash"] += 1
             continue
-        own, left_out = allow_nets(user.rules, wanted)
+        own_rules = _live(user.rules, at, result)
+        own, left_out = allow_nets(own_rules, wanted)
+        _note_expiry(own_rules, wanted, result)
         result.rules_left_out += left_out
         result.terms_left_out += terms_covering(user.rules, wanted)
         nets = list(dict.fromkeys([*own, *globals_]))
@@ -145,8 +185,11 @@ def dovecot_passwd_file(
             nets = [NO_NETWORK]
             result.no_network += 1
         result.lines.append(f"{user.name}:{stored}::::::allow_nets={','.join(nets)}")
+        written += 1
     result.rules_left_out += global_left_out
     result.terms_left_out += terms_covering(global_rules, wanted)
+    if written:
+        _note_expiry(live_globals, wanted, result)
     return result
 
 

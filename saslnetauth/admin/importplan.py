@@ -10,7 +10,9 @@ has exactly the file's password, state and networks. Users of the database
 that the file does not name are left alone. An existing user is counted
 "unchanged" when its hash, state and networks already match (comments on
 matching network rows are kept), so a second run of the same file changes
-nothing.
+nothing. The files carry permanent networks only: an expiring grant
+(``expires_at`` set) that the file does not name is left as it is, and one
+that the file names becomes permanent, as the file says.
 
 Plain-text passwords (the CSV ``password`` column) are compared by
 verifying them against the stored hash (:func:`matching_plaintext`) and
@@ -54,6 +56,8 @@ class ExistingNetwork:
     id: int
     network: str
     services: str | None
+    #: has an ``expires_at`` (a grant given with --expires/--until, or by a script)
+    expiring: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,12 @@ def _update_user(
     kept: set[str] = set()
     for net in old.networks:
         spec, services = _canonical(net)
+        if net.expiring and spec not in wanted:
+            continue  # imports write permanent networks; expiring grants are left alone
+        if net.expiring:  # the file makes it permanent: replaced by a row without expiry
+            changes.network_deletes.append(net.id)
+            changed = True
+            continue
         if spec is None or spec in kept or spec not in wanted:
             changes.network_deletes.append(net.id)
             changed = True

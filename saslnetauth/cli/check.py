@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from saslnetauth.cli.common import (
@@ -14,6 +16,7 @@ from saslnetauth.cli.common import (
 )
 from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import BackendError
+from saslnetauth.expiry import describe_expiry
 from saslnetauth.netrules import Address, parse_address
 from saslnetauth.runtime import make_engine
 from saslnetauth.verdict import Reason, Verdict
@@ -55,6 +58,8 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
         click.echo(f"TEMPFAIL: {exc}")
         raise click.exceptions.Exit(EXIT_TEMPFAIL) from None
     engine = make_engine(app.config, store)
+    now = time.time()
+    engine.clock = lambda: now  # the verdict and its explanation see the same time
     decision = engine.decide(name, password, rip, service, quiet=True)
     addr = parse_address(rip)
     where = str(addr) if addr is not None else "no address (local)"
@@ -64,6 +69,8 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
     if decision.verdict is Verdict.OK:
         click.echo(f"ACCEPTED: {head}")
         click.echo(f"  allowed by: {decision.matched}")
+        if decision.expires is not None:
+            click.echo(f"  matched grant: {describe_expiry(decision.expires, now)}")
         _explain_geoip(engine, store, decision.user, addr, service)
         raise click.exceptions.Exit(EXIT_OK)
     label = "TEMPFAIL" if decision.verdict is Verdict.TEMPFAIL else "REJECTED"
@@ -71,8 +78,8 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
     click.echo(f"  reason: {decision.reason.value} ({_EXPLAIN.get(decision.reason, '')})")
     if decision.detail:
         click.echo(f"  detail: {decision.detail}")
-    if decision.reason is Reason.NETWORK:
-        _list_applicable(store, decision.user, service)
+    if decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES):
+        _list_applicable(store, decision.user, service, now)
     _explain_geoip(engine, store, decision.user, addr, service)
     code = EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_ERROR
     raise click.exceptions.Exit(code)
@@ -122,15 +129,25 @@ def _explain_geoip(
                 )
 
 
-def _list_applicable(store: object, name: str, service: str) -> None:
+def _list_applicable(store: object, name: str, service: str, now: float) -> None:
+    """The networks that apply to ``service``, and the expired grants that would."""
     from saslnetauth.store import SqlStore
 
     assert isinstance(store, SqlStore)
     user = store.get_user(name)
     rules = list(user.rules.rules if user else ()) + list(store.global_rules().rules)
-    applicable = [r for r in rules if r.applies_to(service)]
-    click.echo(f"  networks that apply to {service}:")
+    applicable = [r for r in rules if r.applies_to(service) and r.live(now)]
+    expired = [r for r in rules if r.applies_to(service) and not r.live(now)]
+    if applicable or not expired:
+        click.echo(f"  networks that apply to {service}:")
     for rule in applicable[:20]:
         click.echo(f"    {rule.describe()}")
     if len(applicable) > 20:
         click.echo(f"    ... and {len(applicable) - 20} more")
+    if expired:
+        click.echo(f"  expired grants (they no longer apply to {service}):")
+    for rule in expired[:20]:
+        assert rule.expires is not None
+        click.echo(f"    {rule.describe()}: {describe_expiry(rule.expires, now)}")
+    if len(expired) > 20:
+        click.echo(f"    ... and {len(expired) - 20} more")

@@ -93,14 +93,16 @@ def emit_json(data: Any) -> None:
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """A plain table for people (the ``--json`` forms are for scripts)."""
+    """A plain table for people (the ``--json`` forms are for scripts). Cells are plain
+    text, never rich markup: ``[invalid]`` or a comment in brackets is shown as it is."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False)
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console().print(table)
 
 

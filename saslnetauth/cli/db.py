@@ -30,7 +30,7 @@ def init(app: AppContext) -> None:
 
 @click.group()
 def db() -> None:
-    """Inspect and migrate the database schema (Alembic)."""
+    """Inspect and migrate the database schema (Alembic); purge expired grants."""
 
 
 @db.command("upgrade")
@@ -54,6 +54,34 @@ def current(app: AppContext) -> None:
     click.echo(f"required: {SCHEMA_REVISION}")
     if rev != SCHEMA_REVISION:
         raise click.exceptions.Exit(75)
+
+
+@db.command("purge-expired")
+@click.option(
+    "--keep-days",
+    type=click.IntRange(min=0),
+    metavar="DAYS",
+    help="Delete grants expired more than DAYS ago (default: [serve] expired_keep_days).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@pass_app
+def purge_expired(app: AppContext, keep_days: int | None, dry_run: bool) -> None:
+    """Delete expired network grants (user and global) after their grace period.
+
+    `saslnetauth serve` does this every hour by itself; this is for setups
+    without it (e.g. the passwd-file export) or to clean up now. Expired
+    grants never match, whether deleted or not.
+    """
+    import time
+
+    from saslnetauth.store.purge import purge_expired as purge
+
+    days = app.config.serve.expired_keep_days if keep_days is None else keep_days
+    purged = purge(app.store(), days, time.time(), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {purged.count} grant(s) expired more than {days} day(s) ago")
+    for row in purged.user_rows + purged.global_rows:
+        click.echo(f"  {row}")
 
 
 @db.command("downgrade")

@@ -11,6 +11,7 @@ written, in one transaction.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -311,12 +312,14 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     """
     from saslnetauth.admin.atomicfile import write_atomic
     from saslnetauth.admin.exporters import DEFAULT_EXPORT_SERVICES, NO_NETWORK, dovecot_passwd_file
+    from saslnetauth.expiry import describe_expiry
     from saslnetauth.netrules import parse_services
 
     wanted = parse_services(services) or frozenset(DEFAULT_EXPORT_SERVICES)
     store = app.store()
+    now = time.time()
     result = dovecot_passwd_file(
-        store.list_users(), store.global_rules(), wanted, make_hasher(app.config)
+        store.list_users(), store.global_rules(), wanted, make_hasher(app.config), now=now
     )
     to_stdout = file == "-"
     if to_stdout:
@@ -352,6 +355,14 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
             f"note: {result.terms_left_out} country/ASN term(s) left out: Dovecot's allow_nets "
             "cannot express them (logins they would admit fail; the Lua bridge or the policy "
             "endpoint asks saslnetauth instead)"
+        )
+    if result.expired_left_out:
+        lines.append(f"note: {result.expired_left_out} expired network grant(s) left out")
+    if result.next_expiry is not None:
+        lines.append(
+            f"note: the next network grant in this file "
+            f"{describe_expiry(result.next_expiry, now)}; it stays valid in the file until "
+            "the next export: run the export again before then"
         )
     for line in lines:
         click.echo(line, err=to_stdout)

@@ -188,8 +188,20 @@ async def _run(
         )
         record = recorder.record
         closers += [recorder.close, record_store.close]
+    from saslnetauth.runtime import open_store
+    from saslnetauth.store.purge import ExpiredPurger
+
+    purge_store = open_store(cfg, check_schema=False)
+    purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days)
+    closers += [purger.close, purge_store.close]
+
+    def reload_all() -> tuple[Config, ServeConfig]:
+        new, settings = reload()
+        purger.keep_days = settings.expired_keep_days
+        return new, settings
+
     server = AuthServer(
-        decider, cfg.serve, reload=reload, measured=measured, record=record, geoip=cfg.geoip
+        decider, cfg.serve, reload=reload_all, measured=measured, record=record, geoip=cfg.geoip
     )
     await server.start(sockets)
     if metrics_sock is not None:

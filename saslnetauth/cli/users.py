@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from saslnetauth.cli.common import (
@@ -12,6 +14,7 @@ from saslnetauth.cli.common import (
     print_table,
     read_password,
 )
+from saslnetauth.cli.expiring import added_message, expiry_options, resolve_expiry, shown_expiry
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.model import UserRecord
@@ -202,6 +205,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     for n in u.networks:
         svc = describe_services(n.services)
         line = f"  {n.network}  ({svc})"
+        if n.expires is not None:
+            line += f"  {shown_expiry(n)}"
         if n.comment:
             line += f"  # {n.comment}"
         if n.error:
@@ -226,18 +231,27 @@ def user_net() -> None:
     "Default: all services.",
 )
 @click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
+@expiry_options
 @pass_app
 def net_add(
-    app: AppContext, name: str, network: str, services: tuple[str, ...], comment: str | None
+    app: AppContext,
+    name: str,
+    network: str,
+    services: tuple[str, ...],
+    comment: str | None,
+    expires: str | None,
+    until: str | None,
 ) -> None:
-    """Allow user NAME to log in from NET (192.0.2.0/24, 2001:db8::/32, local, any)."""
+    """Allow user NAME to log in from NET (192.0.2.0/24, 2001:db8::/32, local, any),
+    for good or, with --expires/--until, until a time (a grant for a trip)."""
     check_comment(comment)
-    rule = NetworkRule.parse(network, services, scope="user", comment=comment)
+    now = time.time()
+    ends = resolve_expiry(expires, until, now)
+    rule = NetworkRule.parse(network, services, scope="user", comment=comment, expires=ends)
     store = app.store()
-    store.add_user_network(name, rule)
-    click.echo(
-        f"user {store.name(name)}: network {rule.spec} added ({describe_services(rule.services)})"
-    )
+    old = store.add_user_network(name, rule)
+    what = f"user {store.name(name)}: network {rule.spec}"
+    click.echo(added_message(what, describe_services(rule.services), ends, old, now))
 
 
 @user_net.command("del")
@@ -269,6 +283,8 @@ def _nets(u: UserRecord) -> str:
         text = n.network
         if n.services:
             text += f" ({describe_services(n.services)})"
+        if n.expires is not None:
+            text += f" [{shown_expiry(n)}]"
         if n.error:
             text += " [invalid]"
         parts.append(text)

@@ -98,10 +98,12 @@ def decide_network(
     req: PolicyRequest,
     unknown_users: str,
     locate: Locate | None = None,
+    *,
+    now: float,
 ) -> tuple[bool, Reason]:
-    """May this login proceed from ``req.remote``? (allowed, reason). Pure but for
-    ``locate`` (the GeoIP lookup of country and ASN terms; without it they match
-    nothing).
+    """May this login proceed from ``req.remote`` at ``now`` (UNIX time: expired
+    grants do not count)? (allowed, reason). Pure but for ``locate`` (the GeoIP
+    lookup of country and ASN terms; without it they match nothing).
 
     A missing or unparsable address matches only ``local``, as in the engine."""
     addr = parse_address(req.remote)
@@ -113,7 +115,7 @@ def decide_network(
         return False, Reason.DISABLED
     else:
         rules = (user.rules, global_rules)
-    applicable, rule = merged_match(rules, addr, req.protocol, locate)
+    applicable, rule = merged_match(rules, addr, req.protocol, locate, now=now)
     if rule is not None:
         return True, Reason.OK
     return False, Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
@@ -134,8 +136,11 @@ class PolicyService:
         global_rules: Callable[[], RuleSet],
         *,
         record: Callable[[Decision, str | None, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.server = server
+        #: Wall-clock time (UNIX seconds) against which grants expire.
+        self.clock = clock
         self.settings = settings
         self.get_user = get_user
         self.global_rules = global_rules
@@ -213,6 +218,7 @@ class PolicyService:
             req,
             self.settings.unknown_users,
             geoip.geo if geoip is not None else None,
+            now=self.clock(),
         )
         if not allowed:
             if self.settings.mode == "after_auth" and reason in (

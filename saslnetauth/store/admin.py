@@ -4,6 +4,13 @@ What the CLI calls; every write is one transaction. Writes to
 ``global_networks`` need no bookkeeping here: the database's triggers bump
 ``rules_generation`` (see :mod:`saslnetauth.store.global_rules`); this
 process's own copy is dropped at once so that its next use re-reads it.
+
+Adding a network that exists already (README, "Expiring grants"): a
+permanent one is never changed (AlreadyExistsError, as ever); an expiring
+one (or one whose ``expires_at`` does not parse) gets the new expiry, or
+becomes permanent when the new one has none, and keeps its services, which
+must be given alike (a re-add never widens a grant silently); a comment
+given replaces the old one.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from saslnetauth.errors import AlreadyExistsError, BackendError, InvalidInputError, NotFoundError
+from saslnetauth.expiry import format_utc
 from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord, normalize_username
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.netrules import NetworkRule, describe_services, parse_services
 from saslnetauth.store.connect import Database
 from saslnetauth.store.global_rules import GlobalRules
 from saslnetauth.store.rows import (
@@ -24,9 +32,11 @@ from saslnetauth.store.rows import (
     USER_DETAILS,
     dedupe,
     detailed_user,
+    expiry_value,
     network_row,
     rule_values,
     spec_variants,
+    stored_expiry,
 )
 from saslnetauth.store.schema import global_networks, user_networks, users
 
@@ -71,7 +81,11 @@ class StoreAdmin(Database):
                 if uid is None:
                     uid = conn.execute(sa.select(users.c.id).where(users.c.name == key)).scalar()
                 for rule in dedupe(networks):
-                    conn.execute(user_networks.insert().values(user_id=uid, **rule_values(rule)))
+                    conn.execute(
+                        user_networks.insert().values(
+                            user_id=uid, **rule_values(rule, self.dialect)
+                        )
+                    )
         except AlreadyExistsError:
             raise AlreadyExistsError(f"user {key} already exists") from None
         return key
@@ -124,15 +138,26 @@ class StoreAdmin(Database):
                 continue  # logged by detailed_user
         return out
 
-    def add_user_network(self, name: str, rule: NetworkRule) -> None:
+    def add_user_network(self, name: str, rule: NetworkRule) -> str | None:
+        """Add ``rule`` to user ``name``, or renew the user's expiring grant of that
+        network (module docstring). Returns None for a new row, else the old expiry
+        for people (``until 2026-12-04T18:00:00Z``)."""
         key = self.name(name)
+        exists = f"user {key} already has network {rule.spec}"
+        delete = f"saslnetauth user net del {key} {rule.spec}"
         try:
             with self._conn(write=True) as conn:
                 uid = self._user_id(conn, key)
-                conn.execute(user_networks.insert().values(user_id=uid, **rule_values(rule)))
+                where = (user_networks.c.user_id == uid,)
+                old = _renew(conn, user_networks, where, rule, self.dialect, exists, delete)
+                if old is None:
+                    values = rule_values(rule, self.dialect)
+                    conn.execute(user_networks.insert().values(user_id=uid, **values))
                 conn.execute(users.update().where(users.c.id == uid).values(updated_at=_now()))
-        except AlreadyExistsError:
-            raise AlreadyExistsError(f"user {key} already has network {rule.spec}") from None
+        except AlreadyExistsError as exc:
+            # a row added meanwhile (unique constraint) has no message of ours
+            raise AlreadyExistsError(str(exc) if _ours(exc) else exists) from None
+        return old
 
     def delete_user_network(self, name: str, network: str) -> None:
         key = self.name(name)
@@ -148,13 +173,21 @@ class StoreAdmin(Database):
                 raise NotFoundError(f"user {key} has no network {network}")
             conn.execute(users.update().where(users.c.id == uid).values(updated_at=_now()))
 
-    def add_global_network(self, rule: NetworkRule) -> None:
+    def add_global_network(self, rule: NetworkRule) -> str | None:
+        """Add global network ``rule``, or renew an expiring one (module docstring);
+        returns as :meth:`add_user_network` does."""
+        exists = f"global network {rule.spec} already exists"
+        delete = f"saslnetauth net del {rule.spec}"
         try:
             with self._conn(write=True) as conn:
-                conn.execute(global_networks.insert().values(**rule_values(rule)))
-        except AlreadyExistsError:
-            raise AlreadyExistsError(f"global network {rule.spec} already exists") from None
-        self.invalidate()
+                old = _renew(conn, global_networks, (), rule, self.dialect, exists, delete)
+                if old is None:
+                    conn.execute(global_networks.insert().values(**rule_values(rule, self.dialect)))
+        except AlreadyExistsError as exc:
+            raise AlreadyExistsError(str(exc) if _ours(exc) else exists) from None
+        finally:
+            self.invalidate()
+        return old
 
     def delete_global_network(self, network: str) -> None:
         with self._conn(write=True) as conn:
@@ -171,3 +204,59 @@ class StoreAdmin(Database):
         with self._conn() as conn:
             rows = conn.execute(GLOBAL_DETAILS).all()
         return [network_row("global_networks", *row)[0] for row in rows]
+
+
+def _renew(
+    conn: Connection,
+    table: sa.Table,
+    where: tuple[sa.ColumnElement[bool], ...],
+    rule: NetworkRule,
+    dialect: str,
+    exists: str,
+    delete_command: str,
+) -> str | None:
+    """Give an existing expiring row of ``rule``'s network the expiry of ``rule`` (None:
+    no such row, insert one). AlreadyExistsError (message ``exists`` and a hint) for a
+    permanent row, or for services that differ: a renewal never widens or narrows a
+    grant unnoticed."""
+    row = conn.execute(
+        sa.select(table.c.id, table.c.services, expiry_value(table.c.expires_at)).where(
+            *where, table.c.network.in_(spec_variants(rule.spec))
+        )
+    ).first()
+    if row is None:
+        return None
+    row_id, services, raw = row
+    if raw is None:
+        if rule.expires is None:
+            raise AlreadyExistsError(exists)
+        raise AlreadyExistsError(
+            f"{exists}, permanently; to make it expire, remove it first: {delete_command}"
+        )
+    try:
+        old_services: frozenset[str] | str | None = parse_services(services)
+    except InvalidInputError:
+        old_services = str(services)
+    if old_services != rule.services:
+        shown = old_services if isinstance(old_services, str) else describe_services(old_services)
+        raise AlreadyExistsError(
+            f"{exists}, for {shown}, not {describe_services(rule.services)}: give the same "
+            f"--service options to change its expiry, or remove it first: {delete_command}"
+        )
+    values: dict[str, Any] = {
+        "network": rule.spec,
+        "expires_at": rule_values(rule, dialect)["expires_at"],
+    }
+    if rule.comment is not None:
+        values["comment"] = rule.comment
+    conn.execute(table.update().where(table.c.id == row_id).values(**values))
+    try:
+        expires = stored_expiry(raw)
+    except ValueError:
+        return "an invalid expiry"
+    return f"until {format_utc(expires)}" if expires is not None else None
+
+
+def _ours(exc: AlreadyExistsError) -> bool:
+    """True for the messages of :func:`_renew` (not a database's duplicate-key error)."""
+    return not str(exc).startswith("duplicate entry")

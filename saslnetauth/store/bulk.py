@@ -43,6 +43,7 @@ def load_users(store: SqlStore) -> dict[str, ExistingUser]:
             user_networks.c.id,
             user_networks.c.network,
             user_networks.c.services,
+            user_networks.c.expires_at.is_not(None),
         )
         .select_from(users.outerjoin(user_networks, user_networks.c.user_id == users.c.id))
         .order_by(users.c.id, user_networks.c.id)
@@ -51,12 +52,12 @@ def load_users(store: SqlStore) -> dict[str, ExistingUser]:
         rows = conn.execute(query).all()
     out: dict[str, ExistingUser] = {}
     nets: dict[int, list[ExistingNetwork]] = {}
-    for uid, name, phash, backend, enabled, nid, network, services in rows:
+    for uid, name, phash, backend, enabled, nid, network, services, expiring in rows:
         if uid not in nets:
             nets[uid] = []
             out[name] = ExistingUser(uid, name, phash, backend, bool(enabled))
         if nid is not None:
-            nets[uid].append(ExistingNetwork(nid, network, services))
+            nets[uid].append(ExistingNetwork(nid, network, services, bool(expiring)))
     return {
         name: ExistingUser(u.id, u.name, u.password_hash, u.backend, u.enabled, tuple(nets[u.id]))
         for name, u in out.items()

@@ -25,6 +25,13 @@ confirmed by a query that started after the commit.
 A row that fails to parse, for any reason, is skipped and logged once (its
 parse result is remembered by content across reloads): it can only narrow
 access and never stops later changes from being seen.
+
+Expiring rows: passing time changes no version, so the copy keeps rows that
+expire while it is used. It never serves them: the copy is a
+:class:`~saslnetauth.netrules.RuleSet`, and every match goes through
+:meth:`RuleSet.at` with the engine's clock, which leaves out the rows whose
+``expires_at`` has passed (filtered once when the earliest one passes, not
+at every login).
 """
 
 from __future__ import annotations
@@ -81,7 +88,7 @@ class GlobalRules:
         self._lock = threading.Lock()
         #: Read without the lock: replaced as a whole, never changed in place.
         self._copy: _Copy | None = None
-        self._parsed: dict[tuple[Any, Any, Any], NetworkRule | None] = {}
+        self._parsed: dict[tuple[Any, Any, Any, Any], NetworkRule | None] = {}
         #: When (monotonic) the last failed check started, and its error.
         self._failed: tuple[float, str] | None = None
         self._missing_logged = False
@@ -154,14 +161,16 @@ class GlobalRules:
         (100,000 networks then reload in a fraction of the first load's time, and an
         invalid row is logged once, not at every reload)."""
         old = self._parsed
-        parsed: dict[tuple[Any, Any, Any], NetworkRule | None] = {}
+        parsed: dict[tuple[Any, Any, Any, Any], NetworkRule | None] = {}
         rules = []
-        for row_id, network, services, comment in rows:
-            key = (network, services, comment)
+        for row_id, network, services, comment, expires in rows:
+            key = (network, services, comment, expires)
             if key in old:
                 rule = old[key]
             else:
-                result = parse_rule("global_networks", row_id, network, services, comment)
+                result = parse_rule(
+                    "global_networks", row_id, network, services, comment, None, expires
+                )
                 rule = result if isinstance(result, NetworkRule) else None
             parsed[key] = rule
             if rule is not None:

@@ -4,8 +4,13 @@ Each statement has its builder: :data:`USER_BY_NAME` (the per-login lookup,
 lean columns) goes with :func:`lean_user`; :data:`USER_DETAILS` (admin
 listings, with timestamps and comments) with :func:`detailed_user`. Rows
 are validated as they are built: a network row that does not parse, for
-ANY reason, is skipped with an error log, so a bad row written by an admin
-script can only narrow access.
+ANY reason (an ``expires_at`` that is not a time included), is skipped with
+an error log, so a bad row written by an admin script can only narrow access.
+
+``expires_at`` is read as the driver gives it, never through SQLAlchemy's
+conversion (which raises on a SQLite text that is not a time, failing the
+whole query instead of one row): see :class:`expiry_value` and
+:func:`stored_expiry`.
 """
 
 from __future__ import annotations
@@ -13,11 +18,18 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import NullType
 
 from saslnetauth.errors import BackendError, InvalidInputError
+from saslnetauth.expiry import EARLIEST, LATEST, to_datetime
 from saslnetauth.logfmt import kv
 from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord
 from saslnetauth.netrules import NetworkRule, RuleSet, format_services, parse_network
@@ -28,9 +40,76 @@ log = logging.getLogger("saslnetauth.store")
 #: Parsed per-user network rows remembered at most (emptied when full).
 USER_RULE_CACHE = 50_000
 
+
+class expiry_value(FunctionElement[Any]):
+    """``expires_at`` as the driver returns it, without SQLAlchemy's conversion.
+
+    SQLite and MariaDB give the stored value (SQLite: text or a number, as
+    written; MariaDB: a datetime, or text for a zero date); PostgreSQL gives
+    ``EXTRACT(EPOCH FROM expires_at)``, a number, because psycopg cannot load
+    ``infinity`` as a datetime. :func:`stored_expiry` reads any of them.
+    """
+
+    name = "expiry_value"
+    inherit_cache = True
+    type = NullType()
+
+
+@compiles(expiry_value)
+def _expiry_default(element: expiry_value, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(expiry_value, "postgresql")
+def _expiry_postgresql(element: expiry_value, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
+
+
+def stored_expiry(value: Any) -> float | None:
+    """The UNIX time of a stored ``expires_at`` (None: permanent); ValueError when it is
+    not a time. Accepted: a datetime (without zone: UTC), ISO 8601 text (without zone:
+    UTC; SQLite's ``datetime('now', '+8 hours')`` writes that), a finite number of
+    seconds since 1970 (SQLite's Unix time; PostgreSQL's epoch)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        ts = float(value)
+        if not EARLIEST <= ts <= LATEST:  # NaN too
+            raise ValueError(f"invalid expires_at {value!r}: not a time between years 1 and 9999")
+        return ts
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"invalid expires_at {value!r}: expected a time such as 2026-12-04 18:00:00 (UTC)"
+            ) from None
+    else:
+        raise ValueError(f"invalid expires_at {value!r}: not a time")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"invalid expires_at {value!r}: {exc}") from None
+
+
+def db_time(ts: float | None, dialect: str) -> datetime | None:
+    """``expires_at`` to write for UNIX time ``ts``: aware UTC for PostgreSQL (a
+    ``timestamptz``), naive UTC for SQLite and MariaDB (their columns have no zone;
+    a naive value is UTC by this schema's rule)."""
+    if ts is None:
+        return None
+    when = to_datetime(ts)
+    return when if dialect == "postgresql" else when.replace(tzinfo=None)
+
+
 _JOIN = users.outerjoin(user_networks, user_networks.c.user_id == users.c.id)
 
-#: The per-login lookup: (user id, name, hash, enabled, backend, network id, network, services).
+#: The per-login lookup: (user id, name, hash, enabled, backend, network id, network,
+#: services, expires_at as stored).
 USER_BY_NAME = (
     sa.select(
         users.c.id,
@@ -41,6 +120,7 @@ USER_BY_NAME = (
         user_networks.c.id,
         user_networks.c.network,
         user_networks.c.services,
+        expiry_value(user_networks.c.expires_at).label("expires_at"),
     )
     .select_from(_JOIN)
     .where(users.c.name == sa.bindparam("name"))
@@ -61,26 +141,31 @@ USER_DETAILS = sa.select(
     user_networks.c.services,
     user_networks.c.comment,
     user_networks.c.created_at,
+    expiry_value(user_networks.c.expires_at).label("expires_at"),
 ).select_from(_JOIN)
 USER_DETAILS_BY_NAME = USER_DETAILS.where(users.c.name == sa.bindparam("name")).order_by(
     user_networks.c.id
 )
 
-#: The global networks as the rules cache reads them: (id, network, services, comment).
+#: The global networks as the rules cache reads them:
+#: (id, network, services, comment, expires_at as stored).
 GLOBAL_RULE_ROWS = sa.select(
     global_networks.c.id,
     global_networks.c.network,
     global_networks.c.services,
     global_networks.c.comment,
+    expiry_value(global_networks.c.expires_at).label("expires_at"),
 ).order_by(global_networks.c.id)
 
-#: The global networks for admins: (id, network, services, comment, created_at).
+#: The global networks for admins: (id, network, services, comment, created_at,
+#: expires_at as stored).
 GLOBAL_DETAILS = sa.select(
     global_networks.c.id,
     global_networks.c.network,
     global_networks.c.services,
     global_networks.c.comment,
     global_networks.c.created_at,
+    expiry_value(global_networks.c.expires_at).label("expires_at"),
 ).order_by(global_networks.c.id)
 
 
@@ -88,7 +173,7 @@ GLOBAL_DETAILS = sa.select(
 
 
 class UserRuleCache:
-    """Per-user network rules parsed once per distinct (network, services) text.
+    """Per-user network rules parsed once per distinct (network, services, expiry).
 
     Only the parsing is remembered, keyed by the row's content: the rows
     themselves are read from the database at every login. An invalid text is
@@ -97,15 +182,15 @@ class UserRuleCache:
 
     def __init__(self, limit: int = USER_RULE_CACHE) -> None:
         self.limit = limit
-        self._rules: dict[tuple[Any, Any], NetworkRule | str] = {}
+        self._rules: dict[tuple[Any, Any, Any], NetworkRule | str] = {}
 
     def row(
-        self, nid: int, net: Any, services: Any, user: str
+        self, nid: int, net: Any, services: Any, user: str, expires: Any = None
     ) -> tuple[NetworkRecord, NetworkRule | None]:
-        key = (net, services)
+        key = (net, services, expires)
         rule = self._rules.get(key)
         if rule is None:
-            rule = parse_rule("user_networks", nid, net, services, None, user)
+            rule = parse_rule("user_networks", nid, net, services, None, user, expires)
             if len(self._rules) >= self.limit:
                 self._rules.clear()
             self._rules[key] = rule
@@ -115,7 +200,12 @@ class UserRuleCache:
             )
             return record, None
         record = NetworkRecord(
-            id=nid, network=rule.spec, services=rule.services, comment=None, user=user
+            id=nid,
+            network=rule.spec,
+            services=rule.services,
+            comment=None,
+            user=user,
+            expires=rule.expires,
         )
         return record, rule
 
@@ -128,10 +218,10 @@ def lean_user(rows: Sequence[Any], cache: UserRuleCache) -> UserRecord:
     records: list[NetworkRecord] = []
     rules: list[NetworkRule] = []
     for row in rows:
-        nid, net, services = row[5:8]
+        nid, net, services, expires = row[5:9]
         if nid is None:
             continue
-        rec, rule = cache.row(nid, net, services, uname)
+        rec, rule = cache.row(nid, net, services, uname, expires)
         records.append(rec)
         if rule is not None:
             rules.append(rule)
@@ -145,10 +235,12 @@ def detailed_user(rows: Sequence[Any]) -> UserRecord:
     records: list[NetworkRecord] = []
     rules: list[NetworkRule] = []
     for row in rows:
-        nid, net, services, comment, ncreated = row[7:12]
+        nid, net, services, comment, ncreated, expires = row[7:13]
         if nid is None:
             continue
-        rec, rule = network_row("user_networks", nid, net, services, comment, ncreated, uname)
+        rec, rule = network_row(
+            "user_networks", nid, net, services, comment, ncreated, expires, user=uname
+        )
         records.append(rec)
         if rule is not None:
             rules.append(rule)
@@ -206,20 +298,30 @@ def _user(
 
 
 def parse_rule(
-    table: str, row_id: Any, network: Any, services: Any, comment: Any, user: str | None = None
+    table: str,
+    row_id: Any,
+    network: Any,
+    services: Any,
+    comment: Any,
+    user: str | None = None,
+    expires: Any = None,
 ) -> NetworkRule | str:
     """The rule of one network row, or why it is invalid (logged).
 
     Any failure skips the row, not only the parser's own errors: whatever
-    an admin script wrote, a row can only fail to admit.
+    an admin script wrote, a row can only fail to admit. ``expires`` is the
+    stored ``expires_at`` as the driver gave it (:func:`stored_expiry`).
     """
     scope = "user" if user is not None else "global"
     try:
         if not isinstance(network, str) or (services is not None and not isinstance(services, str)):
             raise InvalidInputError("network and services must be text")
-        return NetworkRule.parse(network, services, scope=scope, comment=comment)
+        return NetworkRule.parse(
+            network, services, scope=scope, comment=comment, expires=stored_expiry(expires)
+        )
     except Exception as exc:  # any invalid row is skipped, never fatal
-        error = str(exc) if isinstance(exc, InvalidInputError) else f"{type(exc).__name__}: {exc}"
+        known = isinstance(exc, InvalidInputError | ValueError)
+        error = str(exc) if known else f"{type(exc).__name__}: {exc}"
         log.error(
             "%s",
             kv(
@@ -229,6 +331,7 @@ def parse_rule(
                 user=user,
                 network=network,
                 services=services,
+                expires_at=expires,
                 error=error,
             ),
         )
@@ -242,10 +345,12 @@ def network_row(
     services: Any,
     comment: Any,
     created: Any,
+    expires: Any = None,
+    *,
     user: str | None = None,
 ) -> tuple[NetworkRecord, NetworkRule | None]:
     """Validate one network row; an invalid one is logged and yields no rule."""
-    rule = parse_rule(table, row_id, network, services, comment, user)
+    rule = parse_rule(table, row_id, network, services, comment, user, expires)
     if not isinstance(rule, NetworkRule):
         record = NetworkRecord(
             id=row_id,
@@ -264,16 +369,18 @@ def network_row(
         comment=comment,
         created_at=created,
         user=user,
+        expires=rule.expires,
     )
     return record, rule
 
 
-def rule_values(rule: NetworkRule) -> dict[str, Any]:
-    """The columns of a network row for ``rule``."""
+def rule_values(rule: NetworkRule, dialect: str) -> dict[str, Any]:
+    """The columns of a network row for ``rule`` on a ``dialect`` database."""
     return {
         "network": rule.spec,
         "services": format_services(rule.services),
         "comment": rule.comment,
+        "expires_at": db_time(rule.expires, dialect),
     }
 
 

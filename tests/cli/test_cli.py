@@ -83,6 +83,8 @@ def test_service_scoping_and_globals(db: str) -> None:
             "services": ["smtp"],
             "comment": "office",
             "created_at": nets[0]["created_at"],
+            "expires_at": None,
+            "expired": False,
             "valid": True,
             "error": None,
         }

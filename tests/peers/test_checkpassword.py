@@ -375,3 +375,40 @@ def test_empty_password_fails_at_the_deadline_on_both_paths(world: dict[str, obj
     assert local.returncode == 1, local
     assert time.monotonic() - t0 >= 2.0
     assert "reason=empty_password" in local.stderr and "via=checkpassword" in local.stderr
+
+
+def test_expiring_grant_before_and_after_its_end(world: dict[str, object]) -> None:
+    """A grant with --expires admits through the server (Dovecot's real checkpassword
+    passdb) and the in-process fallback until its end, and neither once it has passed.
+    No sleep: the end is moved into the past in the database, as a script may."""
+    db, server, dovecot, cfg = world["db"], world["server"], world["dovecot"], world["cfg"]
+    assert isinstance(db, str) and isinstance(cfg, Path)
+    assert isinstance(server, ServerProcess) and isinstance(dovecot, DovecotInstance)
+    r = run("user", "net", "add", "alice", "127.0.0.4", "--expires", "1h", db=db)
+    assert r.code == 0, r.err
+    base = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.4"}
+    fallback = ["--socket", "/nonexistent/sock", "--config", str(cfg), "/bin/true"]
+    try:
+        assert dovecot.auth_test("alice", PW, rip="127.0.0.4", service="imap").ok
+        assert _run_program(base, f"alice\0{PW}\0\0".encode(), fallback).returncode == 0
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(db)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE user_networks SET expires_at = datetime('now', '-1 seconds') "
+                    "WHERE network = '127.0.0.4'"
+                )
+            )
+        engine.dispose()
+        res = dovecot.auth_test("alice", PW, rip="127.0.0.4", service="imap")
+        assert res.ok is False, res.output
+        assert _run_program(base, f"alice\0{PW}\0\0".encode(), fallback).returncode == 1
+        assert re.search(
+            r"auth fail: user=alice service=imap rip=127\.0\.0\.4 reason=network "
+            r"credentials_valid=yes",
+            server.log(),
+        )
+    finally:
+        assert run("user", "net", "del", "alice", "127.0.0.4", db=db).code == 0

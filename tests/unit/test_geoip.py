@@ -164,23 +164,29 @@ def test_merged_match_looks_up_only_when_a_term_could_decide() -> None:
     glob = _set(("192.0.2.0/24", None), ("asn:64500", None))
     locate = CountingLocate(Geo("DE", 64500))
     # a network admits the address: no lookup
-    assert merged_match((user, glob), V4, "smtp", locate) == (True, glob.rules[0])
+    assert merged_match((user, glob), V4, "smtp", locate, now=0.0) == (True, glob.rules[0])
     assert locate.calls == []
     other = parse_address("203.0.113.1")
     assert other is not None
-    applicable, rule = merged_match((user, glob), other, "smtp", locate)
+    applicable, rule = merged_match((user, glob), other, "smtp", locate, now=0.0)
     assert applicable and rule is not None and rule.spec == "country:DE"
     assert locate.calls == [other]  # once for both sets
     # no term applies to the service: no lookup
     locate.calls.clear()
-    assert merged_match((_set(("country:DE", "smtp")),), other, "imap", locate) == (False, None)
-    assert merged_match((_set(("10.0.0.0/8", None)),), other, "imap", locate) == (True, None)
+    assert merged_match((_set(("country:DE", "smtp")),), other, "imap", locate, now=0.0) == (
+        False,
+        None,
+    )
+    assert merged_match((_set(("10.0.0.0/8", None)),), other, "imap", locate, now=0.0) == (
+        True,
+        None,
+    )
     assert locate.calls == []
     # no address: terms never match, nothing is looked up
-    assert merged_match((user,), None, "smtp", locate) == (True, None)
+    assert merged_match((user,), None, "smtp", locate, now=0.0) == (True, None)
     assert locate.calls == []
     # without a locate function terms match nothing (fail closed)
-    assert merged_match((user,), other, "smtp") == (True, None)
+    assert merged_match((user,), other, "smtp", now=0.0) == (True, None)
 
 
 # -- the databases -------------------------------------------------------------------

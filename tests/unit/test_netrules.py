@@ -154,10 +154,53 @@ def test_service_scoping_and_applicability() -> None:
 def test_same_network_different_services_in_union() -> None:
     user = rules(("192.0.2.0/24", "smtp"))
     glob = rules(("192.0.2.0/24", "imap"))
-    assert merged_match((user, glob), parse_address("192.0.2.1"), "imap")[1] is not None
-    assert merged_match((user, glob), parse_address("192.0.2.1"), "pop3") == (False, None)
-    applicable, hit = merged_match((user, glob), parse_address("198.51.100.1"), "smtp")
+    addr = parse_address("192.0.2.1")
+    assert merged_match((user, glob), addr, "imap", now=NOW)[1] is not None
+    assert merged_match((user, glob), addr, "pop3", now=NOW) == (False, None)
+    applicable, hit = merged_match((user, glob), parse_address("198.51.100.1"), "smtp", now=NOW)
     assert applicable and hit is None
+
+
+NOW = 1_800_000_000.0
+
+
+def test_expiring_rule_matches_until_its_end_and_never_after() -> None:
+    """An expired grant never matches, and from its end on it does not even apply (a
+    user left without any network is "no network rules", as if the row were gone)."""
+    rule = NetworkRule.parse("203.0.113.0/24", scope="user", expires=NOW + 3600)
+    rs = RuleSet([rule])
+    addr = parse_address("203.0.113.9")
+    assert merged_match((rs,), addr, "smtp", now=NOW) == (True, rule)
+    assert merged_match((rs,), addr, "smtp", now=NOW + 3599.999)[1] is rule
+    assert merged_match((rs,), addr, "smtp", now=NOW + 3600) == (False, None)
+    assert merged_match((rs,), addr, "smtp", now=NOW + 10**6) == (False, None)
+    # the set itself is unchanged: the clock going back finds the grant again
+    assert merged_match((rs,), addr, "smtp", now=NOW + 10) == (True, rule)
+    assert rs.at(NOW) is rs and len(rs.at(NOW + 3600)) == 0
+
+
+def test_ruleset_view_is_filtered_once_per_expiry_and_follows_the_clock() -> None:
+    """at() filters when the earliest expiry passes and keeps that view until the next
+    one, whichever way the clock moves (tests, NTP steps)."""
+    permanent = NetworkRule.parse("192.0.2.0/24")
+    first = NetworkRule.parse("198.51.100.0/24", expires=NOW + 10)
+    second = NetworkRule.parse("203.0.113.0/24", expires=NOW + 20)
+    rs = RuleSet([permanent, first, second])
+    assert rs.next_expiry == NOW + 10
+    assert rs.at(NOW + 9) is rs
+    view = rs.at(NOW + 10)
+    assert view.rules == (permanent, second)
+    assert rs.at(NOW + 15) is view  # the same view: no filtering per login
+    later = rs.at(NOW + 20)
+    assert later.rules == (permanent,) and later.next_expiry is None
+    assert rs.at(NOW + 12).rules == (permanent, second)  # clock back: rebuilt
+    assert rs.at(NOW + 5) is rs
+
+
+def test_expiry_in_describe() -> None:
+    rule = NetworkRule.parse("203.0.113.0/24", ["imap"], scope="user", expires=NOW)
+    assert rule.describe() == "user network 203.0.113.0/24 (imap, until 2027-01-15T08:00:00Z)"
+    assert NetworkRule.parse("any").describe() == "global network any (all services)"
 
 
 def test_services_parsing() -> None:

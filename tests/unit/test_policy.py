@@ -29,6 +29,9 @@ LOCAL = UserRecord(
 BOB = UserRecord(id=2, name="bob", password_hash=None, enabled=False, rules=ALICE.rules)
 
 
+NOW = 1_800_000_000.0
+
+
 def req(remote: str, protocol: str = "imap") -> PolicyRequest:
     return PolicyRequest(login="x", remote=remote, protocol=protocol)
 
@@ -56,7 +59,35 @@ def req(remote: str, protocol: str = "imap") -> PolicyRequest:
 def test_decide_network(
     user: UserRecord | None, remote: str, protocol: str, unknown: str, expected: object
 ) -> None:
-    assert decide_network(user, GLOBAL, req(remote, protocol), unknown) == expected
+    assert decide_network(user, GLOBAL, req(remote, protocol), unknown, now=NOW) == expected
+
+
+def test_decide_network_ignores_expired_grants() -> None:
+    """The policy endpoint's network half honours expiry like the engine: a grant
+    matches before its end and is no network at all from then on."""
+    dave = UserRecord(
+        id=4,
+        name="dave",
+        password_hash=None,
+        enabled=True,
+        rules=RuleSet([NetworkRule.parse("203.0.113.0/24", scope="user", expires=NOW + 60)]),
+    )
+    assert decide_network(dave, GLOBAL, req("203.0.113.5"), "global", now=NOW) == (
+        True,
+        Reason.OK,
+    )
+    # at its end the grant is gone; only the global imap network is left
+    assert decide_network(dave, GLOBAL, req("203.0.113.5"), "global", now=NOW + 60) == (
+        False,
+        Reason.NETWORK,
+    )
+    assert decide_network(dave, GLOBAL, req("203.0.113.5", "smtp"), "global", now=NOW + 60) == (
+        False,
+        Reason.NO_NETWORK_RULES,
+    )
+    expiring_global = RuleSet([NetworkRule.parse("198.51.100.0/24", expires=NOW + 1)])
+    assert decide_network(None, expiring_global, req("198.51.100.7"), "global", now=NOW)[0]
+    assert not decide_network(None, expiring_global, req("198.51.100.7"), "global", now=NOW + 1)[0]
 
 
 def test_parse_dovecot_23_and_24_bodies() -> None:
