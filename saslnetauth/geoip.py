@@ -36,8 +36,9 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+from saslnetauth.addresses import Address
 from saslnetauth.logfmt import kv
-from saslnetauth.netrules import COUNTRY_CODES, MAX_ASN, Address, Geo
+from saslnetauth.netterms import COUNTRY_CODES, MAX_ASN, Geo
 from saslnetauth.settings import GeoipConfig
 
 __all__ = [

@@ -30,15 +30,22 @@ for IPv6) whatever the number of rules, plus one probe per term kind.
 
 from __future__ import annotations
 
-import functools
 import math
-import re
-import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from saslnetauth.errors import InvalidNetworkError, InvalidServiceError
+from saslnetauth.addresses import (
+    MAX_NETWORK_TEXT,
+    Address,
+    client_key,
+    int_to_text,
+    parse_address,
+    parse_ip,
+)
+from saslnetauth.errors import InvalidNetworkError
 from saslnetauth.expiry import format_utc
+from saslnetauth.netterms import ASN_PREFIX, COUNTRY_PREFIX, Geo, is_geo_term, parse_term
+from saslnetauth.services import describe_services, format_services, parse_services
 
 __all__ = [
     "ANY",
@@ -62,47 +69,9 @@ __all__ = [
 LOCAL = "local"
 ANY = "any"
 
-#: Longest network text we accept (an IPv6 address with zone and prefix fits).
-MAX_NETWORK_TEXT = 128
-
-_V4_MAPPED_PREFIX = 0xFFFF << 32
-_SERVICE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
-
-COUNTRY_PREFIX = "country:"
-ASN_PREFIX = "asn:"
-#: Largest autonomous system number (32 bits, RFC 6793); 0 is reserved (RFC 7607).
-MAX_ASN = 2**32 - 1
-#: The ISO 3166-1 alpha-2 codes officially assigned, and XK (Kosovo, user-assigned,
-#: which MaxMind and DB-IP use): the codes the GeoIP databases answer with.
-_ISO_3166_ALPHA2 = """
-    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM
-    BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX
-    CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG
-    GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR
-    IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV
-    LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE
-    NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO
-    RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF
-    TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF
-    WS XK YE YT ZA ZM ZW
-"""
-COUNTRY_CODES = frozenset(_ISO_3166_ALPHA2.split())
-#: Codes people write that ISO 3166-1 reserves for something else.
-_COUNTRY_MEANT = {"UK": "GB", "EL": "GR"}
-
 
 # NamedTuples rather than frozen dataclasses: 100,000 global networks are built
 # on every reload, and tuples are several times cheaper to construct.
-
-
-class Address(NamedTuple):
-    """A client address reduced to (IP version, integer value)."""
-
-    version: int  # 4 or 6
-    value: int
-
-    def __str__(self) -> str:
-        return _int_to_text(self.version, self.value)
 
 
 class Network(NamedTuple):
@@ -113,7 +82,7 @@ class Network(NamedTuple):
     value: int
 
     def __str__(self) -> str:
-        return f"{_int_to_text(self.version, self.value)}/{self.prefixlen}"
+        return f"{int_to_text(self.version, self.value)}/{self.prefixlen}"
 
     def contains(self, addr: Address) -> bool:
         if addr.version != self.version:
@@ -121,13 +90,6 @@ class Network(NamedTuple):
         bits = 32 if self.version == 4 else 128
         shift = bits - self.prefixlen
         return (addr.value >> shift) == (self.value >> shift)
-
-
-class Geo(NamedTuple):
-    """Where an address is, as the GeoIP databases say; ``None``: not known."""
-
-    country: str | None = None  # ISO 3166-1 alpha-2, upper case
-    asn: int | None = None
 
 
 #: What the caller of a match gives to learn where an address is (looked up only
@@ -188,60 +150,6 @@ class NetworkRule(NamedTuple):
         return cls(spec, (), parse_services(services), scope, comment, False, country, asn, expires)
 
 
-def _int_to_text(version: int, value: int) -> str:
-    if version == 4:
-        return socket.inet_ntop(socket.AF_INET, value.to_bytes(4, "big"))
-    return socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
-
-
-def _parse_ip(text: str) -> Address | None:
-    """Parse an IP address; ``None`` if it does not parse. Zone ids are dropped."""
-    if "%" in text:
-        text = text.split("%", 1)[0]
-    if ":" in text:
-        try:
-            raw = socket.inet_pton(socket.AF_INET6, text)
-        except (OSError, ValueError):
-            return None
-        value = int.from_bytes(raw, "big")
-        if value >> 32 == 0xFFFF:  # ::ffff:a.b.c.d, matched as IPv4
-            return Address(4, value & 0xFFFFFFFF)
-        return Address(6, value)
-    try:
-        raw = socket.inet_pton(socket.AF_INET, text)
-    except (OSError, ValueError):
-        return None
-    return Address(4, int.from_bytes(raw, "big"))
-
-
-def parse_address(text: str | None) -> Address | None:
-    """Parse a client address (``rip``) as the policy contract says.
-
-    Returns ``None`` for an absent, empty or unparsable address (which then
-    matches only ``local``). Never raises.
-    """
-    if not text or len(text) > MAX_NETWORK_TEXT:
-        return None
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    return _parse_ip(text)
-
-
-def client_key(rip: str | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str | None:
-    """The network of ``prefix`` bits around a client address, as text
-    (``192.0.2.0/24``); ``None`` for an absent or unparsable address.
-
-    Used to group clients: the penalty box's buckets, the report's networks.
-    """
-    addr = parse_address(rip)
-    if addr is None:
-        return None
-    prefix = ipv4_prefix if addr.version == 4 else ipv6_prefix
-    shift = (32 if addr.version == 4 else 128) - prefix
-    return f"{_int_to_text(addr.version, (addr.value >> shift) << shift)}/{prefix}"
-
-
 def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
     """Parse one network rule text.
 
@@ -261,9 +169,9 @@ def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
     if low == ANY:
         return ANY, (Network(4, 0, 0), Network(6, 0, 0)), False
     if is_geo_term(low):
-        return _parse_term(raw, low), (), False
+        return parse_term(raw, low), (), False
     addr_text, slash, plen_text = raw.partition("/")
-    addr = _parse_ip(addr_text)
+    addr = parse_ip(addr_text)
     if addr is None:
         raise InvalidNetworkError(
             f"invalid network {raw!r}: expected an IP address, a CIDR such as "
@@ -297,104 +205,13 @@ def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
         )
     net = Network(addr.version, prefixlen, addr.value)
     if mapped or addr.version == 6:
-        text_addr = _int_to_text(addr.version, addr.value)
+        text_addr = int_to_text(addr.version, addr.value)
     else:
         # inet_pton accepted exactly four decimal parts without leading zeros:
         # the text is already canonical (saves inet_ntop on a 100,000-row load)
         text_addr = addr_text.partition("%")[0]
     spec = text_addr if prefixlen == full else f"{text_addr}/{prefixlen}"
     return spec, (net,), False
-
-
-def is_geo_term(text: str) -> bool:
-    """Whether ``text`` is meant as a country or ASN term (no address starts with
-    ``co`` or ``as``: neither pair is hexadecimal)."""
-    return text[:2].lower() in ("co", "as")
-
-
-def _parse_term(raw: str, low: str) -> str:
-    """The canonical text of a ``country:`` or ``asn:`` term (InvalidNetworkError)."""
-    if low.startswith("co"):
-        code = raw[len(COUNTRY_PREFIX) :].strip().upper()
-        if not low.startswith(COUNTRY_PREFIX) or not code:
-            raise InvalidNetworkError(
-                f"invalid term {raw!r}: write a country as country:DE (an ISO 3166-1 alpha-2 code)"
-            )
-        if code in COUNTRY_CODES:
-            return COUNTRY_PREFIX + code
-        meant = _COUNTRY_MEANT.get(code)
-        hint = f"; did you mean country:{meant}?" if meant else ""
-        raise InvalidNetworkError(
-            f"invalid country {raw!r}: not an ISO 3166-1 alpha-2 country code "
-            f"(two letters such as DE, FR, GB){hint}"
-        )
-    digits = (low[3:].removeprefix(":") if low.startswith("asn") else low[2:]).strip()
-    if digits.startswith("as"):  # asn:AS3320
-        digits = digits[2:]
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10:
-        dot = re.fullmatch(r"(\d{1,5})\.(\d{1,5})", digits)
-        if dot and int(dot[1]) < 65536 and int(dot[2]) < 65536:
-            value = (int(dot[1]) << 16) + int(dot[2])
-            raise InvalidNetworkError(
-                f"invalid ASN {raw!r}: write the number as asn:{value} (asdot notation "
-                "is not accepted)"
-            )
-        raise InvalidNetworkError(
-            f"invalid ASN {raw!r}: write an autonomous system as asn:3320 or AS3320"
-        )
-    asn = int(digits)
-    if not 0 < asn <= MAX_ASN:
-        raise InvalidNetworkError(
-            f"invalid ASN {raw!r}: an autonomous system number is 1 to {MAX_ASN}"
-        )
-    return f"{ASN_PREFIX}{asn}"
-
-
-def parse_services(value: Iterable[str] | str | None) -> frozenset[str] | None:
-    """Parse a service list (comma/space separated text or an iterable).
-
-    ``None``, empty text or an empty iterable mean "every service" and give
-    ``None``. Names are lower-cased; each must be a plain word.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return _parse_services_text(value)
-    return _parse_services(value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_services_text(value: str) -> frozenset[str] | None:
-    """Service lists given as text, remembered: the same few repeat over 100,000
-    global networks (invalid ones raise every time, they are not remembered)."""
-    return _parse_services(value)
-
-
-def _parse_services(value: Iterable[str] | str) -> frozenset[str] | None:
-    items = re.split(r"[,\s]+", value) if isinstance(value, str) else list(value)
-    names: set[str] = set()
-    for item in items:
-        name = item.strip().lower()
-        if not name:
-            continue
-        if not _SERVICE_RE.match(name):
-            raise InvalidServiceError(
-                f"invalid service name {item!r}: use a word such as smtp, imap, pop3, submission"
-            )
-        names.add(name)
-    return frozenset(names) if names else None
-
-
-def describe_services(services: Iterable[str] | None, everything: str = "all services") -> str:
-    """Services for people: sorted and comma separated, or ``everything`` when none."""
-    return ",".join(sorted(services)) if services else everything
-
-
-def format_services(services: frozenset[str] | None) -> str | None:
-    """Inverse of :func:`parse_services` for storage: sorted, comma separated."""
-    if not services:
-        return None
-    return ",".join(sorted(services))
 
 
 class RuleSet:

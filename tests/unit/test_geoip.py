@@ -23,7 +23,6 @@ from saslnetauth.errors import InvalidNetworkError
 from saslnetauth.geoip import FOUND, UNAVAILABLE, UNKNOWN, GeoLocator
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import (
-    COUNTRY_CODES,
     Address,
     Geo,
     NetworkRule,
@@ -32,6 +31,7 @@ from saslnetauth.netrules import (
     parse_address,
     parse_network,
 )
+from saslnetauth.netterms import COUNTRY_CODES
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.settings import GeoipConfig
 from saslnetauth.store import SqlStore
