@@ -9,6 +9,7 @@ report use too)::
     auth ok: user=alice service=smtp rip=192.0.2.9 rule="user network 192.0.2.0/24 (all services)"
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=bad_password
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes
+    auth fail: user=alice service=imap rip=203.0.113.9 credential=phone reason=bad_password
     auth tempfail: user=alice service=smtp rip=192.0.2.9 reason=backend_error error="..."
 
 Passwords are never arguments here, so they cannot reach a line.
@@ -44,6 +45,7 @@ def log_decision(d: Decision, rip: str | None, service: str, **extra: object) ->
         "user": d.user or None,
         "service": service or None,
         "rip": canonical_rip(rip),
+        "credential": d.credential,  # an app password's label; None (left out): main password
     }
     fields.update(extra)
     if d.verdict is Verdict.OK:

@@ -14,6 +14,11 @@ Implements the policy contract of docs/design.md:
    ``credentials_valid=yes``;
 6. any infrastructure error -> TEMPFAIL, never OK.
 
+App passwords (per-device credentials) follow :mod:`saslnetauth.apppolicy`:
+a password that names one of the user's app passwords is checked against
+it alone (no slow hash), any other as the main password, so a login costs at
+most one slow hash; classification counts their networks too.
+
 An empty password is refused before anything else (no lookup, no hash):
 Dovecot's ``nopassword`` or an empty ``{PLAIN}`` never lets one in. When the
 reply leaves is not the engine's business: every frontend answers a failure
@@ -41,8 +46,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Protocol
 
+from saslnetauth.apppolicy import named_app_password, usable_rules, utcnow, verify_app_password
 from saslnetauth.authlog import log_decision
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
@@ -125,6 +132,7 @@ class DecisionEngine:
         pam: PamVerifier | None = None,
         pam_any_user: bool = False,
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -133,6 +141,10 @@ class DecisionEngine:
         self.pam = pam
         self.pam_any_user = pam_any_user and pam is not None
         self.on_decision = on_decision
+        #: Now, as an aware datetime: app password expiry (tests pass their own clock).
+        self.clock = clock or utcnow
+        #: Told the id of an app password after each OK with it (last_used_at).
+        self.on_app_password_used: Callable[[int], None] | None = None
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -256,7 +268,8 @@ class DecisionEngine:
             # any PAM (system) user, under the global networks only
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         rules = found.global_rules
-        sets = (rules,) if user is None else (user.rules, rules)
+        # an existing user could succeed with any of its credentials
+        sets = (rules,) if user is None else (user.rules, *usable_rules(user, self.clock), rules)
         applicable, rule = merged_match(sets, parse_address(rip), service)
         return Classified(
             user.name if user is not None else name or _display_name(found.given),
@@ -291,6 +304,12 @@ class DecisionEngine:
                 network_ok=c.could_succeed,
                 verify_seconds=time.perf_counter() - started,
             )
+
+        named = named_app_password(user, secret)
+        if named is not None:  # that app password alone, no slow hash
+            found = c.lookup.global_rules if c.lookup is not None else RuleSet()
+            used = self.on_app_password_used
+            return verify_app_password(user, *named, rip, service, found, self.clock, used)
 
         # The network is matched for every existing user before the password,
         # so the work done does not depend on which check fails.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from saslnetauth.cli.apppw import app_password
 from saslnetauth.cli.common import (
     AppContext,
     check_comment,
@@ -207,6 +208,9 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         if n.error:
             line += f"  INVALID, ignored: {n.error}"
         click.echo(line)
+
+
+user.add_command(app_password)
 
 
 @user.group("net")

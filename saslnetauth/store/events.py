@@ -70,6 +70,7 @@ class EventRecorder:
                 decision.verdict.value,
                 decision.reason.value,
                 decision.credentials_valid,
+                decision.credential,
             )
         )
 
@@ -109,7 +110,7 @@ class EventRecorder:
         rows: list[Any] = []
         seconds: dict[int, str] = {}
         rips: dict[str | None, str | None] = {}
-        for t, user, rip, service, verdict, reason, valid in batch:
+        for t, user, rip, service, verdict, reason, valid, credential in batch:
             if sqlite:  # SQLAlchemy's SQLite DateTime text, so that reports read it back
                 sec = int(t)
                 if sec not in seconds:
@@ -128,6 +129,7 @@ class EventRecorder:
                 "verdict": verdict,
                 "reason": reason,
                 "credentials_valid": bool(valid),
+                "credential": credential[:64] if credential else None,
             }
             rows.append(tuple(values[k] for k in order) if order else values)
         try:
@@ -171,7 +173,7 @@ class EventRecorder:
             log.warning("%s", kv("verdict record prune failed", error=str(exc)[:200]))
 
 
-_COLUMNS = ("ts", "user", "rip", "service", "verdict", "reason", "credentials_valid")
+_COLUMNS = ("ts", "user", "rip", "service", "verdict", "reason", "credentials_valid", "credential")
 _INSERT = auth_events.insert().values({name: sa.bindparam(name) for name in _COLUMNS})
 
 
@@ -183,7 +185,8 @@ class Report:
     failures_by_reason: Counter[str] = field(default_factory=Counter)
     denied_addresses: Counter[str] = field(default_factory=Counter)
     denied_networks: Counter[str] = field(default_factory=Counter)
-    stolen: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: (user, address, app password label or None) -> count, last, services
+    stolen: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self, top: int) -> dict[str, object]:
         """The documented ``report --json`` shape."""
@@ -202,12 +205,13 @@ class Report:
                 (
                     {
                         "user": user,
+                        "credential": credential,
                         "address": rip,
                         "count": v["count"],
                         "last": v["last"].isoformat(),
                         "services": sorted(v["services"]),
                     }
-                    for (user, rip), v in self.stolen.items()
+                    for (user, rip, credential), v in self.stolen.items()
                 ),
                 key=lambda d: (-int(str(d["count"])), str(d["user"])),
             ),
@@ -226,11 +230,12 @@ def build_report(store: SqlStore, since: datetime) -> Report:
         cols.verdict,
         cols.reason,
         cols.credentials_valid,
+        cols.credential,
     ).where(cols.ts >= since)
     stolen_reasons = {Reason.NETWORK.value, Reason.NO_NETWORK_RULES.value}
     try:
         with store.engine.connect() as conn:
-            for ts, user, rip, service, verdict, reason, valid in conn.execute(query):
+            for ts, user, rip, service, verdict, reason, valid, label in conn.execute(query):
                 rep.verdicts[verdict] += 1
                 if verdict != "fail":
                     continue
@@ -243,7 +248,8 @@ def build_report(store: SqlStore, since: datetime) -> Report:
                         rep.denied_networks[net] += 1
                 if valid and reason in stolen_reasons:
                     entry = rep.stolen.setdefault(
-                        (user or "?", rip or "-"), {"count": 0, "last": ts, "services": set()}
+                        (user or "?", rip or "-", label),
+                        {"count": 0, "last": ts, "services": set()},
                     )
                     entry["count"] += 1
                     entry["last"] = max(entry["last"], ts)

@@ -21,7 +21,7 @@ from saslnetauth.errors import BackendError, InvalidInputError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord
 from saslnetauth.netrules import NetworkRule, RuleSet, format_services, parse_network
-from saslnetauth.store.schema import global_networks, user_networks, users
+from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
 
 log = logging.getLogger("saslnetauth.store")
 
@@ -30,7 +30,14 @@ USER_RULE_CACHE = 50_000
 
 _JOIN = users.outerjoin(user_networks, user_networks.c.user_id == users.c.id)
 
-#: The per-login lookup: (user id, name, hash, enabled, backend, network id, network, services).
+#: Whether the user has app passwords: the LAST column of :data:`USER_BY_NAME`, so
+#: that only those users pay for reading them (one more indexed query).
+HAS_APP_PASSWORDS = (
+    sa.exists().where(app_passwords.c.user_id == users.c.id).label("has_app_passwords")
+)
+
+#: The per-login lookup: (user id, name, hash, enabled, backend, network id, network, services,
+#: ..., has app passwords).
 USER_BY_NAME = (
     sa.select(
         users.c.id,
@@ -41,6 +48,7 @@ USER_BY_NAME = (
         user_networks.c.id,
         user_networks.c.network,
         user_networks.c.services,
+        HAS_APP_PASSWORDS,
     )
     .select_from(_JOIN)
     .where(users.c.name == sa.bindparam("name"))
@@ -206,14 +214,22 @@ def _user(
 
 
 def parse_rule(
-    table: str, row_id: Any, network: Any, services: Any, comment: Any, user: str | None = None
+    table: str,
+    row_id: Any,
+    network: Any,
+    services: Any,
+    comment: Any,
+    user: str | None = None,
+    *,
+    scope: str | None = None,
 ) -> NetworkRule | str:
     """The rule of one network row, or why it is invalid (logged).
 
     Any failure skips the row, not only the parser's own errors: whatever
     an admin script wrote, a row can only fail to admit.
     """
-    scope = "user" if user is not None else "global"
+    if scope is None:
+        scope = "user" if user is not None else "global"
     try:
         if not isinstance(network, str) or (services is not None and not isinstance(services, str)):
             raise InvalidInputError("network and services must be text")
