@@ -305,15 +305,19 @@ class DecisionEngine:
                 verify_seconds=time.perf_counter() - started,
             )
 
+        found = c.lookup.global_rules if c.lookup is not None else RuleSet()
         named = named_app_password(user, secret)
         if named is not None:  # that app password alone, no slow hash
-            found = c.lookup.global_rules if c.lookup is not None else RuleSet()
             used = self.on_app_password_used
             return verify_app_password(user, *named, rip, service, found, self.clock, used)
 
         # The network is matched for every existing user before the password,
-        # so the work done does not depend on which check fails.
+        # so the work done does not depend on which check fails. The main password
+        # has the user's networks and the global ones, never the app passwords'
+        # (which the classification counted).
         applicable, rule = c.applicable, c.rule
+        if user.app_passwords:
+            applicable, rule = merged_match((user.rules, found), parse_address(rip), service)
         net_ok = rule is not None
         started = time.perf_counter()
         checked = self._check_credentials(user, secret, rip, service)
