@@ -372,8 +372,9 @@ def test_store_round_trip(store: SqlStore, fast_hasher: PasswordHasher) -> None:
     store.add_user("carol", fast_hasher.hash(PW), networks=[_net("192.0.2.0/24")])
     store.add_user("dan", fast_hasher.hash(PW))
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
-    token = _add(store, "carol", "phone", "any", "2001:db8::/32", services="imap,pop3",
-                 expires_at=expires)  # fmt: skip
+    token = _add(
+        store, "carol", "phone", "any", "2001:db8::/32", services="imap,pop3", expires_at=expires
+    )
     _add(store, "carol", "laptop")
     with pytest.raises(AlreadyExistsError, match="already has an app password phone"):
         _add(store, "carol", "phone")
@@ -436,3 +437,72 @@ def test_a_users_row_keeps_its_shape_without_app_passwords(sqlite_store: SqlStor
     assert fred is not None and len(fred.networks) == 2 and fred.app_passwords == ()
     with sqlite_store.engine.begin() as conn:
         assert conn.execute(sa.select(users.c.name)).scalars().all() == ["fred"]
+
+
+def _readme_rows() -> list[list[str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = text.split("| password | client | service | verdict | why |", 1)[1]
+    rows = []
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().strip("`") for c in line.strip("|").split("|")])
+    return rows
+
+
+def test_the_readme_rule_table(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> None:
+    """README, "App passwords": the table of examples is what the engine does."""
+    s = sqlite_store
+    s.add_user("alice", fast_hasher.hash(PW), networks=[_net("192.0.2.0/24")])
+    s.add_user("bob", fast_hasher.hash(PW), networks=[_net("any")])
+    s.add_global_network(NetworkRule.parse("203.0.113.0/24", "smtp"))
+    tokens = {
+        "main": PW,
+        "phone": _add(s, "alice", "phone", "any", services="imap"),
+        "laptop": _add(s, "alice", "laptop", "198.51.100.0/24"),
+        "relay": _add(s, "alice", "relay", services="smtp"),
+    }
+    bobs = _add(s, "bob", "phone", "any")
+    clock = Clock()
+    engine = DecisionEngine(s, fast_hasher, clock=clock)
+    rows = _readme_rows()
+    assert len(rows) == 15
+    special = 0
+    for password, client, service, verdict, _ in rows:
+        rip = "198.18.0.1" if client in ("anywhere", "") else client
+        services = ["imap", "smtp", "pop3"] if service in ("any", "") else [service]
+        want = Verdict.OK if verdict == "OK" else Verdict.FAIL
+        reason = Reason.OK if verdict == "OK" else Reason(verdict.split()[1].strip("`"))
+        token = tokens.get(password)
+        if password == "phone, one letter wrong":
+            token = tokens["phone"][:-1] + ("a" if tokens["phone"][-1] != "a" else "b")
+        elif password == "phone, after its expiry":
+            with s.engine.begin() as conn:
+                conn.execute(
+                    app_passwords.update()
+                    .where(app_passwords.c.label == "phone")
+                    .values(expires_at=T0 - timedelta(seconds=1))
+                )
+            token = tokens["phone"]
+        elif password.startswith("any of them"):
+            s.set_enabled("alice", False)
+            for label in ("phone", "laptop", "relay"):
+                d = engine.decide("alice", tokens[label], "198.51.100.7", "smtp")
+                assert (d.verdict, d.reason, d.credential) == (want, reason, label)
+            s.set_enabled("alice", True)
+            special += 1
+            continue
+        elif password.startswith("bob's"):
+            s.delete_app_password("alice", "relay")
+            for other in (bobs, tokens["relay"]):
+                d = engine.decide("alice", other, "203.0.113.5", "smtp")
+                assert (d.verdict, d.reason, d.credential) == (want, reason, None)
+            special += 1
+            continue
+        assert token is not None, password
+        for svc in services:
+            d = engine.decide("alice", token, rip, svc)
+            assert (d.verdict, d.reason) == (want, reason), (password, client, svc, d)
+    assert special == 2
