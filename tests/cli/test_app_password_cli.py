@@ -82,6 +82,8 @@ def test_add_list_del_and_json_shapes(db: str) -> None:
         assert str(secret).replace("-", "")[7:] not in r.out + text
     assert "sha256:" not in r.out + text
     assert "phone" in text and "global only" in text
+    show = run("user", "show", "alice", db=db).out  # where alice can log in, all of it
+    assert "app passwords:\n  phone  (imap; any)\n  laptop  (all services; 198.51.100.0/24)" in show
     # del
     r = run("user", "app-password", "del", "alice", "phone", db=db)
     assert r.code == 0 and r.out.strip() == "app password phone of alice deleted"
