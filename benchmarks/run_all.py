@@ -28,6 +28,7 @@ ROOT = HERE.parent
 #: name -> (full arguments, --quick arguments)
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "netrules_100k": ([], ["--lookups", "5000"]),
+    "geoip": ([], ["--networks", "50000", "--lookups", "20000"]),
     "checkpassword": ([], ["--quick"]),
     "oracle": ([], ["--tries", "50"]),
     "vs_dovecot": ([], ["--quick"]),

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from saslnetauth.credentials.apptokens import parse_token, verify_token
 from saslnetauth.model import AppPasswordRecord, UserRecord
-from saslnetauth.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.netrules import Locate, RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 __all__ = [
@@ -88,11 +88,14 @@ def verify_app_password(
     rip: str | None,
     service: str,
     global_rules: RuleSet,
+    *,
     clock: Callable[[], datetime],
     on_used: Callable[[int], None] | None = None,
+    locate: Locate | None = None,
 ) -> Decision:
     """The decision for a login that named ``app`` (rules 2 and 3 of the module);
-    ``on_used`` is told the app password's id after an OK (``last_used_at``)."""
+    ``on_used`` is told the app password's id after an OK (``last_used_at``);
+    ``locate`` places the address for country and ASN terms."""
     label = app.label
     if app.error is not None:
         return Decision(
@@ -106,7 +109,7 @@ def verify_app_password(
     right = verify_token(normalised, app.secret_hash)
     spent = time.perf_counter() - started
     sets = credential_rule_sets(app, global_rules, service)
-    applicable, rule = merged_match(sets, parse_address(rip), service)
+    applicable, rule = merged_match(sets, parse_address(rip), service, locate)
     net_ok = rule is not None
 
     def out(verdict: Verdict, reason: Reason, valid: bool, matched: str | None = None) -> Decision:

@@ -9,10 +9,13 @@ report use too)::
     auth ok: user=alice service=smtp rip=192.0.2.9 rule="user network 192.0.2.0/24 (all services)"
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=bad_password
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes
+    auth fail: user=bob service=imap rip=198.51.100.7 reason=bad_password country=NL asn=64496
     auth fail: user=alice service=imap rip=203.0.113.9 credential=phone reason=bad_password
     auth tempfail: user=alice service=smtp rip=192.0.2.9 reason=backend_error error="..."
 
-Passwords are never arguments here, so they cannot reach a line.
+A failure carries ``country=`` and ``asn=`` when the GeoIP databases
+(:mod:`saslnetauth.geoip`) know its address. Passwords are never arguments
+here, so they cannot reach a line.
 """
 
 from __future__ import annotations
@@ -54,6 +57,26 @@ def log_decision(d: Decision, rip: str | None, service: str, **extra: object) ->
         level = logging.WARNING if d.reason is Reason.OVERLOAD else logging.ERROR
         log.log(level, "%s", kv("auth tempfail", **fields, reason=d.reason.value, error=d.detail))
     elif d.credentials_valid and d.reason in _STOLEN:
-        log.warning("%s", kv("auth fail", **fields, reason=d.reason.value, credentials_valid=True))
+        log.warning(
+            "%s",
+            kv(
+                "auth fail",
+                **fields,
+                reason=d.reason.value,
+                credentials_valid=True,
+                country=d.country,
+                asn=d.asn,
+            ),
+        )
     else:
-        log.info("%s", kv("auth fail", **fields, reason=d.reason.value, error=d.detail))
+        log.info(
+            "%s",
+            kv(
+                "auth fail",
+                **fields,
+                reason=d.reason.value,
+                error=d.detail,
+                country=d.country,
+                asn=d.asn,
+            ),
+        )

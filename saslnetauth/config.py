@@ -25,36 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from saslnetauth.errors import ConfigError
-from saslnetauth.settings import (
-    DEFAULT_ALLOWED_GROUPS,
-    DEFAULT_ALLOWED_USERS,
-    DEFAULT_DATABASE_URL,
-    CheckpasswordConfig,
-    Config,
-    LoggingConfig,
-    PamConfig,
-    PasswordsConfig,
-    PolicyConfig,
-    ReportConfig,
-    ServeConfig,
-)
+from saslnetauth.settings import Config, GeoipConfig, PolicyConfig, ServeConfig
 
-__all__ = [
-    "DEFAULT_ALLOWED_GROUPS",
-    "DEFAULT_ALLOWED_USERS",
-    "DEFAULT_CONFIG_PATHS",
-    "DEFAULT_DATABASE_URL",
-    "CheckpasswordConfig",
-    "Config",
-    "LoggingConfig",
-    "PamConfig",
-    "PasswordsConfig",
-    "PolicyConfig",
-    "ReportConfig",
-    "ServeConfig",
-    "load_config",
-    "validate",
-]
+# The schema's classes live in saslnetauth.settings; Config is re-exported for the
+# many modules that only need the type next to load_config.
+__all__ = ["DEFAULT_CONFIG_PATHS", "Config", "load_config", "validate"]
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/saslnetauth/saslnetauth.toml"),)
 ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"
@@ -257,10 +232,22 @@ def validate(cfg: Config) -> None:
     _validate_policy(cfg.policy)
     if cfg.checkpassword.fallback not in ("local", "tempfail"):
         raise ConfigError("checkpassword.fallback: use local or tempfail")
+    _validate_geoip(cfg.geoip)
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
         raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
+
+
+def _validate_geoip(g: GeoipConfig) -> None:
+    for key in ("country_db", "asn_db"):
+        value = getattr(g, key)
+        if value and (not os.path.isabs(value) or not value.isprintable()):
+            raise ConfigError(f'geoip.{key}: an absolute path to a .mmdb file, or ""')
+    if g.max_age_days < 0:
+        raise ConfigError("geoip.max_age_days: 0 (never old) or more")
+    if not 0.1 <= g.check_seconds <= 86400:
+        raise ConfigError("geoip.check_seconds: 0.1 to 86400 seconds")
 
 
 def _validate_policy(p: PolicyConfig) -> None:

@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from saslnetauth.apppolicy import named_app_password, usable_rules, utcnow, verify_app_password
 from saslnetauth.authlog import log_decision
@@ -57,6 +57,9 @@ from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import NetworkRule, RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.geoip import GeoLocator
 
 __all__ = ["Classified", "DecisionEngine", "Lookup", "PamVerifier", "refusal"]
 
@@ -132,6 +135,7 @@ class DecisionEngine:
         pam: PamVerifier | None = None,
         pam_any_user: bool = False,
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
+        geoip: GeoLocator | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
@@ -141,6 +145,9 @@ class DecisionEngine:
         self.pam = pam
         self.pam_any_user = pam_any_user and pam is not None
         self.on_decision = on_decision
+        #: Where addresses are, for country and ASN terms (None: they match nothing).
+        self.geoip = geoip
+        self._locate = geoip.geo if geoip is not None else None
         #: Now, as an aware datetime: app password expiry (tests pass their own clock).
         self.clock = clock or utcnow
         #: Told the id of an app password after each OK with it (last_used_at).
@@ -195,7 +202,7 @@ class DecisionEngine:
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
-        self._finish(decision, rip, service, log_fields or {}, quiet)
+        decision = self._finish(decision, rip, service, log_fields or {}, quiet)
         if decision.ok and rehash:
             job = functools.partial(self._rehash, decision.user, secret)
             if after_reply is None:
@@ -218,9 +225,7 @@ class DecisionEngine:
     ) -> Decision:
         """FAIL, without a hash, a login that :meth:`classify` found unable to succeed;
         logged and recorded like any decision, with its true reason and ``verified=no``."""
-        decision = refusal(c)
-        self._finish(decision, rip, _clean_service(service), {"verified": "no"}, quiet)
-        return decision
+        return self._finish(refusal(c), rip, _clean_service(service), {"verified": "no"}, quiet)
 
     def _finish(
         self,
@@ -229,7 +234,10 @@ class DecisionEngine:
         service: str,
         log_fields: dict[str, object],
         quiet: bool,
-    ) -> None:
+    ) -> Decision:
+        """Log and record ``decision``; a FAIL first learns where its address is."""
+        if decision.verdict is Verdict.FAIL:
+            decision = self._located(decision, rip)
         if not quiet:
             log_decision(decision, rip, service, **log_fields)
         if self.on_decision is not None:
@@ -237,6 +245,19 @@ class DecisionEngine:
                 self.on_decision(decision, rip, service)
             except Exception:
                 log.exception("decision hook failed")
+        return decision
+
+    def _located(self, decision: Decision, rip: str | None) -> Decision:
+        """``decision`` with the country and ASN of its address, when the GeoIP
+        databases are configured and the address parses."""
+        geoip = self.geoip
+        if geoip is None or not geoip.configured:
+            return decision
+        addr = parse_address(rip)
+        if addr is None:
+            return decision
+        geo, status = geoip.locate(addr)
+        return replace(decision, country=geo.country, asn=geo.asn, geoip=status)
 
     # -- the policy ---------------------------------------------------------------
 
@@ -270,7 +291,7 @@ class DecisionEngine:
         rules = found.global_rules
         # an existing user could succeed with any of its credentials
         sets = (rules,) if user is None else (user.rules, *usable_rules(user, self.clock), rules)
-        applicable, rule = merged_match(sets, parse_address(rip), service)
+        applicable, rule = merged_match(sets, parse_address(rip), service, self._locate)
         return Classified(
             user.name if user is not None else name or _display_name(found.given),
             rule is not None,
@@ -308,8 +329,10 @@ class DecisionEngine:
         found = c.lookup.global_rules if c.lookup is not None else RuleSet()
         named = named_app_password(user, secret)
         if named is not None:  # that app password alone, no slow hash
-            used = self.on_app_password_used
-            return verify_app_password(user, *named, rip, service, found, self.clock, used)
+            used, locate = self.on_app_password_used, self._locate
+            return verify_app_password(
+                user, *named, rip, service, found, clock=self.clock, on_used=used, locate=locate
+            )
 
         # The network is matched for every existing user before the password,
         # so the work done does not depend on which check fails. The main password
@@ -317,7 +340,8 @@ class DecisionEngine:
         # (which the classification counted).
         applicable, rule = c.applicable, c.rule
         if user.app_passwords:
-            applicable, rule = merged_match((user.rules, found), parse_address(rip), service)
+            addr = parse_address(rip)
+            applicable, rule = merged_match((user.rules, found), addr, service, self._locate)
         net_ok = rule is not None
         started = time.perf_counter()
         checked = self._check_credentials(user, secret, rip, service)

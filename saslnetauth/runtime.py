@@ -138,20 +138,28 @@ def secure_sqlite_file(path: Path) -> list[str]:
     return notes
 
 
-def make_engine(cfg: Config, store: SqlStore) -> DecisionEngine:
+def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> DecisionEngine:
+    """The decision engine on ``store``; ``watch_geoip``: a long-running process, whose
+    GeoIP databases are reopened when replaced (:mod:`saslnetauth.geoip`)."""
+    from saslnetauth.geoip import GeoLocator
+
     pam = None
     if cfg.pam.enabled:
         from saslnetauth.credentials.pam import PamAuth
 
         pam = PamAuth(cfg.pam.service)
-    return DecisionEngine(
+    geoip = GeoLocator(cfg.geoip, watch=watch_geoip)
+    engine = DecisionEngine(
         store,
         make_hasher(cfg),
         lowercase_usernames=cfg.lowercase_usernames,
         rehash_on_login=cfg.passwords.rehash_on_login,
         pam=pam,
         pam_any_user=cfg.pam.any_user,
+        geoip=geoip,
     )
+    engine.closers.append(geoip.close)
+    return engine
 
 
 def build_server_engine(cfg: Config) -> DecisionEngine:
@@ -174,7 +182,7 @@ def build_server_engine(cfg: Config) -> DecisionEngine:
             "%s", kv("database unavailable at start", error=str(exc))
         )
         store = open_store(cfg, check_schema=False)
-    engine = make_engine(cfg, store)
+    engine = make_engine(cfg, store, watch_geoip=True)
     engine.closers.append(store.close)
     from saslnetauth.store.lastused import LastUsedRecorder
 

@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "CheckpasswordConfig",
     "Config",
+    "GeoipConfig",
     "LoggingConfig",
     "PamConfig",
     "PasswordsConfig",
@@ -194,6 +195,22 @@ class ReportConfig:
 
 
 @dataclass
+class GeoipConfig:
+    #: Country database in MaxMind's .mmdb format (GeoLite2-Country, DB-IP's
+    #: dbip-country-lite), an absolute path ("" = none: country terms match nothing).
+    country_db: str = ""
+    #: ASN database in the same format (GeoLite2-ASN, dbip-asn-lite) ("" = none: ASN
+    #: terms match nothing).
+    asn_db: str = ""
+    #: Days after its build date that a database counts as old: logged when loaded,
+    #: and `saslnetauth geoip status` exits 1 (0 = never old).
+    max_age_days: int = 45
+    #: Seconds between checks whether a database file was replaced (the new one is
+    #: in force at most this long after it is renamed into place).
+    check_seconds: float = 10.0
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -218,6 +235,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     pam: PamConfig = field(default_factory=PamConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    geoip: GeoipConfig = field(default_factory=GeoipConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})

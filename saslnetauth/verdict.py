@@ -68,6 +68,13 @@ class Decision:
     network_ok: bool | None = None
     #: Seconds the credential check took (hash, dummy hash or PAM).
     verify_seconds: float = 0.0
+    #: Where the client address is, for a FAIL when the GeoIP databases are
+    #: configured (saslnetauth.geoip): ISO country code and autonomous system, None
+    #: when not known, and what the lookup found ("found", "unknown", "unavailable";
+    #: None: no lookup).
+    country: str | None = None
+    asn: int | None = None
+    geoip: str | None = None
     #: The label of the app password the login named (None: the main password).
     credential: str | None = None
 

@@ -23,20 +23,7 @@ from __future__ import annotations
 import csv
 import io
 
-from saslnetauth.admin.importers import (
-    NET_SPLIT,
-    PROGRESS_EVERY,
-    Collector,
-    ImportRecord,
-    LineError,
-    ParseResult,
-    Progress,
-    add_rule,
-    check_hash,
-    check_name,
-    check_text,
-    is_plaintext,
-)
+from saslnetauth.admin import importers as imp
 from saslnetauth.credentials.passwords import MAX_PASSWORD_BYTES, PasswordHasher
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.netrules import NetworkRule
@@ -57,11 +44,11 @@ def parse_csv(
     hasher: PasswordHasher,
     *,
     lowercase: bool = True,
-    progress: Progress | None = None,
-) -> ParseResult:
+    progress: imp.Progress | None = None,
+) -> imp.ParseResult:
     """Parse a CSV user list (format: see the module docstring)."""
-    result = ParseResult()
-    users = Collector(result)
+    result = imp.ParseResult()
+    users = imp.Collector(result)
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     columns: dict[str, int] | None = None
     last = 0
@@ -72,12 +59,12 @@ def parse_csv(
         except StopIteration:
             break
         except csv.Error as exc:
-            result.errors.append(LineError(reader.line_num, f"malformed CSV: {exc}"))
+            result.errors.append(imp.LineError(reader.line_num, f"malformed CSV: {exc}"))
             if columns is None:
                 break
             continue
-        if progress is not None and reader.line_num // PROGRESS_EVERY > last:
-            last = reader.line_num // PROGRESS_EVERY
+        if progress is not None and reader.line_num // imp.PROGRESS_EVERY > last:
+            last = reader.line_num // imp.PROGRESS_EVERY
             progress(reader.line_num)
         if not any(cell.strip() for cell in row):
             continue
@@ -88,15 +75,15 @@ def parse_csv(
             continue
         problems: list[str] = []
         name, rec = _csv_row(start, row, columns, hasher, lowercase, result, problems)
-        result.errors.extend(LineError(start, p) for p in problems)
+        result.errors.extend(imp.LineError(start, p) for p in problems)
         users.add(start, name, rec)
     if columns is None and not result.errors:
-        result.errors.append(LineError(0, "no header row: the file is empty"))
+        result.errors.append(imp.LineError(0, "no header row: the file is empty"))
     result.lines = reader.line_num
     return result
 
 
-def _csv_header(row: list[str], lineno: int, result: ParseResult) -> dict[str, int] | None:
+def _csv_header(row: list[str], lineno: int, result: imp.ParseResult) -> dict[str, int] | None:
     names = [cell.strip().lower() for cell in row]
     problems: list[str] = []
     unknown = [n for n in names if n not in CSV_COLUMNS]
@@ -113,7 +100,7 @@ def _csv_header(row: list[str], lineno: int, result: ParseResult) -> dict[str, i
     if "password" in names and "password_hash" in names:
         problems.append("give either a 'password_hash' or a 'password' column, not both")
     if problems:
-        result.errors.extend(LineError(lineno, p) for p in problems)
+        result.errors.extend(imp.LineError(lineno, p) for p in problems)
         return None
     result.plaintext_column = "password" in names
     return {n: i for i, n in enumerate(names)}
@@ -125,9 +112,9 @@ def _csv_row(
     columns: dict[str, int],
     hasher: PasswordHasher,
     lowercase: bool,
-    result: ParseResult,
+    result: imp.ParseResult,
     problems: list[str],
-) -> tuple[str | None, ImportRecord | None]:
+) -> tuple[str | None, imp.ImportRecord | None]:
     if len(row) != len(columns):
         hint = (
             " (quote fields that contain commas, e.g. ARGON2 hashes)"
@@ -137,7 +124,7 @@ def _csv_row(
         problems.append(f"expected {len(columns)} fields, found {len(row)}{hint}")
         return None, None
     for value in row:
-        bad = check_text(value, "a field")
+        bad = imp.check_text(value, "a field")
         if bad:
             problems.append(bad)
             return None, None
@@ -145,11 +132,11 @@ def _csv_row(
     def cell(col: str) -> str:
         return row[columns[col]] if col in columns else ""
 
-    name = check_name(cell("name").strip(), lowercase, problems)
+    name = imp.check_name(cell("name").strip(), lowercase, problems)
     phash = None
     plain = None
     if cell("password_hash").strip():
-        phash = check_hash(cell("password_hash").strip(), hasher, None, problems)
+        phash = imp.check_hash(cell("password_hash").strip(), hasher, None, problems)
     elif cell("password"):
         plain = cell("password")
         if len(plain.encode("utf-8")) > MAX_PASSWORD_BYTES:
@@ -159,13 +146,13 @@ def _csv_row(
     if problems or name is None:
         return name, None
     result.no_password += phash is None and plain is None
-    result.plaintext_hashes += is_plaintext(phash)
-    return name, ImportRecord(lineno, name, phash, nets, enabled=enabled, password_plain=plain)
+    result.plaintext_hashes += imp.is_plaintext(phash)
+    return name, imp.ImportRecord(lineno, name, phash, nets, enabled=enabled, password_plain=plain)
 
 
 def _csv_networks(value: str, problems: list[str]) -> tuple[NetworkRule, ...]:
     rules: dict[str, NetworkRule] = {}
-    for item in NET_SPLIT.split(value.strip()):
+    for item in imp.NET_SPLIT.split(value.strip()):
         if not item:
             continue
         net, at, services = item.partition("@")
@@ -177,7 +164,7 @@ def _csv_networks(value: str, problems: list[str]) -> tuple[NetworkRule, ...]:
         except InvalidInputError as exc:
             problems.append(f"networks: {exc}")
             continue
-        add_rule(rules, rule, problems)
+        imp.add_rule(rules, rule, problems)
     return tuple(rules.values())
 
 

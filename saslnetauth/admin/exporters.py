@@ -18,6 +18,12 @@ broadcast address can never be the source of a TCP connection, so the
 line matches no client at all and every login fails, as saslnetauth's own
 "fail closed" rule says; ``allow_nets`` is never left out.
 
+Country and ASN terms (``country:DE``, ``asn:3320``) cannot be written:
+Dovecot's ``allow_nets`` holds networks only. They are left out and counted
+(fail closed: a user admitted only by such terms gets :data:`NO_NETWORK`);
+Dovecot 2.4 setups that need them ask saslnetauth at login time instead
+(the Lua bridge or the policy endpoint).
+
 Skipped (counted, never written): disabled users, PAM users, users without
 a password, users whose stored hash saslnetauth cannot verify, and names or
 hashes that a passwd-file line cannot hold (a ``:``, a leading ``#``,
@@ -61,6 +67,8 @@ class ExportResult:
     no_network: int = 0
     #: network rules left out because they do not cover every service of the export.
     rules_left_out: int = 0
+    #: country and ASN terms left out (allow_nets cannot express them).
+    terms_left_out: int = 0
 
     @property
     def text(self) -> str:
@@ -71,10 +79,16 @@ def _covers(rule: NetworkRule, services: frozenset[str]) -> bool:
     return rule.services is None or services <= rule.services
 
 
-def allow_nets(rules: Iterable[NetworkRule], services: frozenset[str]) -> tuple[list[str], int]:
-    """Dovecot ``allow_nets`` entries of the rules covering ``services``.
+def _is_term(rule: NetworkRule) -> bool:
+    return rule.country is not None or rule.asn is not None
 
-    Returns (entries in order, without duplicates; number of rules left out).
+
+def allow_nets(rules: Iterable[NetworkRule], services: frozenset[str]) -> tuple[list[str], int]:
+    """Dovecot ``allow_nets`` entries of the rules covering ``services``; country and
+    ASN terms are never entries (:func:`terms_covering` counts them).
+
+    Returns (entries in order, without duplicates; number of rules left out for
+    their services).
     """
     out: dict[str, None] = {}
     left_out = 0
@@ -82,9 +96,16 @@ def allow_nets(rules: Iterable[NetworkRule], services: frozenset[str]) -> tuple[
         if not _covers(rule, services):
             left_out += 1
             continue
+        if _is_term(rule):
+            continue
         for entry in _ANY_NETS if rule.spec == ANY else (rule.spec,):
             out[entry] = None
     return list(out), left_out
+
+
+def terms_covering(rules: Iterable[NetworkRule], services: frozenset[str]) -> int:
+    """Country and ASN terms that would apply to every service of the export."""
+    return sum(1 for rule in rules if _is_term(rule) and _covers(rule, services))
 
 
 def _line_safe(text: str) -> bool:
@@ -100,6 +121,7 @@ def dovecot_passwd_file(
     """Lines of a Dovecot passwd-file for ``services`` (format: module docstring)."""
     wanted = frozenset(services)
     result = ExportResult()
+    global_rules = tuple(global_rules)
     globals_, global_left_out = allow_nets(global_rules, wanted)
     for user in users:
         reason = _skip_reason(user)
@@ -117,12 +139,14 @@ def dovecot_passwd_file(
             continue
         own, left_out = allow_nets(user.rules, wanted)
         result.rules_left_out += left_out
+        result.terms_left_out += terms_covering(user.rules, wanted)
         nets = list(dict.fromkeys([*own, *globals_]))
         if not nets:
             nets = [NO_NETWORK]
             result.no_network += 1
         result.lines.append(f"{user.name}:{stored}::::::allow_nets={','.join(nets)}")
     result.rules_left_out += global_left_out
+    result.terms_left_out += terms_covering(global_rules, wanted)
     return result
 
 

@@ -13,9 +13,10 @@ from saslnetauth.cli.common import (
     pass_app,
     read_password,
 )
+from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import BackendError
 from saslnetauth.model import AppPasswordRecord
-from saslnetauth.netrules import describe_services, parse_address
+from saslnetauth.netrules import Address, describe_services, parse_address
 from saslnetauth.runtime import make_engine
 from saslnetauth.store import SqlStore
 from saslnetauth.verdict import Reason, Verdict
@@ -72,6 +73,7 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
         click.echo(f"ACCEPTED: {head}")
         click.echo(f"  credential: {credential}")
         click.echo(f"  allowed by: {decision.matched}")
+        _explain_geoip(engine, store, decision.user, addr, service)
         raise click.exceptions.Exit(EXIT_OK)
     verdict = "TEMPFAIL" if decision.verdict is Verdict.TEMPFAIL else "REJECTED"
     click.echo(f"{verdict}: {head}")
@@ -83,6 +85,7 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
         click.echo(f"  detail: {decision.detail}")
     if decision.reason is Reason.NETWORK:
         _list_applicable(store, decision.user, service, apw)
+    _explain_geoip(engine, store, decision.user, addr, service)
     code = EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_ERROR
     raise click.exceptions.Exit(code)
 
@@ -104,6 +107,50 @@ def _explain(reason: Reason, apw: AppPasswordRecord | None, service: str) -> str
             "nor in a global network for this service"
         )
     return _EXPLAIN.get(reason, "")
+
+
+def _explain_geoip(
+    engine: DecisionEngine, store: object, name: str, addr: Address | None, service: str
+) -> None:
+    """Where the address is, when the GeoIP databases are configured or a country or
+    ASN term applies; and why such terms cannot match (fail closed)."""
+    from saslnetauth.geoip import FOUND
+    from saslnetauth.store import SqlStore
+
+    assert isinstance(store, SqlStore)
+    geoip = engine.geoip
+    try:
+        user = store.get_user(name)
+        sets = [store.global_rules()] + ([user.rules] if user is not None else [])
+    except BackendError:
+        sets = []
+    terms = any(rules.wants_geo(service) for rules in sets)
+    if geoip is None or not geoip.configured:
+        if terms:
+            click.echo(
+                "  geoip: no [geoip] database is configured: country and ASN terms match nothing"
+            )
+        return
+    if addr is None:
+        if terms:
+            click.echo("  geoip: no client address: country and ASN terms match nothing")
+        return
+    geo, status = geoip.locate(addr)
+    found = [f"country {geo.country}" if geo.country else "", f"AS{geo.asn}" if geo.asn else ""]
+    click.echo(f"  geoip: {', '.join(f for f in found if f) or 'nothing known'} ({status})")
+    if status != FOUND:
+        for state in geoip.states():
+            if not state.path:
+                continue
+            if not state.loaded:
+                click.echo(f"    {state.describe()}: its terms match nothing")
+            elif (state.kind == "country" and geo.country is None) or (
+                state.kind == "asn" and geo.asn is None
+            ):
+                click.echo(
+                    f"    {state.kind} database {state.path} does not know {addr}: "
+                    f"{state.kind} terms do not match it"
+                )
 
 
 def _app_password(store: SqlStore, name: str, label: str) -> AppPasswordRecord | None:

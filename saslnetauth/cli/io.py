@@ -347,6 +347,12 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
             f"note: {result.rules_left_out} network rule(s) left out: "
             f"they are not valid for all of {svc}"
         )
+    if result.terms_left_out:
+        lines.append(
+            f"note: {result.terms_left_out} country/ASN term(s) left out: Dovecot's allow_nets "
+            "cannot express them (logins they would admit fail; the Lua bridge or the policy "
+            "endpoint asks saslnetauth instead)"
+        )
     apps, app_users = store.count_app_passwords()
     if apps:
         lines.append(

@@ -41,9 +41,10 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     """Summarise the server's recent verdicts.
 
     Shows verdict counts, failures per service and reason, the client
-    addresses and networks (/24, /48) that failed most, and the users whose
-    correct password was used from a forbidden network (likely stolen
-    credentials). Reads the record `saslnetauth serve` keeps ([report]
+    addresses and networks (/24, /48) that failed most, failures by country
+    and by autonomous system (when [geoip] databases are configured), and
+    the users whose correct password was used from a forbidden network
+    (likely stolen credentials). Reads the record `saslnetauth serve` keeps ([report]
     record = true, the default).
     """
     from saslnetauth.store.events import build_report
@@ -64,6 +65,8 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     _section("failures by reason", data["failures_by_reason"])
     _rows("top denied addresses", data["top_denied_addresses"], "address")
     _rows("top denied networks", data["top_denied_networks"], "network")
+    _rows("failures by country", data["failures_by_country"], "country")
+    _rows("failures by ASN", data["failures_by_asn"], "asn", prefix="AS")
     stolen = data["stolen_credentials"]
     assert isinstance(stolen, list)
     click.echo(
@@ -82,8 +85,8 @@ def _section(title: str, counts: object) -> None:
     click.echo(f"{title}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
 
 
-def _rows(title: str, rows: object, key: str) -> None:
+def _rows(title: str, rows: object, key: str, prefix: str = "") -> None:
     assert isinstance(rows, list)
     click.echo(f"{title}:" + ("" if rows else " none"))
     for r in rows:
-        click.echo(f"  {r[key]:<40} {r['failures']}")
+        click.echo(f"  {prefix + str(r[key]):<40} {r['failures']}")

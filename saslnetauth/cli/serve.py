@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import click
 
 from saslnetauth.cli.common import AppContext, pass_app
-from saslnetauth.config import Config, ServeConfig, load_config, validate
+from saslnetauth.config import Config, load_config, validate
 from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
+from saslnetauth.settings import ServeConfig
 
 if TYPE_CHECKING:
     from saslnetauth.serve.server import AuthServer
@@ -187,7 +188,9 @@ async def _run(
         )
         record = recorder.record
         closers += [recorder.close, record_store.close]
-    server = AuthServer(decider, cfg.serve, reload=reload, measured=measured, record=record)
+    server = AuthServer(
+        decider, cfg.serve, reload=reload, measured=measured, record=record, geoip=cfg.geoip
+    )
     await server.start(sockets)
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)

@@ -11,6 +11,8 @@ import base64
 import os
 import socket
 
+from saslnetauth.dovecot.protocol import unescape
+
 __all__ = ["AuthClientError", "AuthReply", "AuthServerUnreachable", "authenticate_plain", "connect"]
 
 #: Longest reply line we read from the server.
@@ -82,20 +84,6 @@ class _Lines:
         return line.decode("utf-8", "replace")
 
 
-def _unescape(value: str) -> str:
-    if "\x01" not in value:
-        return value
-    table = {"0": "\x00", "1": "\x01", "t": "\t", "r": "\r", "n": "\n", "l": "\n"}
-    out, it = [], iter(value)
-    for c in it:
-        if c == "\x01":
-            nxt = next(it, "")
-            out.append(table.get(nxt, nxt))
-        else:
-            out.append(c)
-    return "".join(out)
-
-
 def _clean(value: str) -> str:
     """Make a parameter value safe for a TAB-separated line."""
     return "".join(c for c in value if c not in "\t\n\r\x00\x01")
@@ -147,7 +135,7 @@ def authenticate_plain(
         for arg in parts[2:]:
             key, eq, value = arg.partition("=")
             if eq:
-                fields[key] = _unescape(value)
+                fields[key] = unescape(value)
             else:
                 flags.add(arg)
         temp = "temp" in flags or fields.get("code") == "temp_fail"

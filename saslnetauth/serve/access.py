@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from saslnetauth.config import DEFAULT_ALLOWED_GROUPS, DEFAULT_ALLOWED_USERS, ServeConfig
 from saslnetauth.errors import ConfigError
+from saslnetauth.settings import DEFAULT_ALLOWED_GROUPS, DEFAULT_ALLOWED_USERS, ServeConfig
 
 __all__ = ["MAX_LOGGED_PEERS", "Peer", "PeerPolicy", "RefusalLog", "identify"]
 

@@ -45,6 +45,11 @@ class Metrics:
         self.gauges: dict[str, tuple[str, float]] = {}
         #: Policy endpoint requests by (command, status): a closed set of labels.
         self.policy: Counter[tuple[str, str]] = Counter()
+        #: Failed logins by what the GeoIP databases knew of their address (found,
+        #: unknown, unavailable: saslnetauth.geoip).
+        self.located: Counter[str] = Counter()
+        #: The GeoIP databases: (database, loaded, build time) for the gauges.
+        self.geoip: list[tuple[str, bool, int | None]] = []
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
 
@@ -69,6 +74,10 @@ class Metrics:
             self.auth[key] += 1
         else:
             self.auth[(verdict, reason, "other")] += 1
+
+    def count_located(self, result: str) -> None:
+        """A failed login located by the GeoIP databases (a closed set of results)."""
+        self.located[result] += 1
 
     def count_policy(self, command: str, status: str) -> None:
         self.policy[(command, status)] += 1
@@ -107,6 +116,7 @@ class Metrics:
             for (command, status), n in sorted(self.policy.items()):
                 policy.add_metric((command, status), n)
             yield policy
+        yield from self._collect_geoip()
         for name, (help_text, value) in sorted(self.gauges.items()):
             if name.endswith("_total"):
                 counter = CounterMetricFamily(name.removesuffix("_total"), help_text)
@@ -114,6 +124,36 @@ class Metrics:
                 yield counter
             else:
                 yield GaugeMetricFamily(name, help_text, value=value)
+
+    def _collect_geoip(self) -> Iterator[Metric]:
+        if self.located:
+            located = CounterMetricFamily(
+                "saslnetauth_failures_located",
+                "Failed logins by what the GeoIP databases knew of the address: found, "
+                "unknown (not in a database), unavailable (a database not loaded).",
+                labels=("result",),
+            )
+            for result, n in sorted(self.located.items()):
+                located.add_metric((_label(result),), n)
+            yield located
+        if not self.geoip:
+            return
+        loaded = GaugeMetricFamily(
+            "saslnetauth_geoip_database_loaded",
+            "1 when the configured GeoIP database is loaded; 0: its terms match nothing.",
+            labels=("database",),
+        )
+        built = GaugeMetricFamily(
+            "saslnetauth_geoip_database_build_timestamp_seconds",
+            "Build time of the loaded GeoIP database (its metadata's build_epoch).",
+            labels=("database",),
+        )
+        for database, is_loaded, epoch in self.geoip:
+            loaded.add_metric((database,), 1.0 if is_loaded else 0.0)
+            if epoch is not None:
+                built.add_metric((database,), float(epoch))
+        yield loaded
+        yield built
 
     def render(self) -> str:
         """The text exposition format (prometheus_client's rendering)."""

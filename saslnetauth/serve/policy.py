@@ -35,13 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from saslnetauth.config import PolicyConfig
 from saslnetauth.errors import InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import UserRecord, normalize_username
-from saslnetauth.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.netrules import Locate, RuleSet, merged_match, parse_address
 from saslnetauth.serve.http import Request, Response
 from saslnetauth.serve.penalty import client_bucket
+from saslnetauth.settings import PolicyConfig
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 if TYPE_CHECKING:
@@ -93,9 +93,15 @@ def parse_request(body: bytes) -> PolicyRequest:
 
 
 def decide_network(
-    user: UserRecord | None, global_rules: RuleSet, req: PolicyRequest, unknown_users: str
+    user: UserRecord | None,
+    global_rules: RuleSet,
+    req: PolicyRequest,
+    unknown_users: str,
+    locate: Locate | None = None,
 ) -> tuple[bool, Reason]:
-    """Pure: may this login proceed from ``req.remote``? (allowed, reason).
+    """May this login proceed from ``req.remote``? (allowed, reason). Pure but for
+    ``locate`` (the GeoIP lookup of country and ASN terms; without it they match
+    nothing).
 
     A missing or unparsable address matches only ``local``, as in the engine."""
     addr = parse_address(req.remote)
@@ -107,7 +113,7 @@ def decide_network(
         return False, Reason.DISABLED
     else:
         rules = (user.rules, global_rules)
-    applicable, rule = merged_match(rules, addr, req.protocol)
+    applicable, rule = merged_match(rules, addr, req.protocol, locate)
     if rule is not None:
         return True, Reason.OK
     return False, Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
@@ -200,7 +206,14 @@ class PolicyService:
         except Exception as exc:  # fail closed
             log.error("%s", kv("policy lookup failed", user=name, error=repr(exc)))
             return -1
-        allowed, reason = decide_network(user, global_rules, req, self.settings.unknown_users)
+        geoip = self.server.geoip
+        allowed, reason = decide_network(
+            user,
+            global_rules,
+            req,
+            self.settings.unknown_users,
+            geoip.geo if geoip is not None else None,
+        )
         if not allowed:
             if self.settings.mode == "after_auth" and reason in (
                 Reason.NETWORK,

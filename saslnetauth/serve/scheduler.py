@@ -25,13 +25,21 @@ whether the login *could* succeed:
 While nothing waits and the slice has room, a login goes straight to a
 worker without being classified (counted in the slice, since it might be
 one that cannot succeed): a server that is not busy works as if there were
-no scheduler.
+no scheduler. So does one whose verifications are cheap: while the logins
+in flight would keep a new one waiting less than :data:`QUIET_WAIT` (their
+number times the running estimate of a verification, over the workers),
+it too goes straight to the workers' queue, unclassified (classifying costs
+a user lookup on the server's own thread, which with PLAIN or fast hashes
+costs more than the verification it would order). Expensive hashes, where
+order matters, push the estimate up and bring classification back within
+a few logins; a slice of 0 (``hopeless_share = 0``: never verify a login that
+cannot succeed) always classifies.
 
 Nothing here depends on the password, and from outside every network an
 unknown name classifies like an existing one, so the reply and its timing
 class reveal neither.
 
-The scheduler is a :class:`~saslnetauth.serve.workers.Decider` in front of
+The scheduler is a :class:`~saslnetauth.serve.decider.Decider` in front of
 the real one and never hands it more than its ``capacity`` at once.
 """
 
@@ -40,12 +48,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import OrderedDict, deque
-from collections.abc import Hashable
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from saslnetauth.logfmt import kv
+from saslnetauth.serve.fairqueue import FairQueue
 from saslnetauth.serve.penalty import client_bucket
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -53,9 +61,9 @@ if TYPE_CHECKING:
     from saslnetauth.config import Config
     from saslnetauth.engine import Classified
     from saslnetauth.serve.classifier import Classifier
-    from saslnetauth.serve.workers import Decider
+    from saslnetauth.serve.decider import Decider, Login
 
-__all__ = ["FairQueue", "Scheduler", "hopeless_slots"]
+__all__ = ["Scheduler", "hopeless_slots"]
 
 log = logging.getLogger("saslnetauth.serve.scheduler")
 
@@ -65,6 +73,9 @@ SWEEP_INTERVAL = 0.05
 EWMA = 0.1
 #: Seconds a verification is assumed to take before one was measured.
 INITIAL_ESTIMATE = 0.1
+#: Seconds of expected wait behind the logins in flight below which a new login
+#: skips classification even when the workers are busy (see the module doc).
+QUIET_WAIT = 0.02
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -86,45 +97,6 @@ class _Ticket:
     expires: float
     waiter: asyncio.Future[bool]
     admitted_at: float = 0.0
-
-
-class FairQueue:
-    """Round robin over groups, and within a group over keys; FIFO within a key."""
-
-    def __init__(self) -> None:
-        self._groups: OrderedDict[Hashable, OrderedDict[Hashable, deque[_Ticket]]] = OrderedDict()
-        self._len = 0
-
-    def __len__(self) -> int:
-        return self._len
-
-    def push(self, group: Hashable, key: Hashable, item: _Ticket) -> None:
-        keys = self._groups.get(group)
-        if keys is None:
-            keys = self._groups[group] = OrderedDict()
-        items = keys.get(key)
-        if items is None:
-            items = keys[key] = deque()
-        items.append(item)
-        self._len += 1
-
-    def pop(self) -> _Ticket | None:
-        while self._groups:
-            group, keys = next(iter(self._groups.items()))
-            key, items = next(iter(keys.items()))
-            item = items.popleft()
-            self._len -= 1
-            if not items:
-                del keys[key]
-            else:
-                keys.move_to_end(key)
-            if not keys:
-                del self._groups[group]
-            else:
-                self._groups.move_to_end(group)
-            if not item.waiter.done():
-                return item
-        return None
 
 
 @dataclass
@@ -150,7 +122,7 @@ class Scheduler:
         self.hopeless_in_flight = 0
         self.estimate = INITIAL_ESTIMATE
         self.counts = _Counts()
-        self._could = FairQueue()
+        self._could: FairQueue[_Ticket] = FairQueue(lambda t: t.waiter.done())
         self._could_expiry: deque[_Ticket] = deque()  # arrival order
         self._hopeless: deque[_Ticket] = deque()  # arrival order
         self._sweeper: asyncio.TimerHandle | None = None
@@ -188,17 +160,11 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self._could) + len(self._hopeless)
 
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision:
+    async def decide(self, login: Login, timeout: float | None = None) -> Decision:
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         serve = self.cfg.serve
+        deadline = arrival + (serve.request_timeout if timeout is None else timeout)
         if self._quiet():
             # Nothing waits and the bounded slice has room: straight to a worker without
             # classifying (the path of a server that is not busy), counted in the slice.
@@ -206,38 +172,40 @@ class Scheduler:
             self._take(ticket)
             self.counts.direct += 1
         else:
-            c = self.classifier.cached(user, rip, service)
+            c = self.classifier.cached(login.user, login.rip, login.service)
             if c is None:
                 self.classifying += 1
                 try:
-                    c = await self.classifier.classify(user, rip, service)
+                    async with asyncio.timeout_at(deadline):
+                        c = await self.classifier.classify(login.user, login.rip, login.service)
                 finally:
                     self.classifying -= 1
-            ready = self._classified(c, rip, service, arrival)
+            ready = self._classified(c, login.rip, login.service, arrival, deadline)
             if isinstance(ready, Decision):
                 return ready
             ticket = ready
             if not await ticket.waiter:
-                return self._expired(ticket, c, rip, service)
-        remaining = arrival + serve.request_timeout - loop.time()
+                return self._expired(ticket, c, login.rip, login.service)
+        remaining = deadline - loop.time()
         try:
             if remaining <= 0:  # admitted too late: never sent to a worker
-                return self._timed_out(user)
-            return await self.inner.decide(user, password, rip, service, timeout=remaining)
+                return self._timed_out(login.user)
+            return await self.inner.decide(login, timeout=remaining)
         finally:
             self._release(ticket)
 
     def _quiet(self) -> bool:
-        return (
-            not self._could
-            and not self._hopeless
-            and self.classifying == 0
-            and self.in_flight < self.capacity
-            and self.hopeless_in_flight < self.hopeless_cap
-        )
+        if self._could or self._hopeless or self.classifying:
+            return False
+        cap = self.hopeless_cap
+        if self.in_flight < self.capacity and self.hopeless_in_flight < cap:
+            return True
+        # busy, but with cheap verifications: waiting behind them costs less than
+        # classifying would
+        return cap > 0 and self.in_flight * self.estimate < QUIET_WAIT * self.size
 
     def _classified(
-        self, c: Classified, rip: str | None, service: str, arrival: float
+        self, c: Classified, rip: str | None, service: str, arrival: float, deadline: float
     ) -> _Ticket | Decision:
         """A ticket in the login's lane, or the refusal of a login that cannot succeed."""
         self.counts.classified += 1
@@ -252,7 +220,7 @@ class Scheduler:
             else:
                 ticket.waiter.add_done_callback(self._count_verified)
             return ticket
-        ticket = _Ticket(False, arrival + serve.request_timeout, _loop().create_future())
+        ticket = _Ticket(False, deadline, _loop().create_future())
         if not self._admit_now(ticket):
             bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
             self._could.push(c.network, bucket, ticket)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saslnetauth.authlog import log_decision
-from saslnetauth.config import Config, ServeConfig
+from saslnetauth.config import Config
 from saslnetauth.deadline import FailureDeadline
 from saslnetauth.dovecot.protocol import (
     AuthRequest,
@@ -43,15 +43,17 @@ from saslnetauth.dovecot.sasl import (
     Credentials,
 )
 from saslnetauth.errors import BackendError
+from saslnetauth.geoip import GeoLocator
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.alerts import AlertRunner
-from saslnetauth.serve.http import HttpServer, Request, Response
+from saslnetauth.serve.decider import Decider, Login
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
-from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
+from saslnetauth.serve.metrics import Metrics
+from saslnetauth.serve.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
 from saslnetauth.serve.session import Session
-from saslnetauth.serve.workers import Decider
+from saslnetauth.settings import GeoipConfig, ServeConfig
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 __all__ = ["AuthServer"]
@@ -84,6 +86,7 @@ class AuthServer:
         reload: Callable[[], tuple[Config, ServeConfig]] | None = None,
         measured: float = 0.0,
         record: Callable[[Decision, str | None, str], None] | None = None,
+        geoip: GeoipConfig | None = None,
     ) -> None:
         self.decider = decider
         #: The verdict record (``saslnetauth report``) for the failures decided here;
@@ -112,9 +115,12 @@ class AuthServer:
             "stolen_credentials": 0,
         }
         self.metrics = Metrics()
-        self._metrics_http: HttpServer | None = None
+        self._metrics_http: MetricsEndpoint | None = None
         self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
         self.user_penalty = PenaltyBox(**_penalty_settings(settings))
+        #: This process's GeoIP databases: the policy endpoint's lookups and the gauges
+        #: of /metrics (the workers hold their own).
+        self.geoip = GeoLocator(geoip, watch=True) if geoip is not None else None
         self._configure(settings)
 
     def _configure(self, settings: ServeConfig, policy: PeerPolicy | None = None) -> None:
@@ -148,58 +154,14 @@ class AuthServer:
             self._servers.append(srv)
             log.info("%s", kv("listening", on=describe(sock)))
 
+    @property
+    def connections_open(self) -> int:
+        return len(self._sessions)
+
     async def start_metrics(self, sock: socket.socket) -> None:
-        """Serve GET /metrics (Prometheus text format) on ``sock`` (:mod:`.http`)."""
-        self._metrics_http = HttpServer(
-            self._on_metrics, name="metrics", allow_from=self.settings.metrics_allow_from
-        )
+        """Serve GET /metrics on ``sock`` (:mod:`.metrics_endpoint`)."""
+        self._metrics_http = MetricsEndpoint(self)
         await self._metrics_http.start(sock)
-
-    def render_metrics(self) -> str:
-        m = self.metrics
-        for name, text, value in (
-            ("saslnetauth_connections_open", "Client connections now.", len(self._sessions)),
-            ("saslnetauth_pending_verifications", "Verifications queued or running.", self.pending),
-            (
-                "saslnetauth_penalised_clients",
-                "Clients with a brute-force penalty.",
-                len(self.ip_penalty),
-            ),
-            (
-                "saslnetauth_connections_total",
-                "Client connections accepted.",
-                self.stats["connections"],
-            ),
-            (
-                "saslnetauth_connections_refused_total",
-                "Client connections refused (peer not allowed, per-peer or total limit).",
-                self.stats["refused"],
-            ),
-            (
-                "saslnetauth_overload_total",
-                "Logins refused for max_pending.",
-                self.stats["overload"],
-            ),
-            (
-                "saslnetauth_stolen_credentials_total",
-                "Correct passwords from forbidden networks.",
-                self.stats["stolen_credentials"],
-            ),
-            ("saslnetauth_alerts_fired_total", "Alert commands started.", self.alerts.fired),
-            (
-                "saslnetauth_alerts_dropped_total",
-                "Alerts not run: as many alert commands were running as allowed.",
-                self.alerts.dropped,
-            ),
-            *getattr(self.decider, "metric_values", list)(),
-        ):
-            m.set_gauge(name, text, value)
-        return m.render()
-
-    async def _on_metrics(self, request: Request) -> Response:
-        if request.method == "GET" and request.path in ("/metrics", "/"):
-            return Response(200, self.render_metrics().encode(), content_type=CONTENT_TYPE)
-        return Response(404, b"not found\n", content_type="text/plain")
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -257,6 +219,8 @@ class AuthServer:
                 asyncio.gather(*(srv.wait_closed() for srv in self._servers)), CLOSE_TIMEOUT
             )
         await self.decider.close()
+        if self.geoip is not None:
+            await asyncio.to_thread(self.geoip.close)
         log.info("%s", kv("stopped", **self.stats))
 
     def reload(self) -> None:
@@ -280,6 +244,9 @@ class AuthServer:
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
             return
+        if self.geoip is not None:
+            old, self.geoip = self.geoip, await asyncio.to_thread(GeoLocator, cfg.geoip, watch=True)
+            await asyncio.to_thread(old.close)
         self.measured = measured
         self._configure(settings, policy)
         log.info(
@@ -359,6 +326,8 @@ class AuthServer:
         self.metrics.observe(
             decision.verdict.value, decision.reason.value, auth.service, now - arrival
         )
+        if decision.geoip is not None:
+            self.metrics.count_located(decision.geoip)
         extra = 0.0
         if decision.verdict is Verdict.OK:
             # The user brake is not cleared: it only counts failures from outside the
@@ -423,10 +392,10 @@ class AuthServer:
         self.pending += 1
         remaining = arrival + self.settings.request_timeout - time.monotonic()
         try:
-            return await asyncio.wait_for(
-                self.decider.decide(creds.username, creds.password, auth.rip, auth.service),
-                max(remaining, 0.001),
-            )
+            # each decider keeps the time limit itself, with one timer for all its
+            # requests rather than one per login
+            login = Login(creds.username, creds.password, auth.rip, auth.service)
+            return await self.decider.decide(login, timeout=max(remaining, 0.001))
         except Exception as exc:  # fail closed
             if isinstance(exc, TimeoutError):
                 detail = "verification timed out"

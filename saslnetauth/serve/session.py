@@ -89,6 +89,9 @@ class Session:
         self.closed = False
         self.draining = False  # the server is stopping
         self.last_active = asyncio.get_running_loop().time()  # last byte in or out
+        # one timer per connection for the handshake and idle timeouts (not one per
+        # read): it looks at last_active when it fires and re-arms itself
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # -- I/O ------------------------------------------------------------------------
 
@@ -96,29 +99,10 @@ class Session:
         mechs = [(name, flags) for name, flags in MECHANISMS.items()]
         self.send(format_handshake(mechs, cuid=self.cuid))
         loop = asyncio.get_running_loop()
-        handshake_deadline = loop.time() + self.server.settings.handshake_timeout
+        self._watchdog = loop.call_later(self.server.settings.handshake_timeout, self._on_watchdog)
         while not self.closed:
-            idle = self.server.settings.idle_timeout
-            timeout: float | None = None
-            if self.codec.version is None:
-                timeout = max(0.0, handshake_deadline - loop.time())
-            elif idle > 0 and (self.exchanges or self.running):
-                timeout = idle  # requests in flight: not idle, look again later
-            elif idle > 0:
-                timeout = max(0.05, self.last_active + idle - loop.time())  # since last I/O
             try:
-                if timeout is None:
-                    data = await self.reader.read(READ_SIZE)
-                else:
-                    data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-            except TimeoutError:
-                if self.codec.version is not None:
-                    busy = self.exchanges or self.running
-                    if busy or loop.time() - self.last_active < idle:
-                        continue
-                reason = "idle" if self.codec.version is not None else "handshake_timeout"
-                log.info("%s", kv("connection closed", cuid=self.cuid, reason=reason))
-                return
+                data = await self.reader.read(READ_SIZE)
             except (ConnectionError, OSError):
                 return
             if not data:
@@ -143,6 +127,32 @@ class Session:
                 if self.closed:
                     return
 
+    def _on_watchdog(self) -> None:
+        """The handshake deadline, or a look at whether the connection went idle:
+        close it, or come back when it could be."""
+        self._watchdog = None
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.codec.version is None:
+            reason = "handshake_timeout"
+        else:
+            idle = self.server.settings.idle_timeout
+            if idle <= 0:  # no idle timeout (a reload may bring one)
+                self._watchdog = loop.call_at(now + 60.0, self._on_watchdog)
+                return
+            if self.exchanges or self.running:  # requests in flight: not idle
+                self._watchdog = loop.call_at(now + idle, self._on_watchdog)
+                return
+            if now - self.last_active < idle:
+                when = max(self.last_active + idle, now + 0.05)
+                self._watchdog = loop.call_at(when, self._on_watchdog)
+                return
+            reason = "idle"
+        log.info("%s", kv("connection closed", cuid=self.cuid, reason=reason))
+        self.close()  # the read in run() sees the end of the stream
+
     def send(self, data: bytes) -> None:
         if not self.closed and not self.writer.is_closing():
             self.writer.write(data)
@@ -161,6 +171,9 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         for ex in self.exchanges.values():
             if ex.expiry is not None:
                 ex.expiry.cancel()

@@ -16,6 +16,7 @@ from saslnetauth.verdict import Decision
 if TYPE_CHECKING:
     from saslnetauth.config import Config
     from saslnetauth.engine import DecisionEngine
+    from saslnetauth.serve.decider import Login
 
 __all__ = ["ThreadDecider"]
 
@@ -44,23 +45,28 @@ class ThreadDecider:
     def capacity(self) -> int:
         return self.size
 
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision:
+    async def decide(self, login: Login, timeout: float | None = None) -> Decision:
         engine = self.engine
         if engine is None:
             raise BackendError("decision threads not started")
         loop = asyncio.get_running_loop()
         after_reply: list[Callable[[], None]] = []
-        decision = await loop.run_in_executor(
-            self.executor,
-            functools.partial(engine.decide, user, password, rip, service, after_reply=after_reply),
-        )
+        if timeout is None:
+            timeout = self.cfg.serve.request_timeout
+        # past the limit the caller gets TimeoutError (TEMPFAIL); the thread finishes
+        # its decision unseen
+        async with asyncio.timeout(timeout):
+            decision = await loop.run_in_executor(
+                self.executor,
+                functools.partial(
+                    engine.decide,
+                    login.user,
+                    login.password,
+                    login.rip,
+                    login.service,
+                    after_reply=after_reply,
+                ),
+            )
         if after_reply:
             # call_soon: the server sends the reply in the step that resumes now,
             # so the rehash is handed to the pool only after that

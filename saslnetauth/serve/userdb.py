@@ -32,6 +32,7 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from saslnetauth.dovecot.protocol import unescape
 from saslnetauth.errors import BackendError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import UserRecord, normalize_username
@@ -49,17 +50,6 @@ IDLE_TIMEOUT = 300.0
 LOOKUP_TIMEOUT = 5.0
 
 
-def _unescape(value: str) -> str:
-    """Dovecot tab-escaping (``\\x01`` + code) of a single field."""
-    if "\x01" not in value:
-        return value
-    codes = {"0": "\0", "1": "\x01", "t": "\t", "r": "\r", "n": "\n", "l": "\n"}
-    out, it = [], iter(value)
-    for ch in it:
-        out.append(codes.get(next(it, ""), "") if ch == "\x01" else ch)
-    return "".join(out)
-
-
 def answer(
     line: str, lookup: Callable[[str], UserRecord | None], *, pam_any_user: bool = False
 ) -> str | None:
@@ -72,7 +62,7 @@ def answer(
         return None
     if len(parts) < 3 or not parts[1].isdigit() or len(parts[1]) > 10:
         raise ValueError("malformed USER request")
-    req_id, raw = parts[1], _unescape(parts[2])
+    req_id, raw = parts[1], unescape(parts[2])
     try:
         name = normalize_username(raw)
     except InvalidUsernameError:

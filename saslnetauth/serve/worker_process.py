@@ -77,6 +77,9 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                             d.detail,
                             d.network_ok,
                             d.verify_seconds,
+                            d.country,
+                            d.asn,
+                            d.geoip,
                             d.credential,
                         )
                     )

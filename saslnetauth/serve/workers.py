@@ -30,10 +30,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
+from saslnetauth.serve.decider import Decider, Login
 from saslnetauth.serve.frames import cut_frames, frame
 from saslnetauth.serve.threads import RETIRE_TIMEOUT, ThreadDecider
 from saslnetauth.serve.worker_process import worker_main
@@ -52,35 +53,6 @@ PER_WORKER = 2
 START_TIMEOUT = 60.0
 #: Seconds between checks for requests past ``[serve] request_timeout``.
 SWEEP_INTERVAL = 0.1
-
-
-class Decider(Protocol):
-    """Where the server's logins are decided: worker processes, or threads."""
-
-    #: Workers (processes or threads); each decides one login at a time.
-    @property
-    def size(self) -> int: ...
-
-    #: Requests it works on at once (more wait in its own queue).
-    @property
-    def capacity(self) -> int: ...
-
-    async def start(self) -> None: ...
-
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision: ...
-
-    async def reload(self, cfg: Config) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def describe(self) -> str: ...
 
 
 def make_decider(cfg: Config) -> Decider:
@@ -281,15 +253,7 @@ class WorkerPool:
         # moment it answers, without a round through the scheduler in front of us
         return self.size * (PER_WORKER + 1)
 
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision:
-        """The verdict; TEMPFAIL after ``timeout`` (default ``[serve] request_timeout``)."""
+    async def decide(self, login: Login, timeout: float | None = None) -> Decision:
         if not any(not w.retiring for w in self.workers) and self._closing:
             raise BackendError("no decision worker available")
         loop = asyncio.get_running_loop()
@@ -299,8 +263,8 @@ class WorkerPool:
         deadline = loop.time() + timeout  # time.monotonic(): the worker reads the same clock
         job = _Job(
             rid,
-            user,
-            frame((rid, user, password, rip, service, deadline)),
+            login.user,
+            frame((rid, login.user, login.password, login.rip, login.service, deadline)),
             loop.create_future(),
             deadline,
         )
@@ -367,7 +331,8 @@ class WorkerPool:
             asyncio.get_running_loop().call_soon(self._refill)
 
     def _on_decision(self, w: _Worker, msg: Any) -> None:
-        # (rid, verdict, reason, then Decision's other fields in their order)
+        # (rid, verdict, reason, then Decision's other fields in their order: the geoip
+        # ones and the credential included)
         job = w.pending.pop(msg[0], None)
         if job is not None and not job.future.done():
             job.future.set_result(Decision(Verdict(msg[1]), Reason(msg[2]), *msg[3:]))

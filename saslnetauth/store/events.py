@@ -70,6 +70,8 @@ class EventRecorder:
                 decision.verdict.value,
                 decision.reason.value,
                 decision.credentials_valid,
+                decision.country,
+                decision.asn,
                 decision.credential,
             )
         )
@@ -110,7 +112,7 @@ class EventRecorder:
         rows: list[Any] = []
         seconds: dict[int, str] = {}
         rips: dict[str | None, str | None] = {}
-        for t, user, rip, service, verdict, reason, valid, credential in batch:
+        for t, user, rip, service, verdict, reason, valid, country, asn, credential in batch:
             if sqlite:  # SQLAlchemy's SQLite DateTime text, so that reports read it back
                 sec = int(t)
                 if sec not in seconds:
@@ -129,6 +131,8 @@ class EventRecorder:
                 "verdict": verdict,
                 "reason": reason,
                 "credentials_valid": bool(valid),
+                "country": country,
+                "asn": asn,
                 "credential": credential[:64] if credential else None,
             }
             rows.append(tuple(values[k] for k in order) if order else values)
@@ -173,7 +177,18 @@ class EventRecorder:
             log.warning("%s", kv("verdict record prune failed", error=str(exc)[:200]))
 
 
-_COLUMNS = ("ts", "user", "rip", "service", "verdict", "reason", "credentials_valid", "credential")
+_COLUMNS = (
+    "ts",
+    "user",
+    "rip",
+    "service",
+    "verdict",
+    "reason",
+    "credentials_valid",
+    "country",
+    "asn",
+    "credential",
+)
 _INSERT = auth_events.insert().values({name: sa.bindparam(name) for name in _COLUMNS})
 
 
@@ -185,6 +200,8 @@ class Report:
     failures_by_reason: Counter[str] = field(default_factory=Counter)
     denied_addresses: Counter[str] = field(default_factory=Counter)
     denied_networks: Counter[str] = field(default_factory=Counter)
+    failures_by_country: Counter[str] = field(default_factory=Counter)
+    failures_by_asn: Counter[int] = field(default_factory=Counter)
     #: (user, address, app password label or None) -> count, last, services
     stolen: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
 
@@ -200,6 +217,12 @@ class Report:
             ],
             "top_denied_networks": [
                 {"network": a, "failures": n} for a, n in self.denied_networks.most_common(top)
+            ],
+            "failures_by_country": [
+                {"country": c, "failures": n} for c, n in self.failures_by_country.most_common(top)
+            ],
+            "failures_by_asn": [
+                {"asn": a, "failures": n} for a, n in self.failures_by_asn.most_common(top)
             ],
             "stolen_credentials": sorted(
                 (
@@ -230,17 +253,25 @@ def build_report(store: SqlStore, since: datetime) -> Report:
         cols.verdict,
         cols.reason,
         cols.credentials_valid,
+        cols.country,
+        cols.asn,
         cols.credential,
     ).where(cols.ts >= since)
     stolen_reasons = {Reason.NETWORK.value, Reason.NO_NETWORK_RULES.value}
     try:
         with store.engine.connect() as conn:
-            for ts, user, rip, service, verdict, reason, valid, label in conn.execute(query):
+            for ts, user, rip, service, verdict, reason, valid, country, asn, label in conn.execute(
+                query
+            ):
                 rep.verdicts[verdict] += 1
                 if verdict != "fail":
                     continue
                 rep.failures_by_service[service or "-"] += 1
                 rep.failures_by_reason[reason] += 1
+                if country:
+                    rep.failures_by_country[country] += 1
+                if asn:
+                    rep.failures_by_asn[int(asn)] += 1
                 if rip:
                     rep.denied_addresses[rip] += 1
                     net = client_key(rip, ipv4_prefix=24, ipv6_prefix=48)

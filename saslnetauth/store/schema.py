@@ -54,17 +54,37 @@ _LABEL = sa.String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), 
 _TOKEN = sa.String(32).with_variant(mysql.VARCHAR(32, collation="utf8mb4_bin"), "mysql", "mariadb")
 _NET = sa.String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
 
+
+def _id() -> sa.Column[object]:
+    return sa.Column("id", sa.Integer, primary_key=True, autoincrement=True)
+
+
+def _owner(name: str, target: str, constraint: str) -> sa.Column[object]:
+    """The row's owner (``table.id``): deleting the owner deletes the row."""
+    return sa.Column(
+        name,
+        sa.Integer,
+        sa.ForeignKey(target, ondelete="CASCADE", name=constraint),
+        nullable=False,
+    )
+
+
+def _created_at() -> sa.Column[object]:
+    """When the row was written (the database's clock)."""
+    return sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    )
+
+
 users = sa.Table(
     "users",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("name", _NAME, nullable=False),
     sa.Column("password_hash", sa.Text, nullable=True),
     sa.Column("backend", sa.String(16), nullable=False, server_default="hash"),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _created_at(),
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
@@ -74,19 +94,12 @@ users = sa.Table(
 user_networks = sa.Table(
     "user_networks",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "user_id",
-        sa.Integer,
-        sa.ForeignKey("users.id", ondelete="CASCADE", name="fk_user_networks_user"),
-        nullable=False,
-    ),
+    _id(),
+    _owner("user_id", "users.id", "fk_user_networks_user"),
     sa.Column("network", _NET, nullable=False),
     sa.Column("services", sa.String(255), nullable=True),
     sa.Column("comment", sa.String(255), nullable=True),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _created_at(),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("user_id", "network", name="uq_user_networks_user_network"),
     sa.Index("ix_user_networks_user_id", "user_id"),
@@ -95,13 +108,11 @@ user_networks = sa.Table(
 global_networks = sa.Table(
     "global_networks",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    _id(),
     sa.Column("network", _NET, nullable=False),
     sa.Column("services", sa.String(255), nullable=True),
     sa.Column("comment", sa.String(255), nullable=True),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _created_at(),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.UniqueConstraint("network", name="uq_global_networks_network"),
 )
@@ -135,22 +146,15 @@ auth_events = sa.Table(
 app_passwords = sa.Table(
     "app_passwords",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "user_id",
-        sa.Integer,
-        sa.ForeignKey("users.id", ondelete="CASCADE", name="fk_app_passwords_user"),
-        nullable=False,
-    ),
+    _id(),
+    _owner("user_id", "users.id", "fk_app_passwords_user"),
     sa.Column("label", _LABEL, nullable=False),
     sa.Column("token_id", _TOKEN, nullable=False),
     sa.Column("secret_hash", sa.String(255), nullable=False),
     sa.Column("services", sa.String(255), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _created_at(),
     sa.UniqueConstraint("user_id", "label", name="uq_app_passwords_user_label"),
     sa.UniqueConstraint("token_id", name="uq_app_passwords_token_id"),
     sa.Index("ix_app_passwords_user_id", "user_id"),
@@ -160,17 +164,10 @@ app_passwords = sa.Table(
 app_password_networks = sa.Table(
     "app_password_networks",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(
-        "app_password_id",
-        sa.Integer,
-        sa.ForeignKey("app_passwords.id", ondelete="CASCADE", name="fk_app_password_networks_app"),
-        nullable=False,
-    ),
+    _id(),
+    _owner("app_password_id", "app_passwords.id", "fk_app_password_networks_app"),
     sa.Column("network", _NET, nullable=False),
-    sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
-    ),
+    _created_at(),
     sa.UniqueConstraint("app_password_id", "network", name="uq_app_password_networks_app_network"),
     sa.Index("ix_app_password_networks_app_password_id", "app_password_id"),
 )

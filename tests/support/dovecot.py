@@ -22,7 +22,6 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 from tests.support.net import (
@@ -40,7 +39,7 @@ from tests.support.net import (
     wait_port,
     wait_unix,
 )
-from tests.support.peers import missing, require_binary
+from tests.support.peers import Daemon, missing, require_binary
 from tests.support.roots import trixie
 
 LOGIN_USER = "dovenull"
@@ -193,7 +192,7 @@ def imap_login(host: str, port: int, source_ip: str, user: str, password: str) -
     return ok
 
 
-class DovecotInstance:
+class DovecotInstance(Daemon):
     """A private Dovecot 2.3 under ``tmpdir``.
 
     ``passwd`` lines (see :func:`passwd_line`) go into ``tmpdir/passwd``, used
@@ -248,14 +247,58 @@ class DovecotInstance:
         self._started = False
         self._master_pid: int | None = None
 
-    def _pop3_service(self, address_key: str, listen: str) -> str:
-        if not self.pop3_port:
-            return ""
+    #: How an inet_listener names its address: ``address`` (2.3) or ``listen`` (2.4).
+    address_key = "address"
+
+    def _basics(self) -> str:
+        """The lines both versions' configurations share: paths, protocols, users."""
+        listen = "127.0.0.1, ::1" if self.ipv6 else "127.0.0.1"
         return (
-            "service pop3-login {\n"
-            f"  inet_listener pop3 {{\n    {address_key} = {listen}\n"
-            f"    port = {self.pop3_port}\n  }}\n"
-            "  inet_listener pop3s {\n    port = 0\n  }\n}\n"
+            f"base_dir = {self.inside(self.base_dir)}\n"
+            f"state_dir = {self.inside(self.state_dir)}\n"
+            f"log_path = {self.inside(self.log_file)}\n"
+            f"protocols = {' '.join(self.protocols)}\n"
+            f"listen = {listen}\n"
+            "default_internal_user = root\n"
+            f"default_login_user = {LOGIN_USER}\n"
+            "ssl = no\n"
+        )
+
+    def _auth_settings(self) -> str:
+        return (
+            "auth_mechanisms = plain login\n"
+            "auth_verbose = yes\n"
+            f"auth_debug = {'yes' if self.auth_debug else 'no'}\n"
+            f"auth_failure_delay = {self.auth_failure_delay}\n"
+        )
+
+    def _services(self) -> str:
+        """The auth service's listeners, anvil without the auth penalty, the IMAP and
+        POP3 listeners and the test's extra configuration (both versions)."""
+        key = self.address_key
+        listen = "127.0.0.1, ::1" if self.ipv6 else "127.0.0.1"
+        listeners = "  unix_listener auth-client {\n    mode = 0666\n  }\n"
+        for path in self.auth_sockets:
+            listeners += f"  unix_listener {self.inside(path)} {{\n    mode = 0666\n  }}\n"
+        if self.auth_inet_port:
+            listeners += (
+                f"  inet_listener auth-client {{\n    {key} = 127.0.0.1\n"
+                f"    port = {self.auth_inet_port}\n  }}\n"
+            )
+        logins = ""
+        for service, port in (("imap", self.imap_port), ("pop3", self.pop3_port)):
+            if port:
+                logins += (
+                    f"service {service}-login {{\n"
+                    f"  inet_listener {service} {{\n    {key} = {listen}\n"
+                    f"    port = {port}\n  }}\n"
+                    f"  inet_listener {service}s {{\n    port = 0\n  }}\n}}\n"
+                )
+        return (
+            f"service auth {{\n{listeners}}}\n"
+            "# no exponential auth penalty for repeated failures from one IP\n"
+            "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
+            f"{logins}{self.extra_config}\n"
         )
 
     def _find_programs(self) -> None:
@@ -282,51 +325,12 @@ class DovecotInstance:
         return f"inet:127.0.0.1:{self.auth_inet_port}" if self.auth_inet_port else None
 
     def config_text(self) -> str:
-        listen = "127.0.0.1, ::1" if self.ipv6 else "127.0.0.1"
-        auth_listeners = "  unix_listener auth-client {\n    mode = 0666\n  }\n"
-        for path in self.auth_sockets:
-            auth_listeners += f"  unix_listener {path} {{\n    mode = 0666\n  }}\n"
-        if self.auth_inet_port:
-            auth_listeners += (
-                "  inet_listener auth-client {\n    address = 127.0.0.1\n"
-                f"    port = {self.auth_inet_port}\n  }}\n"
-            )
-        imap = ""
-        if self.imap_port:
-            imap = (
-                "service imap-login {\n"
-                f"  inet_listener imap {{\n    address = {listen}\n"
-                f"    port = {self.imap_port}\n  }}\n"
-                "  inet_listener imaps {\n    port = 0\n  }\n}\n"
-            )
-        imap += self._pop3_service("address", listen)
         return f"""\
 # private Dovecot instance (tests/support/dovecot.py)
-base_dir = {self.base_dir}
-state_dir = {self.state_dir}
-log_path = {self.log_file}
-protocols = {" ".join(self.protocols)}
-listen = {listen}
-default_internal_user = root
-default_login_user = {LOGIN_USER}
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_verbose = yes
-auth_debug = {"yes" if self.auth_debug else "no"}
-auth_failure_delay = {self.auth_failure_delay}
-mail_location = maildir:{self.mail_dir}/%u
+{self._basics()}disable_plaintext_auth = no
+{self._auth_settings()}mail_location = maildir:{self.mail_dir}/%u
 {self.passdb}{self.userdb}
-service auth {{
-{auth_listeners}}}
-# no exponential auth penalty for repeated failures from one IP
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-{imap}{self.extra_config}
-"""
+{self._services()}"""
 
     # -- life cycle ----------------------------------------------------
     def start(self) -> None:
@@ -376,22 +380,6 @@ service anvil {{
             os.kill(pid, signal.SIGTERM)
         reap_session(pid)
         self._master_pid = None
-
-    def __enter__(self) -> DovecotInstance:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- clients -------------------------------------------------------
     def auth_test(
@@ -493,6 +481,8 @@ class Dovecot24Instance(DovecotInstance):
     ``passdb``/``userdb`` default to passwd-file (2.4 syntax).
     """
 
+    address_key = "listen"
+
     def __init__(self, tmpdir: Path, **kw: object) -> None:
         self.chroot = trixie_root()
         super().__init__(tmpdir, **kw)  # type: ignore[arg-type]
@@ -517,7 +507,6 @@ class Dovecot24Instance(DovecotInstance):
             raise PeerError(f"{p} is outside the chroot {self.chroot}") from None
 
     def config_text(self) -> str:
-        listen = "127.0.0.1, ::1" if self.ipv6 else "127.0.0.1"
         passwd = self.inside(self.passwd_file)
         passdb = self.passdb
         if passdb.startswith("passdb {") and "passwd-file" in passdb:
@@ -529,50 +518,13 @@ class Dovecot24Instance(DovecotInstance):
                 "  fields {\n    uid = nobody\n    gid = nogroup\n"
                 f"    home = {self.inside(self.home_dir)}/%{{user}}\n  }}\n}}\n"
             )
-        auth_listeners = "  unix_listener auth-client {\n    mode = 0666\n  }\n"
-        for path in self.auth_sockets:
-            auth_listeners += f"  unix_listener {self.inside(path)} {{\n    mode = 0666\n  }}\n"
-        if self.auth_inet_port:
-            auth_listeners += (
-                "  inet_listener auth-client {\n    listen = 127.0.0.1\n"
-                f"    port = {self.auth_inet_port}\n  }}\n"
-            )
-        imap = ""
-        if self.imap_port:
-            imap = (
-                "service imap-login {\n"
-                f"  inet_listener imap {{\n    listen = {listen}\n"
-                f"    port = {self.imap_port}\n  }}\n"
-                "  inet_listener imaps {\n    port = 0\n  }\n}\n"
-            )
-        imap += self._pop3_service("listen", listen)
         return f"""\
 # private Dovecot 2.4 instance (tests/support/dovecot.py)
 dovecot_config_version = 2.4.1
 dovecot_storage_version = 2.4.1
-base_dir = {self.inside(self.base_dir)}
-state_dir = {self.inside(self.state_dir)}
-log_path = {self.inside(self.log_file)}
-protocols = {" ".join(self.protocols)}
-listen = {listen}
-default_internal_user = root
-default_login_user = {LOGIN_USER}
-ssl = no
-auth_allow_cleartext = yes
-auth_mechanisms = plain login
-auth_verbose = yes
-auth_debug = {"yes" if self.auth_debug else "no"}
-auth_failure_delay = {self.auth_failure_delay}
-auth_cache_size = 0
+{self._basics()}auth_allow_cleartext = yes
+{self._auth_settings()}auth_cache_size = 0
 mail_driver = maildir
 mail_path = {self.inside(self.mail_dir)}/%{{user}}
 {passdb}{userdb}
-service auth {{
-{auth_listeners}}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-{imap}{self.extra_config}
-"""
+{self._services()}"""

@@ -22,7 +22,6 @@ import smtplib
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import NamedTuple
 
 from tests.support.net import (
@@ -39,7 +38,7 @@ from tests.support.net import (
     wait_file_match,
     wait_port,
 )
-from tests.support.peers import missing
+from tests.support.peers import Daemon, missing
 from tests.support.roots import HOST, Root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +114,7 @@ def render_main_cf(shipped: str, overrides: Mapping[str, str]) -> str:
     return text
 
 
-class PostfixInstance:
+class PostfixInstance(Daemon):
     """A private Postfix (config, queue, data dir and maillog under ``tmpdir``).
 
     ``sasl_path``: an absolute UNIX socket path, ``inet:HOST:PORT``, or a path
@@ -301,22 +300,6 @@ class PostfixInstance:
         if pid is not None:
             reap_session(pid)
         self._master_pid = None
-
-    def __enter__(self) -> PostfixInstance:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def run(self, *cmd: str) -> str:
         """Run a Postfix command (in the root); its stdout, or :class:`PeerError` with the maillog."""

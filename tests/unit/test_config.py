@@ -106,8 +106,8 @@ def test_allowed_users_numeric_ids_are_ascii_digits_only(name: str) -> None:
     """Non-ASCII digits pass str.isdigit(); int() then raised a bare ValueError
     (superscript two) or read another uid (Arabic-Indic 100): the class of issue 11
     item 3. Such a name is an unknown user."""
-    from saslnetauth.config import ServeConfig
     from saslnetauth.serve.access import PeerPolicy
+    from saslnetauth.settings import ServeConfig
 
     with pytest.raises(ConfigError, match="no such user"):
         PeerPolicy.from_settings(ServeConfig(allowed_users=[name]))

@@ -14,7 +14,9 @@ from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.engine import Classified
 from saslnetauth.netrules import NetworkRule
 from saslnetauth.serve.classifier import Classifier
-from saslnetauth.serve.scheduler import FairQueue, Scheduler, hopeless_slots
+from saslnetauth.serve.decider import Login
+from saslnetauth.serve.fairqueue import FairQueue
+from saslnetauth.serve.scheduler import Scheduler, hopeless_slots
 from saslnetauth.store import SqlStore
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -35,19 +37,12 @@ class GateDecider:
     async def start(self) -> None:
         return None
 
-    async def decide(
-        self,
-        user: str,
-        password: bytes,
-        rip: str | None,
-        service: str,
-        timeout: float | None = None,
-    ) -> Decision:
+    async def decide(self, login: Login, timeout: float | None = None) -> Decision:
         gate = asyncio.get_running_loop().create_future()
-        self.calls.append(user)
-        self.gates[user] = gate
+        self.calls.append(login.user)
+        self.gates[login.user] = gate
         await gate
-        return Decision(Verdict.FAIL, Reason.BAD_PASSWORD, user)
+        return Decision(Verdict.FAIL, Reason.BAD_PASSWORD, login.user)
 
     def open(self, user: str) -> None:
         self.gates[user].set_result(None)
@@ -89,7 +84,7 @@ class Harness:
         self.tasks: dict[str, asyncio.Task[Decision]] = {}
 
     def submit(self, name: str, rip: str, user: str | None = None) -> None:
-        coro = self.sched.decide(user or name, b"guess", rip, "smtp")
+        coro = self.sched.decide(Login(user or name, b"guess", rip, "smtp"))
         self.tasks[name] = asyncio.ensure_future(coro)
 
     async def classified(self, n: int) -> None:
@@ -266,7 +261,7 @@ def test_fair_queue_round_robin() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        q = FairQueue()
+        q: FairQueue[_Ticket] = FairQueue(lambda t: t.waiter.done())
         tickets = {}
         for name, group, key in [
             ("a1", "g1", 1),

@@ -1,0 +1,87 @@
+"""``[serve] metrics_listen``: GET /metrics of the responder (Prometheus text
+format, rendered by :mod:`saslnetauth.serve.metrics`), served over
+:mod:`saslnetauth.serve.http` to the peers of ``[serve] metrics_allow_from``
+only; the gauges are read from the server at the moment of the request."""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from saslnetauth.serve.http import HttpServer, Request, Response
+from saslnetauth.serve.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from saslnetauth.serve.server import AuthServer
+
+__all__ = ["MetricsEndpoint"]
+
+
+class MetricsEndpoint:
+    """The responder's metrics over HTTP."""
+
+    def __init__(self, server: AuthServer) -> None:
+        self.server = server
+        self.http = HttpServer(
+            self._handle, name="metrics", allow_from=server.settings.metrics_allow_from
+        )
+
+    async def start(self, sock: socket.socket) -> None:
+        await self.http.start(sock)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def render(self) -> str:
+        """The Prometheus text of this moment."""
+        server = self.server
+        m = server.metrics
+        if server.geoip is not None:
+            m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
+        for name, text, value in (
+            ("saslnetauth_connections_open", "Client connections now.", server.connections_open),
+            (
+                "saslnetauth_pending_verifications",
+                "Verifications queued or running.",
+                server.pending,
+            ),
+            (
+                "saslnetauth_penalised_clients",
+                "Clients with a brute-force penalty.",
+                len(server.ip_penalty),
+            ),
+            (
+                "saslnetauth_connections_total",
+                "Client connections accepted.",
+                server.stats["connections"],
+            ),
+            (
+                "saslnetauth_connections_refused_total",
+                "Client connections refused (peer not allowed, per-peer or total limit).",
+                server.stats["refused"],
+            ),
+            (
+                "saslnetauth_overload_total",
+                "Logins refused for max_pending.",
+                server.stats["overload"],
+            ),
+            (
+                "saslnetauth_stolen_credentials_total",
+                "Correct passwords from forbidden networks.",
+                server.stats["stolen_credentials"],
+            ),
+            ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
+            (
+                "saslnetauth_alerts_dropped_total",
+                "Alerts not run: as many alert commands were running as allowed.",
+                server.alerts.dropped,
+            ),
+            *getattr(server.decider, "metric_values", list)(),
+        ):
+            m.set_gauge(name, text, value)
+        return m.render()
+
+    async def _handle(self, request: Request) -> Response:
+        if request.method == "GET" and request.path in ("/metrics", "/"):
+            return Response(200, self.render().encode(), content_type=CONTENT_TYPE)
+        return Response(404, b"not found\n", content_type="text/plain")
