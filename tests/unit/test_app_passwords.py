@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -440,8 +441,6 @@ def test_a_users_row_keeps_its_shape_without_app_passwords(sqlite_store: SqlStor
 
 
 def _readme_rows() -> list[list[str]]:
-    from pathlib import Path
-
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = text.split("| password | client | service | verdict | why |", 1)[1]
     rows = []
@@ -506,3 +505,35 @@ def test_the_readme_rule_table(sqlite_store: SqlStore, fast_hasher: PasswordHash
             d = engine.decide("alice", token, rip, svc)
             assert (d.verdict, d.reason) == (want, reason), (password, client, svc, d)
     assert special == 2
+
+
+def test_country_terms_in_app_password_networks(
+    sqlite_store: SqlStore, fast_hasher: PasswordHasher, tmp_path: Path
+) -> None:
+    """An app password's networks may be country/ASN terms like any network; the
+    main password's own terms are matched with the same locator."""
+    from saslnetauth.geoip import GeoLocator
+    from saslnetauth.settings import GeoipConfig
+    from tests.support.geoipdb import write_countries
+
+    db = write_countries(tmp_path / "c.mmdb", {"192.0.2.0/24": "DE", "198.51.100.0/24": "FR"})
+    sqlite_store.add_user("gus", fast_hasher.hash(PW), networks=[_net("country:FR")])
+    phone = _add(sqlite_store, "gus", "phone", "country:DE", services="imap")
+    engine = DecisionEngine(
+        sqlite_store, fast_hasher, geoip=GeoLocator(GeoipConfig(country_db=str(db)))
+    )
+    d = engine.decide("gus", phone, "192.0.2.7", "imap")
+    assert d.ok and d.matched == "app password phone network country:DE (imap)"
+    d = engine.decide("gus", phone, "198.51.100.7", "imap")  # France: the main password's
+    assert (d.verdict, d.reason, d.credential, d.country) == (
+        Verdict.FAIL,
+        Reason.NETWORK,
+        "phone",
+        "FR",
+    )
+    assert engine.decide("gus", PW, "198.51.100.7", "imap").ok
+    d = engine.decide("gus", PW, "192.0.2.7", "imap")  # Germany: the phone's only
+    assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.NETWORK, None)
+    assert engine.classify("gus", "192.0.2.7", "imap").could_succeed
+    assert not engine.classify("gus", "192.0.2.7", "smtp").could_succeed
+    engine.close()
