@@ -39,6 +39,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "gil": ([], ["--seconds", "1"]),
     "import_100k": ([], []),
     "dovecot24": ([], ["--quick"]),
+    "app_passwords": ([], ["--logins", "6", "--fast-logins", "50"]),
 }
 
 

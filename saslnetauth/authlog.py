@@ -10,6 +10,7 @@ report use too)::
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=bad_password
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes
     auth fail: user=bob service=imap rip=198.51.100.7 reason=bad_password country=NL asn=64496
+    auth fail: user=alice service=imap rip=203.0.113.9 credential=phone reason=bad_password
     auth tempfail: user=alice service=smtp rip=192.0.2.9 reason=backend_error error="..."
 
 A failure carries ``country=`` and ``asn=`` when the GeoIP databases
@@ -47,6 +48,7 @@ def log_decision(d: Decision, rip: str | None, service: str, **extra: object) ->
         "user": d.user or None,
         "service": service or None,
         "rip": canonical_rip(rip),
+        "credential": d.credential,  # an app password's label; None (left out): main password
     }
     fields.update(extra)
     if d.verdict is Verdict.OK:

@@ -304,10 +304,14 @@ def _local(
     probe.start()
     name = user.decode("utf-8")  # checked in main()
     after_reply: list[Callable[[], None]] = []
+    used: dict[int, float] = {}
+    engine.on_app_password_used = lambda aid: used.__setitem__(aid, time.time())
     decision = engine.decide(
         name, password, rip, service, log_fields={"via": "checkpassword"}, after_reply=after_reply
     )
     if decision.verdict is Verdict.OK:
+        if used:  # an app password's last use, written now: exec replaces this process
+            after_reply.append(lambda: _touch(engine, used))
         for job in after_reply:  # rehash_on_login: exec replaces this process
             job()
         _exec_reply(opts.reply, decision.user, authorized=False)
@@ -316,6 +320,16 @@ def _local(
     deadline.observe(decision.verify_seconds)
     sleep_until(deadline.at(arrival))
     _exit(EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_FAIL)
+
+
+def _touch(engine: DecisionEngine, used: dict[int, float]) -> None:
+    from saslnetauth.store import SqlStore
+
+    assert isinstance(engine.store, SqlStore)
+    try:
+        engine.store.touch_app_passwords(used)
+    except Exception as exc:  # never fails the login
+        _log(f"app password last use not written: {exc}")
 
 
 def _lookup(opts: Options, user: bytes) -> NoReturn:

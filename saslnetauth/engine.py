@@ -16,6 +16,11 @@ Implements the policy contract of docs/design.md:
    ``credentials_valid=yes``;
 6. any infrastructure error -> TEMPFAIL, never OK.
 
+App passwords (per-device credentials) follow :mod:`saslnetauth.apppolicy`:
+a password that names one of the user's app passwords is checked against
+it alone (no slow hash), any other as the main password, so a login costs at
+most one slow hash; classification counts their networks too.
+
 An empty password is refused before anything else (no lookup, no hash):
 Dovecot's ``nopassword`` or an empty ``{PLAIN}`` never lets one in. When the
 reply leaves is not the engine's business: every frontend answers a failure
@@ -43,8 +48,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from saslnetauth.apppolicy import named_app_password, usable_rules, verify_app_password
 from saslnetauth.authlog import log_decision
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
@@ -145,6 +152,8 @@ class DecisionEngine:
         #: Where addresses are, for country and ASN terms (None: they match nothing).
         self.geoip = geoip
         self._locate = geoip.geo if geoip is not None else None
+        #: Told the id of an app password after each OK with it (last_used_at).
+        self.on_app_password_used: Callable[[int], None] | None = None
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -152,6 +161,10 @@ class DecisionEngine:
         """Load what the first login would otherwise wait for (errors are left to it)."""
         with contextlib.suppress(Exception):
             self.store.global_rules()
+
+    def utcnow(self) -> datetime:
+        """:attr:`clock` as an aware datetime (app passwords' ``expires_at``)."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def close(self) -> None:
         for fn in reversed(self.closers):
@@ -282,7 +295,8 @@ class DecisionEngine:
             # any PAM (system) user, under the global networks only
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         rules = found.global_rules
-        sets = (rules,) if user is None else (user.rules, rules)
+        # an existing user could succeed with any of its credentials
+        sets = (rules,) if user is None else (user.rules, *usable_rules(user, self.utcnow), rules)
         applicable, rule = merged_match(
             sets, parse_address(rip), service, self._locate, now=self.clock()
         )
@@ -320,9 +334,24 @@ class DecisionEngine:
                 verify_seconds=time.perf_counter() - started,
             )
 
+        found = c.lookup.global_rules if c.lookup is not None else RuleSet()
+        named = named_app_password(user, secret)
+        if named is not None:  # that app password alone, no slow hash
+            used, locate = self.on_app_password_used, self._locate
+            return verify_app_password(
+                user, *named, rip, service, found, clock=self.utcnow, on_used=used, locate=locate
+            )
+
         # The network is matched for every existing user before the password,
-        # so the work done does not depend on which check fails.
+        # so the work done does not depend on which check fails. The main password
+        # has the user's networks and the global ones, never the app passwords'
+        # (which the classification counted).
         applicable, rule = c.applicable, c.rule
+        if user.app_passwords:
+            addr = parse_address(rip)
+            applicable, rule = merged_match(
+                (user.rules, found), addr, service, self._locate, now=self.clock()
+            )
         net_ok = rule is not None
         started = time.perf_counter()
         checked = self._check_credentials(user, secret, rip, service)

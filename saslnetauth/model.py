@@ -18,6 +18,7 @@ from saslnetauth.netrules import RuleSet
 __all__ = [
     "BACKENDS",
     "MAX_USERNAME",
+    "AppPasswordRecord",
     "NetworkRecord",
     "Store",
     "UserRecord",
@@ -82,6 +83,51 @@ class NetworkRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AppPasswordRecord:
+    """One app password of a user (README, "App passwords"): never its secret in the clear.
+
+    ``rules`` are its own networks, limited to its ``services``; ``error`` says why a
+    row written by a script is unusable (it then admits nothing, and a login that
+    names it fails temporarily)."""
+
+    id: int
+    label: str
+    token_id: str
+    secret_hash: str
+    services: frozenset[str] | None
+    expires_at: datetime | None  # aware, UTC
+    rules: RuleSet = field(default_factory=RuleSet)
+    networks: tuple[NetworkRecord, ...] = ()
+    last_used_at: datetime | None = None
+    created_at: datetime | None = None
+    error: str | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def usable(self, now: datetime) -> bool:
+        """Valid and not expired: its networks may admit a login."""
+        return self.error is None and not self.expired(now)
+
+    def applies_to(self, service: str) -> bool:
+        return self.services is None or service in self.services
+
+    def to_json(self, now: datetime) -> dict[str, object]:
+        """The documented ``user app-password list --json`` shape (no secret, no hash)."""
+        return {
+            "label": self.label,
+            "services": sorted(self.services) if self.services else [],
+            "networks": [n.to_json() for n in self.networks],
+            "expires_at": _iso(self.expires_at),
+            "expired": self.expired(now),
+            "last_used_at": _iso(self.last_used_at),
+            "created_at": _iso(self.created_at),
+            "valid": self.error is None,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class UserRecord:
     """A user as the engine needs it: validated, with its parsed networks."""
 
@@ -94,6 +140,15 @@ class UserRecord:
     networks: tuple[NetworkRecord, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: Per-device credentials (read with the user at every login).
+    app_passwords: tuple[AppPasswordRecord, ...] = ()
+
+    def app_password(self, token_id: str) -> AppPasswordRecord | None:
+        """The app password a token names by its identifier, if it is this user's."""
+        for app in self.app_passwords:
+            if app.token_id == token_id:
+                return app
+        return None
 
     def to_json(self, now: float | None = None) -> dict[str, object]:
         """The documented, stable ``--json`` shape of a user (expiry as of ``now``)."""

@@ -163,7 +163,8 @@ def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> D
 
 
 def build_server_engine(cfg: Config) -> DecisionEngine:
-    """The engine of a long-running server: store, verdict record, closers.
+    """The engine of a long-running server: store, verdict record, the app passwords'
+    last use, closers.
 
     The schema was checked by ``saslnetauth serve`` before it started its
     workers. A database that is down is logged and tolerated (logins fail
@@ -183,6 +184,11 @@ def build_server_engine(cfg: Config) -> DecisionEngine:
         store = open_store(cfg, check_schema=False)
     engine = make_engine(cfg, store, watch_geoip=True)
     engine.closers.append(store.close)
+    from saslnetauth.store.lastused import LastUsedRecorder
+
+    last_used = LastUsedRecorder(store)
+    engine.on_app_password_used = last_used.touch
+    engine.closers.append(last_used.close)
     if cfg.report.record:
         from saslnetauth.store.events import EventRecorder
 

@@ -33,6 +33,7 @@ class Reason(enum.Enum):
     EMPTY_PASSWORD = "empty_password"  # noqa: S105 - refused before any verification
     NO_PASSWORD = "no_password"  # noqa: S105 - user has no usable hash
     DISABLED = "disabled"
+    EXPIRED = "expired"  # an app password past its expiry
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
     BACKEND_ERROR = "backend_error"
@@ -52,7 +53,8 @@ class Decision:
     network rule that admitted the login (``None`` unless ``OK``).
     ``credentials_valid`` is true when the password was right, whatever
     the verdict: a correct password from a forbidden network is the loud
-    "likely stolen credentials" event.
+    "likely stolen credentials" event. ``credential`` names the app password
+    the password was checked as (README, "App passwords").
     """
 
     verdict: Verdict
@@ -75,6 +77,8 @@ class Decision:
     geoip: str | None = None
     #: When the rule in ``matched`` expires (UNIX time); None: permanent or no match.
     expires: float | None = None
+    #: The label of the app password the login named (None: the main password).
+    credential: str | None = None
 
     @property
     def ok(self) -> bool:

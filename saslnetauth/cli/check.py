@@ -6,6 +6,7 @@ import time
 
 import click
 
+from saslnetauth.apppolicy import credential_rule_sets
 from saslnetauth.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -17,8 +18,10 @@ from saslnetauth.cli.common import (
 from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import BackendError
 from saslnetauth.expiry import describe_expiry
-from saslnetauth.netrules import Address, parse_address
+from saslnetauth.model import AppPasswordRecord
+from saslnetauth.netrules import Address, describe_services, parse_address
 from saslnetauth.runtime import make_engine
+from saslnetauth.store import SqlStore
 from saslnetauth.verdict import Reason, Verdict
 
 _EXPLAIN = {
@@ -30,6 +33,7 @@ _EXPLAIN = {
     Reason.NETWORK: "the password is correct, but no allowed network contains the client address",
     Reason.NO_NETWORK_RULES: "the password is correct, but no network at all applies to this "
     "service for this user (fail closed)",
+    Reason.EXPIRED: "the app password is right, but it has expired",
     Reason.BACKEND_ERROR: "temporary failure",
 }
 
@@ -66,23 +70,50 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
     if rip and addr is None:
         where = f"{rip!r} (unparsable, treated as no address)"
     head = f"user {decision.user} from {where} for {service}"
+    label = decision.credential
+    credential = f"app password {label}" if label else "main password"
+    if decision.reason is Reason.UNKNOWN_USER:
+        credential = "-"
     if decision.verdict is Verdict.OK:
         click.echo(f"ACCEPTED: {head}")
+        click.echo(f"  credential: {credential}")
         click.echo(f"  allowed by: {decision.matched}")
         if decision.expires is not None:
             click.echo(f"  matched grant: {describe_expiry(decision.expires, now)}")
         _explain_geoip(engine, store, decision.user, addr, service)
         raise click.exceptions.Exit(EXIT_OK)
-    label = "TEMPFAIL" if decision.verdict is Verdict.TEMPFAIL else "REJECTED"
-    click.echo(f"{label}: {head}")
-    click.echo(f"  reason: {decision.reason.value} ({_EXPLAIN.get(decision.reason, '')})")
+    verdict = "TEMPFAIL" if decision.verdict is Verdict.TEMPFAIL else "REJECTED"
+    click.echo(f"{verdict}: {head}")
+    click.echo(f"  credential: {credential}")
+    apw = _app_password(store, decision.user, label) if label else None
+    explain = _explain(decision.reason, apw, service)
+    click.echo(f"  reason: {decision.reason.value} ({explain})")
     if decision.detail:
         click.echo(f"  detail: {decision.detail}")
     if decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES):
-        _list_applicable(store, decision.user, service, now)
+        _list_applicable(store, decision.user, service, apw, now)
     _explain_geoip(engine, store, decision.user, addr, service)
     code = EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_ERROR
     raise click.exceptions.Exit(code)
+
+
+def _explain(reason: Reason, apw: AppPasswordRecord | None, service: str) -> str:
+    if apw is not None and reason is Reason.NO_NETWORK_RULES:
+        if not apw.applies_to(service):
+            limited = describe_services(apw.services)
+            return f"the app password is right, but it is limited to {limited}"
+        return (
+            "the app password is right, but it has no network of its own and no global "
+            "network applies to this service"
+        )
+    if apw is not None and reason is Reason.EXPIRED and apw.expires_at:
+        return f"the app password is right, but it expired at {apw.expires_at:%Y-%m-%d %H:%M} UTC"
+    if apw is not None and reason is Reason.NETWORK:
+        return (
+            "the app password is right, but the client address is in none of its networks "
+            "nor in a global network for this service"
+        )
+    return _EXPLAIN.get(reason, "")
 
 
 def _explain_geoip(
@@ -129,13 +160,21 @@ def _explain_geoip(
                 )
 
 
-def _list_applicable(store: object, name: str, service: str, now: float) -> None:
-    """The networks that apply to ``service``, and the expired grants that would."""
-    from saslnetauth.store import SqlStore
-
-    assert isinstance(store, SqlStore)
+def _app_password(store: SqlStore, name: str, label: str) -> AppPasswordRecord | None:
     user = store.get_user(name)
-    rules = list(user.rules.rules if user else ()) + list(store.global_rules().rules)
+    return next((a for a in user.app_passwords if a.label == label), None) if user else None
+
+
+def _list_applicable(
+    store: SqlStore, name: str, service: str, app: AppPasswordRecord | None, now: float
+) -> None:
+    """The networks that could have admitted this credential for ``service``, and the
+    expired grants that would have."""
+    if app is not None:
+        rules = [r for rs in credential_rule_sets(app, store.global_rules(), service) for r in rs]
+    else:
+        user = store.get_user(name)
+        rules = list(user.rules.rules if user else ()) + list(store.global_rules().rules)
     applicable = [r for r in rules if r.applies_to(service) and r.live(now)]
     expired = [r for r in rules if r.applies_to(service) and not r.live(now)]
     if applicable or not expired:

@@ -300,7 +300,7 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     0.0.0.0/0,::/0; local stays local. A user with no
     such network gets allow_nets=255.255.255.255/32, which no client can
     match (fail closed). Disabled users, PAM users and users without a
-    password are not written.
+    password are not written, nor app passwords (counted in the summary).
 
     A passwd-file holds one allow_nets per user, so export one file per set
     of services (e.g. --service imap --service pop3, and another for
@@ -363,6 +363,13 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
             f"note: the next network grant in this file "
             f"{describe_expiry(result.next_expiry, now)}; it stays valid in the file until "
             "the next export: run the export again before then"
+        )
+    apps, app_users = store.count_app_passwords()
+    if apps:
+        lines.append(
+            f"note: {apps} app password(s) of {app_users} user(s) not exported: a passwd-file "
+            "cannot limit them to their own networks and services; they work through "
+            "saslnetauth serve (auth socket, Lua bridge) and saslnetauth-checkpassword only"
         )
     for line in lines:
         click.echo(line, err=to_stdout)

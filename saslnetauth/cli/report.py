@@ -73,8 +73,9 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
         "correct password from a forbidden network (likely stolen):" + ("" if stolen else " none")
     )
     for s in stolen:
+        who = f"{s['user']} (app password {s['credential']})" if s["credential"] else s["user"]
         click.echo(
-            f"  {s['user']} from {s['address']}: {s['count']} times, last {s['last']}, "
+            f"  {who} from {s['address']}: {s['count']} times, last {s['last']}, "
             f"services {','.join(s['services'])}"
         )
 

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from saslnetauth.cli.apppw import app_password
 from saslnetauth.cli.common import (
     AppContext,
     check_comment,
@@ -186,7 +187,7 @@ def list_(app: AppContext, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
 @pass_app
 def show(app: AppContext, name: str, as_json: bool) -> None:
-    """Show user NAME: state, password scheme and networks."""
+    """Show user NAME: state, password scheme, networks and app passwords."""
     store = app.store()
     u = store.get_user(name, details=True)
     if u is None:
@@ -212,6 +213,14 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         if n.error:
             line += f"  INVALID, ignored: {n.error}"
         click.echo(line)
+    _, apps = store.list_app_passwords(u.name)
+    click.echo("app passwords:" + ("" if apps else " none"))
+    for a in apps:  # they admit from their own networks: part of where this user logs in
+        nets = ", ".join(n.network for n in a.networks if not n.error) or "global only"
+        click.echo(f"  {a.label}  ({describe_services(a.services)}; {nets})")
+
+
+user.add_command(app_password)
 
 
 @user.group("net")

@@ -3,7 +3,8 @@ comes from a forbidden network.
 
 The command gets the user, client address and service in the environment
 (``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``, ``SASLNETAUTH_SERVICE``,
-``SASLNETAUTH_REASON``) and as one ``key=value`` line on standard input,
+``SASLNETAUTH_REASON``, ``SASLNETAUTH_CREDENTIAL``: the app password's label,
+empty for the main password) and as one ``key=value`` line on standard input,
 never the password. The address is the canonical one (``::ffff:192.0.2.1``
 becomes ``192.0.2.1``; one that does not parse is cleaned like a log
 value), the other values are cleaned too (no control characters, no NUL),
@@ -34,7 +35,12 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def alert_environment(
-    user: str, rip: str | None, service: str, reason: str, parent: dict[str, str] | None = None
+    user: str,
+    rip: str | None,
+    service: str,
+    reason: str,
+    parent: dict[str, str] | None = None,
+    credential: str | None = None,
 ) -> dict[str, str]:
     """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*."""
     source = os.environ if parent is None else parent
@@ -45,6 +51,7 @@ def alert_environment(
         "SASLNETAUTH_RIP": str(addr) if addr is not None else printable(rip or ""),
         "SASLNETAUTH_SERVICE": printable(service),
         "SASLNETAUTH_REASON": printable(reason),
+        "SASLNETAUTH_CREDENTIAL": printable(credential or ""),
     }
     if source.get("LANG"):
         env["LANG"] = printable(source["LANG"])
@@ -61,23 +68,35 @@ class AlertRunner:
         self.dropped = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def fire(self, user: str, rip: str | None, service: str, reason: str) -> None:
+    def fire(
+        self, user: str, rip: str | None, service: str, reason: str, credential: str | None = None
+    ) -> None:
         """Start the command in the background (never awaits it)."""
         if not self.command:
             return
         if self.running >= self.max_running:
             self.dropped += 1
-            log.warning("%s", kv("alert dropped", user=user, rip=rip or "-", running=self.running))
+            log.warning(
+                "%s",
+                kv(
+                    "alert dropped",
+                    user=user,
+                    rip=rip or "-",
+                    credential=credential,
+                    running=self.running,
+                ),
+            )
             return
         self.running += 1
         self.fired += 1
-        task = asyncio.ensure_future(self._run(user, rip, service, reason))
+        env = alert_environment(user, rip, service, reason, credential=credential)
+        task = asyncio.ensure_future(self._run(env))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, user: str, rip: str | None, service: str, reason: str) -> None:
+    async def _run(self, env: dict[str, str]) -> None:
         try:
-            await self._execute(alert_environment(user, rip, service, reason))
+            await self._execute(env)
         except Exception as exc:  # never lose the slot, never crash the server
             log.error("%s", kv("alert command error", error=repr(exc)))
         finally:
@@ -90,6 +109,7 @@ class AlertRunner:
             rip=env["SASLNETAUTH_RIP"] or "-",
             service=env["SASLNETAUTH_SERVICE"],
             reason=env["SASLNETAUTH_REASON"],
+            credential=env["SASLNETAUTH_CREDENTIAL"] or None,
         )
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -345,7 +345,13 @@ class AuthServer:
                 Reason.NO_NETWORK_RULES,
             ):
                 self.stats["stolen_credentials"] += 1
-                self.alerts.fire(decision.user, auth.rip, auth.service, decision.reason.value)
+                self.alerts.fire(
+                    decision.user,
+                    auth.rip,
+                    auth.service,
+                    decision.reason.value,
+                    decision.credential,
+                )
         return decision, self.deadline.at(arrival, wait=wait, extra=extra)
 
     def refuse(

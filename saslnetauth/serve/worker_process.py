@@ -70,15 +70,17 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                             rid,
                             d.verdict.value,
                             d.reason.value,
+                            # then Decision's other fields, in their order
                             d.user,
                             d.credentials_valid,
-                            d.network_ok,
                             d.matched,
                             d.detail,
+                            d.network_ok,
                             d.verify_seconds,
                             d.country,
                             d.asn,
                             d.geoip,
+                            d.credential,
                         )
                     )
                 )

@@ -331,22 +331,11 @@ class WorkerPool:
             asyncio.get_running_loop().call_soon(self._refill)
 
     def _on_decision(self, w: _Worker, msg: Any) -> None:
-        rid, verdict, reason, user, valid, net_ok, matched, detail, spent, *geo = msg
-        job = w.pending.pop(rid, None)
+        # (rid, verdict, reason, then Decision's other fields in their order: the geoip
+        # ones and the credential included)
+        job = w.pending.pop(msg[0], None)
         if job is not None and not job.future.done():
-            job.future.set_result(
-                Decision(
-                    Verdict(verdict),
-                    Reason(reason),
-                    user,
-                    valid,
-                    matched,
-                    detail,
-                    net_ok,
-                    spent,
-                    *geo,  # country, asn, geoip
-                )
-            )
+            job.future.set_result(Decision(Verdict(msg[1]), Reason(msg[2]), *msg[3:]))
 
     def _refill(self) -> None:
         self._refill_scheduled = False

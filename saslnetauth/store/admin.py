@@ -38,7 +38,13 @@ from saslnetauth.store.rows import (
     spec_variants,
     stored_expiry,
 )
-from saslnetauth.store.schema import global_networks, user_networks, users
+from saslnetauth.store.schema import (
+    app_password_networks,
+    app_passwords,
+    global_networks,
+    user_networks,
+    users,
+)
 
 
 def _now() -> sa.ColumnElement[Any]:
@@ -121,6 +127,15 @@ class StoreAdmin(Database):
         with self._conn(write=True) as conn:
             uid = self._user_id(conn, key)
             conn.execute(user_networks.delete().where(user_networks.c.user_id == uid))
+            # explicit, like the networks: a script's SQLite connection may not enforce
+            # the cascade, and a reused user id must not inherit them
+            apps = sa.select(app_passwords.c.id).where(app_passwords.c.user_id == uid)
+            conn.execute(
+                app_password_networks.delete().where(
+                    app_password_networks.c.app_password_id.in_(apps)
+                )
+            )
+            conn.execute(app_passwords.delete().where(app_passwords.c.user_id == uid))
             conn.execute(users.delete().where(users.c.id == uid))
 
     def list_users(self) -> list[UserRecord]:

@@ -72,6 +72,7 @@ class EventRecorder:
                 decision.credentials_valid,
                 decision.country,
                 decision.asn,
+                decision.credential,
             )
         )
 
@@ -111,7 +112,7 @@ class EventRecorder:
         rows: list[Any] = []
         seconds: dict[int, str] = {}
         rips: dict[str | None, str | None] = {}
-        for t, user, rip, service, verdict, reason, valid, country, asn in batch:
+        for t, user, rip, service, verdict, reason, valid, country, asn, credential in batch:
             if sqlite:  # SQLAlchemy's SQLite DateTime text, so that reports read it back
                 sec = int(t)
                 if sec not in seconds:
@@ -132,6 +133,7 @@ class EventRecorder:
                 "credentials_valid": bool(valid),
                 "country": country,
                 "asn": asn,
+                "credential": credential[:64] if credential else None,
             }
             rows.append(tuple(values[k] for k in order) if order else values)
         try:
@@ -185,6 +187,7 @@ _COLUMNS = (
     "credentials_valid",
     "country",
     "asn",
+    "credential",
 )
 _INSERT = auth_events.insert().values({name: sa.bindparam(name) for name in _COLUMNS})
 
@@ -199,7 +202,8 @@ class Report:
     denied_networks: Counter[str] = field(default_factory=Counter)
     failures_by_country: Counter[str] = field(default_factory=Counter)
     failures_by_asn: Counter[int] = field(default_factory=Counter)
-    stolen: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: (user, address, app password label or None) -> count, last, services
+    stolen: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self, top: int) -> dict[str, object]:
         """The documented ``report --json`` shape."""
@@ -224,12 +228,13 @@ class Report:
                 (
                     {
                         "user": user,
+                        "credential": credential,
                         "address": rip,
                         "count": v["count"],
                         "last": v["last"].isoformat(),
                         "services": sorted(v["services"]),
                     }
-                    for (user, rip), v in self.stolen.items()
+                    for (user, rip, credential), v in self.stolen.items()
                 ),
                 key=lambda d: (-int(str(d["count"])), str(d["user"])),
             ),
@@ -250,11 +255,14 @@ def build_report(store: SqlStore, since: datetime) -> Report:
         cols.credentials_valid,
         cols.country,
         cols.asn,
+        cols.credential,
     ).where(cols.ts >= since)
     stolen_reasons = {Reason.NETWORK.value, Reason.NO_NETWORK_RULES.value}
     try:
         with store.engine.connect() as conn:
-            for ts, user, rip, service, verdict, reason, valid, country, asn in conn.execute(query):
+            for ts, user, rip, service, verdict, reason, valid, country, asn, label in conn.execute(
+                query
+            ):
                 rep.verdicts[verdict] += 1
                 if verdict != "fail":
                     continue
@@ -271,7 +279,8 @@ def build_report(store: SqlStore, since: datetime) -> Report:
                         rep.denied_networks[net] += 1
                 if valid and reason in stolen_reasons:
                     entry = rep.stolen.setdefault(
-                        (user or "?", rip or "-"), {"count": 0, "last": ts, "services": set()}
+                        (user or "?", rip or "-", label),
+                        {"count": 0, "last": ts, "services": set()},
                     )
                     entry["count"] += 1
                     entry["last"] = max(entry["last"], ts)

@@ -33,7 +33,7 @@ from saslnetauth.expiry import EARLIEST, LATEST, to_datetime
 from saslnetauth.logfmt import kv
 from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord
 from saslnetauth.netrules import NetworkRule, RuleSet, format_services, parse_network
-from saslnetauth.store.schema import global_networks, user_networks, users
+from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
 
 log = logging.getLogger("saslnetauth.store")
 
@@ -108,8 +108,14 @@ def db_time(ts: float | None, dialect: str) -> datetime | None:
 
 _JOIN = users.outerjoin(user_networks, user_networks.c.user_id == users.c.id)
 
+#: Whether the user has app passwords: the LAST column of :data:`USER_BY_NAME`, so
+#: that only those users pay for reading them (one more indexed query).
+HAS_APP_PASSWORDS = (
+    sa.exists().where(app_passwords.c.user_id == users.c.id).label("has_app_passwords")
+)
+
 #: The per-login lookup: (user id, name, hash, enabled, backend, network id, network,
-#: services, expires_at as stored).
+#: services, expires_at as stored, has app passwords).
 USER_BY_NAME = (
     sa.select(
         users.c.id,
@@ -121,6 +127,7 @@ USER_BY_NAME = (
         user_networks.c.network,
         user_networks.c.services,
         expiry_value(user_networks.c.expires_at).label("expires_at"),
+        HAS_APP_PASSWORDS,
     )
     .select_from(_JOIN)
     .where(users.c.name == sa.bindparam("name"))
@@ -305,6 +312,8 @@ def parse_rule(
     comment: Any,
     user: str | None = None,
     expires: Any = None,
+    *,
+    scope: str | None = None,
 ) -> NetworkRule | str:
     """The rule of one network row, or why it is invalid (logged).
 
@@ -312,7 +321,8 @@ def parse_rule(
     an admin script wrote, a row can only fail to admit. ``expires`` is the
     stored ``expires_at`` as the driver gave it (:func:`stored_expiry`).
     """
-    scope = "user" if user is not None else "global"
+    if scope is None:
+        scope = "user" if user is not None else "global"
     try:
         if not isinstance(network, str) or (services is not None and not isinstance(services, str)):
             raise InvalidInputError("network and services must be text")

@@ -14,6 +14,7 @@ bad row written by an admin script can only narrow access.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ from saslnetauth.errors import NotFoundError, SchemaOutdatedError
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import RuleSet
 from saslnetauth.store.admin import StoreAdmin
+from saslnetauth.store.appadmin import AppPasswordAdmin
+from saslnetauth.store.approws import APP_PASSWORDS_OF_USER, AppRowCache, lean_app_passwords
 from saslnetauth.store.connect import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -40,7 +43,7 @@ from saslnetauth.store.schema import SCHEMA_REVISION, users
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "SqlStore", "sqlite_path"]
 
 
-class SqlStore(StoreAdmin):
+class SqlStore(StoreAdmin, AppPasswordAdmin):
     """The project's store. Thread-safe; one instance per process."""
 
     def __init__(
@@ -59,6 +62,7 @@ class SqlStore(StoreAdmin):
         self.lowercase = lowercase_usernames
         self.global_rules_cache = GlobalRules(self, cache_seconds)
         self._user_rules = UserRuleCache()
+        self._app_rows = AppRowCache()
 
     @property
     def cache_seconds(self) -> float:
@@ -92,8 +96,9 @@ class SqlStore(StoreAdmin):
     # -- what the engine needs, once per login ------------------------------------
 
     def get_user(self, name: str, *, details: bool = False) -> UserRecord | None:
-        """The user with its valid rules, read from the database at every call;
-        ``details`` adds timestamps and comments.
+        """The user with its valid rules and its app passwords, read from the database
+        at every call; ``details`` adds timestamps and comments (and leaves the app
+        passwords to :meth:`list_app_passwords`).
 
         The lean form (the engine's, once per login) runs a statement compiled
         once on the driver's own connection, and skips the columns only admins
@@ -106,7 +111,15 @@ class SqlStore(StoreAdmin):
             return detailed_user(rows) if rows else None
         params = (key,) if self.positional else {"name": key}
         rows = self.raw_rows(self.compiled(USER_BY_NAME), params)
-        return lean_user(rows, self._user_rules) if rows else None
+        if not rows:
+            return None
+        user = lean_user(rows, self._user_rules)
+        if rows[0][-1]:  # HAS_APP_PASSWORDS: one more indexed read, only for these users
+            uid = (user.id,) if self.positional else {"uid": user.id}
+            app_rows = self.raw_rows(self.compiled(APP_PASSWORDS_OF_USER), uid)
+            apps = lean_app_passwords(app_rows, self._app_rows, user.name)
+            user = replace(user, app_passwords=apps)
+        return user
 
     def global_rules(self) -> RuleSet:
         """The global networks, never older than ``cache_seconds`` unconfirmed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -50,6 +51,19 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
     with eng.begin() as conn:  # an unusable hash -> TEMPFAIL, which must not count
         conn.execute(sa.text("UPDATE users SET password_hash='{NOPE}x' WHERE name='broken'"))
     eng.dispose()
+    app = run(
+        "user",
+        "app-password",
+        "add",
+        "alice",
+        "--label",
+        "phone",
+        "--net",
+        "127.0.0.5",
+        "--json",
+        db=db,
+    )
+    phone = str(json.loads(app.out)["password"])
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         "[serve]\npenalty_max = 0\n[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
@@ -60,12 +74,15 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         ("ghost", PW, "192.0.2.12"),  # unknown user
         ("alice", "wrong", "2001:db8::13"),  # IPv6
         ('we ird"user', "nope", "192.0.2.14"),  # a user name that needs quoting
+        ("alice", phone.upper(), "192.0.2.18"),  # app password, network (credential=phone)
+        ("alice", phone[:-1] + ("a" if phone[-1] != "a" else "b"), "192.0.2.19"),  # its secret
         ("alice", PW, "::ffff:192.0.2.15"),  # mapped address
     ]
     successes = [
         ("alice", PW, "127.0.0.2"),
         ("alice", PW, "::1"),
         ('we ird"user', PW, "192.0.2.16"),
+        ("alice", phone, "127.0.0.5"),
     ]
     with run_server(db, config=cfg) as srv:
         c = srv.connect()
@@ -78,6 +95,7 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         c.plain(100, "alice", "wrong", rip=None)  # no address: nothing to ban
         c.line()
         log_text = srv.log()
+    assert log_text.count("credential=phone") == 3
     log = tmp_path / "saslnetauth.log"
     log.write_text(log_text)
     assert log_text.count("auth fail:") == len(failures) + 1

@@ -1,0 +1,169 @@
+"""``saslnetauth user app-password ...``: per-device passwords (README, "App passwords")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from saslnetauth.cli.common import AppContext, emit_json, pass_app, print_table
+from saslnetauth.cli.report import parse_duration
+from saslnetauth.credentials.apptokens import check_label, new_token
+from saslnetauth.errors import InvalidInputError
+from saslnetauth.model import AppPasswordRecord
+from saslnetauth.netrules import NetworkRule, describe_services, parse_services
+
+__all__ = ["app_password", "parse_expiry"]
+
+
+def parse_expiry(expires: str | None, until: str | None, now: datetime) -> datetime | None:
+    """``--expires DURATION`` (from now) or ``--until TIME`` (ISO 8601; without a zone:
+    this machine's local time) as an aware UTC datetime; None: never."""
+    if expires is not None and until is not None:
+        raise click.UsageError("use either --expires or --until, not both")
+    if expires is not None:
+        return (now + parse_duration(expires)).replace(microsecond=0)
+    if until is None:
+        return None
+    try:
+        when = datetime.fromisoformat(until.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"invalid time {until!r}: use ISO 8601, e.g. 2026-12-04T18:00Z or 2026-12-04"
+        ) from None
+    when = when.astimezone() if when.tzinfo is None else when
+    when = when.astimezone(UTC)
+    if when <= now:
+        raise InvalidInputError(f"--until {until} is in the past ({when:%Y-%m-%d %H:%M} UTC)")
+    return when
+
+
+@click.group("app-password")
+def app_password() -> None:
+    """Per-device passwords of a user (a phone, a mail client).
+
+    Each has a label, its own services and networks (plus the global networks
+    for those services; the user's own networks do not apply to it) and an
+    optional expiry. It is generated and shown once; saslnetauth keeps only
+    a hash.
+    """
+
+
+@app_password.command("add")
+@click.argument("name")
+@click.option("--label", required=True, metavar="LABEL", help="Name of the device: phone, laptop.")
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    metavar="SVC",
+    help="Limit it to this service (repeatable): imap, pop3, smtp, submission... "
+    "Default: all services.",
+)
+@click.option(
+    "--net",
+    "nets",
+    multiple=True,
+    metavar="NET",
+    help="Network it may log in from (repeatable): 192.0.2.0/24, 2001:db8::/32, local, any. "
+    "Without --net: the global networks only.",
+)
+@click.option("--expires", metavar="DURATION", help="Stop working after 30m, 8h, 90d, 2w.")
+@click.option("--until", metavar="TIME", help="Stop working at TIME (2026-12-04T18:00Z).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
+@pass_app
+def add(
+    app: AppContext,
+    name: str,
+    label: str,
+    services: tuple[str, ...],
+    nets: tuple[str, ...],
+    expires: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
+    """Create app password LABEL for user NAME and print it, once.
+
+    Type it into the device as its password (dashes and case do not
+    matter). It cannot be shown again: lost, delete it and add a new one.
+    """
+    check_label(label)
+    wanted = parse_services(services)
+    rules = [NetworkRule.parse(n, wanted, scope=f"app password {label}") for n in nets]
+    expires_at = parse_expiry(expires, until, datetime.now(UTC))
+    store = app.store()
+    token = store.add_app_password(
+        name, label, new_token, services=wanted, networks=rules, expires_at=expires_at
+    )
+    key = store.name(name)
+    when = f"{expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else "never"
+    if not rules:
+        click.echo(
+            f"saslnetauth: note: app password {label} has no networks of its own: it works "
+            "only from the global networks for its services (add some with --net)",
+            err=True,
+        )
+    if as_json:
+        emit_json(
+            {
+                "user": key,
+                "label": label,
+                "password": token,
+                "services": sorted(wanted) if wanted else [],
+                "networks": [r.spec for r in rules],
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            }
+        )
+        return
+    click.echo(
+        f"app password {label} of {key} added (services: {describe_services(wanted)}; "
+        f"networks: {', '.join(r.spec for r in rules) or 'global only'}; expires: {when})"
+    )
+    click.echo("password (shown once; type it into the device, dashes and case do not matter):")
+    click.echo(f"  {token}")
+
+
+@app_password.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README).")
+@pass_app
+def list_(app: AppContext, name: str, as_json: bool) -> None:
+    """List the app passwords of user NAME (never their secrets)."""
+    _, records = app.store().list_app_passwords(name)
+    now = datetime.now(UTC)
+    if as_json:
+        emit_json([r.to_json(now) for r in records])
+        return
+    print_table(
+        ("label", "services", "networks", "expires (UTC)", "created", "last used (UTC)"),
+        (_row(r, now) for r in records),
+    )
+
+
+@app_password.command("del")
+@click.argument("name")
+@click.argument("label")
+@pass_app
+def delete(app: AppContext, name: str, label: str) -> None:
+    """Delete app password LABEL of user NAME (the next login with it fails)."""
+    store = app.store()
+    store.delete_app_password(name, label)
+    click.echo(f"app password {label} of {store.name(name)} deleted")
+
+
+def _when(value: datetime | None, empty: str) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value is not None else empty
+
+
+def _row(r: AppPasswordRecord, now: datetime) -> tuple[str, ...]:
+    nets = [n.network + (" [invalid]" if n.error else "") for n in r.networks]
+    expires = _when(r.expires_at, "never") + (" (expired)" if r.expired(now) else "")
+    label = r.label + (f" [invalid: {r.error}]" if r.error else "")
+    return (
+        label,
+        describe_services(r.services, "all"),
+        ", ".join(nets) or "global only",
+        expires,
+        _when(r.created_at, "-"),
+        _when(r.last_used_at, "never"),
+    )
