@@ -6,7 +6,15 @@ from datetime import UTC, datetime
 
 import click
 
-from saslnetauth.cli.common import AppContext, emit_json, pass_app, print_table
+from saslnetauth.cli.common import (
+    AppContext,
+    emit_json,
+    emit_records,
+    json_array_option,
+    json_object_option,
+    pass_app,
+    services_option,
+)
 from saslnetauth.cli.report import parse_duration
 from saslnetauth.credentials.apptokens import check_label, new_token
 from saslnetauth.errors import InvalidInputError
@@ -52,13 +60,8 @@ def app_password() -> None:
 @app_password.command("add")
 @click.argument("name")
 @click.option("--label", required=True, metavar="LABEL", help="Name of the device: phone, laptop.")
-@click.option(
-    "--service",
-    "services",
-    multiple=True,
-    metavar="SVC",
-    help="Limit it to this service (repeatable): imap, pop3, smtp, submission... "
-    "Default: all services.",
+@services_option(
+    "Limit it to this service (repeatable): imap, pop3, smtp, submission... Default: all services."
 )
 @click.option(
     "--net",
@@ -70,7 +73,7 @@ def app_password() -> None:
 )
 @click.option("--expires", metavar="DURATION", help="Stop working after 30m, 8h, 90d, 2w.")
 @click.option("--until", metavar="TIME", help="Stop working at TIME (2026-12-04T18:00Z).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
+@json_object_option
 @pass_app
 def add(
     app: AppContext,
@@ -125,18 +128,18 @@ def add(
 
 @app_password.command("list")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README).")
+@json_array_option
 @pass_app
 def list_(app: AppContext, name: str, as_json: bool) -> None:
     """List the app passwords of user NAME (never their secrets)."""
     _, records = app.store().list_app_passwords(name)
     now = datetime.now(UTC)
-    if as_json:
-        emit_json([r.to_json(now) for r in records])
-        return
-    print_table(
+    emit_records(
+        as_json,
+        records,
+        lambda r: r.to_json(now),
         ("label", "services", "networks", "expires (UTC)", "created", "last used (UTC)"),
-        (_row(r, now) for r in records),
+        lambda r: _row(r, now),
     )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -52,6 +52,26 @@ class AppContext:
 
 pass_app = click.make_pass_decorator(AppContext)
 
+T = TypeVar("T")
+
+
+def services_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--service SVC`` (repeatable), given to the command as ``services``."""
+    return click.option("--service", "services", multiple=True, metavar="SVC", help=help_text)
+
+
+#: ``--comment TEXT`` of the commands that add a network.
+comment_option = click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
+
+#: ``--json`` of the commands that print a JSON array (shape: see README).
+json_array_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README)."
+)
+#: ``--json`` of the commands that print a JSON object (shape: see README).
+json_object_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README)."
+)
+
 
 def read_password(*, from_stdin: bool, confirm: bool, purpose: str = "Password") -> str:
     """The password from stdin's first line, or prompted twice on a terminal."""
@@ -90,6 +110,20 @@ def check_comment(comment: str | None) -> None:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
+
+
+def emit_records(
+    as_json: bool,
+    records: Sequence[T],
+    to_json: Callable[[T], Any],
+    columns: Sequence[str],
+    row: Callable[[T], Sequence[str]],
+) -> None:
+    """The list commands' output: a JSON array of ``to_json(record)``, or a table."""
+    if as_json:
+        emit_json([to_json(r) for r in records])
+    else:
+        print_table(columns, (row(r) for r in records))
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:

@@ -23,7 +23,7 @@ from saslnetauth.admin.csvimport import parse_csv
 from saslnetauth.admin.importers import LineError, ParseResult
 from saslnetauth.admin.importplan import Plan, hash_pending, matching_plaintext, plan_import
 from saslnetauth.admin.passwdfile import PASSWD_FILE_DEFAULT_SCHEME, parse_passwd_file
-from saslnetauth.cli.common import EXIT_ERROR, AppContext, emit_json, pass_app
+from saslnetauth.cli.common import EXIT_ERROR, AppContext, emit_json, pass_app, services_option
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.runtime import make_hasher
 
@@ -280,13 +280,7 @@ def export_group() -> None:
 
 @export_group.command("dovecot-passwd-file")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--service",
-    "services",
-    multiple=True,
-    metavar="SVC",
-    help="Service the file is for (repeatable). Default: imap and pop3.",
-)
+@services_option("Service the file is for (repeatable). Default: imap and pop3.")
 @pass_app
 def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, ...]) -> None:
     """Write a Dovecot passwd-file with allow_nets, for Dovecot 2.4 (no checkpassword).

@@ -6,7 +6,15 @@ import time
 
 import click
 
-from saslnetauth.cli.common import AppContext, check_comment, emit_json, pass_app, print_table
+from saslnetauth.cli.common import (
+    AppContext,
+    check_comment,
+    comment_option,
+    emit_records,
+    json_array_option,
+    pass_app,
+    services_option,
+)
 from saslnetauth.cli.expiring import added_message, expiry_options, resolve_expiry, shown_expiry
 from saslnetauth.netrules import NetworkRule, describe_services
 
@@ -18,14 +26,8 @@ def net() -> None:
 
 @net.command("add")
 @click.argument("network", metavar="NET")
-@click.option(
-    "--service",
-    "services",
-    multiple=True,
-    metavar="SVC",
-    help="Limit to this service (repeatable). Default: all services.",
-)
-@click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
+@services_option("Limit to this service (repeatable). Default: all services.")
+@comment_option
 @expiry_options
 @pass_app
 def add(
@@ -57,24 +59,20 @@ def delete(app: AppContext, network: str) -> None:
 
 
 @net.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README).")
+@json_array_option
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
     """List the global networks."""
-    records = app.store().list_global_networks()
     now = time.time()
-    if as_json:
-        emit_json([r.to_json(now) for r in records])
-        return
-    print_table(
+    emit_records(
+        as_json,
+        app.store().list_global_networks(),
+        lambda r: r.to_json(now),
         ("network", "services", "expires", "comment"),
-        (
-            (
-                r.network + (" [invalid]" if r.error else ""),
-                describe_services(r.services, "all"),
-                shown_expiry(r, now) or "never",
-                r.comment or "",
-            )
-            for r in records
+        lambda r: (
+            r.network + (" [invalid]" if r.error else ""),
+            describe_services(r.services, "all"),
+            shown_expiry(r, now) or "never",
+            r.comment or "",
         ),
     )

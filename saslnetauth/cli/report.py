@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from saslnetauth.cli.common import AppContext, emit_json, pass_app
+from saslnetauth.cli.common import AppContext, emit_json, json_object_option, pass_app
 from saslnetauth.errors import InvalidInputError
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -35,7 +35,7 @@ def parse_duration(text: str) -> timedelta:
     type=click.IntRange(1, 1000),
     help="Entries in the top lists.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
+@json_object_option
 @pass_app
 def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     """Summarise the server's recent verdicts.

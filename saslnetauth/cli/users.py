@@ -10,10 +10,14 @@ from saslnetauth.cli.apppw import app_password
 from saslnetauth.cli.common import (
     AppContext,
     check_comment,
+    comment_option,
     emit_json,
+    emit_records,
+    json_array_option,
+    json_object_option,
     pass_app,
-    print_table,
     read_password,
+    services_option,
 )
 from saslnetauth.cli.expiring import added_message, expiry_options, resolve_expiry, shown_expiry
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
@@ -168,23 +172,22 @@ def delete(app: AppContext, name: str) -> None:
 
 
 @user.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README).")
+@json_array_option
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
     """List all users with their state and networks."""
-    users = app.store().list_users()
-    if as_json:
-        emit_json([u.to_json() for u in users])
-        return
-    print_table(
+    emit_records(
+        as_json,
+        app.store().list_users(),
+        lambda u: u.to_json(),
         ("user", "state", "password", "networks"),
-        ((u.name, _state(u), _pw(u), _nets(u)) for u in users),
+        lambda u: (u.name, _state(u), _pw(u), _nets(u)),
     )
 
 
 @user.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README).")
+@json_object_option
 @pass_app
 def show(app: AppContext, name: str, as_json: bool) -> None:
     """Show user NAME: state, password scheme, networks and app passwords."""
@@ -231,15 +234,11 @@ def user_net() -> None:
 @user_net.command("add")
 @click.argument("name")
 @click.argument("network", metavar="NET")
-@click.option(
-    "--service",
-    "services",
-    multiple=True,
-    metavar="SVC",
-    help="Limit to this service (repeatable): smtp, submission, imap, pop3, sieve... "
-    "Default: all services.",
+@services_option(
+    "Limit to this service (repeatable): smtp, submission, imap, pop3, sieve... "
+    "Default: all services."
 )
-@click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
+@comment_option
 @expiry_options
 @pass_app
 def net_add(

@@ -47,17 +47,18 @@ _JOIN = app_passwords.outerjoin(
 )
 
 #: (id, label, token_id, secret_hash, services, expires_at, network id, network)
+_COLUMNS = (
+    _AP.id,
+    _AP.label,
+    _AP.token_id,
+    _AP.secret_hash,
+    _AP.services,
+    _AP.expires_at,
+    _APN.id,
+    _APN.network,
+)
 APP_PASSWORDS_OF_USER = (
-    sa.select(
-        _AP.id,
-        _AP.label,
-        _AP.token_id,
-        _AP.secret_hash,
-        _AP.services,
-        _AP.expires_at,
-        _APN.id,
-        _APN.network,
-    )
+    sa.select(*_COLUMNS)
     .select_from(_JOIN)
     .where(_AP.user_id == sa.bindparam("uid"))
     .order_by(_AP.id, _APN.id)
@@ -65,19 +66,7 @@ APP_PASSWORDS_OF_USER = (
 
 #: The same plus (last_used_at, created_at, network created_at), for admins.
 APP_PASSWORD_DETAILS = (
-    sa.select(
-        _AP.id,
-        _AP.label,
-        _AP.token_id,
-        _AP.secret_hash,
-        _AP.services,
-        _AP.expires_at,
-        _APN.id,
-        _APN.network,
-        _AP.last_used_at,
-        _AP.created_at,
-        _APN.created_at,
-    )
+    sa.select(*_COLUMNS, _AP.last_used_at, _AP.created_at, _APN.created_at)
     .select_from(_JOIN)
     .where(_AP.user_id == sa.bindparam("uid"))
     .order_by(_AP.id, _APN.id)
