@@ -47,23 +47,24 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from saslnetauth.apppolicy import named_app_password, usable_rules, verify_app_password
 from saslnetauth.authlog import log_decision
+from saslnetauth.classification import Classified, Lookup, refusal
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
-from saslnetauth.netrules import NetworkRule, RuleSet, merged_match, parse_address
+from saslnetauth.netrules import RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 if TYPE_CHECKING:
     from saslnetauth.geoip import GeoLocator
 
-__all__ = ["Classified", "DecisionEngine", "Lookup", "PamVerifier", "refusal"]
+__all__ = ["DecisionEngine", "PamVerifier"]
 
 log = logging.getLogger("saslnetauth.auth")
 
@@ -74,54 +75,6 @@ class PamVerifier(Protocol):
     """Checks a password with PAM; raises BackendError on PAM failure."""
 
     def verify(self, user: str, password: bytes, rip: str | None, service: str) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """What classifying a name read from the store."""
-
-    given: str
-    name: str | None  # None: not a valid user name
-    user: UserRecord | None
-    global_rules: RuleSet
-
-
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """The cheap first step of a login: who it is, and whether its address could let it
-    succeed. Unknown (and invalid) names are matched against the global networks only,
-    so that from outside every network an unknown name classifies like an existing one.
-    """
-
-    #: Canonical name (existing user), normalised name (unknown), or the name as given.
-    name: str
-    #: The address lies in the networks that apply (the user's and the global ones).
-    could_succeed: bool
-    user: UserRecord | None = None
-    #: The rule that admits the address, if any.
-    rule: NetworkRule | None = None
-    #: Some network rule applies to the service at all.
-    applicable: bool = False
-    valid_name: bool = True
-    #: A decision reached without any password work (TEMPFAIL: database error).
-    error: Decision | None = None
-    #: What was read from the store to classify it.
-    lookup: Lookup | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def network(self) -> str:
-        """The admitting network, for fair scheduling ("" when none)."""
-        return self.rule.describe() if self.rule is not None else ""
-
-
-def refusal(c: Classified) -> Decision:
-    """The FAIL of a login that cannot succeed, decided without its password."""
-    if c.could_succeed:
-        raise ValueError("only a login that cannot succeed is refused unverified")
-    if c.user is None:
-        return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, c.name, network_ok=False)
-    reason = Reason.NETWORK if c.applicable else Reason.NO_NETWORK_RULES
-    return Decision(Verdict.FAIL, reason, c.name, network_ok=False)
 
 
 class DecisionEngine:

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from saslnetauth.engine import Classified, Lookup, refusal
+from saslnetauth.classification import Classified, Lookup, refusal
 from saslnetauth.logfmt import kv
 from saslnetauth.verdict import Decision
 

@@ -58,8 +58,8 @@ from saslnetauth.serve.penalty import client_bucket
 from saslnetauth.verdict import Decision, Reason, Verdict
 
 if TYPE_CHECKING:
+    from saslnetauth.classification import Classified
     from saslnetauth.config import Config
-    from saslnetauth.engine import Classified
     from saslnetauth.serve.classifier import Classifier
     from saslnetauth.serve.decider import Decider, Login
 

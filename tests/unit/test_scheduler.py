@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from saslnetauth.classification import Classified
 from saslnetauth.config import Config
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import Classified
 from saslnetauth.netrules import NetworkRule
 from saslnetauth.serve.classifier import Classifier
 from saslnetauth.serve.decider import Login
@@ -303,7 +303,7 @@ def test_a_refusal_never_comes_from_a_cached_lookup(cfg: Config, sqlite_store: S
 def test_classification_of_names_from_outside(cfg: Config) -> None:
     """Existing, unknown and invalid names: the same class from outside; unknown names
     are judged by the global networks only."""
-    from saslnetauth.engine import refusal
+    from saslnetauth.classification import refusal
 
     async def main() -> list[Classified]:
         classifier = Classifier(cfg)
