@@ -4,17 +4,44 @@ over :data:`MAX_FRAME` ends the link. One frame cutter serves both ends."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["MAX_FRAME", "cut_frames", "frame", "frames", "send"]
+from saslnetauth.verdict import Decision, Reason, Verdict
+
+__all__ = [
+    "MAX_FRAME",
+    "cut_frames",
+    "decision_from",
+    "decision_message",
+    "frame",
+    "frames",
+    "send",
+]
 
 _HEADER = struct.Struct("!I")
 MAX_FRAME = 1 << 20
 READ_SIZE = 65536
+
+
+#: Decision's fields after verdict and reason, in their order: every field crosses,
+#: whatever fields are added later (a list written by hand once dropped one, which
+#: shifted the next into its place).
+_DECISION_REST = tuple(f.name for f in dataclasses.fields(Decision))[2:]
+
+
+def decision_message(rid: int, d: Decision) -> tuple[Any, ...]:
+    """A worker's answer: (request id, verdict, reason, the other fields in order)."""
+    return (rid, d.verdict.value, d.reason.value, *(getattr(d, n) for n in _DECISION_REST))
+
+
+def decision_from(msg: Sequence[Any]) -> Decision:
+    """The Decision of :func:`decision_message` (request id left out)."""
+    return Decision(Verdict(msg[1]), Reason(msg[2]), *msg[3:])
 
 
 def frame(obj: object) -> bytes:

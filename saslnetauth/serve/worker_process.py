@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from saslnetauth.serve.frames import frame, frames, send
+from saslnetauth.serve.frames import decision_message, frame, frames, send
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
@@ -64,26 +64,7 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                     out.append(frame((rid,)))
                     continue
                 d = engine.decide(user, password, rip, service, after_reply=after_reply)
-                out.append(
-                    frame(
-                        (
-                            rid,
-                            d.verdict.value,
-                            d.reason.value,
-                            # then Decision's other fields, in their order
-                            d.user,
-                            d.credentials_valid,
-                            d.matched,
-                            d.detail,
-                            d.network_ok,
-                            d.verify_seconds,
-                            d.country,
-                            d.asn,
-                            d.geoip,
-                            d.credential,
-                        )
-                    )
-                )
+                out.append(frame(decision_message(rid, d)))
                 if time.monotonic() - started >= FLUSH_AFTER:
                     flush(out)
                     started = time.monotonic()

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.decider import Decider, Login
-from saslnetauth.serve.frames import cut_frames, frame
+from saslnetauth.serve.frames import cut_frames, decision_from, frame
 from saslnetauth.serve.threads import RETIRE_TIMEOUT, ThreadDecider
 from saslnetauth.serve.worker_process import worker_main
-from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.verdict import Decision
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
@@ -331,11 +331,9 @@ class WorkerPool:
             asyncio.get_running_loop().call_soon(self._refill)
 
     def _on_decision(self, w: _Worker, msg: Any) -> None:
-        # (rid, verdict, reason, then Decision's other fields in their order: the geoip
-        # ones and the credential included)
         job = w.pending.pop(msg[0], None)
         if job is not None and not job.future.done():
-            job.future.set_result(Decision(Verdict(msg[1]), Reason(msg[2]), *msg[3:]))
+            job.future.set_result(decision_from(msg))
 
     def _refill(self) -> None:
         self._refill_scheduled = False
