@@ -9,8 +9,9 @@ import click
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.expiry import describe_expiry, describe_remaining, expiry_from_options, format_utc
 from saslnetauth.model import NetworkRecord
+from saslnetauth.netrules import NetworkRule
 
-__all__ = ["added_message", "expiry_options", "resolve_expiry", "shown_expiry"]
+__all__ = ["added_message", "expiry_options", "new_grant", "resolve_expiry", "shown_expiry"]
 
 
 def expiry_options(fn: click.decorators.FC) -> click.decorators.FC:
@@ -41,6 +42,25 @@ def resolve_expiry(expires: str | None, until: str | None, now: float) -> float 
         if expires is not None and until is not None:
             raise click.UsageError(str(exc)) from None
         raise click.BadParameter(str(exc), param_hint=f"'{param}'") from None
+
+
+def new_grant(
+    network: str,
+    services: tuple[str, ...],
+    scope: str,
+    comment: str | None,
+    expires: str | None,
+    until: str | None,
+) -> tuple[NetworkRule, float | None, float]:
+    """The rule that ``user net add`` or ``net add`` stores, its end (None: for good)
+    and the time it was read at."""
+    from saslnetauth.cli.common import check_comment
+
+    check_comment(comment)
+    now = time.time()
+    ends = resolve_expiry(expires, until, now)
+    rule = NetworkRule.parse(network, services, scope=scope, comment=comment, expires=ends)
+    return rule, ends, now
 
 
 def added_message(

@@ -8,15 +8,19 @@ import click
 
 from saslnetauth.cli.common import (
     AppContext,
-    check_comment,
     comment_option,
     emit_records,
     json_array_option,
     pass_app,
     services_option,
 )
-from saslnetauth.cli.expiring import added_message, expiry_options, resolve_expiry, shown_expiry
-from saslnetauth.netrules import NetworkRule, describe_services
+from saslnetauth.cli.expiring import (
+    added_message,
+    expiry_options,
+    new_grant,
+    shown_expiry,
+)
+from saslnetauth.netrules import describe_services
 
 
 @click.group()
@@ -40,10 +44,7 @@ def add(
 ) -> None:
     """Admit every user from NET (192.0.2.0/24, 2001:db8::/32, local, any), for good
     or, with --expires/--until, until a time."""
-    check_comment(comment)
-    now = time.time()
-    ends = resolve_expiry(expires, until, now)
-    rule = NetworkRule.parse(network, services, scope="global", comment=comment, expires=ends)
+    rule, ends, now = new_grant(network, services, "global", comment, expires, until)
     old = app.store().add_global_network(rule)
     what = f"global network {rule.spec}"
     click.echo(added_message(what, describe_services(rule.services), ends, old, now))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from saslnetauth.cli.apppw import app_password
 from saslnetauth.cli.common import (
     AppContext,
-    check_comment,
     comment_option,
     emit_json,
     emit_records,
@@ -19,7 +16,12 @@ from saslnetauth.cli.common import (
     read_password,
     services_option,
 )
-from saslnetauth.cli.expiring import added_message, expiry_options, resolve_expiry, shown_expiry
+from saslnetauth.cli.expiring import (
+    added_message,
+    expiry_options,
+    new_grant,
+    shown_expiry,
+)
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.model import UserRecord
@@ -252,10 +254,7 @@ def net_add(
 ) -> None:
     """Allow user NAME to log in from NET (192.0.2.0/24, 2001:db8::/32, local, any),
     for good or, with --expires/--until, until a time (a grant for a trip)."""
-    check_comment(comment)
-    now = time.time()
-    ends = resolve_expiry(expires, until, now)
-    rule = NetworkRule.parse(network, services, scope="user", comment=comment, expires=ends)
+    rule, ends, now = new_grant(network, services, "user", comment, expires, until)
     store = app.store()
     old = store.add_user_network(name, rule)
     what = f"user {store.name(name)}: network {rule.spec}"
