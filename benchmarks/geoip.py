@@ -156,11 +156,12 @@ def per_login(loc: GeoLocator, v4: list[str], count: int, rng: random.Random) ->
     glob = RuleSet([NetworkRule.parse("192.0.2.0/24")])
     addrs = [a for a in (parse_address(t) for t in rng.choices(v4, k=count)) if a is not None]
     best: dict[str, float] = {}
+    now = time.time()  # the grants' clock, as the engine passes it
     for _ in range(3):  # alternate, keep each one's best round (least disturbed)
         for name, sets in (("country:DE", (with_term, glob)), ("10.0.0.0/8", (with_cidr, glob))):
             t = time.perf_counter()
             for a in addrs:
-                merged_match(sets, a, "smtp", loc.geo)
+                merged_match(sets, a, "smtp", loc.geo, now=now)
             us = (time.perf_counter() - t) / len(addrs) * 1e6
             best[name] = min(best.get(name, us), us)
     added = best["country:DE"] - best["10.0.0.0/8"]
