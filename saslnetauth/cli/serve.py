@@ -214,9 +214,14 @@ async def _run(
         store = open_store(cfg, check_schema=False)
         closers.append(store.close)
     if userdb_sock is not None:
+        from saslnetauth.serve.access import PeerPolicy
         from saslnetauth.serve.userdb import UserdbServer
 
-        userdb = UserdbServer(store.get_user, pam_any_user=cfg.pam.enabled and cfg.pam.any_user)
+        userdb = UserdbServer(
+            store.get_user,
+            PeerPolicy.from_settings(cfg.serve),  # the auth socket's peer checks
+            pam_any_user=cfg.pam.enabled and cfg.pam.any_user,
+        )
         await userdb.start(userdb_sock)
         closers.insert(0, userdb.close)
     if policy_sock is not None:
