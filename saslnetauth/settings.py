@@ -152,7 +152,8 @@ class PolicyConfig:
     #: msg of a refusal (IMAP clients show it; keep it like a wrong-password text).
     reject_message: str = "Authentication failed."
     #: "Name: value" that every request must carry (auth_policy_server_api_header),
-    #: compared in constant time ("" = none).
+    #: compared in constant time; required with listen (a secret of at least 16
+    #: characters, e.g. from `openssl rand -hex 32`, in a file others cannot read).
     api_header: str = ""
     #: TCP clients allowed to connect (networks); others are closed at once.
     allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])

@@ -304,7 +304,7 @@ class PolicyService:
         else:  # "credentials", or 2.3 (no fail_type): wrong password or unknown user
             decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
         # a report only adds evidence: a success never clears or shortens the brake
-        # (saslnetauth checked no password; README, "What the secret's holder can do")
+        # (saslnetauth checked no password; README, "Dovecot 2.4")
         if decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
