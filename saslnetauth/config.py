@@ -218,6 +218,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.hopeless_share: a share between 0 and 1")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
+    if s.metrics_token and (
+        len(s.metrics_token) < MIN_POLICY_SECRET
+        or not s.metrics_token.isascii()
+        or not s.metrics_token.isprintable()
+        or " " in s.metrics_token
+    ):
+        raise ConfigError(
+            f"serve.metrics_token: at least {MIN_POLICY_SECRET} printable ASCII characters "
+            'without spaces (e.g. from `openssl rand -hex 32`), or "" for none'
+        )
     if s.userdb_listen and not s.userdb_listen.startswith("unix:"):
         raise ConfigError("serve.userdb_listen: a UNIX socket, unix:/path (answers user lookups)")
     try:
@@ -268,8 +278,11 @@ def check_policy_secret(cfg: Config) -> None:
     """A policy listener answers only who holds the shared secret (``[policy]
     api_header``); without one any local user could forge Dovecot's reports (ban and
     slow anyone) and ask ``allow`` (enumerate users and their networks). ``serve``
-    calls this before it starts; a file any local user can read holds no secret."""
+    calls this before it starts; a file any local user can read holds no secret
+    (neither the policy's nor ``[serve] metrics_token``)."""
     p = cfg.policy
+    if cfg.serve.metrics_token:
+        _check_private(cfg, "serve.metrics_token")
     if not p.listen:
         return
     secret = p.api_header.partition(":")[2].strip()
@@ -280,13 +293,19 @@ def check_policy_secret(cfg: Config) -> None:
             f"policy.api_header: the secret must have at least {MIN_POLICY_SECRET} "
             f"characters and not be the example's placeholder: {_GENERATE}"
         )
-    if cfg.source is not None:
-        mode = stat.S_IMODE(os.stat(cfg.source).st_mode)
-        if mode & 0o004:
-            raise ConfigError(
-                f"policy.api_header: {cfg.source} is readable by every local user (mode "
-                f"{mode:04o}), so its secret protects nothing; run chmod o-r {cfg.source}"
-            )
+    _check_private(cfg, "policy.api_header")
+
+
+def _check_private(cfg: Config, key: str) -> None:
+    """The file that holds the secret ``key`` must not be readable by every local user."""
+    if cfg.source is None:
+        return
+    mode = stat.S_IMODE(os.stat(cfg.source).st_mode)
+    if mode & 0o004:
+        raise ConfigError(
+            f"{key}: {cfg.source} is readable by every local user (mode "
+            f"{mode:04o}), so its secret protects nothing; run chmod o-r {cfg.source}"
+        )
 
 
 def _validate_policy(p: PolicyConfig) -> None:

@@ -128,6 +128,10 @@ class ServeConfig:
     metrics_listen: str = ""
     #: TCP clients that may read the metrics (a UNIX socket: its mode 0600 decides).
     metrics_allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    #: Bearer token every scrape must send (Authorization: Bearer TOKEN; at least 16
+    #: characters, in a file others cannot read). "" = none: on loopback every local
+    #: user may read the counters (no user names or addresses in them).
+    metrics_token: str = ""
     #: Answer Dovecot 2.4's Lua userdb (does this enabled user exist?) with the
     #: auth-master USER lookup on this socket: unix:/path ("" = off). Mode 0600.
     userdb_listen: str = ""

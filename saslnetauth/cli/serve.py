@@ -138,6 +138,7 @@ def serve(
 
     def reload() -> tuple[Config, ServeConfig]:
         new = overrides(load_config(app.config_path, app.database))
+        check_policy_secret(new)  # metrics_token is read anew: no secret in the open
         _check_database(new)
         setup_logging(new)
         return new, new.serve
