@@ -105,7 +105,7 @@ class ServeConfig:
     #: Brute-force brake per client (IPv4 address, IPv6 /penalty_ipv6_prefix), like
     #: Dovecot's auth_penalty: after penalty_free_failures failures, each request waits
     #: penalty_base seconds, doubling per failure, at most penalty_max (0 = off).
-    #: A success clears it.
+    #: A success clears it (one verified here: not a policy endpoint's report).
     penalty_base: float = 0.5
     penalty_max: float = 4.0
     penalty_free_failures: int = 2
