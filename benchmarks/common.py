@@ -279,7 +279,8 @@ def write_config(
             text = repr(value)
         lines.append(f"{key} = {text}")
     path.write_text("\n".join(lines) + "\n" + extra)
-    path.chmod(0o644)
+    # a file holding the policy endpoint's secret must not be readable by others
+    path.chmod(0o600 if "api_header" in extra else 0o644)
     return path
 
 

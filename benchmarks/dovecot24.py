@@ -59,6 +59,7 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.loadgen import Login, run_load
+from tests.support.policy import POLICY_HEADER, POLICY_KEYS, policy_snippet
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "dovecot-examples"
@@ -123,7 +124,10 @@ def side_by_side(args: argparse.Namespace, tmp: Path, chroot_tmp: Path) -> list[
         "socket_mode": "0666",
         "userdb_listen": f"unix:{sna}/userdb.sock",
     }
-    policy = f'\n[policy]\nlisten = "inet:127.0.0.1:{policy_port}"\n[report]\nrecord = false\n'
+    policy = (
+        f'\n[policy]\nlisten = "inet:127.0.0.1:{policy_port}"\n{POLICY_KEYS}'
+        "[report]\nrecord = false\n"
+    )
     with saslnetauth_server(sna, db, serve=serve_keys, extra_config=policy) as srv:
         setups: list[tuple[str, DovecotInstance]] = []
         base24 = Dovecot24Instance(chroot_tmp / "a", passwd=lines, extra_config=DOVECOT_TUNING)
@@ -131,8 +135,7 @@ def side_by_side(args: argparse.Namespace, tmp: Path, chroot_tmp: Path) -> list[
         lua24 = Dovecot24Instance(chroot_tmp / "b", extra_config=DOVECOT_TUNING)
         lua24.passdb, lua24.userdb = lua_config(lua24, sna, script), ""
         setups.append(("2.4 + Lua bridge", lua24))
-        snippet = (EXAMPLES / "dovecot-2.4" / "auth-policy-saslnetauth.conf.ext").read_text()
-        snippet = snippet.replace("127.0.0.1:4001", f"127.0.0.1:{policy_port}")
+        snippet = policy_snippet("2.4", policy_port)  # the shipped snippet, with the secret
         pol24 = Dovecot24Instance(
             chroot_tmp / "c", passwd=plain_lines, extra_config=DOVECOT_TUNING + snippet
         )
@@ -179,6 +182,7 @@ async def _policy_client(
         t0 = time.perf_counter()
         writer.write(
             b"POST /?command=allow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"{POLICY_HEADER}\r\n".encode()
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -195,7 +199,7 @@ def policy_alone(args: argparse.Namespace, tmp: Path) -> list[list[object]]:
     us = {"u": BenchUser(name="policy-user", password="x", hash="{PLAIN}x")}
     db = make_database(tmp, list(us.values()), name="policy.db")
     port = _free_port()
-    extra = f'\n[policy]\nlisten = "inet:127.0.0.1:{port}"\n[report]\nrecord = false\n'
+    extra = f'\n[policy]\nlisten = "inet:127.0.0.1:{port}"\n{POLICY_KEYS}[report]\nrecord = false\n'
     body = json.dumps(
         {
             "device_id": "",

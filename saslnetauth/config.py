@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 import types
@@ -29,7 +30,7 @@ from saslnetauth.settings import Config, GeoipConfig, PolicyConfig, ServeConfig
 
 # The schema's classes live in saslnetauth.settings; Config is re-exported for the
 # many modules that only need the type next to load_config.
-__all__ = ["DEFAULT_CONFIG_PATHS", "Config", "load_config", "validate"]
+__all__ = ["DEFAULT_CONFIG_PATHS", "Config", "check_policy_secret", "load_config", "validate"]
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/saslnetauth/saslnetauth.toml"),)
 ENV_DATABASE = "SASLNETAUTH_DATABASE_URL"
@@ -217,6 +218,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.hopeless_share: a share between 0 and 1")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
+    if s.metrics_token and (
+        len(s.metrics_token) < MIN_POLICY_SECRET
+        or not s.metrics_token.isascii()
+        or not s.metrics_token.isprintable()
+        or " " in s.metrics_token
+    ):
+        raise ConfigError(
+            f"serve.metrics_token: at least {MIN_POLICY_SECRET} printable ASCII characters "
+            'without spaces (e.g. from `openssl rand -hex 32`), or "" for none'
+        )
     if s.userdb_listen and not s.userdb_listen.startswith("unix:"):
         raise ConfigError("serve.userdb_listen: a UNIX socket, unix:/path (answers user lookups)")
     try:
@@ -252,6 +263,51 @@ def _validate_geoip(g: GeoipConfig) -> None:
         raise ConfigError("geoip.check_seconds: 0.1 to 86400 seconds")
 
 
+#: An HTTP header name (RFC 9110 token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Fewest characters of the policy endpoint's secret (`openssl rand -hex 32` gives 64).
+MIN_POLICY_SECRET = 16
+_GENERATE = (
+    'set [policy] api_header = "X-API-Key: SECRET" with a secret from `openssl rand -hex 32` '
+    "and the same line as auth_policy_server_api_header in Dovecot's "
+    'auth-policy-saslnetauth.conf.ext (README, "Dovecot 2.4")'
+)
+
+
+def check_policy_secret(cfg: Config) -> None:
+    """A policy listener answers only who holds the shared secret (``[policy]
+    api_header``); without one any local user could forge Dovecot's reports (ban and
+    slow anyone) and ask ``allow`` (enumerate users and their networks). ``serve``
+    calls this before it starts; a file any local user can read holds no secret
+    (neither the policy's nor ``[serve] metrics_token``)."""
+    p = cfg.policy
+    if cfg.serve.metrics_token:
+        _check_private(cfg, "serve.metrics_token")
+    if not p.listen:
+        return
+    secret = p.api_header.partition(":")[2].strip()
+    if not secret:
+        raise ConfigError(f"policy.api_header: required with policy.listen: {_GENERATE}")
+    if len(secret) < MIN_POLICY_SECRET or "CHANGE-ME" in secret.upper():
+        raise ConfigError(
+            f"policy.api_header: the secret must have at least {MIN_POLICY_SECRET} "
+            f"characters and not be the example's placeholder: {_GENERATE}"
+        )
+    _check_private(cfg, "policy.api_header")
+
+
+def _check_private(cfg: Config, key: str) -> None:
+    """The file that holds the secret ``key`` must not be readable by every local user."""
+    if cfg.source is None:
+        return
+    mode = stat.S_IMODE(os.stat(cfg.source).st_mode)
+    if mode & 0o004:
+        raise ConfigError(
+            f"{key}: {cfg.source} is readable by every local user (mode "
+            f"{mode:04o}), so its secret protects nothing; run chmod o-r {cfg.source}"
+        )
+
+
 def _validate_policy(p: PolicyConfig) -> None:
     import ipaddress
 
@@ -261,8 +317,12 @@ def _validate_policy(p: PolicyConfig) -> None:
         raise ConfigError("policy.unknown_users: use global or reject")
     if len(p.reject_message) > 200 or not p.reject_message.isprintable():
         raise ConfigError("policy.reject_message: printable text of at most 200 characters")
-    if p.api_header and (":" not in p.api_header or not p.api_header.partition(":")[2].strip()):
-        raise ConfigError('policy.api_header: "Name: value"')
+    if p.api_header:
+        name, colon, value = p.api_header.partition(":")
+        if not colon or not value.strip() or not _HEADER_NAME.fullmatch(name.strip()):
+            raise ConfigError('policy.api_header: "Name: value" (e.g. "X-API-Key: SECRET")')
+        if not value.strip().isascii() or not value.strip().isprintable():
+            raise ConfigError("policy.api_header: the value must be printable ASCII")
     for net in p.allow_from:
         try:
             ipaddress.ip_network(net, strict=False)

@@ -105,7 +105,7 @@ class ServeConfig:
     #: Brute-force brake per client (IPv4 address, IPv6 /penalty_ipv6_prefix), like
     #: Dovecot's auth_penalty: after penalty_free_failures failures, each request waits
     #: penalty_base seconds, doubling per failure, at most penalty_max (0 = off).
-    #: A success clears it.
+    #: A success clears it (one verified here: not a policy endpoint's report).
     penalty_base: float = 0.5
     penalty_max: float = 4.0
     penalty_free_failures: int = 2
@@ -128,6 +128,10 @@ class ServeConfig:
     metrics_listen: str = ""
     #: TCP clients that may read the metrics (a UNIX socket: its mode 0600 decides).
     metrics_allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
+    #: Bearer token every scrape must send (Authorization: Bearer TOKEN; at least 16
+    #: characters, in a file others cannot read). "" = none: on loopback every local
+    #: user may read the counters (no user names or addresses in them).
+    metrics_token: str = ""
     #: Answer Dovecot 2.4's Lua userdb (does this enabled user exist?) with the
     #: auth-master USER lookup on this socket: unix:/path ("" = off). Mode 0600.
     userdb_listen: str = ""
@@ -152,7 +156,8 @@ class PolicyConfig:
     #: msg of a refusal (IMAP clients show it; keep it like a wrong-password text).
     reject_message: str = "Authentication failed."
     #: "Name: value" that every request must carry (auth_policy_server_api_header),
-    #: compared in constant time ("" = none).
+    #: compared in constant time; required with listen (a secret of at least 16
+    #: characters, e.g. from `openssl rand -hex 32`, in a file others cannot read).
     api_header: str = ""
     #: TCP clients allowed to connect (networks); others are closed at once.
     allow_from: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])

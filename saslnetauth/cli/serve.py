@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from saslnetauth.cli.common import AppContext, pass_app
-from saslnetauth.config import Config, load_config, validate
+from saslnetauth.config import Config, check_policy_secret, load_config, validate
 from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
 from saslnetauth.settings import ServeConfig
@@ -67,6 +67,7 @@ def serve(
     Dovecot 2.4:      passdb lua asking this socket (dovecot-examples/dovecot-2.4/),
                       with [serve] userdb_listen for its userdb lookups
     Dovecot 2.3/2.4:  auth policy server: [policy] listen = "inet:127.0.0.1:4001"
+                      with its shared secret, [policy] api_header (required)
 
     Offers PLAIN and LOGIN. A login succeeds only with the right password
     AND from an allowed network; every failure gets the same reply at the
@@ -91,6 +92,7 @@ def serve(
         return cfg
 
     cfg = overrides(app.config)
+    check_policy_secret(cfg)  # no policy listener without its shared secret
     setup_logging(cfg)
     PeerPolicy.from_settings(cfg.serve)  # unknown user and group names stop the start
     inherited = listeners.systemd_sockets()
@@ -136,6 +138,7 @@ def serve(
 
     def reload() -> tuple[Config, ServeConfig]:
         new = overrides(load_config(app.config_path, app.database))
+        check_policy_secret(new)  # metrics_token is read anew: no secret in the open
         _check_database(new)
         setup_logging(new)
         return new, new.serve
@@ -212,9 +215,14 @@ async def _run(
         store = open_store(cfg, check_schema=False)
         closers.append(store.close)
     if userdb_sock is not None:
+        from saslnetauth.serve.access import PeerPolicy
         from saslnetauth.serve.userdb import UserdbServer
 
-        userdb = UserdbServer(store.get_user, pam_any_user=cfg.pam.enabled and cfg.pam.any_user)
+        userdb = UserdbServer(
+            store.get_user,
+            PeerPolicy.from_settings(cfg.serve),  # the auth socket's peer checks
+            pam_any_user=cfg.pam.enabled and cfg.pam.any_user,
+        )
         await userdb.start(userdb_sock)
         closers.insert(0, userdb.close)
     if policy_sock is not None:

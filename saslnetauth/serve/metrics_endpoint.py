@@ -1,10 +1,13 @@
 """``[serve] metrics_listen``: GET /metrics of the responder (Prometheus text
 format, rendered by :mod:`saslnetauth.serve.metrics`), served over
 :mod:`saslnetauth.serve.http` to the peers of ``[serve] metrics_allow_from``
-only; the gauges are read from the server at the moment of the request."""
+only, and with ``[serve] metrics_token`` only to scrapes that send it
+(``Authorization: Bearer``, compared in constant time; others get 401). The
+gauges are read from the server at the moment of the request."""
 
 from __future__ import annotations
 
+import hmac
 import socket
 from typing import TYPE_CHECKING
 
@@ -81,7 +84,17 @@ class MetricsEndpoint:
             m.set_gauge(name, text, value)
         return m.render()
 
+    def authorized(self, request: Request) -> bool:
+        token = self.server.settings.metrics_token
+        if not token:
+            return True  # the peer check (metrics_allow_from, the socket's mode) alone
+        given = request.headers.get("authorization", "").encode("latin-1")
+        return hmac.compare_digest(given, f"Bearer {token}".encode())
+
     async def _handle(self, request: Request) -> Response:
+        if not self.authorized(request):
+            headers = [("WWW-Authenticate", "Bearer")]
+            return Response(401, b"unauthorized\n", content_type="text/plain", headers=headers)
         if request.method == "GET" and request.path in ("/metrics", "/"):
             return Response(200, self.render().encode(), content_type=CONTENT_TYPE)
         return Response(404, b"not found\n", content_type="text/plain")

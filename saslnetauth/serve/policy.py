@@ -19,7 +19,13 @@ wrong answers -1 (fail closed; Dovecot itself refuses on an HTTP error when
 
 ``report`` feeds the brake, the verdict record, the log line fail2ban reads,
 the metrics and, in ``after_auth`` mode (where ``allow`` is asked only after a
-correct password), the stolen-password alert.
+correct password), the stolen-password alert. A report only adds evidence: a
+failure raises the client's brake, a success never lowers it.
+
+Every request must carry the shared secret (``[policy] api_header``, Dovecot's
+``auth_policy_server_api_header``; ``serve`` does not start the listener
+without one), compared in constant time; anything else is answered 401, counted
+(``command="unauthorized"``) and logged once a minute at most.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ log = logging.getLogger("saslnetauth.auth")
 
 MAX_FIELD = 512
 MAX_REMEMBERED = 10000
+#: Refused (unauthorised) requests are logged at most once per this many seconds.
+REFUSAL_LOG_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -148,21 +156,43 @@ class PolicyService:
         # one thread keeps the (blocking) database lookups off the event loop
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         name, _, value = settings.api_header.partition(":")
-        self._api = (name.strip().lower(), value.strip().encode()) if name.strip() else None
+        secret = value.strip().encode()
+        self._api = (name.strip().lower(), secret) if name.strip() and secret else None
+        #: refused requests since the last log line about them (one per minute at most)
+        self._refused = 0
+        self._refusal_logged = -math.inf
         #: why allow refused (user, remote), for the report that follows; bounded
         self._last_reason: dict[tuple[str, str], Reason] = {}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def authorized(self, request: Request) -> bool:
+        """Does the request carry the shared secret (``api_header``)? Compared in
+        constant time; without a configured secret nothing is (fail closed)."""
+        if self._api is None:
+            return False
+        given = request.headers.get(self._api[0], "").strip().encode("latin-1")
+        return hmac.compare_digest(given, self._api[1])
+
+    def _unauthorized(self) -> Response:
+        self._count("unauthorized", "-1")
+        now = time.monotonic()
+        self._refused += 1
+        if now >= self._refusal_logged + REFUSAL_LOG_SECONDS:
+            log.warning(
+                "%s",
+                # refused: since the previous such line (one a minute at most)
+                kv("policy request refused: no or wrong api header", refused=self._refused),
+            )
+            self._refusal_logged, self._refused = now, 0
+        return _json({"status": -1, "msg": "unauthorized"}, 401)
+
     async def handle(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self._unauthorized()
         if request.method != "POST":
             return _json({"status": -1, "msg": "method not allowed"}, 405)
-        if self._api is not None:
-            given = request.headers.get(self._api[0], "").strip().encode("latin-1")
-            if not hmac.compare_digest(given, self._api[1]):
-                self._count("unauthorized", "-1")
-                return _json({"status": -1, "msg": "unauthorized"}, 401)
         command = request.query.get("command", "")
         if command not in ("allow", "report"):
             return _json({"status": -1, "msg": "unknown command"}, 400)
@@ -273,9 +303,9 @@ class PolicyService:
             decision = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name)
         else:  # "credentials", or 2.3 (no fail_type): wrong password or unknown user
             decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
-        if decision.verdict is Verdict.OK:
-            server.ip_penalty.record_success(key)
-        elif decision.verdict is Verdict.FAIL:
+        # a report only adds evidence: a success never clears or shortens the brake
+        # (saslnetauth checked no password; README, "Dovecot 2.4")
+        if decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
         if not (after and decision.credentials_valid and not decision.ok):

@@ -19,6 +19,11 @@ Only existence is answered: the Lua script adds uid, gid and home from its
 settings (see dovecot-examples/dovecot-2.4/). A PAM user unknown to
 saslnetauth exists when ``[pam] any_user`` admits it and the system knows
 the name. Lookups run in a thread, never on the event loop.
+
+Who may ask is checked like on the auth socket (:mod:`saslnetauth.serve.access`,
+``SO_PEERCRED``): root, the server's own user, ``[serve] allowed_users`` and
+``allowed_groups``; everyone else is closed before a byte is read (the socket's
+owner follows ``socket_owner``, and a name's existence is itself worth hiding).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from saslnetauth.dovecot.protocol import unescape
 from saslnetauth.errors import BackendError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import UserRecord, normalize_username
+from saslnetauth.serve.access import PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.listeners import describe
 
 __all__ = ["UserdbServer", "answer"]
@@ -84,9 +90,16 @@ class UserdbServer:
     """Serves :func:`answer` on listening sockets."""
 
     def __init__(
-        self, lookup: Callable[[str], UserRecord | None], *, pam_any_user: bool = False
+        self,
+        lookup: Callable[[str], UserRecord | None],
+        policy: PeerPolicy,
+        *,
+        pam_any_user: bool = False,
     ) -> None:
         self.lookup = lookup
+        #: who may connect (the auth socket's rules, resolved at start)
+        self.policy = policy
+        self._refusals = RefusalLog()
         self.pam_any_user = pam_any_user
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="userdb")
         self._servers: list[asyncio.base_events.Server] = []
@@ -106,6 +119,12 @@ class UserdbServer:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
+        if not self.policy.allows(peer):
+            if self._refusals.first("peer_not_allowed", peer):
+                log.warning("%s", kv("userdb connection refused", **peer.describe()))
+            writer.close()
+            return
         if self._open >= MAX_CONNECTIONS:
             writer.close()
             return

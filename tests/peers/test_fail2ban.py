@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.clitools import init_with_user, run
 from tests.support.peers import require_binary
+from tests.support.policy import POLICY_KEYS, POLICY_SECRET, write_secret_config
 from tests.support.serverproc import free_port, run_server
 
 pytestmark = pytest.mark.peer
@@ -124,8 +125,9 @@ def test_filter_counts_policy_reports(tmp_path: Path) -> None:
     assert run("init", db=db).code == 0
     assert run("user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2", db=db).code == 0
     port = free_port()
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n')
+    cfg = write_secret_config(
+        tmp_path / "c.toml", f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n{POLICY_KEYS}'
+    )
     reports = [  # (body fields, counts as a failure)
         (
             {
@@ -146,7 +148,8 @@ def test_filter_counts_policy_reports(tmp_path: Path) -> None:
         srv.wait_log("policy listening")
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for fields, _ in reports:
-            c.request("POST", "/?command=report", json.dumps({"protocol": "imap", **fields}))
+            body = json.dumps({"protocol": "imap", **fields})
+            c.request("POST", "/?command=report", body, {"X-API-Key": POLICY_SECRET})
             assert json.loads(c.getresponse().read()) == {"status": 0}
         c.close()
         srv.wait_log("rip=127.0.0.2 via=policy")

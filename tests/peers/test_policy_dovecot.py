@@ -10,6 +10,8 @@ record, and that a stopped saslnetauth refuses every login.
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +21,11 @@ import pytest
 from tests.support.clitools import run
 from tests.support.dovecot import Dovecot24Instance, DovecotInstance, passwd_line
 from tests.support.net import PeerError, peer_tmpdir, require_source_addresses
+from tests.support.policy import POLICY_KEYS, POLICY_SECRET, policy_snippet, write_secret_config
 from tests.support.serverproc import ServerProcess, free_port, run_server
 
 pytestmark = pytest.mark.peer
 
-ROOT = Path(__file__).resolve().parents[2] / "dovecot-examples"
-SNIPPETS = {
-    "2.3": ROOT / "dovecot" / "auth-policy-saslnetauth.conf.ext",
-    "2.4": ROOT / "dovecot-2.4" / "auth-policy-saslnetauth.conf.ext",
-}
 PW = "policy pw"
 
 
@@ -35,6 +33,7 @@ class Setup:
     dovecot: DovecotInstance
     server: ServerProcess
     db: str
+    port: int
 
 
 @pytest.fixture(scope="module", params=["2.3", "2.4"])
@@ -57,13 +56,14 @@ def _setup(version: str, tmp: Path, root: Path) -> Iterator[Setup]:
     add += ["--net", "2001:db8::/32", "--net", "192.0.2.0/24"]
     assert run(*add, db=s.db).code == 0
     assert run("user", "add", "bob", "--hash", "{PLAIN}x", "--disabled", db=s.db).code == 0
-    port = free_port()
-    config = tmp / "serve.toml"
+    port = s.port = free_port()
     # global networks re-read on every login (the default trusts a copy for 1 s)
-    config.write_text(f'global_cache_seconds = 0\n[policy]\nlisten = "inet:127.0.0.1:{port}"\n')
-    snippet = SNIPPETS[version].read_text()
-    assert "http://127.0.0.1:4001/" in snippet and "auth_policy_reject_on_fail = yes" in snippet
-    snippet = snippet.replace("http://127.0.0.1:4001/", f"http://127.0.0.1:{port}/")
+    config = write_secret_config(
+        tmp / "serve.toml",
+        f'global_cache_seconds = 0\n[policy]\nlisten = "inet:127.0.0.1:{port}"\n{POLICY_KEYS}',
+    )
+    snippet = policy_snippet(version, port)  # the shipped snippet, with the secret
+    assert "auth_policy_reject_on_fail = yes" in snippet
     kind = Dovecot24Instance if version == "2.4" else DovecotInstance
     users = [passwd_line(u, PW) for u in ("alice", "bob", "carol")]
     s.dovecot = kind(root / "dovecot", passwd=users, protocols=("imap",), extra_config=snippet)
@@ -127,6 +127,40 @@ def test_global_network_for_unknown_user_takes_effect(setup: Setup) -> None:
     assert not d.auth_test("carol", PW, "198.51.100.9", service="imap").ok
 
 
+def _post(
+    port: int, command: str, fields: dict[str, object], header: str | None
+) -> tuple[int, object]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"X-API-Key": header} if header is not None else {}
+        c.request("POST", f"/?command={command}", json.dumps(fields), headers)
+        resp = c.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        c.close()
+
+
+def test_requests_without_the_secret_are_refused(setup: Setup) -> None:
+    """Issue 21, item 1, with Dovecot asking through the shipped snippet (with the
+    secret): a local client without it, or with a wrong one, is answered 401 and
+    changes nothing: no auth log line (fail2ban), no brake, no enumeration."""
+    forged = {"login": "alice", "remote": "192.0.2.77", "protocol": "imap", "success": False}
+    for header in (None, "wrong", POLICY_SECRET + "x"):
+        for _ in range(6):
+            assert _post(setup.port, "report", forged, header)[0] == 401
+        success = {**forged, "success": True}
+        assert _post(setup.port, "report", success, header)[0] == 401
+        assert _post(setup.port, "allow", forged, header)[0] == 401
+    text = setup.server.wait_log("policy request refused: no or wrong api header")
+    assert "rip=192.0.2.77" not in text
+    # the brake of 192.0.2.77 did not grow: Dovecot's allow is answered without a tarpit
+    assert _post(setup.port, "allow", forged, POLICY_SECRET) == (200, {"status": 0})
+    res = setup.dovecot.auth_test("alice", PW, "192.0.2.77", service="imap")
+    assert res.ok, res.output
+    text = setup.server.wait_log("auth ok: user=alice service=imap rip=192.0.2.77")
+    assert "auth fail: user=alice service=imap rip=192.0.2.77" not in text
+
+
 def test_zz_server_stopped_refuses(setup: Setup) -> None:
     """Last in the module: stops the server. Dovecot alone would let everyone in."""
     setup.server.stop()
@@ -136,8 +170,9 @@ def test_zz_server_stopped_refuses(setup: Setup) -> None:
 
 @pytest.mark.parametrize("version", ["2.3", "2.4"])
 def test_api_header(version: str) -> None:
-    """Dovecot sends the shipped (uncommented) auth_policy_server_api_header; a server
-    expecting another value refuses every request, and Dovecot then refuses the login."""
+    """Dovecot sends the shipped auth_policy_server_api_header (its placeholder replaced
+    by the secret); a server expecting another value refuses every request, and Dovecot
+    then refuses the login."""
     with peer_tmpdir("sna-polh-") as tmp:
         root = Dovecot24Instance.tmpdir("sna-polh-") if version == "2.4" else tmp
         try:
@@ -146,19 +181,15 @@ def test_api_header(version: str) -> None:
             add = ["user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2"]
             assert run(*add, db=db).code == 0
             port = free_port()
-            snippet = SNIPPETS[version].read_text()
-            snippet = snippet.replace("http://127.0.0.1:4001/", f"http://127.0.0.1:{port}/")
-            old = "#auth_policy_server_api_header = X-API-Key: CHANGE-ME"
-            assert old in snippet
-            snippet = snippet.replace(old, "auth_policy_server_api_header = X-API-Key: s3cret")
+            snippet = policy_snippet(version, port)
             kind = Dovecot24Instance if version == "2.4" else DovecotInstance
             dc = kind(root / "dovecot", passwd=[passwd_line("alice", PW)], extra_config=snippet)
             with dc:
-                for value, ok in (("s3cret", True), ("other", False)):
-                    config = tmp / f"serve-{value}.toml"
-                    config.write_text(
+                for value, ok in ((POLICY_SECRET, True), ("another-secret-0123456789", False)):
+                    config = write_secret_config(
+                        tmp / f"serve-{ok}.toml",
                         f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n'
-                        f'api_header = "X-API-Key: {value}"\n'
+                        f'api_header = "X-API-Key: {value}"\n',
                     )
                     with run_server(db, config=config) as srv:
                         srv.wait_log("policy listening")

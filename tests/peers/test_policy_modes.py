@@ -26,16 +26,12 @@ import pytest
 from tests.support.clitools import run
 from tests.support.dovecot import Dovecot24Instance, DovecotInstance, passwd_line
 from tests.support.net import PeerError, peer_tmpdir, require_source_addresses, wait_for
+from tests.support.policy import POLICY_KEYS, SNIPPETS, policy_snippet, write_secret_config
 from tests.support.postfix import PostfixInstance
 from tests.support.serverproc import ServerProcess, free_port, run_server
 
 pytestmark = pytest.mark.peer
 
-ROOT = Path(__file__).resolve().parents[2] / "dovecot-examples"
-SNIPPETS = {
-    "2.3": ROOT / "dovecot" / "auth-policy-saslnetauth.conf.ext",
-    "2.4": ROOT / "dovecot-2.4" / "auth-policy-saslnetauth.conf.ext",
-}
 PW = "modes pw"
 OUTSIDE = "127.0.0.3"
 
@@ -76,13 +72,13 @@ def _peers(version: str, mode: str, tmp: Path, root: Path) -> Iterator[Peers]:
     assert run("user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2", db=db).code == 0
     port = free_port()
     p.alerts = tmp / "alerts"
-    config = tmp / "serve.toml"
-    config.write_text(
-        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nmode = "{mode}"\n'
+    config = write_secret_config(
+        tmp / "serve.toml",
+        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nmode = "{mode}"\n{POLICY_KEYS}'
         f'[serve]\nalert_command = ["/bin/sh", "-c", '
-        f'"echo $SASLNETAUTH_USER $SASLNETAUTH_RIP >> {p.alerts}"]\n'
+        f'"echo $SASLNETAUTH_USER $SASLNETAUTH_RIP >> {p.alerts}"]\n',
     )
-    snippet = SNIPPETS[version].read_text().replace("127.0.0.1:4001", f"127.0.0.1:{port}")
+    snippet = policy_snippet(version, port)  # the shipped snippet, with the secret
     if mode == "after_auth":
         for setting, value in (("check_before_auth", "no"), ("check_after_auth", "yes")):
             old = f"auth_policy_{setting} = {'yes' if value == 'no' else 'no'}"

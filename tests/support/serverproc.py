@@ -109,7 +109,9 @@ def run_server(
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env)
         server = ServerProcess(proc, log_path, sock, port)
         try:
-            server.wait_log("ready:")
+            # a start under load (two shared cores) can take well over 10 s: the measured
+            # slowest hash and the workers' imports; wait_log fails at once if it exits
+            server.wait_log("ready:", timeout=60)
             yield server
         finally:
             server.stop()

@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.support.clitools import init_with_user, run
 from tests.support.geoipdb import replace_atomically, write_asns, write_countries
 from tests.support.metrics import plain, samples
+from tests.support.policy import POLICY_KEYS, POLICY_SECRET
 from tests.support.serverproc import ServerProcess, free_port, run_server
 
 PW = "s3cret pw"
@@ -33,12 +34,13 @@ penalty_max = 0
 metrics_listen = "inet:127.0.0.1:{metrics}"
 [policy]
 listen = "inet:127.0.0.1:{policy}"
-[geoip]
+{POLICY_KEYS}[geoip]
 country_db = "{country}"
 asn_db = "{asn}"
 check_seconds = 0.2
 """
     )
+    cfg.chmod(0o600)  # it holds the policy endpoint's secret
     return cfg
 
 
@@ -53,7 +55,8 @@ def _login(srv: ServerProcess, rip: str, service: str = "smtp") -> str:
 
 def _policy(port: int, remote: str) -> int:
     body = json.dumps({"login": "alice", "remote": remote, "protocol": "imap"}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/?command=allow", data=body)
+    url = f"http://127.0.0.1:{port}/?command=allow"
+    req = urllib.request.Request(url, data=body, headers={"X-API-Key": POLICY_SECRET})
     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback http
         return int(json.loads(resp.read())["status"])
 

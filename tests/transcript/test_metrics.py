@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from saslnetauth.serve.metrics import MAX_SERIES, Metrics
 from tests.support.clitools import run
@@ -108,3 +111,47 @@ def test_alert_and_worker_counters_are_exposed(tmp_path: Path) -> None:
         got = scrape()
         assert got[plain("saslnetauth_alerts_fired_total")] == 4
         assert got[plain("saslnetauth_alerts_dropped_total")] == 1
+
+
+TOKEN = "metrics-token-5e1c0a9f27b3"
+
+
+def _scrape(port: int, authorization: str | None) -> int:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback http
+            assert b"saslnetauth_auth_total" in resp.read()
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        assert b"saslnetauth" not in exc.read()
+        return int(exc.code)
+
+
+def test_metrics_token(tmp_path: Path) -> None:
+    """With [serve] metrics_token only scrapes that send it read the counters (every
+    local user can reach a loopback port), and serve refuses a token others can read."""
+    db = f"sqlite:///{tmp_path}/m.db"
+    assert run("init", db=db).code == 0
+    port = free_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[serve]\nmetrics_listen = "inet:127.0.0.1:{port}"\nmetrics_token = "{TOKEN}"\n'
+    )
+    cfg.chmod(0o644)
+    res = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db, timeout=30)
+    assert res.code != 0 and "serve.metrics_token" in res.err and "chmod o-r" in res.err
+    cfg.chmod(0o600)
+    with run_server(db, config=cfg) as srv:
+        srv.wait_log("metrics listening")
+        for given in (None, TOKEN, f"Bearer {TOKEN}x", f"Basic {TOKEN}", "Bearer"):
+            assert _scrape(port, given) == 401, given
+        assert _scrape(port, f"Bearer {TOKEN}") == 200
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it 0123456789"])
+def test_metrics_token_checked(tmp_path: Path, token: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[serve]\nmetrics_token = "{token}"\n')
+    res = run("--config", str(cfg), "user", "list", db=f"sqlite:///{tmp_path}/m.db")
+    assert res.code != 0 and "serve.metrics_token" in res.err

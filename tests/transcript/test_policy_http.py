@@ -21,6 +21,15 @@ from tests.support.serverproc import ServerProcess, free_port, run_server
 
 KEY = "X-Policy-Key"
 SECRET = "s3cret-header-value"
+#: The [policy] keys every listener needs: its shared secret.
+SECRET_KEYS = f'api_header = "{KEY}: {SECRET}"\n'
+
+
+def policy_config(path: Path, text: str) -> Path:
+    """A configuration file holding the secret: unreadable by other users, as serve demands."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 SLOW_OK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -85,12 +94,15 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoint]:
     assert run("init", db=db).code == 0
     add = ["user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2", "--net", "::1"]
     assert run(*add, db=db).code == 0
+    # carol's addresses are for the brake (alice's must stay unbraked)
+    add = ["user", "add", "carol", "--hash", "{PLAIN}x", "--net", "127.0.0.5", "--net", "127.0.0.6"]
+    assert run(*add, db=db).code == 0
     port = free_port()
-    cfg = Path(tmp) / "c.toml"
-    cfg.write_text(
-        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\napi_header = "{KEY}: {SECRET}"\n'
+    cfg = policy_config(
+        Path(tmp) / "c.toml",
+        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\n{SECRET_KEYS}'
         "max_body = 1024\nrequest_timeout = 1.0\nidle_timeout = 2.0\n"
-        "[serve]\npenalty_free_failures = 1\n"
+        "[serve]\npenalty_free_failures = 1\n",
     )
     with run_server(db, config=cfg) as srv:
         srv.wait_log("policy listening")
@@ -126,23 +138,57 @@ def test_allow_and_refuse(endpoint: Endpoint) -> None:
 
 def test_api_header_required(endpoint: Endpoint) -> None:
     c = endpoint.conn()
-    for key in (None, "wrong", SECRET + "x", ""):
-        status, answer = endpoint.ask(c, "allow", body("alice", "127.0.0.2"), key=key)
-        assert (status, answer["status"]) == (401, -1)
+    for key in (None, "wrong", SECRET + "x", "", SECRET[:-1]):
+        for command in ("allow", "report"):
+            status, answer = endpoint.ask(c, command, body("alice", "127.0.0.2"), key=key)
+            assert (status, answer) == (401, {"status": -1, "msg": "unauthorized"})
     c.close()
+    # a GET without the secret is refused as unauthorised too, before anything else
+    reply = raw_exchange(endpoint.port, b"GET /?command=allow HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 401 ")
+
+
+def test_requests_without_the_secret_change_nothing(endpoint: Endpoint) -> None:
+    """Issue 21, item 1: forged reports neither log an auth event (fail2ban would ban
+    on it) nor raise the brake; a forged success writes no "auth ok"; allow answers
+    nobody without the secret (no enumeration of users and networks)."""
+    c = endpoint.conn()
+    fail = body("carol", "127.0.0.6", success=False, policy_reject=False, fail_type="credentials")
+    sent = 0
+    for key in (None, "wrong", SECRET + "x"):
+        for _ in range(6):
+            assert endpoint.ask(c, "report", fail, key=key)[0] == 401
+            sent += 1
+        assert (
+            endpoint.ask(c, "report", body("carol", "127.0.0.6", success=True), key=key)[0] == 401
+        )
+        assert endpoint.ask(c, "allow", body("carol", "127.0.0.6"), key=key)[0] == 401
+        sent += 2
+    # with penalty_free_failures = 1, one counted failure would answer a tarpit here
+    assert endpoint.ask(c, "allow", body("carol", "127.0.0.6")) == (200, {"status": 0})
+    c.close()
+    text = endpoint.server.wait_log("policy request refused: no or wrong api header")
+    assert "rip=127.0.0.6" not in text and "user=carol" not in text
+    # logged at most once a minute, with the count of refusals since the last line
+    assert 1 <= text.count("policy request refused") < sent
 
 
 def test_brake_answers_a_tarpit(endpoint: Endpoint) -> None:
     c = endpoint.conn()
-    fail = body("alice", "127.0.0.2", success=False, policy_reject=False, fail_type="credentials")
+    fail = body("carol", "127.0.0.5", success=False, policy_reject=False, fail_type="credentials")
     for _ in range(3):
         endpoint.ask(c, "report", fail)
-    status, answer = endpoint.ask(c, "allow", body("alice", "127.0.0.2"))
+    status, answer = endpoint.ask(c, "allow", body("carol", "127.0.0.5"))
     assert status == 200 and isinstance(answer["status"], int) and answer["status"] > 0
-    endpoint.ask(c, "report", body("alice", "127.0.0.2", success=True))
-    assert endpoint.ask(c, "allow", body("alice", "127.0.0.2")) == (200, {"status": 0})
-    text = endpoint.server.wait_log("auth fail: user=alice service=imap rip=127.0.0.2")
+    # a success report only adds evidence: the brake stays (issue 21: one report of
+    # success used to clear it, and the next guess came at full speed)
+    endpoint.ask(c, "report", body("carol", "127.0.0.5", success=True))
+    status, after = endpoint.ask(c, "allow", body("carol", "127.0.0.5"))
+    assert status == 200 and isinstance(after["status"], int)
+    assert after["status"] >= answer["status"] > 0
+    text = endpoint.server.wait_log("auth fail: user=carol service=imap rip=127.0.0.5")
     assert "reason=bad_password via=policy" in text
+    endpoint.server.wait_log("auth ok: user=carol service=imap rip=127.0.0.5")
 
 
 def raw_exchange(port: int, data: bytes) -> bytes:
@@ -220,11 +266,16 @@ def test_non_loopback_peer_refused(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path}/p.db"
     assert run("init", db=db).code == 0
     port = free_port()
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nallow_from = ["127.0.0.2/32"]\n')
+    cfg = policy_config(
+        tmp_path / "c.toml",
+        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nallow_from = ["127.0.0.2/32"]\n{SECRET_KEYS}',
+    )
     with run_server(db, config=cfg) as srv:
         srv.wait_log("policy listening")
-        data = b"POST /?command=allow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        data = (
+            f"POST /?command=allow HTTP/1.1\r\nHost: x\r\n{KEY}: {SECRET}\r\n"
+            "Content-Length: 2\r\n\r\n{}"
+        ).encode()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(data)
             # closed without an answer (a reset: our request was left unread)
@@ -245,20 +296,25 @@ def test_reports_reach_the_record(tmp_path: Path) -> None:
     assert run("init", db=db).code == 0
     assert run("user", "add", "alice", "--hash", "{PLAIN}x", "--net", "127.0.0.2", db=db).code == 0
     port = free_port()
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nmode = "after_auth"\n')
+    cfg = policy_config(
+        tmp_path / "c.toml",
+        f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nmode = "after_auth"\n{SECRET_KEYS}',
+    )
     with run_server(db, config=cfg) as srv:
         srv.wait_log("policy listening")
         ep = Endpoint(srv, port, db)
         c = ep.conn()
-        assert ep.ask(c, "allow", body("alice", "192.0.2.50"), key=None)[1]["status"] == -1
+        # without the secret, no alert and no "credentials_valid=yes" (issue 21)
+        assert ep.ask(c, "allow", body("alice", "192.0.2.51"), key=None)[0] == 401
+        assert ep.ask(c, "allow", body("alice", "192.0.2.50"))[1]["status"] == -1
         refused = body("alice", "192.0.2.50", success=False, policy_reject=True, fail_type="policy")
-        ep.ask(c, "report", refused, key=None)
-        ep.ask(c, "report", body("alice", "127.0.0.2", success=True), key=None)
+        ep.ask(c, "report", refused)
+        ep.ask(c, "report", body("alice", "127.0.0.2", success=True))
         wrong = body("alice", "127.0.0.2", success=False, fail_type="credentials")
-        ep.ask(c, "report", wrong, key=None)
+        ep.ask(c, "report", wrong)
         c.close()
-        srv.wait_log("credentials_valid=yes")
+        text = srv.wait_log("credentials_valid=yes")
+        assert "192.0.2.51" not in text and text.count("credentials_valid=yes") == 1
     res = run("report", "--json", db=db)
     assert res.code == 0, res.err
     report = json.loads(res.out)
@@ -268,3 +324,26 @@ def test_reports_reach_the_record(tmp_path: Path) -> None:
     assert [(s["user"], s["address"], s["services"]) for s in stolen] == [
         ("alice", "192.0.2.50", ["imap"])
     ]
+
+
+@pytest.mark.parametrize(
+    ("keys", "mode", "error"),
+    [
+        ("", 0o600, "policy.api_header: required with policy.listen"),
+        ('api_header = "X-API-Key: CHANGE-ME-random-secret"\n', 0o600, "placeholder"),
+        ('api_header = "X-API-Key: short"\n', 0o600, "at least 16 characters"),
+        (SECRET_KEYS, 0o644, "readable by every local user"),
+    ],
+)
+def test_no_policy_listener_without_a_secret(
+    tmp_path: Path, keys: str, mode: int, error: str
+) -> None:
+    """serve refuses to start a policy listener anyone could talk to (issue 21)."""
+    db = f"sqlite:///{tmp_path}/p.db"
+    assert run("init", db=db).code == 0
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{free_port()}"\n{keys}')
+    cfg.chmod(mode)
+    res = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db, timeout=30)
+    assert res.code != 0 and error in res.err, res.err
+    assert "openssl rand -hex 32" in res.err or "chmod o-r" in res.err
