@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from saslnetauth.errors import ConfigError
-from saslnetauth.settings import Config, GeoipConfig, PolicyConfig, ServeConfig
+from saslnetauth.settings import Config, GeoipConfig, PolicyConfig, RevokeConfig, ServeConfig
 
 # The schema's classes live in saslnetauth.settings; Config is re-exported for the
 # many modules that only need the type next to load_config.
@@ -235,6 +235,7 @@ def validate(cfg: Config) -> None:
     if cfg.checkpassword.fallback not in ("local", "tempfail"):
         raise ConfigError("checkpassword.fallback: use local or tempfail")
     _validate_geoip(cfg.geoip)
+    _validate_revoke(cfg.revoke)
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
@@ -250,6 +251,19 @@ def _validate_geoip(g: GeoipConfig) -> None:
         raise ConfigError("geoip.max_age_days: 0 (never old) or more")
     if not 0.1 <= g.check_seconds <= 86400:
         raise ConfigError("geoip.check_seconds: 0.1 to 86400 seconds")
+
+
+def _validate_revoke(r: RevokeConfig) -> None:
+    if any(not arg.isprintable() for arg in r.command):
+        raise ConfigError("revoke.command: printable arguments only")
+    if r.command and not r.command[0]:
+        raise ConfigError("revoke.command: the first argument is the program")
+    if not 0 < r.timeout <= 300:
+        raise ConfigError("revoke.timeout: more than 0, at most 300 seconds")
+    if not 0.1 <= r.check_seconds <= 3600:
+        raise ConfigError("revoke.check_seconds: 0.1 to 3600 seconds")
+    if r.max_running < 1 or r.max_queued < 0:
+        raise ConfigError("revoke.max_running: at least 1; revoke.max_queued: 0 or more")
 
 
 def _validate_policy(p: PolicyConfig) -> None:
