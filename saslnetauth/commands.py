@@ -22,7 +22,7 @@ import logging
 import os
 import subprocess
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from saslnetauth.logfmt import kv, printable
@@ -51,20 +51,21 @@ class Outcome:
 
     status: int | None
     error: str = ""
-    #: "done" (exit 0), "failed" (another status), "killed" (timeout), "failed to start".
+    #: "done" (exit 0 or another of the caller's ``ok_status``), "failed" (another
+    #: status), "killed" (timeout), "failed to start".
     kind: str = "done"
 
     @property
     def ok(self) -> bool:
-        return self.status == 0
+        return self.kind == "done"
 
     def fields(self) -> dict[str, object]:
         return {"status": "-" if self.status is None else self.status, "error": self.error or None}
 
 
-def _ended(status: int, err: bytes | None) -> Outcome:
-    if status == 0:
-        return Outcome(0)
+def _ended(status: int, err: bytes | None, ok_status: Collection[int]) -> Outcome:
+    if status == 0 or status in ok_status:
+        return Outcome(status)
     text = (err or b"").decode(errors="replace").strip()[:ERROR_CHARS]
     return Outcome(status, printable(text), "failed")
 
@@ -77,9 +78,16 @@ def _killed(timeout: float) -> Outcome:
     return Outcome(None, f"after {timeout}s", "killed")
 
 
-def run_now(argv: list[str], env: dict[str, str], *, timeout: float, stdin: bytes = b"") -> Outcome:
+def run_now(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    timeout: float,
+    stdin: bytes = b"",
+    ok_status: Collection[int] = (0,),
+) -> Outcome:
     """Run ``argv`` once and wait (at most ``timeout`` seconds, then its process group
-    is killed)."""
+    is killed); an exit status in ``ok_status`` counts as done."""
     try:
         proc = subprocess.Popen(
             argv,
@@ -98,7 +106,7 @@ def run_now(argv: list[str], env: dict[str, str], *, timeout: float, stdin: byte
             os.killpg(proc.pid, 9)
         proc.communicate()
         return _killed(timeout)
-    return _ended(proc.returncode, err)
+    return _ended(proc.returncode, err, ok_status)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,8 @@ class _Job:
 class CommandRunner:
     """Background commands of the server (see the module's text). ``name`` starts
     every log line (``alert dropped``, ``alert command killed``, ``revoke command
-    done``); ``log_done``: also log each run that succeeded (INFO)."""
+    done``); ``log_done``: also log each run that succeeded (INFO); ``ok_status``: the
+    exit statuses that count as success."""
 
     def __init__(
         self,
@@ -123,6 +132,7 @@ class CommandRunner:
         max_running: int,
         max_queued: int = 0,
         log_done: bool = False,
+        ok_status: Collection[int] = (0,),
     ) -> None:
         self.name = name
         self.log = log
@@ -130,6 +140,7 @@ class CommandRunner:
         self.max_running = max_running
         self.max_queued = max_queued
         self.log_done = log_done
+        self.ok_status = tuple(ok_status)
         self.running = 0
         self.started = 0
         self.dropped = 0
@@ -187,7 +198,8 @@ class CommandRunner:
     def _report(self, job: _Job, outcome: Outcome) -> None:
         if outcome.ok:
             if self.log_done:
-                self.log.info("%s", kv(f"{self.name} command done", **job.fields, status=0))
+                line = kv(f"{self.name} command done", **job.fields, status=outcome.status)
+                self.log.info("%s", line)
             return
         self.failed += 1
         line = kv(f"{self.name} command {outcome.kind}", **job.fields, **outcome.fields())
@@ -212,7 +224,7 @@ class CommandRunner:
                 os.killpg(proc.pid, 9)
             await proc.wait()
             return _killed(self.timeout)
-        return _ended(proc.returncode or 0, err)
+        return _ended(proc.returncode or 0, err, self.ok_status)
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout``) for the commands running and queued."""

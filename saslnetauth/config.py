@@ -258,6 +258,8 @@ def _validate_revoke(r: RevokeConfig) -> None:
         raise ConfigError("revoke.command: printable arguments only")
     if r.command and not r.command[0]:
         raise ConfigError("revoke.command: the first argument is the program")
+    if any(not 0 <= status <= 255 for status in r.ok_status):
+        raise ConfigError("revoke.ok_status: exit statuses, 0 to 255")
     if not 0 < r.timeout <= 300:
         raise ConfigError("revoke.timeout: more than 0, at most 300 seconds")
     if not 0.1 <= r.check_seconds <= 3600:

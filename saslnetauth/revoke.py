@@ -126,7 +126,9 @@ def revoke_now(config: RevokeConfig, event: RevokeEvent) -> Outcome | None:
     argv = revoke_argv(config.command, event)
     if argv is None:
         return None
-    outcome = run_now(argv, revoke_environment(event), timeout=config.timeout)
+    outcome = run_now(
+        argv, revoke_environment(event), timeout=config.timeout, ok_status=config.ok_status
+    )
     line = kv(f"revoke command {outcome.kind}", **event.fields(), **outcome.fields())
     (log.info if outcome.ok else log.warning)("%s", line)
     return outcome

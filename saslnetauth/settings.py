@@ -226,6 +226,9 @@ class RevokeConfig:
     #: rights on Dovecot's anvil socket, and not every install has Dovecot). For
     #: Dovecot: ["doveadm", "kick", "{user}", "{network}"].
     command: list[str] = field(default_factory=list)
+    #: Exit statuses that count as done (doveadm kick exits 68 when nobody was
+    #: logged in: nothing to end); others are logged as failures.
+    ok_status: list[int] = field(default_factory=lambda: [0, 68])
     #: Seconds before the command is killed.
     timeout: float = 10.0
     #: Seconds between the server's looks for grants and app passwords that expired

@@ -62,6 +62,7 @@ class ExpiryWatcher:
             max_running=config.max_running,
             max_queued=config.max_queued,
             log_done=True,
+            ok_status=config.ok_status,
         )
         self._since = clock()
         self._task: asyncio.Task[None] | None = None
@@ -71,6 +72,7 @@ class ExpiryWatcher:
         self.runner.timeout = config.timeout
         self.runner.max_running = config.max_running
         self.runner.max_queued = config.max_queued
+        self.runner.ok_status = tuple(config.ok_status)
 
     def start(self) -> None:
         self._since = self.clock()

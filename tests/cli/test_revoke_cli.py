@@ -117,6 +117,14 @@ def test_user_kick_fails_without_a_command_or_when_it_fails(
     code, _, err = cli("user", "kick", "bob")
     assert code == 1
     assert "ending the sessions of bob failed" in err and "exit 1 (no anvil socket)" in err, err
+    assert err.count("\n") == 1, err  # one line, not a second one through logging
+    # an exit status of [revoke] ok_status counts as done (doveadm kick: nobody there)
+    nobody = [sys.executable, "-c", "import sys; sys.exit(68)", "{user}"]
+    cli.cfg = _config(tmp_path, sqlite_url, nobody)
+    code, _, err = cli("user", "kick", "bob")
+    assert code == 0, err
+    assert "no live sessions of bob" in err and "warning" not in err, err
+    cli.cfg = _config(tmp_path, sqlite_url, failing)
     # a revocation stands when its command fails (exit 0, with the warning)
     code, out, err = cli("user", "disable", "bob")
     assert code == 0 and "disabled" in out, err

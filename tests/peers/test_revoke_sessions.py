@@ -145,5 +145,11 @@ def test_user_kick_by_hand(world: World) -> None:
         assert "sessions of dave ended" in err, err
         assert session.wait_closed(CLOSE_WAIT), session.lines
         assert world.dovecot.imap_login(HOME, "dave", PW) is True  # kicked, not revoked
+        # nobody left: doveadm kick exits 68 ("no users kicked"), [revoke] ok_status
+        code, _, err = world.cli("user", "kick", "dave")
+        assert code == 0, err
+        assert "no live sessions of dave" in err and "exit 68" in err, err
+        code, _, err = world.cli("user", "disable", "dave")
+        assert code == 0 and "warning" not in err, err
     finally:
         session.close()

@@ -14,7 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from saslnetauth.commands import CommandRunner, run_now
-from saslnetauth.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
+from saslnetauth.revoke import (
+    RevokeEvent,
+    kick_network,
+    revoke_argv,
+    revoke_environment,
+    revoke_now,
+)
 from saslnetauth.serve.revokewatch import ExpiryWatcher
 from saslnetauth.settings import RevokeConfig
 from saslnetauth.store.connect import Database
@@ -78,11 +84,32 @@ def test_environment_is_only_path_lang_and_ours() -> None:
     }
 
 
+def test_revoke_now_is_the_hook_for_other_revocations(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A suspension (not built yet) calls revoke_now: one run, one log line."""
+    out = tmp_path / "ran"
+    config = RevokeConfig(command=[sys.executable, "-c", RECORD, str(out), "{user}"])
+    with caplog.at_level("INFO", logger="saslnetauth.revoke"):
+        outcome = revoke_now(config, RevokeEvent("suspended", "alice"))
+    assert outcome is not None and outcome.ok
+    argv, env = json.loads(out.read_text())
+    assert (argv, env["SASLNETAUTH_EVENT"]) == (["alice"], "suspended")
+    assert [r.getMessage() for r in caplog.records] == [
+        "revoke command done: event=suspended user=alice status=0"
+    ]
+    assert revoke_now(RevokeConfig(), RevokeEvent("suspended", "alice")) is None
+
+
 def test_run_now_reports_status_and_kills_on_timeout() -> None:
     env = {"PATH": "/usr/bin:/bin"}
     assert run_now(["true"], env, timeout=5).ok
     failed = run_now([sys.executable, "-c", "import sys; sys.exit('nope')"], env, timeout=5)
     assert (failed.status, failed.kind, failed.error) == (1, "failed", "nope")
+    nobody = [sys.executable, "-c", "import sys; sys.exit(68)"]
+    assert not run_now(nobody, env, timeout=5).ok
+    done = run_now(nobody, env, timeout=5, ok_status=(0, 68))
+    assert (done.ok, done.status, done.kind) == (True, 68, "done")
     killed = run_now([sys.executable, "-c", "import time; time.sleep(60)"], env, timeout=0.5)
     assert (killed.status, killed.kind) == (None, "killed")
     missing = run_now(["/nonexistent/doveadm"], env, timeout=5)
