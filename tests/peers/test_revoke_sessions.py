@@ -19,7 +19,8 @@ import pytest
 
 from tests.peers.test_checkpassword import FAST, render_example
 from tests.support.clitools import run
-from tests.support.dovecot import DovecotInstance, ImapIdle, doveadm_binary
+from tests.support.dovecot import DovecotInstance, doveadm_binary
+from tests.support.imapidle import ImapIdle
 from tests.support.net import peer_tmpdir, require_source_addresses
 from tests.support.serverproc import ServerProcess, run_server
 
