@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from saslnetauth.errors import ConfigError
-from saslnetauth.settings import Config, GeoipConfig, PolicyConfig, ServeConfig
+from saslnetauth.settings import Config, GeoipConfig, PolicyConfig, RevokeConfig, ServeConfig
 
 # The schema's classes live in saslnetauth.settings; Config is re-exported for the
 # many modules that only need the type next to load_config.
@@ -246,6 +246,7 @@ def validate(cfg: Config) -> None:
     if cfg.checkpassword.fallback not in ("local", "tempfail"):
         raise ConfigError("checkpassword.fallback: use local or tempfail")
     _validate_geoip(cfg.geoip)
+    _validate_revoke(cfg.revoke)
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
@@ -306,6 +307,21 @@ def _check_private(cfg: Config, key: str) -> None:
             f"{key}: {cfg.source} is readable by every local user (mode "
             f"{mode:04o}), so its secret protects nothing; run chmod o-r {cfg.source}"
         )
+
+
+def _validate_revoke(r: RevokeConfig) -> None:
+    if any(not arg.isprintable() for arg in r.command):
+        raise ConfigError("revoke.command: printable arguments only")
+    if r.command and not r.command[0]:
+        raise ConfigError("revoke.command: the first argument is the program")
+    if any(not 0 <= status <= 255 for status in r.ok_status):
+        raise ConfigError("revoke.ok_status: exit statuses, 0 to 255")
+    if not 0 < r.timeout <= 300:
+        raise ConfigError("revoke.timeout: more than 0, at most 300 seconds")
+    if not 0.1 <= r.check_seconds <= 3600:
+        raise ConfigError("revoke.check_seconds: 0.1 to 3600 seconds")
+    if r.max_running < 1 or r.max_queued < 0:
+        raise ConfigError("revoke.max_running: at least 1; revoke.max_queued: 0 or more")
 
 
 def _validate_policy(p: PolicyConfig) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "PasswordsConfig",
     "PolicyConfig",
     "ReportConfig",
+    "RevokeConfig",
     "ServeConfig",
 ]
 
@@ -219,6 +220,32 @@ class GeoipConfig:
 
 
 @dataclass
+class RevokeConfig:
+    #: Command run when a credential is revoked, to end the sessions it opened (README,
+    #: "Ending sessions on revoke"): an argument list, never a shell. In each argument
+    #: {user}, {credential} (an app password's label) and {network} (an expired or
+    #: removed network, when it is an address or CIDR) are replaced; an argument that
+    #: is only a placeholder with nothing to put there is left out. Its environment is
+    #: only PATH, LANG, SASLNETAUTH_USER, SASLNETAUTH_EVENT, SASLNETAUTH_CREDENTIAL and
+    #: SASLNETAUTH_NETWORK; never a password. [] = none (the default: doveadm needs
+    #: rights on Dovecot's anvil socket, and not every install has Dovecot). For
+    #: Dovecot: ["doveadm", "kick", "{user}", "{network}"].
+    command: list[str] = field(default_factory=list)
+    #: Exit statuses that count as done (doveadm kick exits 68 when nobody was
+    #: logged in: nothing to end); others are logged as failures.
+    ok_status: list[int] = field(default_factory=lambda: [0, 68])
+    #: Seconds before the command is killed.
+    timeout: float = 10.0
+    #: Seconds between the server's looks for grants and app passwords that expired
+    #: (one query over the rows that have an expiry).
+    check_seconds: float = 2.0
+    #: Commands the server runs at once, and how many more may wait (more are dropped
+    #: with a log line).
+    max_running: int = 2
+    max_queued: int = 1000
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -244,6 +271,7 @@ class Config:
     pam: PamConfig = field(default_factory=PamConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
+    revoke: RevokeConfig = field(default_factory=RevokeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})

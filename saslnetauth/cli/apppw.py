@@ -16,10 +16,12 @@ from saslnetauth.cli.common import (
     services_option,
 )
 from saslnetauth.cli.report import parse_duration
+from saslnetauth.cli.revoking import end_sessions
 from saslnetauth.credentials.apptokens import check_label, new_token
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.model import AppPasswordRecord
 from saslnetauth.netrules import NetworkRule, describe_services, parse_services
+from saslnetauth.revoke import RevokeEvent
 
 __all__ = ["app_password", "parse_expiry"]
 
@@ -148,10 +150,12 @@ def list_(app: AppContext, name: str, as_json: bool) -> None:
 @click.argument("label")
 @pass_app
 def delete(app: AppContext, name: str, label: str) -> None:
-    """Delete app password LABEL of user NAME (the next login with it fails)."""
+    """Delete app password LABEL of user NAME (the next login with it fails) and end
+    the user's sessions ([revoke] command)."""
     store = app.store()
     store.delete_app_password(name, label)
     click.echo(f"app password {label} of {store.name(name)} deleted")
+    end_sessions(app, RevokeEvent("app_password_deleted", store.name(name), credential=label))
 
 
 def _when(value: datetime | None, empty: str) -> str:

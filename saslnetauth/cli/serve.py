@@ -197,16 +197,23 @@ async def _run(
     purge_store = open_store(cfg, check_schema=False)
     purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days)
     closers += [purger.close, purge_store.close]
+    from saslnetauth.serve.revokewatch import ExpiryWatcher
+
+    # expiries end sessions within seconds (README, "Ending sessions on revoke")
+    watcher = ExpiryWatcher(purge_store, cfg.revoke)
+    closers.insert(0, watcher.close)
 
     def reload_all() -> tuple[Config, ServeConfig]:
         new, settings = reload()
         purger.keep_days = settings.expired_keep_days
+        watcher.retune(new.revoke)
         return new, settings
 
     server = AuthServer(
         decider, cfg.serve, reload=reload_all, measured=measured, record=record, geoip=cfg.geoip
     )
     await server.start(sockets)
+    watcher.start()
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
     if userdb_sock is not None or policy_sock is not None:

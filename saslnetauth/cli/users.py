@@ -22,10 +22,12 @@ from saslnetauth.cli.expiring import (
     new_grant,
     shown_expiry,
 )
+from saslnetauth.cli.revoking import end_sessions, kick_network
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import NetworkRule, describe_services
+from saslnetauth.revoke import RevokeEvent
 from saslnetauth.runtime import make_hasher
 
 
@@ -141,6 +143,7 @@ def passwd(app: AppContext, name: str, password_stdin: bool, hash_: str | None) 
         raise InvalidInputError(f"user {record.name} is checked by PAM: change the password there")
     store.set_password(name, _new_hash(app, password_stdin, hash_))
     click.echo(f"password of {store.name(name)} changed")
+    end_sessions(app, RevokeEvent("password_changed", store.name(name)))
 
 
 @user.command("enable")
@@ -157,20 +160,46 @@ def enable(app: AppContext, name: str) -> None:
 @click.argument("name")
 @pass_app
 def disable(app: AppContext, name: str) -> None:
-    """Refuse every login of user NAME (the user and its networks are kept)."""
+    """Refuse every login of user NAME (the user and its networks are kept) and end
+    its sessions ([revoke] command)."""
     store = app.store()
     store.set_enabled(name, False)
     click.echo(f"user {store.name(name)} disabled")
+    end_sessions(app, RevokeEvent("user_disabled", store.name(name)))
 
 
 @user.command("del")
 @click.argument("name")
 @pass_app
 def delete(app: AppContext, name: str) -> None:
-    """Delete user NAME and its networks."""
+    """Delete user NAME and its networks, and end its sessions ([revoke] command)."""
     store = app.store()
     store.delete_user(name)
     click.echo(f"user {store.name(name)} deleted")
+    end_sessions(app, RevokeEvent("user_deleted", store.name(name)))
+
+
+@user.command("kick")
+@click.argument("name")
+@click.option(
+    "--app-password",
+    "label",
+    metavar="LABEL",
+    help="Name this app password in {credential} (Dovecot 2.3 cannot tell its sessions "
+    "apart: doveadm kick ends all of the user's).",
+)
+@pass_app
+def kick(app: AppContext, name: str, label: str | None) -> None:
+    """End the live sessions of user NAME now: run the [revoke] command once.
+
+    Exits 1 when no command is configured or it failed.
+    """
+    key = app.store().name(name)
+    outcome = end_sessions(app, RevokeEvent("kick", key, credential=label or ""))
+    if outcome is None:
+        raise click.ClickException('no [revoke] command configured (README, "Ending sessions")')
+    if not outcome.ok:
+        raise SystemExit(1)
 
 
 @user.command("list")
@@ -266,10 +295,14 @@ def net_add(
 @click.argument("network", metavar="NET")
 @pass_app
 def net_del(app: AppContext, name: str, network: str) -> None:
-    """Remove network NET from user NAME."""
+    """Remove network NET from user NAME and end its sessions from there ([revoke]
+    command)."""
     store = app.store()
     store.delete_user_network(name, network)
     click.echo(f"user {store.name(name)}: network {network} removed")
+    end_sessions(
+        app, RevokeEvent("network_removed", store.name(name), network=kick_network(network))
+    )
 
 
 def _state(u: UserRecord) -> str:

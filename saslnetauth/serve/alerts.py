@@ -13,25 +13,22 @@ nothing of the server's own environment (such as a database URL) leaks.
 It runs in the background with a time limit (killed after ``timeout``
 seconds) and at most ``max_running`` at once (more are dropped with a log
 line); its slot is given back whatever happens, so it can neither block,
-crash nor switch off the server's alerts.
+crash nor switch off the server's alerts (:class:`saslnetauth.commands.CommandRunner`,
+shared with the revoke command).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 
+from saslnetauth.commands import CommandRunner, base_environment
 from saslnetauth.logfmt import kv, printable
 from saslnetauth.netrules import parse_address
 
 __all__ = ["AlertRunner", "alert_environment"]
 
 log = logging.getLogger("saslnetauth.alert")
-
-#: PATH when the server has none.
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def alert_environment(
@@ -45,28 +42,42 @@ def alert_environment(
     """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*."""
     source = os.environ if parent is None else parent
     addr = parse_address(rip)
-    env = {
-        "PATH": source.get("PATH") or DEFAULT_PATH,
+    env = base_environment(source)
+    env |= {
         "SASLNETAUTH_USER": printable(user),
         "SASLNETAUTH_RIP": str(addr) if addr is not None else printable(rip or ""),
         "SASLNETAUTH_SERVICE": printable(service),
         "SASLNETAUTH_REASON": printable(reason),
         "SASLNETAUTH_CREDENTIAL": printable(credential or ""),
     }
-    if source.get("LANG"):
-        env["LANG"] = printable(source["LANG"])
     return env
 
 
 class AlertRunner:
     def __init__(self, command: list[str], *, timeout: float = 10.0, max_running: int = 4) -> None:
         self.command = command
-        self.timeout = timeout
-        self.max_running = max_running
-        self.running = 0
-        self.fired = 0
-        self.dropped = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.runner = CommandRunner("alert", log, timeout=timeout, max_running=max_running)
+
+    # counters of /metrics (a reload carries them over to the new runner)
+    @property
+    def fired(self) -> int:
+        return self.runner.started
+
+    @fired.setter
+    def fired(self, value: int) -> None:
+        self.runner.started = value
+
+    @property
+    def dropped(self) -> int:
+        return self.runner.dropped
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        self.runner.dropped = value
+
+    @property
+    def running(self) -> int:
+        return self.runner.running
 
     def fire(
         self, user: str, rip: str | None, service: str, reason: str, credential: str | None = None
@@ -74,35 +85,7 @@ class AlertRunner:
         """Start the command in the background (never awaits it)."""
         if not self.command:
             return
-        if self.running >= self.max_running:
-            self.dropped += 1
-            log.warning(
-                "%s",
-                kv(
-                    "alert dropped",
-                    user=user,
-                    rip=rip or "-",
-                    credential=credential,
-                    running=self.running,
-                ),
-            )
-            return
-        self.running += 1
-        self.fired += 1
         env = alert_environment(user, rip, service, reason, credential=credential)
-        task = asyncio.ensure_future(self._run(env))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, env: dict[str, str]) -> None:
-        try:
-            await self._execute(env)
-        except Exception as exc:  # never lose the slot, never crash the server
-            log.error("%s", kv("alert command error", error=repr(exc)))
-        finally:
-            self.running -= 1
-
-    async def _execute(self, env: dict[str, str]) -> None:
         line = kv(
             "stolen credentials",
             user=env["SASLNETAUTH_USER"],
@@ -111,36 +94,16 @@ class AlertRunner:
             reason=env["SASLNETAUTH_REASON"],
             credential=env["SASLNETAUTH_CREDENTIAL"] or None,
         )
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            log.error("%s", kv("alert command failed to start", error=exc.strerror or str(exc)))
-            return
-        try:
-            _, err = await asyncio.wait_for(proc.communicate((line + "\n").encode()), self.timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            await proc.wait()
-            log.warning("%s", kv("alert command killed", after=f"{self.timeout}s"))
-            return
-        if proc.returncode:
-            log.warning(
-                "%s",
-                kv(
-                    "alert command failed",
-                    status=proc.returncode,
-                    error=err.decode(errors="replace").strip()[:200] or None,
-                ),
-            )
+        self.runner.submit(
+            self.command,
+            env,
+            stdin=(line + "\n").encode(),
+            fields={
+                "user": env["SASLNETAUTH_USER"],
+                "rip": env["SASLNETAUTH_RIP"] or "-",
+                "credential": env["SASLNETAUTH_CREDENTIAL"] or None,
+            },
+        )
 
     async def drain(self, timeout: float) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        await self.runner.drain(timeout)

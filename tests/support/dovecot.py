@@ -24,6 +24,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
 
+from tests.support.imapidle import ImapIdle
 from tests.support.net import (
     PeerError,
     free_port,
@@ -432,6 +433,12 @@ class DovecotInstance(Daemon):
             f.write(b"QUIT\r\n")
             f.flush()
         return answer
+
+    def imap_idle(self, source_ip: str, user: str, password: str) -> ImapIdle:
+        """An IMAP session of ``user`` from ``source_ip`` sitting in IDLE (:class:`ImapIdle`)."""
+        if self.imap_port is None:
+            raise PeerError("this Dovecot instance does not serve IMAP (protocols=('imap',))")
+        return ImapIdle(loopback_for(source_ip), self.imap_port, source_ip, user, password)
 
     def imap_login(self, source_ip: str, user: str, password: str) -> bool:
         if self.imap_port is None:

@@ -1,0 +1,41 @@
+"""The command line's side of ending sessions on revoke (:mod:`saslnetauth.revoke`):
+after a command revoked something, run the ``[revoke] command`` once and say so."""
+
+from __future__ import annotations
+
+import click
+
+from saslnetauth.cli.common import AppContext
+from saslnetauth.commands import Outcome, run_now
+from saslnetauth.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
+
+__all__ = ["end_sessions", "kick_network"]
+
+
+def end_sessions(app: AppContext, event: RevokeEvent) -> Outcome | None:
+    """Run the revoke command for ``event`` (the change is already committed) and
+    print one line on standard error (the command line's log: no second line through
+    logging); None when no command is configured. Never raises for a failed command:
+    the revocation itself stands."""
+    cfg = app.config.revoke
+    argv = revoke_argv(cfg.command, event)
+    if argv is None:
+        return None
+    env = revoke_environment(event)
+    outcome = run_now(argv, env, timeout=cfg.timeout, ok_status=cfg.ok_status)
+    shown = " ".join(argv)
+    who = f"{event.user}" + (f" ({event.credential})" if event.credential else "")
+    if outcome.ok and outcome.status == 0:
+        click.echo(f"saslnetauth: sessions of {who} ended: {shown}: exit 0", err=True)
+    elif outcome.ok:  # [revoke] ok_status: doveadm kick's "no users kicked"
+        click.echo(
+            f"saslnetauth: no live sessions of {who}: {shown}: exit {outcome.status}", err=True
+        )
+    else:
+        status = outcome.kind if outcome.status is None else f"exit {outcome.status}"
+        detail = f" ({outcome.error})" if outcome.error else ""
+        click.echo(
+            f"saslnetauth: warning: ending the sessions of {who} failed: {shown}: {status}{detail}",
+            err=True,
+        )
+    return outcome
