@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import signal
@@ -64,6 +65,8 @@ log = logging.getLogger("saslnetauth.serve.server")
 DRAIN_TIMEOUT = 15.0
 #: Seconds the listeners may take to see their closed connections go.
 CLOSE_TIMEOUT = 2.0
+#: Seconds the groups of a TCP peer's account may take to look up.
+GROUPS_TIMEOUT = 5.0
 
 
 def _penalty_settings(settings: ServeConfig) -> dict[str, Any]:
@@ -265,6 +268,8 @@ class AuthServer:
             writer.close()
             return
         peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
+        if self.policy.needs_groups(peer):  # a TCP peer's account: the name service
+            peer = await self._with_groups(peer)
         refusal = self._refusal(peer)
         if refusal is not None:
             self.stats["refused"] += 1
@@ -295,10 +300,21 @@ class AuthServer:
             if self._all_closed is not None and not self._sessions:
                 self._all_closed.set()
 
+    async def _with_groups(self, peer: Peer) -> Peer:
+        """``peer`` with its account's groups, looked up in a thread (fail closed: a
+        lookup that takes longer than GROUPS_TIMEOUT leaves the owner unknown)."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self.policy.with_groups, peer), GROUPS_TIMEOUT
+            )
+        except TimeoutError:
+            return dataclasses.replace(peer, error=f"the groups of uid {peer.uid} took too long")
+
     def _refusal(self, peer: Peer) -> str | None:
         """Why ``peer`` may not have another connection now (None: it may)."""
-        if not self.policy.allows(peer):
-            return "peer_not_allowed"
+        not_allowed = self.policy.refusal(peer)
+        if not_allowed is not None:
+            return not_allowed
         if len(self._sessions) >= self.settings.max_connections:
             return "max_connections"
         if self._per_peer[peer.key] >= self.policy.per_peer:
