@@ -23,6 +23,7 @@ peer cannot lock out the others. A refused peer is logged once (up to
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import grp
 import ipaddress
@@ -41,10 +42,19 @@ from saslnetauth.serve import tcpowner
 from saslnetauth.serve.inetdiag import DiagError, Endpoint, normalise
 from saslnetauth.settings import DEFAULT_ALLOWED_GROUPS, DEFAULT_ALLOWED_USERS, ServeConfig
 
-__all__ = ["MAX_LOGGED_PEERS", "Peer", "PeerPolicy", "RefusalLog", "identify"]
+__all__ = [
+    "MAX_LOGGED_PEERS",
+    "Peer",
+    "PeerPolicy",
+    "RefusalLog",
+    "identify",
+    "with_account_groups",
+]
 
 #: Peers whose refusal is logged (once each); beyond that refusals are only counted.
 MAX_LOGGED_PEERS = 1024
+#: Seconds the groups of a TCP peer's account may take to look up.
+GROUPS_TIMEOUT = 5.0
 #: SO_PEERGROUPS (Linux 4.13+; not exported by Python's socket module).
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59 if sys.platform.startswith("linux") else 0)
 _MAX_GROUPS = 256
@@ -209,11 +219,6 @@ class PeerPolicy:
             and bool(self.gids)
         )
 
-    @staticmethod
-    def with_groups(peer: Peer) -> Peer:
-        """``peer`` with its account's groups (name service: may block)."""
-        return dataclasses.replace(peer, gids=tcpowner.account_groups(peer.uid))
-
     def _user_allowed(self, peer: Peer) -> bool:
         return peer.uid in self.uids or not self.gids.isdisjoint(peer.gids)
 
@@ -225,6 +230,20 @@ class PeerPolicy:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip in net for net in self.networks)
+
+
+async def with_account_groups(peer: Peer) -> Peer:
+    """``peer`` (TCP, its owner known) with the groups of its owner's account, looked
+    up in a thread: the name service may be remote. Fail closed: a lookup longer
+    than :data:`GROUPS_TIMEOUT` leaves the owner unknown."""
+
+    def lookup() -> Peer:
+        return dataclasses.replace(peer, gids=tcpowner.account_groups(peer.uid))
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(lookup), GROUPS_TIMEOUT)
+    except TimeoutError:
+        return dataclasses.replace(peer, error=f"the groups of uid {peer.uid} took too long")
 
 
 class RefusalLog:

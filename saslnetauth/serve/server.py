@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import logging
 import signal
@@ -46,7 +45,13 @@ from saslnetauth.dovecot.sasl import (
 from saslnetauth.errors import BackendError
 from saslnetauth.geoip import GeoLocator
 from saslnetauth.logfmt import kv
-from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
+from saslnetauth.serve.access import (
+    Peer,
+    PeerPolicy,
+    RefusalLog,
+    identify,
+    with_account_groups,
+)
 from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.decider import Decider, Login
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
@@ -65,8 +70,6 @@ log = logging.getLogger("saslnetauth.serve.server")
 DRAIN_TIMEOUT = 15.0
 #: Seconds the listeners may take to see their closed connections go.
 CLOSE_TIMEOUT = 2.0
-#: Seconds the groups of a TCP peer's account may take to look up.
-GROUPS_TIMEOUT = 5.0
 
 
 def _penalty_settings(settings: ServeConfig) -> dict[str, Any]:
@@ -269,7 +272,7 @@ class AuthServer:
             return
         peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
         if self.policy.needs_groups(peer):  # a TCP peer's account: the name service
-            peer = await self._with_groups(peer)
+            peer = await with_account_groups(peer)
         refusal = self._refusal(peer)
         if refusal is not None:
             self.stats["refused"] += 1
@@ -299,16 +302,6 @@ class AuthServer:
             session.close()
             if self._all_closed is not None and not self._sessions:
                 self._all_closed.set()
-
-    async def _with_groups(self, peer: Peer) -> Peer:
-        """``peer`` with its account's groups, looked up in a thread (fail closed: a
-        lookup that takes longer than GROUPS_TIMEOUT leaves the owner unknown)."""
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self.policy.with_groups, peer), GROUPS_TIMEOUT
-            )
-        except TimeoutError:
-            return dataclasses.replace(peer, error=f"the groups of uid {peer.uid} took too long")
 
     def _refusal(self, peer: Peer) -> str | None:
         """Why ``peer`` may not have another connection now (None: it may)."""

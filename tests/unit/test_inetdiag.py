@@ -4,6 +4,7 @@ connections (saslnetauth.serve.tcpowner, saslnetauth.serve.access.identify)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import os
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from saslnetauth.serve import tcpowner
-from saslnetauth.serve.access import Peer, identify
+from saslnetauth.serve.access import Peer, identify, with_account_groups
 from saslnetauth.serve.inetdiag import (
     DiagError,
     Endpoint,
@@ -235,3 +236,5 @@ def test_a_client_that_closed_or_never_was_has_no_owner() -> None:
 def test_account_groups_come_from_the_passwd_and_group_files() -> None:
     assert 0 in tcpowner.account_groups(0)
     assert tcpowner.account_groups(2**31 - 7) == frozenset()  # no such account
+    peer = asyncio.run(with_account_groups(Peer("inet", uid=NOBODY, address="127.0.0.1")))
+    assert NOBODY in peer.gids and not peer.error
