@@ -46,6 +46,8 @@ def owner_of(local: Endpoint, remote: Endpoint) -> Owner:
     ``local`` and whose peer is ``remote``; DiagError when the kernel does not say
     (``errno`` ENOENT: there is no such socket)."""
     seq = next(_seq) & 0xFFFFFFFF
+    if not hasattr(socket, "AF_NETLINK"):
+        raise DiagError("sock_diag needs Linux")
     try:
         nl = socket.socket(
             socket.AF_NETLINK,
