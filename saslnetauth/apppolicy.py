@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 
 from saslnetauth.credentials.apptokens import parse_token, verify_token
 from saslnetauth.model import AppPasswordRecord, UserRecord
@@ -58,7 +57,7 @@ def named_app_password(user: UserRecord, password: bytes) -> tuple[AppPasswordRe
     return None if app is None else (app, token[1])
 
 
-def usable_rules(user: UserRecord, clock: Callable[[], datetime]) -> tuple[RuleSet, ...]:
+def usable_rules(user: UserRecord, clock: Callable[[], float]) -> tuple[RuleSet, ...]:
     """The rules of the user's app passwords that may admit a login now."""
     if not user.app_passwords:
         return ()
@@ -83,7 +82,7 @@ def verify_app_password(
     service: str,
     global_rules: RuleSet,
     *,
-    clock: Callable[[], datetime],
+    clock: Callable[[], float],
     on_used: Callable[[int], None] | None = None,
     locate: Locate | None = None,
 ) -> Decision:
@@ -104,7 +103,7 @@ def verify_app_password(
     right = verify_token(normalised, app.secret_hash)
     spent = time.perf_counter() - started
     sets = credential_rule_sets(app, global_rules, service)
-    applicable, rule = merged_match(sets, parse_address(rip), service, locate, now=now.timestamp())
+    applicable, rule = merged_match(sets, parse_address(rip), service, locate, now=now)
     net_ok = rule is not None
 
     def out(verdict: Verdict, reason: Reason, valid: bool, matched: str | None = None) -> Decision:

@@ -48,7 +48,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from saslnetauth.apppolicy import named_app_password, usable_rules, verify_app_password
@@ -114,10 +113,6 @@ class DecisionEngine:
         """Load what the first login would otherwise wait for (errors are left to it)."""
         with contextlib.suppress(Exception):
             self.store.global_rules()
-
-    def utcnow(self) -> datetime:
-        """:attr:`clock` as an aware datetime (app passwords' ``expires_at``)."""
-        return datetime.fromtimestamp(self.clock(), UTC)
 
     def close(self) -> None:
         for fn in reversed(self.closers):
@@ -249,7 +244,7 @@ class DecisionEngine:
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         rules = found.global_rules
         # an existing user could succeed with any of its credentials
-        sets = (rules,) if user is None else (user.rules, *usable_rules(user, self.utcnow), rules)
+        sets = (rules,) if user is None else (user.rules, *usable_rules(user, self.clock), rules)
         applicable, rule = merged_match(
             sets, parse_address(rip), service, self._locate, now=self.clock()
         )
@@ -292,7 +287,7 @@ class DecisionEngine:
         if named is not None:  # that app password alone, no slow hash
             used, locate = self.on_app_password_used, self._locate
             return verify_app_password(
-                user, *named, rip, service, found, clock=self.utcnow, on_used=used, locate=locate
+                user, *named, rip, service, found, clock=self.clock, on_used=used, locate=locate
             )
 
         # The network is matched for every existing user before the password,

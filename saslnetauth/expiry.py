@@ -1,10 +1,12 @@
-"""Expiring grants: when a network row stops admitting logins. Pure, standard library only.
+"""Expiring grants and app passwords: when a row stops admitting logins. Pure, standard
+library only.
 
-A network row (per user or global) may carry ``expires_at``: NULL for a
+A network row (per user or global) or an app password may carry ``expires_at``: NULL for a
 permanent row, else the instant from which the row no longer matches (a
 login decided at ``expires_at`` or later is decided as if the row did not
 exist). Times are handled as UNIX seconds (floats) inside the program and
-shown as ISO 8601 in UTC. The CLI takes a grant's end as a duration from
+shown as ISO 8601 in UTC, for both kinds of rows (stored values are read by
+:func:`saslnetauth.store.rows.stored_expiry`). The CLI takes a grant's end as a duration from
 now (``--expires 8h``) or an instant with its time zone (``--until
 2026-12-04T18:00Z``); both are parsed here.
 """

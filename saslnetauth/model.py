@@ -95,30 +95,33 @@ class AppPasswordRecord:
     token_id: str
     secret_hash: str
     services: frozenset[str] | None
-    expires_at: datetime | None  # aware, UTC
+    #: UNIX time from which it no longer admits a login (:mod:`saslnetauth.expiry`,
+    #: like a network row's); None: never.
+    expires: float | None
     rules: RuleSet = field(default_factory=RuleSet)
     networks: tuple[NetworkRecord, ...] = ()
     last_used_at: datetime | None = None
     created_at: datetime | None = None
     error: str | None = None
 
-    def expired(self, now: datetime) -> bool:
-        return self.expires_at is not None and now >= self.expires_at
+    def expired(self, now: float) -> bool:
+        """Whether it has expired at UNIX time ``now``."""
+        return self.expires is not None and now >= self.expires
 
-    def usable(self, now: datetime) -> bool:
+    def usable(self, now: float) -> bool:
         """Valid and not expired: its networks may admit a login."""
         return self.error is None and not self.expired(now)
 
     def applies_to(self, service: str) -> bool:
         return self.services is None or service in self.services
 
-    def to_json(self, now: datetime) -> dict[str, object]:
+    def to_json(self, now: float) -> dict[str, object]:
         """The documented ``user app-password list --json`` shape (no secret, no hash)."""
         return {
             "label": self.label,
             "services": sorted(self.services) if self.services else [],
             "networks": [n.to_json() for n in self.networks],
-            "expires_at": _iso(self.expires_at),
+            "expires_at": _iso(to_datetime(self.expires)) if self.expires is not None else None,
             "expired": self.expired(now),
             "last_used_at": _iso(self.last_used_at),
             "created_at": _iso(self.created_at),

@@ -60,13 +60,15 @@ class ServeConfig:
     socket_mode: str = "0660"
     socket_owner: str = ""
     socket_group: str = ""
-    #: Who may connect to a UNIX socket (SO_PEERCRED): users and groups by name or
-    #: number. Root and the server's own user always may. Names that do not exist
-    #: are an error, except the built-in ones (postfix, Debian-exim, dovecot), which
-    #: are skipped on systems without them.
+    #: Who may connect: a UNIX peer (SO_PEERCRED) or the owner of a local TCP
+    #: client's socket (sock_diag); users and groups by name or number. Root and
+    #: the server's own user always may. Names that do not exist are an error,
+    #: except the built-in ones (postfix, Debian-exim, dovecot), which are skipped
+    #: on systems without them.
     allowed_users: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_USERS))
     allowed_groups: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_GROUPS))
     #: TCP clients allowed to connect (addresses or networks); others are closed.
+    #: A local one must be an allowed user as well.
     allowed_tcp_peers: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
     #: Allow TCP listeners on addresses other than loopback (whoever connects
     #: chooses the rip= of its logins: restrict allowed_tcp_peers too).

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 
 import click
 
@@ -15,37 +16,15 @@ from saslnetauth.cli.common import (
     pass_app,
     services_option,
 )
-from saslnetauth.cli.report import parse_duration
+from saslnetauth.cli.expiring import resolve_expiry
 from saslnetauth.cli.revoking import end_sessions
 from saslnetauth.credentials.apptokens import check_label, new_token
-from saslnetauth.errors import InvalidInputError
+from saslnetauth.expiry import to_datetime
 from saslnetauth.model import AppPasswordRecord
 from saslnetauth.netrules import NetworkRule, describe_services, parse_services
 from saslnetauth.revoke import RevokeEvent
 
-__all__ = ["app_password", "parse_expiry"]
-
-
-def parse_expiry(expires: str | None, until: str | None, now: datetime) -> datetime | None:
-    """``--expires DURATION`` (from now) or ``--until TIME`` (ISO 8601; without a zone:
-    this machine's local time) as an aware UTC datetime; None: never."""
-    if expires is not None and until is not None:
-        raise click.UsageError("use either --expires or --until, not both")
-    if expires is not None:
-        return (now + parse_duration(expires)).replace(microsecond=0)
-    if until is None:
-        return None
-    try:
-        when = datetime.fromisoformat(until.strip())
-    except ValueError:
-        raise InvalidInputError(
-            f"invalid time {until!r}: use ISO 8601, e.g. 2026-12-04T18:00Z or 2026-12-04"
-        ) from None
-    when = when.astimezone() if when.tzinfo is None else when
-    when = when.astimezone(UTC)
-    if when <= now:
-        raise InvalidInputError(f"--until {until} is in the past ({when:%Y-%m-%d %H:%M} UTC)")
-    return when
+__all__ = ["app_password"]
 
 
 @click.group("app-password")
@@ -73,8 +52,15 @@ def app_password() -> None:
     help="Network it may log in from (repeatable): 192.0.2.0/24, 2001:db8::/32, local, any. "
     "Without --net: the global networks only.",
 )
-@click.option("--expires", metavar="DURATION", help="Stop working after 30m, 8h, 90d, 2w.")
-@click.option("--until", metavar="TIME", help="Stop working at TIME (2026-12-04T18:00Z).")
+@click.option(
+    "--expires", metavar="DURATION", help="Stop working DURATION from now: 30m, 8h, 90d, 2w."
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    help="Stop working at TIME: ISO 8601 with a time zone, e.g. 2026-12-04T18:00Z or "
+    "2026-12-04T19:00+01:00 (as for a network's --until).",
+)
 @json_object_option
 @pass_app
 def add(
@@ -95,10 +81,11 @@ def add(
     check_label(label)
     wanted = parse_services(services)
     rules = [NetworkRule.parse(n, wanted, scope=f"app password {label}") for n in nets]
-    expires_at = parse_expiry(expires, until, datetime.now(UTC))
+    ends = resolve_expiry(expires, until, time.time())  # one parser with the grants'
+    expires_at = to_datetime(ends) if ends is not None else None
     store = app.store()
     token = store.add_app_password(
-        name, label, new_token, services=wanted, networks=rules, expires_at=expires_at
+        name, label, new_token, services=wanted, networks=rules, expires=ends
     )
     key = store.name(name)
     when = f"{expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else "never"
@@ -135,7 +122,7 @@ def add(
 def list_(app: AppContext, name: str, as_json: bool) -> None:
     """List the app passwords of user NAME (never their secrets)."""
     _, records = app.store().list_app_passwords(name)
-    now = datetime.now(UTC)
+    now = time.time()
     emit_records(
         as_json,
         records,
@@ -162,9 +149,10 @@ def _when(value: datetime | None, empty: str) -> str:
     return f"{value:%Y-%m-%d %H:%M}" if value is not None else empty
 
 
-def _row(r: AppPasswordRecord, now: datetime) -> tuple[str, ...]:
+def _row(r: AppPasswordRecord, now: float) -> tuple[str, ...]:
     nets = [n.network + (" [invalid]" if n.error else "") for n in r.networks]
-    expires = _when(r.expires_at, "never") + (" (expired)" if r.expired(now) else "")
+    ends = to_datetime(r.expires) if r.expires is not None else None
+    expires = _when(ends, "never") + (" (expired)" if r.expired(now) else "")
     label = r.label + (f" [invalid: {r.error}]" if r.error else "")
     return (
         label,

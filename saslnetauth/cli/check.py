@@ -17,7 +17,7 @@ from saslnetauth.cli.common import (
 )
 from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import BackendError
-from saslnetauth.expiry import describe_expiry
+from saslnetauth.expiry import describe_expiry, format_utc
 from saslnetauth.model import AppPasswordRecord
 from saslnetauth.netrules import Address, describe_services, parse_address
 from saslnetauth.runtime import make_engine
@@ -106,8 +106,8 @@ def _explain(reason: Reason, apw: AppPasswordRecord | None, service: str) -> str
             "the app password is right, but it has no network of its own and no global "
             "network applies to this service"
         )
-    if apw is not None and reason is Reason.EXPIRED and apw.expires_at:
-        return f"the app password is right, but it expired at {apw.expires_at:%Y-%m-%d %H:%M} UTC"
+    if apw is not None and reason is Reason.EXPIRED and apw.expires is not None:
+        return f"the app password is right, but it expired at {format_utc(apw.expires)}"
     if apw is not None and reason is Reason.NETWORK:
         return (
             "the app password is right, but the client address is in none of its networks "

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 import click
 
 from saslnetauth.cli.common import AppContext, emit_json, json_object_option, pass_app
-from saslnetauth.errors import InvalidInputError
-
-_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    m = re.fullmatch(r"(\d{1,6})([mhdw])", text.strip())
-    if not m:
-        raise InvalidInputError(f"invalid duration {text!r}: use e.g. 30m, 24h, 7d, 2w")
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+from saslnetauth.expiry import parse_duration
 
 
 @click.command()
@@ -49,7 +39,7 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     """
     from saslnetauth.store.events import build_report
 
-    start = datetime.now(UTC) - parse_duration(since)
+    start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
     rep = build_report(app.store(), start)
     data = rep.to_json(top)
     if as_json:

@@ -59,7 +59,9 @@ def serve(
 
     Only root, the server's own user and [serve] allowed_users/allowed_groups
     (default: postfix, Debian-exim, dovecot) may connect to a UNIX socket;
-    TCP only from [serve] allowed_tcp_peers (loopback), and TCP listeners
+    TCP only from [serve] allowed_tcp_peers (loopback), and a local TCP client
+    only if the owner of its socket is such a user (the kernel tells), and
+    TCP listeners
     only on loopback unless [serve] allow_remote_listen = true: whoever can
     connect chooses the client address of its logins.
 

@@ -45,7 +45,13 @@ from saslnetauth.dovecot.sasl import (
 from saslnetauth.errors import BackendError
 from saslnetauth.geoip import GeoLocator
 from saslnetauth.logfmt import kv
-from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
+from saslnetauth.serve.access import (
+    Peer,
+    PeerPolicy,
+    RefusalLog,
+    identify,
+    with_account_groups,
+)
 from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.decider import Decider, Login
 from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
@@ -265,6 +271,8 @@ class AuthServer:
             writer.close()
             return
         peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
+        if self.policy.needs_groups(peer):  # a TCP peer's account: the name service
+            peer = await with_account_groups(peer)
         refusal = self._refusal(peer)
         if refusal is not None:
             self.stats["refused"] += 1
@@ -297,8 +305,9 @@ class AuthServer:
 
     def _refusal(self, peer: Peer) -> str | None:
         """Why ``peer`` may not have another connection now (None: it may)."""
-        if not self.policy.allows(peer):
-            return "peer_not_allowed"
+        not_allowed = self.policy.refusal(peer)
+        if not_allowed is not None:
+            return not_allowed
         if len(self._sessions) >= self.settings.max_connections:
             return "max_connections"
         if self._per_peer[peer.key] >= self.policy.per_peer:

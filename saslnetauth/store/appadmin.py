@@ -19,7 +19,7 @@ from saslnetauth.model import AppPasswordRecord, normalize_username
 from saslnetauth.netrules import NetworkRule, format_services
 from saslnetauth.store.approws import APP_PASSWORD_DETAILS, AppRowCache, detailed_app_passwords
 from saslnetauth.store.connect import Database
-from saslnetauth.store.rows import dedupe
+from saslnetauth.store.rows import db_time, dedupe
 from saslnetauth.store.schema import app_password_networks, app_passwords, users
 
 __all__ = ["AppPasswordAdmin", "NewToken"]
@@ -66,10 +66,11 @@ class AppPasswordAdmin(Database):
         *,
         services: frozenset[str] | None = None,
         networks: Sequence[NetworkRule] = (),
-        expires_at: datetime | None = None,
+        expires: float | None = None,
     ) -> str:
-        """Create app password ``label`` of user ``name``; returns the token (to be shown
-        once). A drawn identifier that is taken is drawn again."""
+        """Create app password ``label`` of user ``name``, ending at UNIX time ``expires``
+        (None: never); returns the token (to be shown once). A drawn identifier that is
+        taken is drawn again."""
         key = self._key(name)
         rules = dedupe(networks)
         for _ in range(TOKEN_TRIES):
@@ -89,7 +90,7 @@ class AppPasswordAdmin(Database):
                             token_id=token_id,
                             secret_hash=secret_hash,
                             services=format_services(services),
-                            expires_at=expires_at,
+                            expires_at=db_time(expires, self.dialect),
                         )
                     )
                     aid = res.inserted_primary_key[0] if res.inserted_primary_key else None

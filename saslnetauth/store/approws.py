@@ -23,7 +23,7 @@ from saslnetauth.credentials.apptokens import valid_hash, valid_token_id
 from saslnetauth.logfmt import kv
 from saslnetauth.model import AppPasswordRecord, NetworkRecord
 from saslnetauth.netrules import NetworkRule, RuleSet, parse_services
-from saslnetauth.store.rows import parse_rule
+from saslnetauth.store.rows import expiry_value, parse_rule, stored_expiry
 from saslnetauth.store.schema import app_password_networks, app_passwords
 
 __all__ = [
@@ -46,14 +46,15 @@ _JOIN = app_passwords.outerjoin(
     app_password_networks, app_password_networks.c.app_password_id == app_passwords.c.id
 )
 
-#: (id, label, token_id, secret_hash, services, expires_at, network id, network)
+#: (id, label, token_id, secret_hash, services, expires_at as stored, network id,
+#: network): ``expires_at`` is read like a network row's (:func:`stored_expiry`).
 _COLUMNS = (
     _AP.id,
     _AP.label,
     _AP.token_id,
     _AP.secret_hash,
     _AP.services,
-    _AP.expires_at,
+    expiry_value(_AP.expires_at).label("expires_at"),
     _APN.id,
     _APN.network,
 )
@@ -74,7 +75,8 @@ APP_PASSWORD_DETAILS = (
 
 
 def as_utc(value: Any) -> datetime | None:
-    """A timestamp column as an aware UTC datetime (None stays None).
+    """A timestamp column (``created_at``, ``last_used_at``) as an aware UTC datetime
+    (None stays None).
 
     Drivers give datetimes (aware on PostgreSQL, naive UTC on MariaDB) or, on
     SQLite's raw connection, text; a script may have written ISO 8601 text
@@ -103,7 +105,7 @@ class AppRowCache:
         table[key] = value
 
     def head(self, row: Sequence[Any], user: str) -> tuple[Any, ...]:
-        """(services, expires_at, error) of one app password row."""
+        """(services, expires (UNIX time), error) of one app password row."""
         key = (user, *row[:6])
         hit = self._heads.get(key)
         if hit is None:
@@ -129,10 +131,10 @@ def _scope(label: str) -> str:
 
 
 def _check_head(row: Sequence[Any], user: str) -> tuple[Any, ...]:
-    aid, label, token_id, secret_hash, services, expires = row[:6]
+    aid, label, token_id, secret_hash, services, raw_expires = row[:6]
     error: str | None = None
     parsed_services: frozenset[str] | None = None
-    expires_at: datetime | None = None
+    expires: float | None = None
     try:
         if not isinstance(label, str) or not label:
             raise ValueError("empty label")
@@ -143,7 +145,7 @@ def _check_head(row: Sequence[Any], user: str) -> tuple[Any, ...]:
         if services is not None and not isinstance(services, str):
             raise ValueError("services must be text")
         parsed_services = parse_services(services)
-        expires_at = as_utc(expires)
+        expires = stored_expiry(raw_expires)
     except Exception as exc:  # any invalid row admits nothing, never fatal
         error = str(exc) or type(exc).__name__
         log.error(
@@ -157,7 +159,7 @@ def _check_head(row: Sequence[Any], user: str) -> tuple[Any, ...]:
                 error=error,
             ),
         )
-    return parsed_services, expires_at, error
+    return parsed_services, expires, error
 
 
 def _group(rows: Sequence[Any]) -> list[list[Any]]:
@@ -170,7 +172,7 @@ def _group(rows: Sequence[Any]) -> list[list[Any]]:
 def _build(group: list[Any], cache: AppRowCache, user: str, details: bool) -> AppPasswordRecord:
     first = group[0]
     aid, label, token_id, secret_hash, services_text = first[:5]
-    services, expires_at, error = cache.head(first, user)
+    services, expires, error = cache.head(first, user)
     label = str(label)
     rules: list[NetworkRule] = []
     records: list[NetworkRecord] = []
@@ -192,7 +194,7 @@ def _build(group: list[Any], cache: AppRowCache, user: str, details: bool) -> Ap
         token_id=str(token_id),
         secret_hash=str(secret_hash),
         services=services,
-        expires_at=expires_at,
+        expires=expires,
         rules=RuleSet(rules),
         networks=tuple(records),
         last_used_at=as_utc_or_none(first[8]) if details else None,

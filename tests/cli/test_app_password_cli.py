@@ -98,9 +98,12 @@ def test_add_list_del_and_json_shapes(db: str) -> None:
         (("add", "alice", "--label", "my phone"), 1, "invalid label 'my phone'"),
         (("add", "alice", "--label", "p", "--net", "10.1.2.3/8"), 1, "did you mean 10.0.0.0/8?"),
         (("add", "alice", "--label", "p", "--service", "sm tp;"), 1, "invalid service"),
-        (("add", "alice", "--label", "p", "--expires", "soon"), 1, "invalid duration 'soon'"),
-        (("add", "alice", "--label", "p", "--until", "friday"), 1, "invalid time 'friday'"),
-        (("add", "alice", "--label", "p", "--until", "2001-01-01T00:00Z"), 1, "in the past"),
+        (("add", "alice", "--label", "p", "--expires", "soon"), 2, "invalid duration 'soon'"),
+        (("add", "alice", "--label", "p", "--until", "friday"), 2, "invalid time 'friday'"),
+        (("add", "alice", "--label", "p", "--until", "2001-01-01T00:00Z"), 2, "in the past"),
+        # no zone: refused like a grant's, never read as this machine's local time
+        (("add", "alice", "--label", "p", "--until", "2030-01-01T00:00:00"), 2, "no time zone"),
+        (("add", "alice", "--label", "p", "--until", "2099-01-01"), 2, "no time zone"),
         (
             ("add", "alice", "--label", "p", "--expires", "1h", "--until", "2099-01-01"),
             2,

@@ -109,10 +109,27 @@ def test_global_network_expiry_and_list(db: str) -> None:
     ],
 )
 def test_bad_expiry_options_are_usage_errors(db: str, args: list[str], message: str) -> None:
-    for cmd in (["user", "net", "add", "alice", "198.51.100.0/24"], ["net", "add", "10.0.0.0/8"]):
+    """The same for a grant and an app password (issue 21, item 5: an app password
+    read a time without zone as this machine's local time, and had a parser of its
+    own with other messages and exit codes)."""
+    for cmd in (
+        ["user", "net", "add", "alice", "198.51.100.0/24"],
+        ["net", "add", "10.0.0.0/8"],
+        ["user", "app-password", "add", "alice", "--label", "p"],
+    ):
         r = run(*cmd, *args, db=db)
-        assert r.code == 2 and message in r.err, (r.code, r.err)
+        assert r.code == 2 and message in r.err, (cmd, r.code, r.err)
     assert "198.51.100.0/24" not in networks(db)
+    assert json.loads(run("user", "app-password", "list", "alice", "--json", db=db).out) == []
+
+
+def test_one_duration_parser_for_grants_app_passwords_and_report(db: str) -> None:
+    """A unit in capitals was a grant's hour but no app password's or report's."""
+    r = run("user", "net", "add", "alice", "198.51.100.0/24", "--expires", "8H", db=db)
+    assert r.code == 0 and re.search(r"expires in (8 h|7 h 59 min) ", r.out), (r.out, r.err)
+    r = run("user", "app-password", "add", "alice", "--label", "p", "--expires", "8H", db=db)
+    assert r.code == 0, r.err
+    assert run("report", "--since", "24H", db=db).code == 0
 
 
 def test_renewal_rules(db: str) -> None:

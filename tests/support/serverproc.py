@@ -189,7 +189,8 @@ def b64(text: str) -> str:
 
 
 NOBODY = 65534
-#: Run as another user: connect COUNT times to the socket, report per connection
+#: Run as another user: connect COUNT times to the socket (a path, HOST:PORT or
+#: [IPv6]:PORT), report per connection
 #: whether the server greeted ("handshake") or closed it first ("closed"), then keep
 #: the connections open (silent) for HOLD seconds. Standard library only.
 _CLIENT = r"""
@@ -197,12 +198,13 @@ import socket, sys, time
 path, count, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 socks = []
 for _ in range(count):
-    s = socket.socket(socket.AF_UNIX) if path.startswith("/") else socket.socket()
     if path.startswith("/"):
+        s = socket.socket(socket.AF_UNIX)
         s.connect(path)
     else:
         host, port = path.rsplit(":", 1)
-        s.connect((host, int(port)))
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        s.connect((host.strip("[]"), int(port)))
     s.settimeout(3)
     try:
         data = s.recv(64)

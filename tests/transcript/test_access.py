@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.clitools import run
-from tests.support.serverproc import NOBODY, as_user, free_port, results, run_server
+from tests.support.serverproc import (
+    NOBODY,
+    AuthClient,
+    as_user,
+    free_port,
+    results,
+    run_server,
+)
 
 PW = "acc3ss pw"
 FAST = "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
@@ -194,12 +201,57 @@ def test_tcp_peers_default_to_loopback(db: str) -> None:
 
     policy = PeerPolicy.from_settings(Config().serve)
     for ok in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"):
-        assert policy.allows(Peer("inet", address=ok)), ok
+        assert policy.allows(Peer("inet", uid=0, address=ok)), ok
+        # the owner of a loopback peer's socket must be known, and allowed
+        assert policy.refusal(Peer("inet", address=ok)) == "owner_unknown", ok
+        assert policy.refusal(Peer("inet", uid=0, address=ok, error="x")) == "owner_unknown"
+        assert policy.refusal(Peer("inet", uid=NOBODY, address=ok)) == "peer_not_allowed"
     for bad in ("192.0.2.1", "10.0.0.1", "::ffff:192.0.2.1", "2001:db8::1", "junk", ""):
-        assert not policy.allows(Peer("inet", address=bad)), bad
+        assert not policy.allows(Peer("inet", uid=0, address=bad)), bad
+        assert not policy.allows(Peer("inet", address=bad, remote=True)), bad
     assert not policy.allows(Peer("unknown"))
     assert policy.allows(Peer("unix", uid=0, gids=frozenset({0})))
     assert not policy.allows(Peer("unix", uid=NOBODY, gids=frozenset({NOBODY})))
+
+
+# -- issue 21 item 4: the owner of a TCP peer's socket -------------------------------
+
+
+def _tcp_config(cfg: Path, host: str, port: int, extra: str = "") -> list[str]:
+    peers = '["::1"]' if ":" in host else '["127.0.0.1"]'
+    cfg.write_text(f"[serve]\nallowed_tcp_peers = {peers}\n{extra}" + FAST)
+    return ["--listen", f"inet:[{host}]:{port}" if ":" in host else f"inet:{host}:{port}"]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_local_tcp_peer_must_be_an_allowed_user(db: str, tmp_path: Path, host: str) -> None:
+    """nobody connected over TCP to loopback and was served (it chose rip= for
+    alice's password): only the peer's address was checked. Now the kernel names
+    the owner of the client's socket, and it must be an allowed user, as on UNIX."""
+    port = free_port(host)
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cfg = tmp_path / "c.toml"
+    args = _tcp_config(cfg, host, port)
+    with run_server(db, config=cfg, unix=False, args=args) as srv:
+        for _ in range(2):
+            proc = as_user(NOBODY, target)
+            assert results(proc, 1) == ["closed"]
+            assert proc.wait(10) == 0
+        log = srv.wait_log(f"connection refused: reason=peer_not_allowed peer={host} uid=65534")
+        assert log.count("reason=peer_not_allowed") == 1, "logged once per peer"
+        with socket.create_connection((host, port), timeout=10) as s:  # root may
+            c = AuthClient(s)
+            c.handshake()
+            assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+    # a user listed in allowed_users may, and so may a member (by its account) of
+    # an allowed group: nobody's primary group, although setpriv cleared its groups
+    for extra in ('allowed_users = ["nobody"]\n', 'allowed_groups = ["65534"]\n'):
+        args = _tcp_config(cfg, host, port, extra)
+        with run_server(db, config=cfg, unix=False, args=args) as srv:
+            proc = as_user(NOBODY, target)
+            assert results(proc, 1) == ["handshake"], extra
+            proc.wait(10)
+            assert "connection refused" not in srv.log()
 
 
 # -- item 11: silent connections --------------------------------------------------------
