@@ -307,6 +307,24 @@ def test_allowed_peers_are_bounded_by_the_descriptor_limit(db: str, tmp_path: Pa
             c.close()
 
 
+def test_a_reload_that_leaves_too_few_descriptors_is_refused(db: str, tmp_path: Path) -> None:
+    """RLIMIT_NOFILE 300: max_connections = 10 leaves 218 for the mail servers; a
+    reload to 200 would leave 28, so it is refused and the old bound stays."""
+    import signal
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nmax_connections = 10\nworkers = 1\n" + FAST)
+    with run_server(db, config=cfg, nofile=300) as srv:
+        srv.wait_log("mail_server_connections=218")
+        cfg.write_text("[serve]\nmax_connections = 200\nworkers = 1\n" + FAST)
+        srv.signal(signal.SIGHUP)
+        srv.wait_log("reload failed, keeping the old configuration")
+        assert "which leaves 28 for the mail servers' connections, fewer than 100" in srv.log()
+        c = srv.connect()
+        c.handshake()
+        assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+
+
 def test_too_few_descriptors_stop_the_start(db: str, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[serve]\nworkers = 1\n" + FAST)
