@@ -202,8 +202,8 @@ class AuthServer:
 
         An idle connection closes at once, a busy one when its last request is
         answered (new requests on it are not taken: the client sees the connection
-        close, a temporary failure). Server.wait_closed() comes last: since Python
-        3.12 it waits for every connection of the server to be gone."""
+        close, a temporary failure); then the rest are closed, and their
+        sessions are given :data:`CLOSE_TIMEOUT` to go."""
         if self._metrics_http is not None:
             self._metrics_http.close()
         for acceptor in self._acceptors:
