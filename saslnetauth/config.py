@@ -348,3 +348,10 @@ def _validate_policy(p: PolicyConfig) -> None:
         raise ConfigError("policy.max_body: 256 to 1048576 bytes")
     if p.request_timeout <= 0 or p.idle_timeout <= 0 or not 0 < p.lookup_timeout <= 10:
         raise ConfigError("policy timeouts: > 0 (lookup_timeout at most 10)")
+    if not 0 < p.first_byte_timeout <= 60:
+        raise ConfigError("policy.first_byte_timeout: more than 0, at most 60 seconds")
+    if p.max_connections < 1 or not 0 <= p.max_connections_per_peer <= p.max_connections:
+        raise ConfigError(
+            "policy.max_connections: at least 1; max_connections_per_peer: 0 (automatic) "
+            "up to max_connections"
+        )

@@ -82,9 +82,12 @@ class ServeConfig:
     max_pending: int = 1024
     #: Most requests in flight on one connection; more closes the connection.
     max_requests_per_connection: int = 64
-    #: Most client connections at once; more are refused.
+    #: Most connections at once of clients other than the mail servers' users (TCP
+    #: peers known by their address); more are refused. The mail servers' users
+    #: (root, the server's own user, allowed_users, allowed_groups) are bounded only
+    #: by the file descriptor limit (README, "File descriptor limits").
     max_connections: int = 1000
-    #: Most connections of one peer (a UNIX user, a TCP address); 0 = half of
+    #: Most connections of one such peer (a TCP address); 0 = half of
     #: max_connections, so that one peer can never take all of them.
     max_connections_per_peer: int = 0
     #: Seconds a new connection may take to send its VERSION (Postfix, Exim and
@@ -168,6 +171,15 @@ class PolicyConfig:
     max_body: int = 16384
     request_timeout: float = 5.0
     idle_timeout: float = 60.0
+    #: Seconds a new connection may take to send its first byte (Dovecot sends its
+    #: request at once); silent ones are closed.
+    first_byte_timeout: float = 3.0
+    #: Most connections at once; more are closed at once. Each is a file descriptor
+    #: (README, "File descriptor limits").
+    max_connections: int = 512
+    #: Most connections of one peer (a TCP address, a UNIX user); 0 = half of
+    #: max_connections (Dovecot's auth process opens up to 100 at once).
+    max_connections_per_peer: int = 0
     #: Seconds the user lookup may take before the request is refused (below
     #: Dovecot's policy timeout, 2 s by default).
     lookup_timeout: float = 1.5

@@ -80,7 +80,7 @@ def serve(
     restart).
     """
     from saslnetauth.runtime import setup_logging
-    from saslnetauth.serve import listeners
+    from saslnetauth.serve import fdlimits, listeners
     from saslnetauth.serve.access import PeerPolicy
 
     def overrides(cfg: Config) -> Config:
@@ -97,6 +97,11 @@ def serve(
     check_policy_secret(cfg)  # no policy listener without its shared secret
     setup_logging(cfg)
     PeerPolicy.from_settings(cfg.serve)  # unknown user and group names stop the start
+    fds = fdlimits.plan(cfg, fdlimits.raise_soft_limit())  # too few descriptors stop it too
+    log.info(
+        "%s",
+        kv("file descriptors", limit=fds.limit, mail_server_connections=fds.mail_servers),
+    )
     inherited = listeners.systemd_sockets()
     for sock in inherited:
         listeners.check_inherited(sock, cfg.serve.allow_remote_listen)
@@ -145,7 +150,9 @@ def serve(
         setup_logging(new)
         return new, new.serve
 
-    asyncio.run(_run(cfg, sockets, reload, metrics_sock, userdb_sock, policy_sock))
+    asyncio.run(
+        _run(cfg, sockets, reload, fds.mail_servers, metrics_sock, userdb_sock, policy_sock)
+    )
 
 
 def _check_database(cfg: Config) -> None:
@@ -166,6 +173,7 @@ async def _run(
     cfg: Config,
     sockets: list[socket.socket],
     reload: Callable[[], tuple[Config, ServeConfig]],
+    mail_connections: int,
     metrics_sock: socket.socket | None = None,
     userdb_sock: socket.socket | None = None,
     policy_sock: socket.socket | None = None,
@@ -212,7 +220,13 @@ async def _run(
         return new, settings
 
     server = AuthServer(
-        decider, cfg.serve, reload=reload_all, measured=measured, record=record, geoip=cfg.geoip
+        decider,
+        cfg.serve,
+        reload=reload_all,
+        measured=measured,
+        record=record,
+        geoip=cfg.geoip,
+        mail_connections=mail_connections,
     )
     await server.start(sockets)
     watcher.start()
@@ -272,6 +286,9 @@ async def _start_policy(
         max_body=p.max_body,
         request_timeout=p.request_timeout,
         idle_timeout=p.idle_timeout,
+        first_byte_timeout=p.first_byte_timeout,
+        max_connections=p.max_connections,
+        max_connections_per_peer=p.max_connections_per_peer,
     )
     await http.start(sock)
     return [http.close, service.close, *closers]

@@ -15,9 +15,16 @@ socket on this machine (another host, with ``allow_remote_listen``) is
 checked by its address alone. Every listener, ours or one systemd passed
 us, gets the same check.
 
-Each peer (a uid, a TCP address) also gets only a share of
-``max_connections`` (``max_connections_per_peer``, half by default), so one
-peer cannot lock out the others. A refused peer is logged once (up to
+The mail servers' own users (root, the server's user, ``allowed_users``
+and ``allowed_groups``: :meth:`PeerPolicy.mail_server`) are the clients
+the responder exists for: all of Postfix's smtpd processes are one user,
+so no share of theirs may be smaller than what the mail server runs at once
+(issue 21, item 6). Their connections are bounded only by the file
+descriptors left for them (:mod:`saslnetauth.serve.fdlimits`). Every other
+peer (a TCP address, as long as it carries no user) gets at most
+``max_connections`` together and each only a share of them
+(``max_connections_per_peer``, half by default), so that no such peer locks
+out the others. A refused peer is logged once (up to
 :data:`MAX_LOGGED_PEERS` peers; further refusals are only counted).
 """
 
@@ -230,6 +237,12 @@ class PeerPolicy:
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return any(ip in net for net in self.networks)
+
+    def mail_server(self, peer: Peer) -> bool:
+        """Is ``peer`` one of the allowed users (by the uid and groups the kernel
+        gave us, whatever the socket's family)? They are exempt from the per-peer
+        share and from ``max_connections``."""
+        return peer.uid >= 0 and self._user_allowed(peer)
 
 
 async def with_account_groups(peer: Peer) -> Peer:

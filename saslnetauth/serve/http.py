@@ -3,10 +3,16 @@
 h11 parses and frames; this module only moves bytes and enforces the
 limits a client must not be able to exceed: header bytes
 (:data:`MAX_HEADER_BYTES`), header count (:data:`MAX_HEADERS`), body size
-(``max_body``), time to send one request (``request_timeout``), idle time
-between keep-alive requests (``idle_timeout``) and connections at once
-(``max_connections``). TCP peers outside ``allow_from`` (loopback by
-default) are closed before a byte is read. A handler gets a
+(``max_body``), time to the first byte of a new connection
+(``first_byte_timeout``), time to send one request (``request_timeout``),
+idle time between keep-alive requests (``idle_timeout``), connections at
+once (``max_connections``) and of one peer (``max_connections_per_peer``,
+default half; a peer is a TCP address or a UNIX user,
+:attr:`saslnetauth.serve.access.Peer.key`). Each connection is a file
+descriptor: these bounds keep idle holders from using up the process's
+descriptors (issue 21, item 2), and accepting is
+:class:`saslnetauth.serve.acceptor.Acceptor`'s. TCP peers outside
+``allow_from`` (loopback by default) are closed before a byte is read. A handler gets a
 :class:`Request` and returns a :class:`Response`; anything it raises is a
 500 with no detail.
 """
@@ -18,6 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
@@ -25,7 +32,9 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 
 from saslnetauth.logfmt import kv
-from saslnetauth.serve.listeners import UNIX_SERVER_OPTIONS, describe
+from saslnetauth.serve.acceptor import Acceptor
+from saslnetauth.serve.access import RefusalLog, identify
+from saslnetauth.serve.listeners import describe
 
 __all__ = ["ANYWHERE", "LOOPBACK", "HttpServer", "Request", "Response", "peer_allowed"]
 
@@ -89,7 +98,9 @@ class HttpServer:
         max_body: int = 16384,
         request_timeout: float = 10.0,
         idle_timeout: float = 60.0,
-        max_connections: int = 1024,
+        first_byte_timeout: float = 3.0,
+        max_connections: int = 512,
+        max_connections_per_peer: int = 0,
     ) -> None:
         self.handler = handler
         self.name = name
@@ -97,36 +108,52 @@ class HttpServer:
         self.max_body = max_body
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        self.first_byte_timeout = first_byte_timeout
         self.max_connections = max_connections
+        self.per_peer = max_connections_per_peer or max(1, max_connections // 2)
         self.open = 0
-        self._servers: list[asyncio.base_events.Server] = []
+        self._per_peer: Counter[str] = Counter()
+        self.refusals = RefusalLog()
+        self._acceptors: list[Acceptor] = []
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, sock: socket.socket) -> None:
-        if sock.family == socket.AF_UNIX:
-            srv = await asyncio.start_unix_server(
-                self._on_connect, sock=sock, **UNIX_SERVER_OPTIONS
-            )
-        else:
-            srv = await asyncio.start_server(self._on_connect, sock=sock)
-        self._servers.append(srv)
+        acceptor = Acceptor(sock, self._on_connect, name=self.name)
+        acceptor.start()
+        self._acceptors.append(acceptor)
         log.info("%s", kv(f"{self.name} listening", on=describe(sock)))
 
     def close(self) -> None:
         """Stop listening and close every connection (keep-alive ones included)."""
-        for srv in self._servers:
-            srv.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         for writer in list(self._writers):
             writer.close()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        if self.open >= self.max_connections or not peer_allowed(peer, self.allow_from):
-            if self.open < self.max_connections:
-                log.warning("%s", kv(f"{self.name} connection refused", peer=str(peer)))
+        peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
+        reason = None
+        if not peer_allowed(writer.get_extra_info("peername"), self.allow_from):
+            reason = "peer_not_allowed"
+        elif self.open >= self.max_connections:
+            reason = "max_connections"
+        elif self._per_peer[peer.key] >= self.per_peer:
+            reason = "max_connections_per_peer"
+        if reason is not None:
+            if self.refusals.first(reason, peer):
+                log.warning(
+                    "%s",
+                    kv(
+                        f"{self.name} connection refused",
+                        reason=reason,
+                        **peer.describe(),
+                        note="logged once per peer",
+                    ),
+                )
             writer.close()
             return
         self.open += 1
+        self._per_peer[peer.key] += 1
         self._writers.add(writer)
         try:
             await self._serve(reader, writer)
@@ -134,15 +161,19 @@ class HttpServer:
             pass
         finally:
             self.open -= 1
+            self._per_peer[peer.key] -= 1
+            if self._per_peer[peer.key] <= 0:
+                del self._per_peer[peer.key]
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        idle = self.first_byte_timeout  # a new connection starts its request at once
         while True:
             try:
-                request = await self._read_request(conn, reader)
+                request = await self._read_request(conn, reader, idle)
             except _Reject as rej:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     await self._send(conn, writer, Response(rej.status), close=True)
@@ -158,11 +189,13 @@ class HttpServer:
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+            idle = self.idle_timeout
 
     async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader
+        self, conn: h11.Connection, reader: asyncio.StreamReader, idle: float
     ) -> Request | None:
-        """The next request, None when the client closed between requests; limits raise."""
+        """The next request, None when the client closed between requests or sent
+        nothing for ``idle`` seconds; limits raise."""
         loop = asyncio.get_running_loop()
         deadline: float | None = None  # set once the request has begun
         head: h11.Request | None = None
@@ -173,7 +206,7 @@ class HttpServer:
             except h11.RemoteProtocolError as exc:
                 raise _Reject(exc.error_status_hint) from None
             if event is h11.NEED_DATA:
-                wait = self.idle_timeout if deadline is None else deadline - loop.time()
+                wait = idle if deadline is None else deadline - loop.time()
                 try:
                     data = await asyncio.wait_for(reader.read(READ_SIZE), max(wait, 0.001))
                 except TimeoutError:

@@ -14,9 +14,10 @@ given (``[serve] allow_remote_listen``): whoever can connect chooses the
 client address (``rip=``) of the logins it sends. Sockets passed by systemd
 (``LISTEN_FDS``/``LISTEN_PID``, see sd_listen_fds(3)) are used as they
 are, after the same address check (:func:`check_inherited`).
-A UNIX socket file is never removed when the server stops: since Python
-3.13 asyncio would unlink it, which under socket activation deletes the
-file systemd still listens on.
+A UNIX socket file is never removed when the server stops (under socket
+activation it is the file systemd still listens on); the listeners are
+served by :class:`saslnetauth.serve.acceptor.Acceptor`, not asyncio's
+servers, which since Python 3.13 unlink it.
 """
 
 from __future__ import annotations
@@ -29,16 +30,13 @@ import os
 import pwd
 import socket
 import stat
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from saslnetauth.errors import ConfigError
 
 __all__ = [
-    "UNIX_SERVER_OPTIONS",
     "ListenAddress",
     "bind",
     "check_inherited",
@@ -50,11 +48,6 @@ __all__ = [
 
 BACKLOG = 1024
 SD_LISTEN_FDS_START = 3
-#: Keyword arguments for asyncio.start_unix_server: keep the socket file when the
-#: server closes (Python 3.13 added ``cleanup_socket``, default on).
-UNIX_SERVER_OPTIONS: dict[str, Any] = (
-    {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
-)
 #: Path of each UNIX socket we bound, by file descriptor (its own name is the
 #: private directory it was bound in).
 _UNIX_PATHS: dict[int, str] = {}

@@ -11,6 +11,7 @@ import hmac
 import socket
 from typing import TYPE_CHECKING
 
+from saslnetauth.serve.fdlimits import METRICS_MAX_CONNECTIONS
 from saslnetauth.serve.http import HttpServer, Request, Response
 from saslnetauth.serve.metrics import CONTENT_TYPE
 
@@ -26,7 +27,10 @@ class MetricsEndpoint:
     def __init__(self, server: AuthServer) -> None:
         self.server = server
         self.http = HttpServer(
-            self._handle, name="metrics", allow_from=server.settings.metrics_allow_from
+            self._handle,
+            name="metrics",
+            allow_from=server.settings.metrics_allow_from,
+            max_connections=METRICS_MAX_CONNECTIONS,
         )
 
     async def start(self, sock: socket.socket) -> None:

@@ -12,7 +12,9 @@ overload, unsupported mechanism).
 
 Who may connect is checked before the handshake (:mod:`saslnetauth.serve.access`).
 Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
-flight per connection, connections (and each peer's share of them), the
+flight per connection, connections (the mail servers' users: the file
+descriptors left for them, :mod:`saslnetauth.serve.fdlimits`; every other
+peer: ``max_connections`` and each peer's share of them), the
 handshake timeout (VERSION must come within ``handshake_timeout``),
 verifications pending over all clients (beyond: TEMPFAIL), LOGIN exchanges
 waiting for CONT (expire), the idle timeout. SIGTERM/SIGINT stop accepting,
@@ -45,6 +47,8 @@ from saslnetauth.dovecot.sasl import (
 from saslnetauth.errors import BackendError
 from saslnetauth.geoip import GeoLocator
 from saslnetauth.logfmt import kv
+from saslnetauth.serve import fdlimits
+from saslnetauth.serve.acceptor import Acceptor
 from saslnetauth.serve.access import (
     Peer,
     PeerPolicy,
@@ -54,7 +58,7 @@ from saslnetauth.serve.access import (
 )
 from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.decider import Decider, Login
-from saslnetauth.serve.listeners import BACKLOG, UNIX_SERVER_OPTIONS, describe, sd_notify
+from saslnetauth.serve.listeners import describe, sd_notify
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.serve.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
@@ -93,8 +97,12 @@ class AuthServer:
         measured: float = 0.0,
         record: Callable[[Decision, str | None, str], None] | None = None,
         geoip: GeoipConfig | None = None,
+        mail_connections: int = 0,
     ) -> None:
         self.decider = decider
+        #: Most connections of the mail servers' users (from the file descriptor
+        #: limit, :func:`saslnetauth.serve.fdlimits.plan`; 0 = no bound of ours).
+        self.mail_connections = mail_connections
         #: The verdict record (``saslnetauth report``) for the failures decided here;
         #: the engine records its own decisions in the workers.
         self.record = record
@@ -102,9 +110,10 @@ class AuthServer:
         self.measured = measured
         self.settings = settings
         self._reload_cb = reload
-        self._servers: list[asyncio.base_events.Server] = []
+        self._acceptors: list[Acceptor] = []
         self._sessions: set[Session] = set()
         self._per_peer: Counter[str] = Counter()  # open connections by Peer.key
+        self._open_mail = 0  # open connections of the mail servers' users
         self.refusals = RefusalLog()
         self._cuids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
@@ -150,14 +159,9 @@ class AuthServer:
     async def start(self, sockets: list[socket.socket]) -> None:
         self._stopping = asyncio.Event()
         for sock in sockets:
-            # asyncio calls listen() again: keep our backlog, not its default of 100
-            if sock.family == socket.AF_UNIX:
-                srv = await asyncio.start_unix_server(
-                    self._on_connect, sock=sock, backlog=BACKLOG, **UNIX_SERVER_OPTIONS
-                )
-            else:
-                srv = await asyncio.start_server(self._on_connect, sock=sock, backlog=BACKLOG)
-            self._servers.append(srv)
+            acceptor = Acceptor(sock, self._on_connect, name="auth")
+            acceptor.start()
+            self._acceptors.append(acceptor)
             log.info("%s", kv("listening", on=describe(sock)))
 
     @property
@@ -192,6 +196,7 @@ class AuthServer:
                 failure_delay=self.settings.failure_delay,
                 failure_floor=round(self.deadline.floor(), 4),
                 max_pending=self.settings.max_pending,
+                mail_server_connections=self.mail_connections or "-",
             ),
         )
         await self._stopping.wait()
@@ -203,12 +208,12 @@ class AuthServer:
 
         An idle connection closes at once, a busy one when its last request is
         answered (new requests on it are not taken: the client sees the connection
-        close, a temporary failure). Server.wait_closed() comes last: since Python
-        3.12 it waits for every connection of the server to be gone."""
+        close, a temporary failure); then the rest are closed, and their
+        sessions are given :data:`CLOSE_TIMEOUT` to go."""
         if self._metrics_http is not None:
             self._metrics_http.close()
-        for srv in self._servers:
-            srv.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         self._all_closed = asyncio.Event()
         for session in list(self._sessions):
             session.drain()
@@ -220,10 +225,9 @@ class AuthServer:
         await self.alerts.drain(timeout=drain_timeout)
         for session in list(self._sessions):
             session.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                asyncio.gather(*(srv.wait_closed() for srv in self._servers)), CLOSE_TIMEOUT
-            )
+        if self._sessions:  # let their closing callbacks run
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), CLOSE_TIMEOUT)
         await self.decider.close()
         if self.geoip is not None:
             await asyncio.to_thread(self.geoip.close)
@@ -246,6 +250,7 @@ class AuthServer:
             cfg, settings = self._reload_cb()
             measured = await asyncio.to_thread(measure_verification, cfg)
             policy = PeerPolicy.from_settings(settings)
+            mail = fdlimits.plan(cfg).mail_servers if self.mail_connections else 0
             await self.decider.reload(cfg)
         except Exception as exc:
             log.error("%s", kv("reload failed, keeping the old configuration", error=str(exc)))
@@ -254,6 +259,7 @@ class AuthServer:
             old, self.geoip = self.geoip, await asyncio.to_thread(GeoLocator, cfg.geoip, watch=True)
             await asyncio.to_thread(old.close)
         self.measured = measured
+        self.mail_connections = mail
         self._configure(settings, policy)
         log.info(
             "%s",
@@ -290,15 +296,22 @@ class AuthServer:
             return
         session = Session(self, reader, writer, next(self._cuids))
         self._sessions.add(session)
-        self._per_peer[peer.key] += 1
+        mail = self.policy.mail_server(peer)  # kept: a reload may change the policy
+        if mail:
+            self._open_mail += 1
+        else:
+            self._per_peer[peer.key] += 1
         self.stats["connections"] += 1
         try:
             await session.run()
         finally:
             self._sessions.discard(session)
-            self._per_peer[peer.key] -= 1
-            if self._per_peer[peer.key] <= 0:
-                del self._per_peer[peer.key]
+            if mail:
+                self._open_mail -= 1
+            else:
+                self._per_peer[peer.key] -= 1
+                if self._per_peer[peer.key] <= 0:
+                    del self._per_peer[peer.key]
             session.close()
             if self._all_closed is not None and not self._sessions:
                 self._all_closed.set()
@@ -308,7 +321,12 @@ class AuthServer:
         not_allowed = self.policy.refusal(peer)
         if not_allowed is not None:
             return not_allowed
-        if len(self._sessions) >= self.settings.max_connections:
+        if self.policy.mail_server(peer):
+            # no share: all of Postfix's smtpd processes are one user (issue 21, item 6)
+            if self.mail_connections and self._open_mail >= self.mail_connections:
+                return "descriptor_limit"
+            return None
+        if len(self._sessions) - self._open_mail >= self.settings.max_connections:
             return "max_connections"
         if self._per_peer[peer.key] >= self.policy.per_peer:
             return "max_connections_per_peer"

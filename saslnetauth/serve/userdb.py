@@ -41,7 +41,9 @@ from saslnetauth.dovecot.protocol import unescape
 from saslnetauth.errors import BackendError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.model import UserRecord, normalize_username
+from saslnetauth.serve.acceptor import Acceptor
 from saslnetauth.serve.access import PeerPolicy, RefusalLog, identify
+from saslnetauth.serve.fdlimits import USERDB_MAX_CONNECTIONS as MAX_CONNECTIONS
 from saslnetauth.serve.listeners import describe
 
 __all__ = ["UserdbServer", "answer"]
@@ -49,7 +51,6 @@ __all__ = ["UserdbServer", "answer"]
 log = logging.getLogger("saslnetauth.serve.userdb")
 
 MAX_LINE = 16384
-MAX_CONNECTIONS = 256
 #: Seconds a connection may stay silent before it is closed.
 IDLE_TIMEOUT = 300.0
 #: Seconds one database lookup may take before the request fails temporarily.
@@ -102,20 +103,18 @@ class UserdbServer:
         self._refusals = RefusalLog()
         self.pam_any_user = pam_any_user
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="userdb")
-        self._servers: list[asyncio.base_events.Server] = []
+        self._acceptors: list[Acceptor] = []
         self._open = 0
 
     async def start(self, sock: socket.socket) -> None:
-        if sock.family == socket.AF_UNIX:
-            srv = await asyncio.start_unix_server(self._on_connect, sock=sock, limit=MAX_LINE)
-        else:
-            srv = await asyncio.start_server(self._on_connect, sock=sock, limit=MAX_LINE)
-        self._servers.append(srv)
+        acceptor = Acceptor(sock, self._on_connect, name="userdb", limit=MAX_LINE)
+        acceptor.start()
+        self._acceptors.append(acceptor)
         log.info("%s", kv("userdb listening", on=describe(sock)))
 
     async def close(self) -> None:
-        for srv in self._servers:
-            srv.close()
+        for acceptor in self._acceptors:
+            acceptor.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

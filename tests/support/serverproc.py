@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,7 +87,9 @@ def run_server(
     config: Path | None = None,
     env: dict[str, str] | None = None,
     workdir: Path | None = None,
+    nofile: int | None = None,
 ) -> Iterator[ServerProcess]:
+    """``nofile``: run the server with RLIMIT_NOFILE (soft and hard) set to it."""
     with tempfile.TemporaryDirectory(prefix="sna-serve-") as tmp:
         base = Path(workdir or tmp)
         os.chmod(tmp, 0o755)  # noqa: S103 - peers running as other users must reach the socket
@@ -106,7 +108,13 @@ def run_server(
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SASLNETAUTH_")}
         full_env.update(env or {})
         with open(log_path, "wb") as logf:
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                preexec_fn=None if nofile is None else _limit_nofile(nofile),
+            )
         server = ServerProcess(proc, log_path, sock, port)
         try:
             # a start under load (two shared cores) can take well over 10 s: the measured
@@ -115,6 +123,15 @@ def run_server(
             yield server
         finally:
             server.stop()
+
+
+def _limit_nofile(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
 
 
 class AuthClient:
@@ -236,6 +253,67 @@ def as_user(uid: int, target: str, count: int = 1, hold: float = 0) -> subproces
             target,
             str(count),
             str(hold),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+#: Run as another user: keep COUNT idle TCP connections to HOST:PORT (never a byte
+#: sent) for SECONDS, opening a new one whenever the server closes one; print
+#: "holding" once the first COUNT connections are open. Standard library only.
+_HOLDER = r"""
+import selectors, socket, sys, time
+host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+sel = selectors.DefaultSelector()
+def add():
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+    except OSError:
+        s.close()
+        return
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ)
+for _ in range(count):
+    add()
+print("holding", flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for key, _ in sel.select(0.2):
+        try:
+            data = key.fileobj.recv(1)
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+    while len(sel.get_map()) < count and time.monotonic() < end:
+        add()
+"""
+
+
+def hold_tcp(uid: int, port: int, count: int, seconds: float) -> subprocess.Popen[str]:
+    """The holder above, run by ``uid``, on 127.0.0.1:``port``."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root and setpriv (util-linux) to connect as another user")
+    return subprocess.Popen(
+        [
+            setpriv,
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            _HOLDER,
+            "127.0.0.1",
+            str(port),
+            str(count),
+            str(seconds),
         ],
         stdout=subprocess.PIPE,
         text=True,

@@ -259,20 +259,18 @@ def test_a_local_tcp_peer_must_be_an_allowed_user(db: str, tmp_path: Path, host:
 
 def test_silent_connections_no_longer_lock_a_real_client_out(db: str, tmp_path: Path) -> None:
     """Five connections that never speak once kept every client out (max_connections
-    = 5, no handshake timeout). Now one peer gets at most half of the connections,
-    and silent ones are closed after handshake_timeout."""
+    = 5, no handshake timeout). Now a peer that is not a mail server's user (here a
+    TCP address) gets at most half of the connections, and silent ones are closed
+    after handshake_timeout."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text(
-        '[serve]\nsocket_mode = "0666"\nallowed_users = ["nobody"]\nmax_connections = 5\n'
-        "handshake_timeout = 2.0\n" + FAST
-    )
-    with run_server(db, config=cfg) as srv:
-        assert srv.unix is not None
-        squatter = as_user(NOBODY, srv.unix, count=5, hold=30)
+    cfg.write_text("[serve]\nmax_connections = 5\nhandshake_timeout = 2.0\n" + FAST)
+    with run_server(db, config=cfg, tcp=True) as srv:
+        assert srv.port is not None
+        squatter = as_user(NOBODY, f"127.0.0.1:{srv.port}", count=5, hold=30)
         try:
             got = results(squatter, 5)
             assert got.count("handshake") == 2 and got.count("closed") == 3, got
-            srv.wait_log("connection refused: reason=max_connections_per_peer uid=65534")
+            srv.wait_log("connection refused: reason=max_connections_per_peer peer=127.0.0.1")
             # the real client (another peer) still gets in while the squatter holds on
             c = srv.connect()
             c.handshake()
@@ -285,6 +283,101 @@ def test_silent_connections_no_longer_lock_a_real_client_out(db: str, tmp_path: 
             squatter.wait()
         c.plain(2, "alice", PW, rip="127.0.0.2")
         assert c.line() == "OK\t2\tuser=alice", "a client that sent VERSION is not closed"
+
+
+# -- issue 21, item 6: the mail servers' users have no per-peer share -----------------
+
+
+def test_an_allowed_peer_gets_more_connections_than_the_share(db: str, tmp_path: Path) -> None:
+    """All of Postfix's smtpd processes are one peer (user postfix). With
+    max_connections = 6 its share used to be 3, and the 4th smtpd was refused
+    (reason=max_connections_per_peer uid=...). Now an allowed user is bounded only
+    by the file descriptors: ten connections of root, the last one still served,
+    while a TCP peer (an address, not a mail server's user) keeps its share."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nmax_connections = 6\n" + FAST)
+    with run_server(db, config=cfg, tcp=True) as srv:
+        assert srv.unix is not None and srv.port is not None
+        held = []
+        for _ in range(10):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(15)
+            s.connect(srv.unix)
+            held.append(AuthClient(s))
+        for c in held:
+            assert c.handshake()[0].startswith("VERSION\t1\t"), "every one is greeted"
+        last = held[-1]
+        assert last.login_plain("alice", PW) == "OK\t1\tuser=alice"
+        # the share still applies to a TCP address: 3 of 4 silent connections
+        tcp = [AuthClient(socket.create_connection(("127.0.0.1", srv.port), timeout=15))]
+        for _ in range(3):
+            tcp.append(AuthClient(socket.create_connection(("127.0.0.1", srv.port), timeout=15)))
+        assert [_greeted(c) for c in tcp] == [True, True, True, False]
+        srv.wait_log("connection refused: reason=max_connections_per_peer peer=127.0.0.1")
+        assert "reason=max_connections_per_peer uid=0" not in srv.log()
+        for c in [*held, *tcp]:
+            c.close()
+
+
+def _greeted(c: AuthClient) -> bool:
+    try:
+        return c.line().startswith("VERSION")
+    except (EOFError, ConnectionResetError):
+        return False
+
+
+def test_allowed_peers_are_bounded_by_the_descriptor_limit(db: str, tmp_path: Path) -> None:
+    """Under RLIMIT_NOFILE 200 the start leaves 200 - 64 (reserve) - 8 (one worker)
+    - 10 (max_connections) = 118 connections to the mail servers' users: the 119th
+    is refused (reason=descriptor_limit), never a descriptor the server itself
+    needs, and a login on a held connection still works."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nmax_connections = 10\nworkers = 1\n" + FAST)
+    with run_server(db, config=cfg, nofile=200) as srv:
+        assert srv.unix is not None
+        srv.wait_log("file descriptors: limit=200 mail_server_connections=118")
+        held = []
+        for _ in range(118):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(15)
+            s.connect(srv.unix)
+            held.append(AuthClient(s))
+            held[-1].handshake()
+        extra = srv.connect()
+        assert extra.closed(timeout=5), "the 119th connection must be refused"
+        srv.wait_log("connection refused: reason=descriptor_limit uid=0")
+        assert held[0].login_plain("alice", PW) == "OK\t1\tuser=alice"
+        assert "Too many open files" not in srv.log()
+        for c in held:
+            c.close()
+
+
+def test_a_reload_that_leaves_too_few_descriptors_is_refused(db: str, tmp_path: Path) -> None:
+    """RLIMIT_NOFILE 300: max_connections = 10 leaves 218 for the mail servers; a
+    reload to 200 would leave 28, so it is refused and the old bound stays."""
+    import signal
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nmax_connections = 10\nworkers = 1\n" + FAST)
+    with run_server(db, config=cfg, nofile=300) as srv:
+        srv.wait_log("mail_server_connections=218")
+        cfg.write_text("[serve]\nmax_connections = 200\nworkers = 1\n" + FAST)
+        srv.signal(signal.SIGHUP)
+        srv.wait_log("reload failed, keeping the old configuration")
+        assert "which leaves 28 for the mail servers' connections, fewer than 100" in srv.log()
+        c = srv.connect()
+        c.handshake()
+        assert c.login_plain("alice", PW) == "OK\t1\tuser=alice"
+
+
+def test_too_few_descriptors_stop_the_start(db: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[serve]\nworkers = 1\n" + FAST)
+    with (
+        pytest.raises(AssertionError, match="too few file descriptors: the limit"),
+        run_server(db, config=cfg, nofile=512),
+    ):
+        pass
 
 
 def test_handshake_timeout_closes_a_silent_connection(db: str, tmp_path: Path) -> None:

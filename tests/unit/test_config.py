@@ -66,6 +66,10 @@ def test_sample_documents_every_key_with_its_default(monkeypatch: pytest.MonkeyP
         ("[serve]\nuser_penalty = true", r"failure_delay 2 \+ penalty_max 4 \+ user_penalty"),
         ("[serve]\nfailure_delay = 5\npenalty_max = 3.5", "more than 8 s"),
         ("[serve]\nfailure_delay = 2\npenalty_max = 3.5\nuser_penalty = true", "= 9 s"),
+        # issue 21 item 2: the HTTP listeners' connection limits
+        ("[policy]\nfirst_byte_timeout = 0", "policy.first_byte_timeout"),
+        ("[policy]\nmax_connections = 0", "policy.max_connections: at least 1"),
+        ("[policy]\nmax_connections = 8\nmax_connections_per_peer = 9", "up to max_connections"),
     ],
 )
 def test_bad_config(tmp_path: Path, text: str, message: str) -> None:
