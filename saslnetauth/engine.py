@@ -19,7 +19,12 @@ Implements the policy contract of docs/design.md:
 App passwords (per-device credentials) follow :mod:`saslnetauth.apppolicy`:
 a password that names one of the user's app passwords is checked against
 it alone (no slow hash), any other as the main password, so a login costs at
-most one slow hash; classification counts their networks too.
+most one slow hash; classification counts their networks too. The right
+main password on a service outside the user's main password services
+(:mod:`saslnetauth.mainpassword`) is a FAIL ``app_password_required``, reached
+after the same hash as any other: a wrong password and this refusal look alike.
+An OK is shown to ``note_place`` (new-location alerts,
+:mod:`saslnetauth.store.locations`), which may mark it ``new_location``.
 
 An empty password is refused before anything else (no lookup, no hash):
 Dovecot's ``nopassword`` or an empty ``{PLAIN}`` never lets one in. When the
@@ -57,6 +62,7 @@ from saslnetauth.classification import Classified, Lookup, refusal
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
 from saslnetauth.logfmt import kv
+from saslnetauth.mainpassword import main_password_allows
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
@@ -92,6 +98,7 @@ class DecisionEngine:
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
         geoip: GeoLocator | None = None,
         clock: Callable[[], float] = time.time,
+        main_password_services: frozenset[str] | None = None,
     ) -> None:
         self.store = store
         #: Wall-clock time (UNIX seconds) against which grants expire.
@@ -107,6 +114,10 @@ class DecisionEngine:
         self._locate = geoip.geo if geoip is not None else None
         #: Told the id of an app password after each OK with it (last_used_at).
         self.on_app_password_used: Callable[[int], None] | None = None
+        #: Where the main password works for users without a setting (None: everywhere).
+        self.main_password_services = main_password_services
+        #: Shown every OK, may mark it new_location (LocationMemory.note; never raises).
+        self.note_place: Callable[[Decision, UserRecord, str | None], Decision] | None = None
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -156,6 +167,8 @@ class DecisionEngine:
             else:
                 classified = self._classify(username, rip, service)
                 decision = self._verify(classified, secret, rip, service, rehash)
+                if decision.ok and self.note_place is not None and classified.user is not None:
+                    decision = self.note_place(decision, classified.user, rip)
         except Exception as exc:  # fail closed on anything unexpected
             log.exception("internal error while deciding a login")
             decision = Decision(
@@ -327,6 +340,17 @@ class DecisionEngine:
                 user.name,
                 credentials_valid=True,
                 network_ok=net_ok,
+                verify_seconds=spent,
+            )
+        if rule is not None and not main_password_allows(
+            user.main_password_services, self.main_password_services, service
+        ):
+            return Decision(
+                Verdict.FAIL,
+                Reason.APP_PASSWORD_REQUIRED,
+                user.name,
+                credentials_valid=True,
+                network_ok=True,
                 verify_seconds=spent,
             )
         if rule is not None:

@@ -192,12 +192,13 @@ async def _run(
     from saslnetauth.store.purge import ExpiredPurger
 
     purge_store = open_store(cfg, check_schema=False)
-    purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days)
+    purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days, alerts=cfg.alerts)
     closers += [purger.close, purge_store.close]
 
     def reload_all() -> tuple[Config, ServeConfig]:
         new, settings = reload()
         purger.keep_days = settings.expired_keep_days
+        purger.alerts = new.alerts
         return new, settings
 
     server = AuthServer(
