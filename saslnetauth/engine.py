@@ -54,13 +54,14 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from saslnetauth.apppolicy import named_app_password, usable_rules, verify_app_password
 from saslnetauth.authlog import log_decision
 from saslnetauth.classification import Classified, Lookup, refusal
+from saslnetauth.credentials.check import PamVerifier, check_credentials
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
-from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
+from saslnetauth.errors import BackendError, InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.mainpassword import main_password_allows
 from saslnetauth.model import Store, UserRecord, normalize_username
@@ -75,12 +76,6 @@ __all__ = ["DecisionEngine", "PamVerifier"]
 log = logging.getLogger("saslnetauth.auth")
 
 MAX_SERVICE = 32
-
-
-class PamVerifier(Protocol):
-    """Checks a password with PAM; raises BackendError on PAM failure."""
-
-    def verify(self, user: str, password: bytes, rip: str | None, service: str) -> bool: ...
 
 
 class DecisionEngine:
@@ -320,7 +315,7 @@ class DecisionEngine:
             )
         net_ok = rule is not None
         started = time.perf_counter()
-        checked = self._check_credentials(user, secret, rip, service)
+        checked = check_credentials(self.hasher, self.pam, user, secret, rip, service)
         spent = time.perf_counter() - started
         if isinstance(checked, Decision):
             return replace(checked, network_ok=net_ok, verify_seconds=spent)
@@ -377,41 +372,6 @@ class DecisionEngine:
             network_ok=False,
             verify_seconds=spent,
         )
-
-    def _check_credentials(
-        self, user: UserRecord, secret: bytes, rip: str | None, service: str
-    ) -> tuple[bool, ParsedHash | None] | Decision:
-        """(password right?, the parsed stored hash or None for PAM), or a ready
-        Decision (TEMPFAIL, no password)."""
-        if user.backend == "pam":
-            if self.pam is None:
-                self.hasher.dummy_verify(secret)
-                return Decision(
-                    Verdict.TEMPFAIL,
-                    Reason.BACKEND_ERROR,
-                    user.name,
-                    detail="user uses PAM but PAM is not enabled",
-                )
-            try:
-                return self.pam.verify(user.name, secret, rip, service), None
-            except BackendError as exc:
-                return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
-        if user.password_hash is None:
-            self.hasher.dummy_verify(secret)
-            return Decision(Verdict.FAIL, Reason.NO_PASSWORD, user.name)
-        try:
-            parsed = self.hasher.parse(user.password_hash)
-            ok = self.hasher.verify(secret, parsed)
-        except InvalidHashError as exc:
-            self.hasher.dummy_verify(secret)
-            log.error("%s", kv("unusable password hash", user=user.name, error=str(exc)))
-            return Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail="unusable password hash"
-            )
-        except BackendError as exc:  # e.g. no memory for an ARGON2 hash: not a wrong password
-            log.error("%s", kv("password verification failed", user=user.name, error=str(exc)))
-            return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
-        return ok, parsed
 
     def _rehash(self, name: str, secret: bytes) -> None:
         try:
