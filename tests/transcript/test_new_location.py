@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from tests.support.clitools import init_with_user, run
 from tests.support.geoipdb import write_countries
-from tests.support.serverproc import ServerProcess, run_server
+from tests.support.metrics import plain, samples
+from tests.support.serverproc import ServerProcess, free_port, run_server
 
 PW = "n3w place pw"
 OK = "OK\t"
@@ -73,8 +75,10 @@ def test_new_location_alerts(tmp_path: Path) -> None:
     )
     script.chmod(0o755)
     cfg = tmp_path / "c.toml"
+    port = free_port()
     cfg.write_text(
         f'[serve]\nworkers = 2\npenalty_max = 0\nalert_command = ["{script}"]\n'
+        f'metrics_listen = "inet:127.0.0.1:{port}"\n'
         f'[geoip]\ncountry_db = "{country}"\n'
         "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
     )
@@ -90,6 +94,9 @@ def test_new_location_alerts(tmp_path: Path) -> None:
         _login(srv, "bob", "198.51.100.7")  # a new user's first login: silent
         _login(srv, "alice", "203.0.113.9", phone)  # first use: its user knows the place
         _login(srv, "alice", "2001:db8:5::1", phone)  # a new /48 for the phone
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert samples(resp.read().decode())[plain("saslnetauth_new_locations_total")] == 3
         assert srv.stop() == 0  # waits for the alert commands
         log = srv.log()
     alerts = sorted(out.read_text().splitlines())  # the commands run side by side
