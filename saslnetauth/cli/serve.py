@@ -248,7 +248,12 @@ async def _start_policy(
         record = recorder.record
         closers.append(recorder.close)
     p = cfg.policy
-    service = PolicyService(server, p, store.get_user, store.global_rules, record=record)
+    from saslnetauth.mainpassword import parse_main_services
+
+    main_default = parse_main_services(cfg.passwords.main_password_services)
+    service = PolicyService(
+        server, p, store.get_user, store.global_rules, record=record, main_default=main_default
+    )
     http = HttpServer(
         service.handle,
         name="policy",

@@ -127,6 +127,20 @@ def test_global_network_for_unknown_user_takes_effect(setup: Setup) -> None:
     assert not d.auth_test("carol", PW, "198.51.100.9", service="imap").ok
 
 
+def test_main_password_services(setup: Setup) -> None:
+    """Dovecot's passdb holds the main password: limited to smtp, it is refused for
+    imap (before auth, whatever the password) and still works for smtp."""
+    d = setup.dovecot
+    assert run("user", "set", "alice", "--main-password-services", "smtp", db=setup.db).code == 0
+    try:
+        assert d.auth_test("alice", PW, "127.0.0.2", service="smtp").ok
+        assert not d.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+        setup.server.wait_log("rip=127.0.0.2 reason=app_password_required via=policy")
+    finally:
+        run("user", "set", "alice", "--main-password-services", "default", db=setup.db)
+    assert d.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+
+
 def test_zz_server_stopped_refuses(setup: Setup) -> None:
     """Last in the module: stops the server. Dovecot alone would let everyone in."""
     setup.server.stop()
