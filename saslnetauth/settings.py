@@ -123,9 +123,10 @@ class ServeConfig:
     #: unknown names alike (outside the global networks), so it enumerates nobody.
     user_penalty: bool = False
     #: Command run when a correct password comes from a forbidden network (likely
-    #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Its environment is
-    #: only PATH, LANG, SASLNETAUTH_USER, SASLNETAUTH_RIP (canonical),
-    #: SASLNETAUTH_SERVICE and SASLNETAUTH_REASON; never the password. [] = none.
+    #: stolen credentials, SASLNETAUTH_EVENT=stolen_credentials) and on an allowed
+    #: login from a new place (SASLNETAUTH_EVENT=new_location, see [alerts]), e.g.
+    #: ["/usr/local/bin/alert-admin"]. Its environment is only PATH, LANG and
+    #: SASLNETAUTH_* (serve/alerts.py); never the password. [] = none.
     alert_command: list[str] = field(default_factory=list)
     #: Seconds before the alert command is killed.
     alert_timeout: float = 10.0

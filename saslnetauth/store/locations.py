@@ -146,16 +146,19 @@ class LocationMemory:
     def _known(self, user_id: int, now: float) -> list[tuple[Seen, float]]:
         """What the user has seen within the memory, with when it was last seen:
         the database's rows and this process's unwritten ones."""
+        # the unwritten ones first: one written meanwhile is then in the database
+        with self._lock:
+            seen = [
+                (Seen(key.scope, key.kind, key.value), when)
+                for queue in (self._writing, self._pending)
+                for key, (_, when) in queue.items()
+                if key.user_id == user_id
+            ]
         cutoff = datetime.fromtimestamp(now - self.memory_days * 86400, UTC)
         params = {"uid": user_id, "cutoff": cutoff, "most": self.max_per_user}
         with self.db._conn() as conn:
             rows = conn.execute(_KNOWN, params).all()
-        seen = [(Seen(int(sc), str(k), str(v)), stored_expiry(ts) or 0.0) for sc, k, v, ts in rows]
-        with self._lock:
-            for queue in (self._writing, self._pending):
-                for key, (_, when) in queue.items():
-                    if key.user_id == user_id:
-                        seen.append((Seen(key.scope, key.kind, key.value), when))
+        seen += [(Seen(int(sc), str(k), str(v)), stored_expiry(ts) or 0.0) for sc, k, v, ts in rows]
         return seen
 
     def _queue(

@@ -13,11 +13,11 @@ from saslnetauth.addresses import Address, parse_address
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.engine import DecisionEngine
-from saslnetauth.locations import KINDS, Place, Seen, novel, places_of
+from saslnetauth.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
 from saslnetauth.netrules import NetworkRule
 from saslnetauth.netterms import Geo
 from saslnetauth.store import SqlStore
-from saslnetauth.store.locations import LocationMemory
+from saslnetauth.store.locations import LocationMemory, _Key
 from saslnetauth.store.purge import purge_locations
 
 PW = "main pass word"
@@ -174,14 +174,63 @@ def test_write_read_race_and_purge_on_every_database(
         (a, ma), (b, mb) = engines
         assert a.decide("alice", PW, "192.0.2.1", "imap").new_location is None
         ma.flush()
-        # both see the same new place before either wrote it: both alert, one row
         assert a.decide("alice", PW, "198.51.100.1", "imap").new_location == "network,country"
-        assert b.decide("alice", PW, "198.51.100.2", "imap").new_location == "network,country"
         ma.flush()
-        mb.flush()
+        # the other server saw the same place in the same instant and writes it too:
+        # its insert meets the unique key and is ignored
+        uid = store.get_user("alice").id  # type: ignore[union-attr]
+        mb._write({_Key(uid, MAIN_SCOPE, "network", "198.51.100.0/24"): (None, time.time())})
         assert b.decide("alice", PW, "198.51.100.3", "imap").new_location is None
         # 5 places (two networks, two countries, one AS) beyond the 3 kept
         assert purge_locations(store, 90, 3, time.time()) == 2
     finally:
         for _, memory in engines:
             memory.close()
+
+
+def test_each_kind_can_be_switched_off(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> None:
+    from saslnetauth.settings import AlertsConfig
+    from saslnetauth.store.locations import enabled_kinds
+
+    assert enabled_kinds(AlertsConfig()) == KINDS
+    assert enabled_kinds(AlertsConfig(new_location_network=False)) == ("country", "asn")
+    assert enabled_kinds(AlertsConfig(False, False, False)) == ()
+    sqlite_store.add_user("alice", fast_hasher.hash(PW), networks=[NetworkRule.parse("any")])
+    engine = DecisionEngine(sqlite_store, fast_hasher)
+    memory = LocationMemory(
+        sqlite_store, ("country",), memory_days=90, max_per_user=200, locate=locate
+    )
+    engine.note_place = memory.note
+    try:
+        for rip, new in (("192.0.2.1", None), ("203.0.113.1", None), ("198.51.100.1", "country")):
+            assert engine.decide("alice", PW, rip, "imap").new_location == new, rip
+            memory.flush()
+    finally:
+        memory.close()
+
+
+def test_the_alert_environment_of_a_new_place() -> None:
+    from saslnetauth.serve.alerts import NEW_LOCATION, alert_environment
+
+    env = alert_environment(
+        "alice",
+        "::ffff:198.51.100.7",
+        "imap",
+        "ok",
+        parent={"PATH": "/bin", "SECRET": "x"},
+        credential="phone",
+        event=NEW_LOCATION,
+        details={"new_location": "network,country", "country": "NL", "asn": "64500\n"},
+    )
+    assert env == {
+        "PATH": "/bin",
+        "SASLNETAUTH_USER": "alice",
+        "SASLNETAUTH_RIP": "198.51.100.7",
+        "SASLNETAUTH_SERVICE": "imap",
+        "SASLNETAUTH_REASON": "ok",
+        "SASLNETAUTH_CREDENTIAL": "phone",
+        "SASLNETAUTH_EVENT": "new_location",
+        "SASLNETAUTH_NEW_LOCATION": "network,country",
+        "SASLNETAUTH_COUNTRY": "NL",
+        "SASLNETAUTH_ASN": "64500?",
+    }
