@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 import sqlalchemy as sa
@@ -54,11 +53,13 @@ TOUCH_SECONDS = 3600.0
 MAX_PENDING = 100_000
 
 _L = user_locations.c
+#: The user's places, most recently seen first (those older than the memory, not yet
+#: purged, are dropped as they are read); run on the driver's connection, like the
+#: user lookup (store/sql.py), with last_seen as the driver gives it.
 _KNOWN = (
     sa.select(_L.scope, _L.kind, _L.value, _L.last_seen)
-    .where(_L.user_id == sa.bindparam("uid"), _L.last_seen >= sa.bindparam("cutoff"))
+    .where(_L.user_id == sa.bindparam("uid"))
     .order_by(_L.last_seen.desc())
-    .limit(sa.bindparam("most"))
 )
 _TOUCH = (
     user_locations.update()
@@ -154,11 +155,16 @@ class LocationMemory:
                 for key, (_, when) in queue.items()
                 if key.user_id == user_id
             ]
-        cutoff = datetime.fromtimestamp(now - self.memory_days * 86400, UTC)
-        params = {"uid": user_id, "cutoff": cutoff, "most": self.max_per_user}
-        with self.db._conn() as conn:
-            rows = conn.execute(_KNOWN, params).all()
-        seen += [(Seen(int(sc), str(k), str(v)), stored_expiry(ts) or 0.0) for sc, k, v, ts in rows]
+        db = self.db
+        params = (user_id,) if db.positional else {"uid": user_id}
+        cutoff = now - self.memory_days * 86400
+        # the bound is an integer of the configuration, written into the text (the same
+        # LIMIT n on SQLite, PostgreSQL and MariaDB)
+        sql = f"{db.compiled(_KNOWN)} LIMIT {int(self.max_per_user)}"
+        for sc, k, v, ts in db.raw_rows(sql, params):
+            when = stored_expiry(ts) or 0.0
+            if when >= cutoff:
+                seen.append((Seen(int(sc), str(k), str(v)), when))
         return seen
 
     def _queue(
