@@ -7,6 +7,7 @@ every line has the same shape, the canonical client address and a
 report use too)::
 
     auth ok: user=alice service=smtp rip=192.0.2.9 rule="user network 192.0.2.0/24 (all services)"
+    auth ok: user=bob service=imap rip=198.51.100.7 rule=... new_location=network,country country=NL
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=bad_password
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes
     auth fail: user=bob service=imap rip=198.51.100.7 reason=bad_password country=NL asn=64496
@@ -14,7 +15,8 @@ report use too)::
     auth tempfail: user=alice service=smtp rip=192.0.2.9 reason=backend_error error="..."
 
 A failure carries ``country=`` and ``asn=`` when the GeoIP databases
-(:mod:`saslnetauth.geoip`) know its address. Passwords are never arguments
+(:mod:`saslnetauth.geoip`) know its address; so does an OK from a new place
+(``new_location=``: :mod:`saslnetauth.locations`). Passwords are never arguments
 here, so they cannot reach a line.
 """
 
@@ -52,7 +54,11 @@ def log_decision(d: Decision, rip: str | None, service: str, **extra: object) ->
     }
     fields.update(extra)
     if d.verdict is Verdict.OK:
-        log.info("%s", kv("auth ok", **fields, rule=d.matched))
+        if d.new_location is None:
+            log.info("%s", kv("auth ok", **fields, rule=d.matched))
+        else:
+            place = {"new_location": d.new_location, "country": d.country, "asn": d.asn}
+            log.info("%s", kv("auth ok", **fields, rule=d.matched, **place))
     elif d.verdict is Verdict.TEMPFAIL:
         level = logging.WARNING if d.reason is Reason.OVERLOAD else logging.ERROR
         log.log(level, "%s", kv("auth tempfail", **fields, reason=d.reason.value, error=d.detail))

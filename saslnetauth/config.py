@@ -247,10 +247,25 @@ def validate(cfg: Config) -> None:
         raise ConfigError("checkpassword.fallback: use local or tempfail")
     _validate_geoip(cfg.geoip)
     _validate_revoke(cfg.revoke)
+    _validate_alerts(cfg)
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
         raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
+
+
+def _validate_alerts(cfg: Config) -> None:
+    from saslnetauth.mainpassword import parse_main_services
+
+    try:
+        parse_main_services(cfg.passwords.main_password_services)
+    except ValueError as exc:
+        raise ConfigError(f"passwords.main_password_services: {exc}") from None
+    a = cfg.alerts
+    if not 1 <= a.location_memory_days <= 3650:
+        raise ConfigError("alerts.location_memory_days: 1 to 3650 days")
+    if not 1 <= a.location_max_per_user <= 10000:
+        raise ConfigError("alerts.location_max_per_user: 1 to 10000")
 
 
 def _validate_geoip(g: GeoipConfig) -> None:

@@ -19,7 +19,12 @@ Implements the policy contract of docs/design.md:
 App passwords (per-device credentials) follow :mod:`saslnetauth.apppolicy`:
 a password that names one of the user's app passwords is checked against
 it alone (no slow hash), any other as the main password, so a login costs at
-most one slow hash; classification counts their networks too.
+most one slow hash; classification counts their networks too. The right
+main password on a service outside the user's main password services
+(:mod:`saslnetauth.mainpassword`) is a FAIL ``app_password_required``, reached
+after the same hash as any other: a wrong password and this refusal look alike.
+An OK is shown to ``note_place`` (new-location alerts,
+:mod:`saslnetauth.store.locations`), which may mark it ``new_location``.
 
 An empty password is refused before anything else (no lookup, no hash):
 Dovecot's ``nopassword`` or an empty ``{PLAIN}`` never lets one in. When the
@@ -48,14 +53,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from saslnetauth.apppolicy import named_app_password, usable_rules, verify_app_password
 from saslnetauth.authlog import log_decision
 from saslnetauth.classification import Classified, Lookup, refusal
+from saslnetauth.credentials.check import PamVerifier, check_credentials
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
-from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameError
+from saslnetauth.errors import BackendError, InvalidUsernameError
 from saslnetauth.logfmt import kv
+from saslnetauth.mainpassword import main_password_allows
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import RuleSet, merged_match, parse_address
 from saslnetauth.verdict import Decision, Reason, Verdict
@@ -68,12 +75,6 @@ __all__ = ["DecisionEngine", "PamVerifier"]
 log = logging.getLogger("saslnetauth.auth")
 
 MAX_SERVICE = 32
-
-
-class PamVerifier(Protocol):
-    """Checks a password with PAM; raises BackendError on PAM failure."""
-
-    def verify(self, user: str, password: bytes, rip: str | None, service: str) -> bool: ...
 
 
 class DecisionEngine:
@@ -91,6 +92,7 @@ class DecisionEngine:
         on_decision: Callable[[Decision, str | None, str], None] | None = None,
         geoip: GeoLocator | None = None,
         clock: Callable[[], float] = time.time,
+        main_password_services: frozenset[str] | None = None,
     ) -> None:
         self.store = store
         #: Wall-clock time (UNIX seconds) against which grants expire.
@@ -106,6 +108,10 @@ class DecisionEngine:
         self._locate = geoip.geo if geoip is not None else None
         #: Told the id of an app password after each OK with it (last_used_at).
         self.on_app_password_used: Callable[[int], None] | None = None
+        #: Where the main password works for users without a setting (None: everywhere).
+        self.main_password_services = main_password_services
+        #: Shown every OK, may mark it new_location (LocationMemory.note; never raises).
+        self.note_place: Callable[[Decision, UserRecord, str | None], Decision] | None = None
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -151,6 +157,8 @@ class DecisionEngine:
             else:
                 classified = self._classify(username, rip, service)
                 decision = self._verify(classified, secret, rip, service, rehash)
+                if decision.ok and self.note_place is not None and classified.user is not None:
+                    decision = self.note_place(decision, classified.user, rip)
         except Exception as exc:  # fail closed on anything unexpected
             log.exception("internal error while deciding a login")
             decision = Decision(
@@ -302,7 +310,7 @@ class DecisionEngine:
             )
         net_ok = rule is not None
         started = time.perf_counter()
-        checked = self._check_credentials(user, secret, rip, service)
+        checked = check_credentials(self.hasher, self.pam, user, secret, rip, service)
         spent = time.perf_counter() - started
         if isinstance(checked, Decision):
             return replace(checked, network_ok=net_ok, verify_seconds=spent)
@@ -322,6 +330,17 @@ class DecisionEngine:
                 user.name,
                 credentials_valid=True,
                 network_ok=net_ok,
+                verify_seconds=spent,
+            )
+        if rule is not None and not main_password_allows(
+            user.main_password_services, self.main_password_services, service
+        ):
+            return Decision(
+                Verdict.FAIL,
+                Reason.APP_PASSWORD_REQUIRED,
+                user.name,
+                credentials_valid=True,
+                network_ok=True,
                 verify_seconds=spent,
             )
         if rule is not None:
@@ -348,41 +367,6 @@ class DecisionEngine:
             network_ok=False,
             verify_seconds=spent,
         )
-
-    def _check_credentials(
-        self, user: UserRecord, secret: bytes, rip: str | None, service: str
-    ) -> tuple[bool, ParsedHash | None] | Decision:
-        """(password right?, the parsed stored hash or None for PAM), or a ready
-        Decision (TEMPFAIL, no password)."""
-        if user.backend == "pam":
-            if self.pam is None:
-                self.hasher.dummy_verify(secret)
-                return Decision(
-                    Verdict.TEMPFAIL,
-                    Reason.BACKEND_ERROR,
-                    user.name,
-                    detail="user uses PAM but PAM is not enabled",
-                )
-            try:
-                return self.pam.verify(user.name, secret, rip, service), None
-            except BackendError as exc:
-                return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
-        if user.password_hash is None:
-            self.hasher.dummy_verify(secret)
-            return Decision(Verdict.FAIL, Reason.NO_PASSWORD, user.name)
-        try:
-            parsed = self.hasher.parse(user.password_hash)
-            ok = self.hasher.verify(secret, parsed)
-        except InvalidHashError as exc:
-            self.hasher.dummy_verify(secret)
-            log.error("%s", kv("unusable password hash", user=user.name, error=str(exc)))
-            return Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail="unusable password hash"
-            )
-        except BackendError as exc:  # e.g. no memory for an ARGON2 hash: not a wrong password
-            log.error("%s", kv("password verification failed", user=user.name, error=str(exc)))
-            return Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, user.name, detail=str(exc))
-        return ok, parsed
 
     def _rehash(self, name: str, secret: bytes) -> None:
         try:

@@ -145,6 +145,9 @@ class UserRecord:
     updated_at: datetime | None = None
     #: Per-device credentials (read with the user at every login).
     app_passwords: tuple[AppPasswordRecord, ...] = ()
+    #: Where the main password may log in, as stored (:mod:`saslnetauth.mainpassword`:
+    #: "all", "none" or services); None: ``[passwords] main_password_services``.
+    main_password_services: str | None = None
 
     def app_password(self, token_id: str) -> AppPasswordRecord | None:
         """The app password a token names by its identifier, if it is this user's."""
@@ -165,6 +168,7 @@ class UserRecord:
             "has_password": self.password_hash is not None,
             "scheme": scheme,
             "networks": [n.to_json(now) for n in self.networks],
+            "main_password_services": self.main_password_services,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }

@@ -142,6 +142,7 @@ def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> D
     """The decision engine on ``store``; ``watch_geoip``: a long-running process, whose
     GeoIP databases are reopened when replaced (:mod:`saslnetauth.geoip`)."""
     from saslnetauth.geoip import GeoLocator
+    from saslnetauth.mainpassword import parse_main_services
 
     pam = None
     if cfg.pam.enabled:
@@ -157,6 +158,7 @@ def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> D
         pam=pam,
         pam_any_user=cfg.pam.any_user,
         geoip=geoip,
+        main_password_services=parse_main_services(cfg.passwords.main_password_services),
     )
     engine.closers.append(geoip.close)
     return engine
@@ -189,6 +191,20 @@ def build_server_engine(cfg: Config) -> DecisionEngine:
     last_used = LastUsedRecorder(store)
     engine.on_app_password_used = last_used.touch
     engine.closers.append(last_used.close)
+    from saslnetauth.store.locations import LocationMemory, enabled_kinds
+
+    kinds = enabled_kinds(cfg.alerts)
+    if kinds:
+        geoip = engine.geoip
+        places = LocationMemory(
+            store,
+            kinds,
+            memory_days=cfg.alerts.location_memory_days,
+            max_per_user=cfg.alerts.location_max_per_user,
+            locate=geoip.geo if geoip is not None and geoip.configured else None,
+        )
+        engine.note_place = places.note
+        engine.closers.append(places.close)
     if cfg.report.record:
         from saslnetauth.store.events import EventRecorder
 

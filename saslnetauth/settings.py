@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_ALLOWED_GROUPS",
     "DEFAULT_ALLOWED_USERS",
     "DEFAULT_DATABASE_URL",
+    "AlertsConfig",
     "CheckpasswordConfig",
     "Config",
     "GeoipConfig",
@@ -45,6 +46,11 @@ class PasswordsConfig:
     argon2_parallelism: int = 1
     bcrypt_cost: int = 10
     sha_crypt_rounds: int = 5000
+    #: Where the main password may log in, for users without a setting of their own
+    #: (`user set --main-password-services`): "all", "none" or services such as
+    #: "smtp,submission". Elsewhere only app passwords work (the main password is
+    #: refused like a wrong one, reason app_password_required).
+    main_password_services: str = "all"  # noqa: S105 - service names, not a password
 
 
 @dataclass
@@ -123,9 +129,10 @@ class ServeConfig:
     #: unknown names alike (outside the global networks), so it enumerates nobody.
     user_penalty: bool = False
     #: Command run when a correct password comes from a forbidden network (likely
-    #: stolen credentials), e.g. ["/usr/local/bin/alert-admin"]. Its environment is
-    #: only PATH, LANG, SASLNETAUTH_USER, SASLNETAUTH_RIP (canonical),
-    #: SASLNETAUTH_SERVICE and SASLNETAUTH_REASON; never the password. [] = none.
+    #: stolen credentials, SASLNETAUTH_EVENT=stolen_credentials) and on an allowed
+    #: login from a new place (SASLNETAUTH_EVENT=new_location, see [alerts]), e.g.
+    #: ["/usr/local/bin/alert-admin"]. Its environment is only PATH, LANG and
+    #: SASLNETAUTH_* (serve/alerts.py); never the password. [] = none.
     alert_command: list[str] = field(default_factory=list)
     #: Seconds before the alert command is killed.
     alert_timeout: float = 10.0
@@ -144,6 +151,24 @@ class ServeConfig:
     #: Days an expired network grant (expires_at passed) is kept, shown as EXPIRED,
     #: before the server deletes it (checked hourly; 0 = at the next check).
     expired_keep_days: int = 7
+
+
+@dataclass
+class AlertsConfig:
+    #: New-location alerts: the first allowed login of a user (and of each app password)
+    #: from a network (IPv4 /24, IPv6 /48), a country or an autonomous system not seen
+    #: for it within location_memory_days is logged new_location=... and runs
+    #: [serve] alert_command (SASLNETAUTH_EVENT=new_location). Country and ASN need
+    #: the [geoip] databases. All three false: no memory is kept at all.
+    new_location_network: bool = True
+    new_location_country: bool = True
+    new_location_asn: bool = True
+    #: Days a place is remembered after the last login from it (kept in the database,
+    #: shared by every server that uses it).
+    location_memory_days: int = 90
+    #: Places remembered per user at most (over its main and app passwords); the
+    #: least recently seen go first.
+    location_max_per_user: int = 200
 
 
 @dataclass
@@ -286,6 +311,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
     revoke: RevokeConfig = field(default_factory=RevokeConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})

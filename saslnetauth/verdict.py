@@ -34,6 +34,8 @@ class Reason(enum.Enum):
     NO_PASSWORD = "no_password"  # noqa: S105 - user has no usable hash
     DISABLED = "disabled"
     EXPIRED = "expired"  # an app password past its expiry
+    #: the right main password on a service where the user must use an app password
+    APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105 - a reason code
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
     BACKEND_ERROR = "backend_error"
@@ -79,6 +81,10 @@ class Decision:
     expires: float | None = None
     #: The label of the app password the login named (None: the main password).
     credential: str | None = None
+    #: For an OK from a place the user (or its app password) was not seen at within
+    #: ``[alerts] location_memory_days``: the kinds that are new, comma separated
+    #: ("network", "country", "asn"; :mod:`saslnetauth.locations`). None: not new.
+    new_location: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -30,7 +30,9 @@ networks (:attr:`ExportResult.next_expiry`): the export must run again
 before then (cron interval).
 
 Skipped (counted, never written): disabled users, PAM users, users without
-a password, users whose stored hash saslnetauth cannot verify, and names or
+a password, users whose main password may not log in to every service of
+the export (``app_password_required``: the file cannot limit it to some;
+README "Requiring app passwords"), users whose stored hash saslnetauth cannot verify, and names or
 hashes that a passwd-file line cannot hold (a ``:``, a leading ``#``,
 white space or control characters in the hash).
 """
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
+from saslnetauth.mainpassword import main_password_allows
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import ANY, NetworkRule
 
@@ -151,9 +154,11 @@ def dovecot_passwd_file(
     hasher: PasswordHasher,
     *,
     now: float | None = None,
+    main_default: frozenset[str] | None = None,
 ) -> ExportResult:
     """Lines of a Dovecot passwd-file for ``services`` at ``now`` (default: the current
-    time; format: module docstring)."""
+    time; format: module docstring); ``main_default``: where the main password may
+    log in for users without a setting of their own (None: everywhere)."""
     at = time.time() if now is None else now
     wanted = frozenset(services)
     result = ExportResult()
@@ -163,6 +168,10 @@ def dovecot_passwd_file(
     written = 0
     for user in users:
         reason = _skip_reason(user)
+        if reason is None and not all(
+            main_password_allows(user.main_password_services, main_default, svc) for svc in wanted
+        ):
+            reason = "app_password_required"
         if reason is not None:
             result.skipped[reason] += 1
             continue

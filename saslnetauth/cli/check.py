@@ -34,6 +34,8 @@ _EXPLAIN = {
     Reason.NO_NETWORK_RULES: "the password is correct, but no network at all applies to this "
     "service for this user (fail closed)",
     Reason.EXPIRED: "the app password is right, but it has expired",
+    Reason.APP_PASSWORD_REQUIRED: "the main password is right, but it may not log in to this "
+    "service: only the user's app passwords can (answered like a wrong password)",
     Reason.BACKEND_ERROR: "temporary failure",
 }
 
@@ -92,6 +94,8 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
         click.echo(f"  detail: {decision.detail}")
     if decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES):
         _list_applicable(store, decision.user, service, apw, now)
+    if decision.reason is Reason.APP_PASSWORD_REQUIRED:
+        _explain_main(app, store, decision.user)
     _explain_geoip(engine, store, decision.user, addr, service)
     code = EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_ERROR
     raise click.exceptions.Exit(code)
@@ -114,6 +118,24 @@ def _explain(reason: Reason, apw: AppPasswordRecord | None, service: str) -> str
             "nor in a global network for this service"
         )
     return _EXPLAIN.get(reason, "")
+
+
+def _explain_main(app: AppContext, store: SqlStore, name: str) -> None:
+    """Where the main password of ``name`` works, and where that setting comes from."""
+    from saslnetauth.mainpassword import describe_main_services, parse_main_services
+
+    user = store.get_user(name)
+    stored = user.main_password_services if user is not None else None
+    if stored is None:
+        default = app.config.passwords.main_password_services
+        where = describe_main_services(parse_main_services(default))
+        click.echo(f"  main password services: {where} ([passwords] main_password_services)")
+        return
+    try:
+        where = describe_main_services(parse_main_services(stored))
+    except ValueError:
+        where = f"INVALID {stored!r} (so none)"
+    click.echo(f"  main password services: {where} (user set --main-password-services)")
 
 
 def _explain_geoip(

@@ -293,8 +293,10 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     out unless its services include them all); any becomes
     0.0.0.0/0,::/0; local stays local. A user with no
     such network gets allow_nets=255.255.255.255/32, which no client can
-    match (fail closed). Disabled users, PAM users and users without a
-    password are not written, nor app passwords (counted in the summary).
+    match (fail closed). Disabled users, PAM users, users without a
+    password and users whose main password may not log in to every
+    --service (user set --main-password-services) are not written, nor app
+    passwords (counted in the summary).
 
     A passwd-file holds one allow_nets per user, so export one file per set
     of services (e.g. --service imap --service pop3, and another for
@@ -312,8 +314,16 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     wanted = parse_services(services) or frozenset(DEFAULT_EXPORT_SERVICES)
     store = app.store()
     now = time.time()
+    from saslnetauth.mainpassword import parse_main_services
+
+    main_default = parse_main_services(app.config.passwords.main_password_services)
     result = dovecot_passwd_file(
-        store.list_users(), store.global_rules(), wanted, make_hasher(app.config), now=now
+        store.list_users(),
+        store.global_rules(),
+        wanted,
+        make_hasher(app.config),
+        now=now,
+        main_default=main_default,
     )
     to_stdout = file == "-"
     if to_stdout:

@@ -205,7 +205,7 @@ async def _run(
     from saslnetauth.store.purge import ExpiredPurger
 
     purge_store = open_store(cfg, check_schema=False)
-    purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days)
+    purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days, alerts=cfg.alerts)
     closers += [purger.close, purge_store.close]
     from saslnetauth.serve.revokewatch import ExpiryWatcher
 
@@ -217,6 +217,7 @@ async def _run(
         new, settings = reload()
         purger.keep_days = settings.expired_keep_days
         watcher.retune(new.revoke)
+        purger.alerts = new.alerts
         return new, settings
 
     server = AuthServer(
@@ -278,7 +279,12 @@ async def _start_policy(
         record = recorder.record
         closers.append(recorder.close)
     p = cfg.policy
-    service = PolicyService(server, p, store.get_user, store.global_rules, record=record)
+    from saslnetauth.mainpassword import parse_main_services
+
+    main_default = parse_main_services(cfg.passwords.main_password_services)
+    service = PolicyService(
+        server, p, store.get_user, store.global_rules, record=record, main_default=main_default
+    )
     http = HttpServer(
         service.handle,
         name="policy",

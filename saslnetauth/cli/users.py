@@ -25,6 +25,11 @@ from saslnetauth.cli.expiring import (
 from saslnetauth.cli.revoking import end_sessions, kick_network
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
+from saslnetauth.mainpassword import (
+    describe_main_services,
+    format_main_services,
+    parse_main_services,
+)
 from saslnetauth.model import UserRecord
 from saslnetauth.netrules import NetworkRule, describe_services
 from saslnetauth.revoke import RevokeEvent
@@ -168,6 +173,39 @@ def disable(app: AppContext, name: str) -> None:
     end_sessions(app, RevokeEvent("user_disabled", store.name(name)))
 
 
+@user.command("set")
+@click.argument("name")
+@click.option(
+    "--main-password-services",
+    "main_services",
+    required=True,
+    metavar="SERVICES",
+    help="Where the main password may log in: 'all', 'none', services such as "
+    "'smtp,submission', or 'default' ([passwords] main_password_services). Elsewhere "
+    "only the user's app passwords work.",
+)
+@pass_app
+def set_(app: AppContext, name: str, main_services: str) -> None:
+    """Change settings of user NAME."""
+    store = app.store()
+    stored = None
+    if main_services.strip().lower() != "default":
+        stored = format_main_services(parse_main_services(main_services))
+    store.set_main_password_services(name, stored)
+    click.echo(f"main password of {store.name(name)}: {_main(app, stored)}")
+
+
+def _main(app: AppContext, stored: str | None) -> str:
+    """Where the main password works, and whether it is the user's own setting."""
+    if stored is None:
+        default = app.config.passwords.main_password_services
+        return f"{describe_main_services(parse_main_services(default))} (the default)"
+    try:
+        return describe_main_services(parse_main_services(stored))
+    except ValueError:
+        return f"INVALID {stored!r}: the main password works nowhere until it is fixed"
+
+
 @user.command("del")
 @click.argument("name")
 @pass_app
@@ -234,6 +272,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     click.echo(f"user:     {u.name}")
     click.echo(f"state:    {_state(u)}")
     click.echo(f"password: {_pw(u)}")
+    click.echo(f"main password services: {_main(app, u.main_password_services)}")
     click.echo(f"created:  {u.created_at}")
     click.echo(f"updated:  {u.updated_at}")
     click.echo("networks:" + ("" if u.networks else " none"))

@@ -1,5 +1,10 @@
-"""The stolen-credentials alert: run an admin's command when a correct password
-comes from a forbidden network.
+"""The alert command: run an admin's command on an event worth a human's look.
+
+Events (``SASLNETAUTH_EVENT``): ``stolen_credentials``, a correct password from
+a forbidden network; ``new_location``, an allowed login from a place the user
+(or that app password) was not seen at (:mod:`saslnetauth.locations`), which
+also sets ``SASLNETAUTH_NEW_LOCATION`` (``network``, ``country``, ``asn``, comma
+separated), ``SASLNETAUTH_COUNTRY`` and ``SASLNETAUTH_ASN`` (empty when not known).
 
 The command gets the user, client address and service in the environment
 (``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``, ``SASLNETAUTH_SERVICE``,
@@ -25,10 +30,16 @@ import os
 from saslnetauth.commands import CommandRunner, base_environment
 from saslnetauth.logfmt import kv, printable
 from saslnetauth.netrules import parse_address
+from saslnetauth.verdict import Decision
 
-__all__ = ["AlertRunner", "alert_environment"]
+__all__ = ["NEW_LOCATION", "STOLEN_CREDENTIALS", "AlertRunner", "alert_environment"]
 
 log = logging.getLogger("saslnetauth.alert")
+
+STOLEN_CREDENTIALS = "stolen_credentials"
+NEW_LOCATION = "new_location"
+#: The first words of the line on standard input, per event.
+_HEADLINES = {STOLEN_CREDENTIALS: "stolen credentials", NEW_LOCATION: "new location"}
 
 
 def alert_environment(
@@ -38,8 +49,11 @@ def alert_environment(
     reason: str,
     parent: dict[str, str] | None = None,
     credential: str | None = None,
+    event: str = STOLEN_CREDENTIALS,
+    details: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*."""
+    """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*
+    (``details``: more SASLNETAUTH_* of the event, cleaned like the rest)."""
     source = os.environ if parent is None else parent
     addr = parse_address(rip)
     env = base_environment(source)
@@ -49,7 +63,10 @@ def alert_environment(
         "SASLNETAUTH_SERVICE": printable(service),
         "SASLNETAUTH_REASON": printable(reason),
         "SASLNETAUTH_CREDENTIAL": printable(credential or ""),
+        "SASLNETAUTH_EVENT": printable(event),
     }
+    for key, value in (details or {}).items():
+        env[f"SASLNETAUTH_{key.upper()}"] = printable(value)
     return env
 
 
@@ -80,29 +97,60 @@ class AlertRunner:
         return self.runner.running
 
     def fire(
-        self, user: str, rip: str | None, service: str, reason: str, credential: str | None = None
+        self,
+        user: str,
+        rip: str | None,
+        service: str,
+        reason: str,
+        credential: str | None = None,
+        *,
+        event: str = STOLEN_CREDENTIALS,
+        details: dict[str, str] | None = None,
     ) -> None:
         """Start the command in the background (never awaits it)."""
         if not self.command:
             return
-        env = alert_environment(user, rip, service, reason, credential=credential)
+        env = alert_environment(
+            user, rip, service, reason, credential=credential, event=event, details=details
+        )
         line = kv(
-            "stolen credentials",
+            _HEADLINES.get(event, event),
             user=env["SASLNETAUTH_USER"],
             rip=env["SASLNETAUTH_RIP"] or "-",
             service=env["SASLNETAUTH_SERVICE"],
             reason=env["SASLNETAUTH_REASON"],
             credential=env["SASLNETAUTH_CREDENTIAL"] or None,
+            new_location=env.get("SASLNETAUTH_NEW_LOCATION"),
+            country=env.get("SASLNETAUTH_COUNTRY") or None,
+            asn=env.get("SASLNETAUTH_ASN") or None,
         )
         self.runner.submit(
             self.command,
             env,
             stdin=(line + "\n").encode(),
             fields={
+                "event": event,
                 "user": env["SASLNETAUTH_USER"],
                 "rip": env["SASLNETAUTH_RIP"] or "-",
                 "credential": env["SASLNETAUTH_CREDENTIAL"] or None,
             },
+        )
+
+    def new_location(self, decision: Decision, rip: str | None, service: str) -> None:
+        """The alert of an OK from a new place (``decision.new_location`` set)."""
+        details = {
+            "new_location": decision.new_location or "",
+            "country": decision.country or "",
+            "asn": str(decision.asn) if decision.asn is not None else "",
+        }
+        self.fire(
+            decision.user,
+            rip,
+            service,
+            decision.reason.value,
+            decision.credential,
+            event=NEW_LOCATION,
+            details=details,
         )
 
     async def drain(self, timeout: float) -> None:

@@ -77,6 +77,11 @@ class MetricsEndpoint:
                 "Correct passwords from forbidden networks.",
                 server.stats["stolen_credentials"],
             ),
+            (
+                "saslnetauth_new_locations_total",
+                "Allowed logins from a place new for the user or app password.",
+                server.stats["new_location"],
+            ),
             ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
             (
                 "saslnetauth_alerts_dropped_total",

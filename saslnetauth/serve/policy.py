@@ -13,7 +13,10 @@ The decision is the network half of the engine (README, "Dovecot 2.4"): the
 client address must lie in the user's networks (when saslnetauth knows the
 user) or in a global network that applies to ``protocol``; users unknown to
 saslnetauth get the global networks only, or are refused
-(``[policy] unknown_users``); disabled users are refused. Anything that goes
+(``[policy] unknown_users``); disabled users are refused, and so is a user
+whose main password may not log in to ``protocol`` (``app_password_required``:
+Dovecot's passdb holds the main passwords only, so every login checked here
+is one with the main password). Anything that goes
 wrong answers -1 (fail closed; Dovecot itself refuses on an HTTP error when
 ``auth_policy_reject_on_fail = yes``, which the shipped snippets set).
 
@@ -43,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from saslnetauth.errors import InvalidUsernameError
 from saslnetauth.logfmt import kv
+from saslnetauth.mainpassword import main_password_allows
 from saslnetauth.model import UserRecord, normalize_username
 from saslnetauth.netrules import Locate, RuleSet, merged_match, parse_address
 from saslnetauth.serve.http import Request, Response
@@ -108,6 +112,7 @@ def decide_network(
     locate: Locate | None = None,
     *,
     now: float,
+    main_default: frozenset[str] | None = None,
 ) -> tuple[bool, Reason]:
     """May this login proceed from ``req.remote`` at ``now`` (UNIX time: expired
     grants do not count)? (allowed, reason). Pure but for ``locate`` (the GeoIP
@@ -125,6 +130,10 @@ def decide_network(
         rules = (user.rules, global_rules)
     applicable, rule = merged_match(rules, addr, req.protocol, locate, now=now)
     if rule is not None:
+        if user is not None and not main_password_allows(
+            user.main_password_services, main_default, req.protocol
+        ):
+            return False, Reason.APP_PASSWORD_REQUIRED
         return True, Reason.OK
     return False, Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
 
@@ -145,8 +154,11 @@ class PolicyService:
         *,
         record: Callable[[Decision, str | None, str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        main_default: frozenset[str] | None = None,
     ) -> None:
         self.server = server
+        #: [passwords] main_password_services, parsed (None: everywhere)
+        self.main_default = main_default
         #: Wall-clock time (UNIX seconds) against which grants expire.
         self.clock = clock
         self.settings = settings
@@ -249,6 +261,7 @@ class PolicyService:
             self.settings.unknown_users,
             geoip.geo if geoip is not None else None,
             now=self.clock(),
+            main_default=self.main_default,
         )
         if not allowed:
             if self.settings.mode == "after_auth" and reason in (
@@ -308,7 +321,8 @@ class PolicyService:
         if decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
-        if not (after and decision.credentials_valid and not decision.ok):
+        stolen = decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES)
+        if not (after and decision.credentials_valid and stolen):
             # (the stolen-password line was logged when allow refused it)
             fields = {"user": name, "service": req.protocol or None, "rip": _rip(req.remote)}
             if decision.ok:

@@ -128,6 +128,7 @@ class AuthServer:
             "tempfail": 0,
             "overload": 0,
             "stolen_credentials": 0,
+            "new_location": 0,
         }
         self.metrics = Metrics()
         self._metrics_http: MetricsEndpoint | None = None
@@ -360,6 +361,9 @@ class AuthServer:
             # The user brake is not cleared: it only counts failures from outside the
             # user's networks, which the real user's success says nothing about.
             self.ip_penalty.record_success(key)
+            if decision.new_location is not None:
+                self.stats["new_location"] += 1
+                self.alerts.new_location(decision, auth.rip, auth.service)
         elif decision.verdict is Verdict.FAIL:
             self.ip_penalty.record_failure(key, now)
             # network_ok is also set for unknown users (the global networks), so the

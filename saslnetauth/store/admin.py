@@ -113,6 +113,11 @@ class StoreAdmin(Database):
             raise InvalidInputError(f"unknown backend {backend!r}; use one of {BACKENDS}")
         self._update_user(name, backend=backend)
 
+    def set_main_password_services(self, name: str, services: str | None) -> None:
+        """Where the main password of ``name`` may log in: the text of
+        :func:`saslnetauth.mainpassword.format_main_services`, or None for the default."""
+        self._update_user(name, main_password_services=services)
+
     def _update_user(self, name: str, **values: Any) -> None:
         key = self.name(name)
         with self._conn(write=True) as conn:

@@ -8,6 +8,11 @@ process only) or by ``saslnetauth db purge-expired``. Each purge that
 removes something writes one log line naming the rows. Rows whose
 ``expires_at`` is not a time are left alone: they are invalid rows, listed
 as such for the admin to fix, and never match either.
+
+The same turn forgets the places of the new-location alerts
+(``user_locations``, :mod:`saslnetauth.store.locations`) unseen for ``[alerts]
+location_memory_days``, and those beyond ``location_max_per_user`` of a user
+(the least recently seen first): :func:`purge_locations`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -23,9 +30,12 @@ from saslnetauth.expiry import format_utc
 from saslnetauth.logfmt import kv
 from saslnetauth.store.connect import Database
 from saslnetauth.store.rows import expiry_value, stored_expiry
-from saslnetauth.store.schema import global_networks, user_networks, users
+from saslnetauth.store.schema import global_networks, user_locations, user_networks, users
 
-__all__ = ["PURGE_SECONDS", "ExpiredPurger", "Purged", "purge_expired"]
+if TYPE_CHECKING:
+    from saslnetauth.settings import AlertsConfig
+
+__all__ = ["PURGE_SECONDS", "ExpiredPurger", "Purged", "purge_expired", "purge_locations"]
 
 log = logging.getLogger("saslnetauth.store")
 
@@ -112,6 +122,35 @@ def purge_expired(db: Database, keep_days: float, now: float, *, dry_run: bool =
     return purged
 
 
+def purge_locations(db: Database, memory_days: int, max_per_user: int, now: float) -> int:
+    """Delete the places unseen for ``memory_days`` and, per user, those beyond the
+    ``max_per_user`` most recently seen; the number deleted (one log line when any)."""
+    loc = user_locations.c
+    cutoff = datetime.fromtimestamp(now - memory_days * 86400, UTC)
+    with db._conn(write=True) as conn:
+        removed = conn.execute(user_locations.delete().where(loc.last_seen < cutoff)).rowcount
+        crowded = conn.execute(
+            sa.select(loc.user_id).group_by(loc.user_id).having(sa.func.count() > max_per_user)
+        ).scalars()
+        for uid in list(crowded):
+            extra = conn.execute(
+                sa.select(loc.id)
+                .where(loc.user_id == uid)
+                .order_by(loc.last_seen.desc(), loc.id.desc())
+                .offset(max_per_user)
+            ).scalars()
+            ids = list(extra)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                removed += conn.execute(user_locations.delete().where(loc.id.in_(chunk))).rowcount
+    if removed:
+        log.info(
+            "%s",
+            kv("login places forgotten", rows=removed, memory_days=memory_days, most=max_per_user),
+        )
+    return int(removed)
+
+
 def _expiry(raw: object) -> float | None:
     """The expiry of a row, or None for one whose expires_at is not a time (kept)."""
     try:
@@ -124,9 +163,18 @@ class ExpiredPurger:
     """Purge at start and every :data:`PURGE_SECONDS` on a thread of its own; errors are
     logged and retried at the next turn. ``keep_days`` may be changed (SIGHUP)."""
 
-    def __init__(self, db: Database, keep_days: int, *, interval: float = PURGE_SECONDS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keep_days: int,
+        *,
+        interval: float = PURGE_SECONDS,
+        alerts: AlertsConfig | None = None,
+    ) -> None:
         self.db = db
         self.keep_days = keep_days
+        #: location_memory_days and location_max_per_user (None: places are not purged)
+        self.alerts = alerts
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="saslnetauth-purge", daemon=True)
@@ -138,6 +186,13 @@ class ExpiredPurger:
                 purge_expired(self.db, self.keep_days, time.time())
             except Exception as exc:  # housekeeping never stops the server
                 log.warning("%s", kv("purge of expired networks failed", error=str(exc)[:200]))
+            alerts = self.alerts
+            try:
+                if alerts is not None:
+                    days, most = alerts.location_memory_days, alerts.location_max_per_user
+                    purge_locations(self.db, days, most, time.time())
+            except Exception as exc:
+                log.warning("%s", kv("purge of login places failed", error=str(exc)[:200]))
             if self._stop.wait(self.interval):
                 return
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -114,8 +115,8 @@ HAS_APP_PASSWORDS = (
     sa.exists().where(app_passwords.c.user_id == users.c.id).label("has_app_passwords")
 )
 
-#: The per-login lookup: (user id, name, hash, enabled, backend, network id, network,
-#: services, expires_at as stored, has app passwords).
+#: The per-login lookup: (user id, name, hash, enabled, backend, main password
+#: services, network id, network, services, expires_at as stored, has app passwords).
 USER_BY_NAME = (
     sa.select(
         users.c.id,
@@ -123,6 +124,7 @@ USER_BY_NAME = (
         users.c.password_hash,
         users.c.enabled,
         users.c.backend,
+        users.c.main_password_services,
         user_networks.c.id,
         user_networks.c.network,
         user_networks.c.services,
@@ -143,6 +145,7 @@ USER_DETAILS = sa.select(
     users.c.backend,
     users.c.created_at,
     users.c.updated_at,
+    users.c.main_password_services,
     user_networks.c.id,
     user_networks.c.network,
     user_networks.c.services,
@@ -219,30 +222,31 @@ class UserRuleCache:
 
 def lean_user(rows: Sequence[Any], cache: UserRuleCache) -> UserRecord:
     """The user of :data:`USER_BY_NAME` rows (driver rows: ``enabled`` may be 0/1)."""
-    uid, uname, phash, enabled, backend = rows[0][:5]
+    uid, uname, phash, enabled, backend, main = rows[0][:6]
     enabled = _driver_bool(enabled)
     _check_user(uid, uname, enabled, backend)
     records: list[NetworkRecord] = []
     rules: list[NetworkRule] = []
     for row in rows:
-        nid, net, services, expires = row[5:9]
+        nid, net, services, expires = row[6:10]
         if nid is None:
             continue
         rec, rule = cache.row(nid, net, services, uname, expires)
         records.append(rec)
         if rule is not None:
             rules.append(rule)
-    return _user(uid, uname, phash, enabled, backend, records, rules, None, None)
+    user = _user(uid, uname, phash, enabled, backend, records, rules, None, None)
+    return replace(user, main_password_services=main) if main is not None else user
 
 
 def detailed_user(rows: Sequence[Any]) -> UserRecord:
     """The user of :data:`USER_DETAILS` rows, with timestamps and comments."""
-    uid, uname, phash, enabled, backend, created, updated = rows[0][:7]
+    uid, uname, phash, enabled, backend, created, updated, main = rows[0][:8]
     _check_user(uid, uname, enabled, backend)
     records: list[NetworkRecord] = []
     rules: list[NetworkRule] = []
     for row in rows:
-        nid, net, services, comment, ncreated, expires = row[7:13]
+        nid, net, services, comment, ncreated, expires = row[8:14]
         if nid is None:
             continue
         rec, rule = network_row(
@@ -251,7 +255,8 @@ def detailed_user(rows: Sequence[Any]) -> UserRecord:
         records.append(rec)
         if rule is not None:
             rules.append(rule)
-    return _user(uid, uname, phash, enabled, backend, records, rules, created, updated)
+    user = _user(uid, uname, phash, enabled, backend, records, rules, created, updated)
+    return replace(user, main_password_services=main) if main is not None else user
 
 
 def _driver_bool(value: Any) -> Any:

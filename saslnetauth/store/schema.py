@@ -6,7 +6,10 @@ Tables (see README "Database"):
     ``id`` integer key; ``name`` unique (canonical, lower case by default);
     ``password_hash`` Dovecot-style ``{SCHEME}value`` or NULL (no password:
     every login fails); ``backend`` ``hash`` or ``pam``; ``enabled``
-    boolean; ``created_at``/``updated_at`` timestamps.
+    boolean; ``created_at``/``updated_at`` timestamps;
+    ``main_password_services`` where the main password may log in (``all``,
+    ``none`` or services such as ``smtp,submission``), NULL for the
+    configured default (``[passwords] main_password_services``).
 ``user_networks``
     ``user_id`` -> users.id (cascade delete); ``network`` canonical text
     (``192.0.2.0/24``, ``2001:db8::/32``, ``local``, ``any``); ``services``
@@ -34,6 +37,15 @@ Tables (see README "Database"):
 ``app_password_networks``
     ``app_password_id`` -> app_passwords.id (cascade delete), ``network``
     as above; unique (app_password_id, network).
+``user_locations``
+    the places each user logged in from (new-location alerts): ``user_id`` ->
+    users.id and ``app_password_id`` -> app_passwords.id (NULL: the main
+    password; both cascade delete), ``scope`` the same id or 0 for the main
+    password (NULL is never equal to NULL in a unique constraint, so the key
+    needs a column that is never NULL), ``kind`` ``network``, ``country`` or
+    ``asn``, ``value`` (``192.0.2.0/24``, ``DE``, ``3320``), ``first_seen``,
+    ``last_seen``. Unique (user_id, scope, kind, value); written by the server in
+    the background, rows unseen for ``[alerts] location_memory_days`` deleted.
 
 Changing these definitions requires a new Alembic migration.
 """
@@ -46,7 +58,7 @@ from sqlalchemy.dialects import mysql
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0006"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -88,6 +100,7 @@ users = sa.Table(
     sa.Column(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    sa.Column("main_password_services", sa.String(255), nullable=True),
     sa.UniqueConstraint("name", name="uq_users_name"),
 )
 
@@ -170,6 +183,27 @@ app_password_networks = sa.Table(
     _created_at(),
     sa.UniqueConstraint("app_password_id", "network", name="uq_app_password_networks_app_network"),
     sa.Index("ix_app_password_networks_app_password_id", "app_password_id"),
+)
+
+#: Where each user (and each app password) logged in from (migration 0006).
+user_locations = sa.Table(
+    "user_locations",
+    metadata,
+    _id(),
+    _owner("user_id", "users.id", "fk_user_locations_user"),
+    sa.Column(
+        "app_password_id",
+        sa.Integer,
+        sa.ForeignKey("app_passwords.id", ondelete="CASCADE", name="fk_user_locations_app"),
+        nullable=True,
+    ),
+    sa.Column("scope", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("value", _NET, nullable=False),
+    sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("user_id", "scope", "kind", "value", name="uq_user_locations_place"),
+    sa.Index("ix_user_locations_last_seen", "last_seen"),
 )
 
 #: The one row of :data:`rules_generation` (the triggers update only this id).

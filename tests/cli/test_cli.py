@@ -122,9 +122,11 @@ def test_user_lifecycle_and_json(db: str) -> None:
         "has_password",
         "scheme",
         "networks",
+        "main_password_services",  # null: [passwords] main_password_services
         "created_at",
         "updated_at",
     }
+    assert shown["main_password_services"] is None
     assert (
         run("check", "carol", "--rip", "10.1.1.1", "--password-stdin", db=db, stdin="pw\n").code
         == 1

@@ -46,6 +46,8 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         == 0
     )
     assert run("user", "add", "broken", "--hash", "{PLAIN}x", "--net", "any", db=db).code == 0
+    assert run("user", "add", "carol", "--hash", "{PLAIN}c", "--net", "any", db=db).code == 0
+    assert run("user", "set", "carol", "--main-password-services", "imap", db=db).code == 0
     import sqlalchemy as sa
 
     eng = sa.create_engine(db)
@@ -77,6 +79,7 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         ('we ird"user', "nope", "192.0.2.14"),  # a user name that needs quoting
         ("alice", phone.upper(), "192.0.2.18"),  # app password, network (credential=phone)
         ("alice", phone[:-1] + ("a" if phone[-1] != "a" else "b"), "192.0.2.19"),  # its secret
+        ("carol", "c", "192.0.2.20"),  # main password on smtp: app_password_required
         ("alice", PW, "::ffff:192.0.2.15"),  # mapped address
     ]
     successes = [
@@ -97,6 +100,7 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         c.line()
         log_text = srv.log()
     assert log_text.count("credential=phone") == 3
+    assert "rip=192.0.2.20 reason=app_password_required" in log_text
     log = tmp_path / "saslnetauth.log"
     log.write_text(log_text)
     assert log_text.count("auth fail:") == len(failures) + 1

@@ -161,6 +161,20 @@ def test_requests_without_the_secret_are_refused(setup: Setup) -> None:
     assert "auth fail: user=alice service=imap rip=192.0.2.77" not in text
 
 
+def test_main_password_services(setup: Setup) -> None:
+    """Dovecot's passdb holds the main password: limited to smtp, it is refused for
+    imap (before auth, whatever the password) and still works for smtp."""
+    d = setup.dovecot
+    assert run("user", "set", "alice", "--main-password-services", "smtp", db=setup.db).code == 0
+    try:
+        assert d.auth_test("alice", PW, "127.0.0.2", service="smtp").ok
+        assert not d.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+        setup.server.wait_log("rip=127.0.0.2 reason=app_password_required via=policy")
+    finally:
+        run("user", "set", "alice", "--main-password-services", "default", db=setup.db)
+    assert d.auth_test("alice", PW, "127.0.0.2", service="imap").ok
+
+
 def test_zz_server_stopped_refuses(setup: Setup) -> None:
     """Last in the module: stops the server. Dovecot alone would let everyone in."""
     setup.server.stop()

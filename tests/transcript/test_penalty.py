@@ -256,7 +256,9 @@ def test_alerts_survive_bad_addresses_and_get_a_minimal_environment(
             "SASLNETAUTH_SERVICE",
             "SASLNETAUTH_REASON",
             "SASLNETAUTH_CREDENTIAL",  # an app password's label; empty: the main password
+            "SASLNETAUTH_EVENT",
         }, a
         assert a["SASLNETAUTH_CREDENTIAL"] == ""
+        assert a["SASLNETAUTH_EVENT"] == "stolen_credentials"
     assert "DbPassw0rd" not in out.read_text() and "leak-me" not in out.read_text()
     assert last["LANG"] == "C.UTF-8" and last["PATH"]

@@ -381,3 +381,24 @@ def test_csv_argon2_hash_needs_quotes(hasher: PasswordHasher) -> None:
     assert errors(res) == [
         (3, "expected 2 fields, found 4 (quote fields that contain commas, e.g. ARGON2 hashes)")
     ]
+
+
+def test_dovecot_passwd_file_leaves_out_main_passwords_limited_to_other_services(
+    hasher: PasswordHasher,
+) -> None:
+    """A passwd-file line cannot limit the main password to some services: a user whose
+    main password may not log in to every service of the export is not written."""
+    from dataclasses import replace
+
+    users = [
+        replace(user("smtp_only", "{PLAIN}x", "any"), main_password_services="smtp"),
+        replace(user("imap_pop", "{PLAIN}x", "any"), main_password_services="imap,pop3"),
+        replace(user("half", "{PLAIN}x", "any"), main_password_services="imap"),
+        replace(user("typo", "{PLAIN}x", "any"), main_password_services="imap;pop3"),
+        user("default", "{PLAIN}x", "any"),
+    ]
+    result = dovecot_passwd_file(users, [], ["imap", "pop3"], hasher)
+    assert [line.split(":")[0] for line in result.lines] == ["imap_pop", "default"]
+    assert dict(result.skipped) == {"app_password_required": 3}
+    limited = dovecot_passwd_file(users, [], ["imap"], hasher, main_default=frozenset({"smtp"}))
+    assert [line.split(":")[0] for line in limited.lines] == ["imap_pop", "half"]

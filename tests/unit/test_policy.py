@@ -62,6 +62,33 @@ def test_decide_network(
     assert decide_network(user, GLOBAL, req(remote, protocol), unknown, now=NOW) == expected
 
 
+def test_decide_network_applies_the_main_password_services() -> None:
+    """Dovecot's passdb checks the main password: where it may not log in, refused."""
+    from dataclasses import replace
+
+    smtp_only = replace(ALICE, main_password_services="smtp")
+    assert decide_network(smtp_only, GLOBAL, req("192.0.2.9", "smtp"), "global", now=NOW) == (
+        True,
+        Reason.OK,
+    )
+    assert decide_network(smtp_only, GLOBAL, req("192.0.2.9", "imap"), "global", now=NOW) == (
+        False,
+        Reason.APP_PASSWORD_REQUIRED,
+    )
+    # a forbidden network stays a network refusal
+    assert decide_network(smtp_only, GLOBAL, req("203.0.113.9"), "global", now=NOW)[1] is (
+        Reason.NETWORK
+    )
+    # the configured default for users without their own; unknown users are not affected
+    only = frozenset({"smtp"})
+    assert decide_network(ALICE, GLOBAL, req("192.0.2.9"), "global", now=NOW, main_default=only)[
+        1
+    ] is (Reason.APP_PASSWORD_REQUIRED)
+    assert decide_network(None, GLOBAL, req("198.51.100.9"), "global", now=NOW, main_default=only)[
+        0
+    ]
+
+
 def test_decide_network_ignores_expired_grants() -> None:
     """The policy endpoint's network half honours expiry like the engine: a grant
     matches before its end and is no network at all from then on."""

@@ -1,0 +1,236 @@
+"""New-location alerts: the pure rule (saslnetauth.locations), the memory in the
+database (saslnetauth.store.locations) behind the real engine, and its purge."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from saslnetauth.addresses import Address, parse_address
+from saslnetauth.credentials.apptokens import new_token
+from saslnetauth.credentials.passwords import PasswordHasher
+from saslnetauth.engine import DecisionEngine
+from saslnetauth.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
+from saslnetauth.netrules import NetworkRule
+from saslnetauth.netterms import Geo
+from saslnetauth.store import SqlStore
+from saslnetauth.store.locations import LocationMemory, _Key
+from saslnetauth.store.purge import purge_locations
+
+PW = "main pass word"
+#: Where the test addresses are (the transcript tier uses a real .mmdb file).
+COUNTRIES = {"192.0.2": "DE", "198.51.100": "NL", "203.0.113": "DE"}
+
+
+def locate(addr: Address) -> Geo:
+    prefix = str(addr).rpartition(".")[0]
+    return Geo(COUNTRIES.get(prefix), 64500 if prefix == "198.51.100" else None)
+
+
+# -- the pure rule -----------------------------------------------------------------
+
+
+def test_places_of_a_login() -> None:
+    v4 = places_of(parse_address("::ffff:192.0.2.77"), Geo("DE", 3320), KINDS)
+    assert v4 == (Place("network", "192.0.2.0/24"), Place("country", "DE"), Place("asn", "3320"))
+    v6 = places_of(parse_address("2001:db8:1:2::5"), Geo(), KINDS)
+    assert v6 == (Place("network", "2001:db8:1::/48"),)
+    assert places_of(parse_address("192.0.2.1"), Geo("DE"), ("country",)) == (
+        Place("country", "DE"),
+    )
+    assert places_of(None, Geo(), KINDS) == ()
+
+
+def test_novel() -> None:
+    home = (Place("network", "192.0.2.0/24"), Place("country", "DE"))
+    trip = (Place("network", "198.51.100.0/24"), Place("country", "NL"))
+    seen = [Seen(0, "network", "192.0.2.0/24"), Seen(0, "country", "DE")]
+    assert novel(home, [], 0) == ()  # a new user seeds silently
+    assert novel(home, seen, 0) == ()
+    assert novel(trip, seen, 0) == ("network", "country")
+    # a kind never seen (GeoIP just turned on) seeds silently too
+    assert novel(trip, seen[:1], 0) == ("network",)
+    # an app password's first use is compared with the user's memory...
+    assert novel(home, seen, 7) == ()
+    assert novel(trip, seen, 7) == ("network", "country")
+    # ...and once it has its own, with that alone
+    own = [*seen, Seen(7, "network", "198.51.100.0/24")]
+    assert novel(home, own, 7) == ("network",)
+
+
+# -- the memory behind the engine ----------------------------------------------------
+
+
+@dataclass
+class World:
+    store: SqlStore
+    engine: DecisionEngine
+    memory: LocationMemory
+    token: str
+
+    def login(self, rip: str, password: str = PW) -> str | None:
+        d = self.engine.decide("alice", password, rip, "imap")
+        assert d.ok, d
+        self.memory.flush()
+        return d.new_location
+
+
+def _memory(store: SqlStore, **kw: object) -> LocationMemory:
+    args: dict[str, object] = {"memory_days": 90, "max_per_user": 200, "locate": locate}
+    args.update(kw)
+    return LocationMemory(store, KINDS, flush_seconds=60, **args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def world(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> Iterator[World]:
+    s = sqlite_store
+    s.add_user("alice", fast_hasher.hash(PW), networks=[NetworkRule.parse("any")])
+    phone = [NetworkRule.parse("any", scope="app password phone")]
+    token = s.add_app_password("alice", "phone", new_token, networks=phone)
+    engine = DecisionEngine(s, fast_hasher)
+    memory = _memory(s)
+    engine.note_place = memory.note
+    yield World(s, engine, memory, token)
+    memory.close()
+
+
+def test_first_login_seeds_then_new_network_and_country_alert_once(world: World) -> None:
+    assert world.login("192.0.2.10") is None  # a new user: silent
+    assert world.login("192.0.2.200") is None  # same /24, same country
+    assert world.login("203.0.113.5") == "network"  # new /24, known country
+    d = world.engine.decide("alice", PW, "198.51.100.7", "imap")
+    assert (d.new_location, d.country, d.asn) == ("network,country", "NL", 64500)
+    assert world.login("198.51.100.9") is None  # the second time: known
+    assert world.login("2001:db8:5::1") == "network"
+
+
+def test_the_memory_is_shared_through_the_database(
+    world: World, fast_hasher: PasswordHasher
+) -> None:
+    """A second server on the same database (its own engine and memory) knows
+    what the first one saw."""
+    world.login("192.0.2.10")
+    world.login("198.51.100.7")
+    other_engine = DecisionEngine(world.store, fast_hasher)
+    other = _memory(world.store)
+    other_engine.note_place = other.note
+    try:
+        assert other_engine.decide("alice", PW, "198.51.100.99", "imap").new_location is None
+        assert other_engine.decide("alice", PW, "203.0.113.1", "imap").new_location == "network"
+    finally:
+        other.close()
+
+
+def test_unwritten_places_count_in_this_process(world: World) -> None:
+    world.login("192.0.2.10")
+    first = world.engine.decide("alice", PW, "203.0.113.5", "imap")
+    second = world.engine.decide("alice", PW, "203.0.113.6", "imap")  # before any flush
+    assert (first.new_location, second.new_location) == ("network", None)
+
+
+def test_app_passwords_have_their_own_memory(world: World) -> None:
+    world.login("192.0.2.10")
+    assert world.login("192.0.2.11", world.token) is None  # its first use, at home
+    d = world.engine.decide("alice", world.token, "203.0.113.5", "imap")
+    assert (d.new_location, d.credential) == ("network", "phone")
+    world.memory.flush()
+    # the main password has not been there
+    assert world.login("203.0.113.5") == "network"
+
+
+def test_failures_are_never_remembered(world: World) -> None:
+    world.login("192.0.2.10")
+    assert not world.engine.decide("alice", "wrong", "203.0.113.5", "imap").ok
+    world.memory.flush()
+    assert world.login("203.0.113.5") == "network"
+
+
+def test_forgotten_after_the_memory_days(world: World) -> None:
+    world.login("192.0.2.10")
+    world.login("203.0.113.5")
+    assert purge_locations(world.store, 90, 200, time.time()) == 0
+    # 91 days later every place is forgotten: alice is a new user again
+    assert purge_locations(world.store, 90, 200, time.time() + 91 * 86400) == 3  # 2 nets, DE
+    assert world.login("198.51.100.7") is None
+
+
+# -- every database --------------------------------------------------------------
+
+
+def test_write_read_race_and_purge_on_every_database(
+    store: SqlStore, fast_hasher: PasswordHasher
+) -> None:
+    store.add_user("alice", fast_hasher.hash(PW), networks=[NetworkRule.parse("any")])
+    engines = []
+    for _ in range(2):  # two servers
+        engine = DecisionEngine(store, fast_hasher)
+        memory = _memory(store)
+        engine.note_place = memory.note
+        engines.append((engine, memory))
+    try:
+        (a, ma), (b, mb) = engines
+        assert a.decide("alice", PW, "192.0.2.1", "imap").new_location is None
+        ma.flush()
+        assert a.decide("alice", PW, "198.51.100.1", "imap").new_location == "network,country"
+        ma.flush()
+        # the other server saw the same place in the same instant and writes it too:
+        # its insert meets the unique key and is ignored
+        uid = store.get_user("alice").id  # type: ignore[union-attr]
+        mb._write({_Key(uid, MAIN_SCOPE, "network", "198.51.100.0/24"): (None, time.time())})
+        assert b.decide("alice", PW, "198.51.100.3", "imap").new_location is None
+        # 5 places (two networks, two countries, one AS) beyond the 3 kept
+        assert purge_locations(store, 90, 3, time.time()) == 2
+    finally:
+        for _, memory in engines:
+            memory.close()
+
+
+def test_each_kind_can_be_switched_off(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> None:
+    from saslnetauth.settings import AlertsConfig
+    from saslnetauth.store.locations import enabled_kinds
+
+    assert enabled_kinds(AlertsConfig()) == KINDS
+    assert enabled_kinds(AlertsConfig(new_location_network=False)) == ("country", "asn")
+    assert enabled_kinds(AlertsConfig(False, False, False)) == ()
+    sqlite_store.add_user("alice", fast_hasher.hash(PW), networks=[NetworkRule.parse("any")])
+    engine = DecisionEngine(sqlite_store, fast_hasher)
+    memory = LocationMemory(
+        sqlite_store, ("country",), memory_days=90, max_per_user=200, locate=locate
+    )
+    engine.note_place = memory.note
+    try:
+        for rip, new in (("192.0.2.1", None), ("203.0.113.1", None), ("198.51.100.1", "country")):
+            assert engine.decide("alice", PW, rip, "imap").new_location == new, rip
+            memory.flush()
+    finally:
+        memory.close()
+
+
+def test_the_alert_environment_of_a_new_place() -> None:
+    from saslnetauth.serve.alerts import NEW_LOCATION, alert_environment
+
+    env = alert_environment(
+        "alice",
+        "::ffff:198.51.100.7",
+        "imap",
+        "ok",
+        parent={"PATH": "/bin", "SECRET": "x"},
+        credential="phone",
+        event=NEW_LOCATION,
+        details={"new_location": "network,country", "country": "NL", "asn": "64500\n"},
+    )
+    assert env == {
+        "PATH": "/bin",
+        "SASLNETAUTH_USER": "alice",
+        "SASLNETAUTH_RIP": "198.51.100.7",
+        "SASLNETAUTH_SERVICE": "imap",
+        "SASLNETAUTH_REASON": "ok",
+        "SASLNETAUTH_CREDENTIAL": "phone",
+        "SASLNETAUTH_EVENT": "new_location",
+        "SASLNETAUTH_NEW_LOCATION": "network,country",
+        "SASLNETAUTH_COUNTRY": "NL",
+        "SASLNETAUTH_ASN": "64500?",
+    }
