@@ -87,6 +87,7 @@ def run_server(
     config: Path | None = None,
     env: dict[str, str] | None = None,
     workdir: Path | None = None,
+    ready_timeout: float = 10,
 ) -> Iterator[ServerProcess]:
     with tempfile.TemporaryDirectory(prefix="sna-serve-") as tmp:
         base = Path(workdir or tmp)
@@ -109,7 +110,7 @@ def run_server(
             proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=full_env)
         server = ServerProcess(proc, log_path, sock, port)
         try:
-            server.wait_log("ready:")
+            server.wait_log("ready:", timeout=ready_timeout)
             yield server
         finally:
             server.stop()
