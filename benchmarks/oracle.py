@@ -32,9 +32,15 @@ The cases then go through ``saslnetauth-checkpassword`` (fast path, the
 server with failure delay 0; ``--checkpassword-tries`` each): exit code, wall
 time of fork+exec (input on fd 3), and the bytes written to stderr.
 
+Last, under a flood of guesses for one user (issue 21 item 3,
+:mod:`benchmarks.oracle_flood`): an unknown name and existing ones, with and
+without an app password that covers the attacker's addresses, must get the same
+reply (never TEMPFAIL) with medians within 5%.
+
 Usage::
 
     .venv/bin/python benchmarks/oracle.py [--tries 200] [--seed 5] [--delays 0,2]
+        [--flood-tries 30] [--skip-flood]
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.loadgen import AuthConnection, Login
+from benchmarks.oracle_flood import flood_report
 
 PASSWORD = "0racle-pass"
 WRONG = "not-the-password"
@@ -189,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--checkpassword-tries", type=int, default=50)
     ap.add_argument("--skip-checkpassword", action="store_true")
+    ap.add_argument("--flood-tries", type=int, default=30, help="probes per case under a flood")
+    ap.add_argument("--flood-in-flight", type=int, default=60, help="guesses in flight")
+    ap.add_argument("--flood-concurrency", type=int, default=4, help="probe connections")
+    ap.add_argument("--skip-flood", action="store_true")
     args = ap.parse_args(argv)
     exit_on_sigterm()
     banner("Oracle: unknown user / wrong password (3 schemes) / disabled / forbidden network")
@@ -247,6 +258,17 @@ def main(argv: list[str] | None = None) -> int:
                     "server log reasons (true reasons, logged only): "
                     + ", ".join(f"{r}={reasons.count(r)}" for r in sorted(set(reasons)))
                 )
+        if not args.skip_flood:
+            failures += flood_report(
+                tmp,
+                args.flood_tries,
+                args.seed,
+                args.flood_in_flight,
+                args.flood_concurrency,
+                stats_rows,
+                verdicts,
+                LIMIT,
+            )
     print(f"reproduce: {command_line()}")
     return 1 if failures else 0
 

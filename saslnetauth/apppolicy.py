@@ -19,9 +19,12 @@ The engine (:mod:`saslnetauth.engine`) calls these; the rule:
    both with ``credentials_valid`` (the stolen-credential event, naming the
    label).
 
-For classification (no password seen) a login *could succeed* from the
-union of the user's networks and the networks of every usable app password
-(:func:`usable_rules`).
+For classification (the secret unseen) a login *could succeed* from the
+networks of the credential it names (:func:`named_by_id`): an app password
+named by the token's public identifier (:func:`token_id_of`), otherwise the
+main password. So from outside the user's own networks only a client that
+knows an app password's identifier is classified by that app password's
+networks (README, "Under a flood of guesses").
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from saslnetauth.verdict import Decision, Reason, Verdict
 __all__ = [
     "credential_rule_sets",
     "named_app_password",
-    "usable_rules",
+    "named_by_id",
+    "token_id_of",
     "verify_app_password",
 ]
 
@@ -53,16 +57,23 @@ def named_app_password(user: UserRecord, password: bytes) -> tuple[AppPasswordRe
     token = parse_token(password)
     if token is None:
         return None
-    app = user.app_password(token[0])
+    app = named_by_id(user, token[0])
     return None if app is None else (app, token[1])
 
 
-def usable_rules(user: UserRecord, clock: Callable[[], float]) -> tuple[RuleSet, ...]:
-    """The rules of the user's app passwords that may admit a login now."""
-    if not user.app_passwords:
-        return ()
-    now = clock()
-    return tuple(a.rules for a in user.app_passwords if a.usable(now) and len(a.rules))
+def token_id_of(password: bytes) -> str | None:
+    """The public identifier of the token ``password`` has the shape of, or None: all
+    that classification reads of a password (never the secret)."""
+    token = parse_token(password)
+    return None if token is None else token[0]
+
+
+def named_by_id(user: UserRecord, token_id: str | None) -> AppPasswordRecord | None:
+    """The user's app password with identifier ``token_id``, or None (the main
+    password): the credential a login with that token is checked against (rule 1)."""
+    if token_id is None or not user.app_passwords:
+        return None
+    return user.app_password(token_id)
 
 
 def credential_rule_sets(

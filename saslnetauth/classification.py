@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from saslnetauth.model import UserRecord
+from saslnetauth.model import AppPasswordRecord, UserRecord
 from saslnetauth.netrules import NetworkRule, RuleSet
 from saslnetauth.verdict import Decision, Reason, Verdict
 
@@ -27,9 +27,11 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    """The cheap first step of a login: who it is, and whether its address could let it
-    succeed. Unknown (and invalid) names are matched against the global networks only,
-    so that from outside every network an unknown name classifies like an existing one.
+    """The cheap first step of a login: who it is, which credential it names, and whether
+    its address could let it succeed with that credential. Unknown (and invalid) names
+    are matched against the global networks only, like an existing user's main password
+    from outside the user's own networks, so that from there an unknown name classifies
+    like an existing one.
     """
 
     #: Canonical name (existing user), normalised name (unknown), or the name as given.
@@ -41,6 +43,11 @@ class Classified:
     rule: NetworkRule | None = None
     #: Some network rule applies to the service at all.
     applicable: bool = False
+    #: The app password the login names by its token's identifier (None: the main
+    #: password, or no such user).
+    app: AppPasswordRecord | None = None
+    #: That app password has expired (it can admit nothing).
+    expired: bool = False
     valid_name: bool = True
     #: A decision reached without any password work (TEMPFAIL: database error).
     error: Decision | None = None
@@ -48,9 +55,11 @@ class Classified:
     lookup: Lookup | None = field(default=None, repr=False, compare=False)
 
     @property
-    def network(self) -> str:
-        """The admitting network, for fair scheduling ("" when none)."""
-        return self.rule.describe() if self.rule is not None else ""
+    def owner(self) -> tuple[str, int | None]:
+        """Whose credential the login tries, for fair scheduling: the name (an unknown
+        one too, so that it has a lane like an existing user's) and the app password's
+        id (None: the main password)."""
+        return self.name, None if self.app is None else self.app.id
 
 
 def refusal(c: Classified) -> Decision:
@@ -60,4 +69,7 @@ def refusal(c: Classified) -> Decision:
     if c.user is None:
         return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, c.name, network_ok=False)
     reason = Reason.NETWORK if c.applicable else Reason.NO_NETWORK_RULES
-    return Decision(Verdict.FAIL, reason, c.name, network_ok=False)
+    if c.expired:
+        reason = Reason.EXPIRED
+    label = None if c.app is None else c.app.label
+    return Decision(Verdict.FAIL, reason, c.name, network_ok=False, credential=label)

@@ -19,7 +19,8 @@ Implements the policy contract of docs/design.md:
 App passwords (per-device credentials) follow :mod:`saslnetauth.apppolicy`:
 a password that names one of the user's app passwords is checked against
 it alone (no slow hash), any other as the main password, so a login costs at
-most one slow hash; classification counts their networks too. The right
+most one slow hash; classification, given the token's public identifier (never
+the secret), matches the networks of that one credential too. The right
 main password on a service outside the user's main password services
 (:mod:`saslnetauth.mainpassword`) is a FAIL ``app_password_required``, reached
 after the same hash as any other: a wrong password and this refusal look alike.
@@ -55,7 +56,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from saslnetauth.apppolicy import named_app_password, usable_rules, verify_app_password
+from saslnetauth.apppolicy import (
+    credential_rule_sets,
+    named_app_password,
+    named_by_id,
+    token_id_of,
+    verify_app_password,
+)
 from saslnetauth.authlog import log_decision
 from saslnetauth.classification import Classified, Lookup, refusal
 from saslnetauth.credentials.check import PamVerifier, check_credentials
@@ -155,7 +162,7 @@ class DecisionEngine:
                 # that no hash was spent
                 decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
             else:
-                classified = self._classify(username, rip, service)
+                classified = self._classify(username, rip, service, token_id_of(secret))
                 decision = self._verify(classified, secret, rip, service, rehash)
                 if decision.ok and self.note_place is not None and classified.user is not None:
                     decision = self.note_place(decision, classified.user, rip)
@@ -173,11 +180,15 @@ class DecisionEngine:
                 after_reply.append(job)
         return decision
 
-    def classify(self, username: str, rip: str | None, service: str) -> Classified:
-        """The cheap step alone (no password, no log line): for scheduling. An
+    def classify(
+        self, username: str, rip: str | None, service: str, token_id: str | None = None
+    ) -> Classified:
+        """The cheap step alone (no secret, no log line): for scheduling. ``token_id`` is
+        the public identifier of the token the password has the shape of
+        (:func:`~saslnetauth.apppolicy.token_id_of`), which names the credential. An
         unexpected error classifies as "could succeed", leaving it to ``decide``."""
         try:
-            return self._classify(username, rip, _clean_service(service))
+            return self._classify(username, rip, _clean_service(service), token_id)
         except Exception:
             log.exception("internal error while classifying a login")
             return Classified(_display_name(username), True)
@@ -223,7 +234,9 @@ class DecisionEngine:
 
     # -- the policy ---------------------------------------------------------------
 
-    def _classify(self, username: str, rip: str | None, service: str) -> Classified:
+    def _classify(
+        self, username: str, rip: str | None, service: str, token_id: str | None
+    ) -> Classified:
         try:
             name: str | None = normalize_username(username, lowercase=self.lowercase)
         except InvalidUsernameError:
@@ -238,31 +251,48 @@ class DecisionEngine:
                 return Classified(_display_name(username), True, valid_name=False)
             error = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
             return Classified(name, True, error=error)
-        return self._match(Lookup(username, name, user, global_rules), rip, service)
+        return self._match(Lookup(username, name, user, global_rules), rip, service, token_id)
 
-    def match(self, found: Lookup, rip: str | None, service: str) -> Classified:
+    def match(
+        self, found: Lookup, rip: str | None, service: str, token_id: str | None = None
+    ) -> Classified:
         """:meth:`classify` from what an earlier one read (no I/O): for a server that
         reuses a lookup for at most ``global_cache_seconds``."""
-        return self._match(found, rip, _clean_service(service))
+        return self._match(found, rip, _clean_service(service), token_id)
 
-    def _match(self, found: Lookup, rip: str | None, service: str) -> Classified:
+    def _match(
+        self, found: Lookup, rip: str | None, service: str, token_id: str | None
+    ) -> Classified:
         name, user = found.name, found.user
         if user is None and name is not None and self.pam_any_user:
             # any PAM (system) user, under the global networks only
             user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
         rules = found.global_rules
-        # an existing user could succeed with any of its credentials
-        sets = (rules,) if user is None else (user.rules, *usable_rules(user, self.clock), rules)
+        # the networks of the one credential the password names (an unknown name: the
+        # global ones, like a main password from outside the user's own networks)
+        app = None if user is None else named_by_id(user, token_id)
+        display = user.name if user is not None else name or _display_name(found.given)
+        if app is not None and app.error is not None:  # the verification says TEMPFAIL
+            return Classified(display, True, user=user, app=app, lookup=found)
+        expired = app is not None and app.expired(self.clock())
+        if user is None:
+            sets: tuple[RuleSet, ...] = (rules,)
+        elif app is None:
+            sets = (user.rules, rules)
+        else:
+            sets = () if expired else credential_rule_sets(app, rules, service)
         applicable, rule = merged_match(
             sets, parse_address(rip), service, self._locate, now=self.clock()
         )
         return Classified(
-            user.name if user is not None else name or _display_name(found.given),
+            display,
             rule is not None,
             user=user,
             rule=rule,
             applicable=applicable,
             valid_name=name is not None,
+            app=app,
+            expired=expired,
             lookup=found,
         )
 
@@ -299,15 +329,10 @@ class DecisionEngine:
             )
 
         # The network is matched for every existing user before the password,
-        # so the work done does not depend on which check fails. The main password
-        # has the user's networks and the global ones, never the app passwords'
-        # (which the classification counted).
+        # so the work done does not depend on which check fails: the classification
+        # matched the main password's (the user's networks and the global ones, never
+        # the app passwords').
         applicable, rule = c.applicable, c.rule
-        if user.app_passwords:
-            addr = parse_address(rip)
-            applicable, rule = merged_match(
-                (user.rules, found), addr, service, self._locate, now=self.clock()
-            )
         net_ok = rule is not None
         started = time.perf_counter()
         checked = check_credentials(self.hasher, self.pam, user, secret, rip, service)

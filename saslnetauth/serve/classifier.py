@@ -45,7 +45,8 @@ BATCH = 256
 MAX_CACHED = 10000
 
 _Refuse = tuple[Classified, "str | None", str]
-#: ("c", (future, user, rip, service)), ("r", (classified, rip, service)), ("reload", cfg),
+#: ("c", (future, user, rip, service, token_id)), ("r", (classified, rip, service)),
+#: ("reload", cfg),
 #: or None to stop.
 _Item = tuple[str, Any] | None
 
@@ -71,21 +72,26 @@ class Classifier:
         self._thread.start()
         await ready
 
-    def classify(self, user: str, rip: str | None, service: str) -> asyncio.Future[Classified]:
-        """A future of the login's classification (set on the event loop)."""
+    def classify(
+        self, user: str, rip: str | None, service: str, token_id: str | None = None
+    ) -> asyncio.Future[Classified]:
+        """A future of the login's classification (set on the event loop); ``token_id``
+        names the credential (:func:`saslnetauth.apppolicy.token_id_of`)."""
         assert self._loop is not None, "start() first"
         fut: asyncio.Future[Classified] = self._loop.create_future()
-        self._queue.put(("c", (fut, user, rip, service)))
+        self._queue.put(("c", (fut, user, rip, service, token_id)))
         return fut
 
-    def cached(self, user: str, rip: str | None, service: str) -> Classified | None:
+    def cached(
+        self, user: str, rip: str | None, service: str, token_id: str | None = None
+    ) -> Classified | None:
         """A "could succeed" classification from a recent lookup of ``user``, or None."""
         ttl = self.cfg.global_cache_seconds
         engine = self.engine
         hit = self._cache.get(user)
         if hit is None or engine is None or time.monotonic() - hit[0] >= ttl:
             return None
-        c = engine.match(hit[1], rip, service)
+        c = engine.match(hit[1], rip, service, token_id)
         return c if c.could_succeed else None
 
     def refuse(self, c: Classified, rip: str | None, service: str) -> Decision:
@@ -151,12 +157,12 @@ class Classifier:
                         continue
                     kind, args = item
                     if kind == "c":
-                        fut, user, rip, service = args
+                        fut, user, rip, service, token_id = args
                         read = time.monotonic()
                         if engine is None:
                             c = Classified(str(user)[:255], True)
                         else:
-                            c = engine.classify(user, rip, service)
+                            c = engine.classify(user, rip, service, token_id)
                         answers.append((fut, c, read))
                     elif kind == "r":
                         later.append(args)

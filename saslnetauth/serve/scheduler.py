@@ -6,13 +6,18 @@ classified (:mod:`saslnetauth.serve.classifier`: user lookup and network
 match, no password); then the expensive verification is scheduled by
 whether the login *could* succeed:
 
-- **could succeed** (the address lies in the networks that apply to the
-  user, or to an unknown name the global ones): served first, fairly:
-  round robin over the admitting networks, and within a network over the
-  client buckets (IPv4 address, IPv6 /penalty_ipv6_prefix), so one busy
-  network or one compromised machine cannot starve the others (the
-  per-address brake of :mod:`saslnetauth.serve.penalty` still applies
-  before a login gets here);
+- **could succeed** (the address lies in the networks of the credential the
+  login names: the main password's are the user's own and the global ones,
+  an app password's its own and the global ones, an unknown name's the
+  global ones): served first, fairly per *owner* (the name and the
+  credential: main password or app password id; an unknown name is an
+  owner of its own, like an existing user's main password) and per client
+  bucket (IPv4 address, IPv6 /penalty_ipv6_prefix) at once
+  (:mod:`saslnetauth.serve.fairqueue`): the guesses for one user from many
+  addresses, or from one machine for many names, get one turn per round
+  like any other owner or address, so they delay another user's login by
+  about one verification (the per-address brake of
+  :mod:`saslnetauth.serve.penalty` still applies before a login gets here);
 - **cannot succeed**: verified anyway while there is room, so that a
   correct password from a forbidden network is still logged and alerted,
   but these logins hold at most ``[serve] hopeless_share`` of the workers
@@ -35,8 +40,9 @@ order matters, push the estimate up and bring classification back within
 a few logins; a slice of 0 (``hopeless_share = 0``: never verify a login that
 cannot succeed) always classifies.
 
-Nothing here depends on the password, and from outside every network an
-unknown name classifies like an existing one, so the reply and its timing
+Nothing here depends on the secret (only a token's public identifier names
+the credential), and from outside a user's own networks that user's name
+classifies, and queues, like an unknown one, so the reply and its timing
 class reveal neither.
 
 The scheduler is a :class:`~saslnetauth.serve.decider.Decider` in front of
@@ -52,6 +58,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from saslnetauth.apppolicy import token_id_of
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.fairqueue import FairQueue
 from saslnetauth.serve.penalty import client_bucket
@@ -172,12 +179,15 @@ class Scheduler:
             self._take(ticket)
             self.counts.direct += 1
         else:
-            c = self.classifier.cached(login.user, login.rip, login.service)
+            token_id = token_id_of(login.password)  # the credential, never the secret
+            c = self.classifier.cached(login.user, login.rip, login.service, token_id)
             if c is None:
                 self.classifying += 1
                 try:
                     async with asyncio.timeout_at(deadline):
-                        c = await self.classifier.classify(login.user, login.rip, login.service)
+                        c = await self.classifier.classify(
+                            login.user, login.rip, login.service, token_id
+                        )
                 finally:
                     self.classifying -= 1
             ready = self._classified(c, login.rip, login.service, arrival, deadline)
@@ -223,7 +233,7 @@ class Scheduler:
         ticket = _Ticket(False, deadline, _loop().create_future())
         if not self._admit_now(ticket):
             bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
-            self._could.push(c.network, bucket, ticket)
+            self._could.push(c.owner, bucket, ticket)
             self._could_expiry.append(ticket)
             self._arm()
             self._pump()

@@ -88,6 +88,7 @@ def run_server(
     env: dict[str, str] | None = None,
     workdir: Path | None = None,
     nofile: int | None = None,
+    ready_timeout: float = 60,
 ) -> Iterator[ServerProcess]:
     """``nofile``: run the server with RLIMIT_NOFILE (soft and hard) set to it."""
     with tempfile.TemporaryDirectory(prefix="sna-serve-") as tmp:
@@ -119,7 +120,7 @@ def run_server(
         try:
             # a start under load (two shared cores) can take well over 10 s: the measured
             # slowest hash and the workers' imports; wait_log fails at once if it exits
-            server.wait_log("ready:", timeout=60)
+            server.wait_log("ready:", timeout=ready_timeout)
             yield server
         finally:
             server.stop()

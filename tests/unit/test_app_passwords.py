@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from saslnetauth import apppolicy
+from saslnetauth.apppolicy import token_id_of
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.engine import DecisionEngine
@@ -160,13 +161,15 @@ def test_typed_as_people_type_it(world: World) -> None:
 
 def test_expired_never_matches(world: World) -> None:
     token = world.tokens["trip"]
+    trip = token_id_of(token.encode())
     assert world.engine.decide("alice", token, "203.0.113.5", "pop3").ok
-    assert world.engine.classify("alice", "203.0.113.5", "pop3").could_succeed
+    assert world.engine.classify("alice", "203.0.113.5", "pop3", trip).could_succeed
     world.clock.now = T0 + timedelta(hours=1)  # the expiry itself: expired
     d = world.engine.decide("alice", token, "203.0.113.5", "pop3")
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.EXPIRED, "trip")
     assert d.credentials_valid  # right secret, but not a stolen-credential reason
-    assert not world.engine.classify("alice", "203.0.113.5", "pop3").could_succeed
+    c = world.engine.classify("alice", "203.0.113.5", "pop3", trip)
+    assert not c.could_succeed and c.expired
 
 
 def test_another_users_token_is_checked_as_the_main_password(world: World) -> None:
@@ -261,15 +264,24 @@ def test_at_most_one_slow_hash_whatever_the_number_of_app_passwords(
     assert CountingHasher.calls == 1  # the unknown user's dummy hash, as before
 
 
-def test_classification_counts_the_app_passwords_networks(world: World) -> None:
+def test_classification_counts_the_named_credentials_networks(world: World) -> None:
+    """The networks of the credential the token identifier names, alone: without one
+    (a guess of the main password), an app password valid from anywhere counts for
+    nothing (issue 21 item 3: it would tell the name from an unknown one)."""
     engine = world.engine
-    assert engine.classify("alice", "198.18.0.1", "smtp").could_succeed  # trip: any
+    ids = {label: token_id_of(token.encode()) for label, token in world.tokens.items()}
+    assert engine.classify("alice", "198.18.0.1", "smtp", ids["trip"]).could_succeed  # any
+    assert not engine.classify("alice", "198.18.0.1", "smtp").could_succeed  # main password
+    assert not engine.classify("alice", "198.18.0.1", "smtp", ids["bobs"]).could_succeed
     world.clock.now = T0 + timedelta(hours=2)  # trip has expired
-    assert engine.classify("alice", "203.0.113.5", "imap").could_succeed  # phone: any, imap
-    assert not engine.classify("alice", "198.18.0.1", "smtp").could_succeed  # phone is imap only
-    assert engine.classify("alice", "198.51.100.7", "smtp").could_succeed  # office
+    assert not engine.classify("alice", "198.18.0.1", "smtp", ids["trip"]).could_succeed
+    assert engine.classify("alice", "203.0.113.5", "imap", ids["phone"]).could_succeed
+    assert not engine.classify("alice", "198.18.0.1", "smtp", ids["phone"]).could_succeed
+    office = engine.classify("alice", "198.51.100.7", "smtp", ids["office"])
+    assert office.could_succeed and office.app is not None and office.app.label == "office"
+    assert not engine.classify("alice", "198.51.100.7", "smtp").could_succeed
     world.store.delete_app_password("alice", "phone")
-    assert not engine.classify("alice", "203.0.113.5", "imap").could_succeed
+    assert not engine.classify("alice", "203.0.113.5", "imap", ids["phone"]).could_succeed
     assert engine.classify("alice", "192.0.2.9", "imap").could_succeed  # the main password's
 
 
@@ -540,8 +552,11 @@ def test_country_terms_in_app_password_networks(
     assert engine.decide("gus", PW, "198.51.100.7", "imap").ok
     d = engine.decide("gus", PW, "192.0.2.7", "imap")  # Germany: the phone's only
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.NETWORK, None)
-    assert engine.classify("gus", "192.0.2.7", "imap").could_succeed
-    assert not engine.classify("gus", "192.0.2.7", "smtp").could_succeed
+    phone_id = token_id_of(phone.encode())
+    assert engine.classify("gus", "192.0.2.7", "imap", phone_id).could_succeed
+    assert not engine.classify("gus", "192.0.2.7", "imap").could_succeed  # main: FR only
+    assert engine.classify("gus", "198.51.100.7", "imap").could_succeed
+    assert not engine.classify("gus", "192.0.2.7", "smtp", phone_id).could_succeed
     engine.close()
 
 
