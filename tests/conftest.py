@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.store import SqlStore, migrate
+from tests.support import tiers
 from tests.support.peers import fresh_database
 
 DB_KINDS = ["sqlite", "postgresql", "mariadb"]
@@ -64,3 +68,28 @@ def _saslnetauth_logs_propagate() -> Iterator[None]:
     logger.propagate = True
     yield
     logger.propagate = old
+
+
+_CLOCK = tiers.TierClock()
+_STARTED = time.monotonic()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the Debian 13 tier now when it is selected (tests/support/tiers.py)."""
+    if not session.config.option.collectonly:
+        selected = [item.nodeid for item in session.items]
+        tiers.start_debian13_tier(selected, Path(tempfile.mkdtemp(prefix="sna-debian13-")))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _CLOCK.add(report.nodeid, report.when, report.duration)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    tiers.stop(tiers.early_run())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section("time per tier")
+    for line in _CLOCK.lines(time.monotonic() - _STARTED):
+        terminalreporter.write_line(line)

@@ -14,48 +14,38 @@ they do not depend on the Python that runs them. A second test runs
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import ALLOWED_IP, DENIED_IP, PostfixInstance
-from tests.support.chrootvenv import chroot_command, in_chroot, venv
+from tests.support.chrootvenv import chroot_command, venv
 from tests.support.clitools import run
 from tests.support.net import tail, wait_file_match
-from tests.support.roots import REPO, trixie
+from tests.support.roots import trixie
+from tests.support.tiers import INNER_TIMEOUT, EarlyRun, early_run, run_debian13_tier
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
-TIERS = ["tests/unit", "tests/cli", "tests/transcript"]
-NOT_REPEATED = ["tests/unit/test_lint.py"]
 PW = "s3cret pw"
 
 
 @pytest.mark.timeout(3600)
 def test_unit_cli_and_transcript_tiers_pass_under_python_3_13(tmp_path: Path) -> None:
-    root = trixie()
-    log = tmp_path / "debian13.log"
-    env = venv(root, log)
-    args = ["-q", "-ra", "-p", "no:cacheprovider", *TIERS]
-    args += [f"--ignore={p}" for p in NOT_REPEATED]
-    script = (
-        f"cd {shlex.quote(str(REPO))} && {env.python} -c 'import sys; print(sys.version)' && "
-        f"exec {env.python} -m pytest {' '.join(shlex.quote(a) for a in args)}"
-    )
-    started = time.monotonic()
-    status = in_chroot(root, script, 3000, log)
-    seconds = time.monotonic() - started
-    output = log.read_text(errors="replace")
+    run = early_run()  # started beside the rest of the suite at collection (tests/support/tiers.py)
+    if run is None:  # run alone, or SASLNETAUTH_TIER_EARLY=0: run it now
+        run = EarlyRun(log=tmp_path / "debian13.log")
+        run_debian13_tier(run)
+    run.wait(INNER_TIMEOUT + 900)
+    output = run.log.read_text(errors="replace")
     print(
-        f"Debian 13 tier: venv {'built' if env.built else 'reused'} in {env.seconds:.0f} s, "
-        f"tests in {seconds:.0f} s; {tail(output, 1)}"
+        f"Debian 13 tier: venv {'built' if run.venv_built else 'reused'} in "
+        f"{run.venv_seconds:.0f} s, tests in {run.seconds:.0f} s; {tail(output, 1)}"
     )
     assert any(line.startswith("3.13.") for line in output.splitlines()), tail(output, 20)
-    assert status == 0, f"inner pytest exited {status}:\n{tail(output, 150)}"
+    assert run.status == 0, f"inner pytest exited {run.status}:\n{tail(output, 150)}"
 
 
 def _fds(pid: int) -> int:
