@@ -295,6 +295,7 @@ async def _start_policy(
         first_byte_timeout=p.first_byte_timeout,
         max_connections=p.max_connections,
         max_connections_per_peer=p.max_connections_per_peer,
+        unix_peers=lambda: server.policy,  # the auth socket's users (TCP: the secret)
     )
     await http.start(sock)
     return [http.close, service.close, *closers]

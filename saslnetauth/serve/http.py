@@ -12,7 +12,10 @@ default half; a peer is a TCP address or a UNIX user,
 descriptor: these bounds keep idle holders from using up the process's
 descriptors (issue 21, item 2), and accepting is
 :class:`saslnetauth.serve.acceptor.Acceptor`'s. TCP peers outside
-``allow_from`` (loopback by default) are closed before a byte is read. A handler gets a
+``allow_from`` (loopback by default) are closed before a byte is read; so are UNIX
+peers that are not allowed users when the listener is given ``unix_peers`` (the
+auth socket's checks, :meth:`saslnetauth.serve.access.PeerPolicy.refusal`: the
+policy endpoint). A handler gets a
 :class:`Request` and returns a :class:`Response`; anything it raises is a
 500 with no detail.
 """
@@ -33,7 +36,7 @@ import h11
 
 from saslnetauth.logfmt import kv
 from saslnetauth.serve.acceptor import Acceptor
-from saslnetauth.serve.access import RefusalLog, identify
+from saslnetauth.serve.access import Peer, PeerPolicy, RefusalLog, identify
 from saslnetauth.serve.listeners import describe
 
 __all__ = ["ANYWHERE", "LOOPBACK", "HttpServer", "Request", "Response", "peer_allowed"]
@@ -101,8 +104,11 @@ class HttpServer:
         first_byte_timeout: float = 3.0,
         max_connections: int = 512,
         max_connections_per_peer: int = 0,
+        unix_peers: Callable[[], PeerPolicy] | None = None,
     ) -> None:
         self.handler = handler
+        #: Who may connect over a UNIX socket (None: whoever the socket's mode lets in).
+        self.unix_peers = unix_peers
         self.name = name
         self.allow_from = [ipaddress.ip_network(n, strict=False) for n in allow_from]
         self.max_body = max_body
@@ -131,14 +137,9 @@ class HttpServer:
             writer.close()
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
-        reason = None
-        if not peer_allowed(writer.get_extra_info("peername"), self.allow_from):
-            reason = "peer_not_allowed"
-        elif self.open >= self.max_connections:
-            reason = "max_connections"
-        elif self._per_peer[peer.key] >= self.per_peer:
-            reason = "max_connections_per_peer"
+        peername = writer.get_extra_info("peername")
+        peer = identify(writer.get_extra_info("socket"), peername)
+        reason = self._refusal(peer, peername)
         if reason is not None:
             if self.refusals.first(reason, peer):
                 log.warning(
@@ -167,6 +168,20 @@ class HttpServer:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _refusal(self, peer: Peer, peername: object) -> str | None:
+        """Why ``peer`` may not have another connection now (None: it may)."""
+        if not peer_allowed(peername, self.allow_from):
+            return "peer_not_allowed"
+        if self.unix_peers is not None and peer.kind != "inet":
+            refusal = self.unix_peers().refusal(peer)  # a UNIX peer: SO_PEERCRED
+            if refusal is not None:
+                return refusal
+        if self.open >= self.max_connections:
+            return "max_connections"
+        if self._per_peer[peer.key] >= self.per_peer:
+            return "max_connections_per_peer"
+        return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clitools import run
+from tests.support.remotehost import RemoteHost, remote_host
 from tests.support.serverproc import (
     NOBODY,
     AuthClient,
@@ -257,20 +258,30 @@ def test_a_local_tcp_peer_must_be_an_allowed_user(db: str, tmp_path: Path, host:
 # -- item 11: silent connections --------------------------------------------------------
 
 
+def _remote_config(cfg: Path, host: RemoteHost, port: int, serve: str) -> list[str]:
+    """The responder listening on our end of ``host``'s link, answering only it."""
+    cfg.write_text(
+        f'[serve]\nallow_remote_listen = true\nallowed_tcp_peers = ["{host.address}"]\n'
+        + serve
+        + FAST
+    )
+    return ["--listen", f"inet:{host.local}:{port}"]
+
+
 def test_silent_connections_no_longer_lock_a_real_client_out(db: str, tmp_path: Path) -> None:
     """Five connections that never speak once kept every client out (max_connections
-    = 5, no handshake timeout). Now a peer that is not a mail server's user (here a
-    TCP address) gets at most half of the connections, and silent ones are closed
-    after handshake_timeout."""
+    = 5, no handshake timeout). Now a peer that is not a mail server's user (here
+    another host, known by its address alone) gets at most half of the connections,
+    and silent ones are closed after handshake_timeout."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[serve]\nmax_connections = 5\nhandshake_timeout = 2.0\n" + FAST)
-    with run_server(db, config=cfg, tcp=True) as srv:
-        assert srv.port is not None
-        squatter = as_user(NOBODY, f"127.0.0.1:{srv.port}", count=5, hold=30)
-        try:
-            got = results(squatter, 5)
-            assert got.count("handshake") == 2 and got.count("closed") == 3, got
-            srv.wait_log("connection refused: reason=max_connections_per_peer peer=127.0.0.1")
+    with remote_host() as host:
+        port = free_port(host.local)
+        args = _remote_config(cfg, host, port, "max_connections = 5\nhandshake_timeout = 2.0\n")
+        with run_server(db, config=cfg, args=args) as srv:
+            squatter = [AuthClient(host.connect(port)) for _ in range(5)]
+            got = [_greeted(c) for c in squatter]
+            assert got.count(True) == 2 and got.count(False) == 3, got
+            srv.wait_log(f"connection refused: reason=max_connections_per_peer peer={host.address}")
             # the real client (another peer) still gets in while the squatter holds on
             c = srv.connect()
             c.handshake()
@@ -278,11 +289,12 @@ def test_silent_connections_no_longer_lock_a_real_client_out(db: str, tmp_path: 
             # and the squatter's silent connections are closed by the handshake timeout
             log = srv.wait_log("reason=handshake_timeout", timeout=10)
             assert log.count("connection closed: cuid=") >= 1
-        finally:
-            squatter.kill()
-            squatter.wait()
-        c.plain(2, "alice", PW, rip="127.0.0.2")
-        assert c.line() == "OK\t2\tuser=alice", "a client that sent VERSION is not closed"
+            held = [sq for sq, greeted in zip(squatter, got, strict=True) if greeted]
+            assert all(sq.closed(timeout=10) for sq in held)
+            c.plain(2, "alice", PW, rip="127.0.0.2")
+            assert c.line() == "OK\t2\tuser=alice", "a client that sent VERSION is not closed"
+            for sq in squatter:
+                sq.close()
 
 
 # -- issue 21, item 6: the mail servers' users have no per-peer share -----------------
@@ -293,30 +305,33 @@ def test_an_allowed_peer_gets_more_connections_than_the_share(db: str, tmp_path:
     max_connections = 6 its share used to be 3, and the 4th smtpd was refused
     (reason=max_connections_per_peer uid=...). Now an allowed user is bounded only
     by the file descriptors: ten connections of root, the last one still served,
-    while a TCP peer (an address, not a mail server's user) keeps its share."""
+    while another host (an address, not a mail server's user) keeps its share."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[serve]\nmax_connections = 6\n" + FAST)
-    with run_server(db, config=cfg, tcp=True) as srv:
-        assert srv.unix is not None and srv.port is not None
-        held = []
-        for _ in range(10):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(15)
-            s.connect(srv.unix)
-            held.append(AuthClient(s))
-        for c in held:
-            assert c.handshake()[0].startswith("VERSION\t1\t"), "every one is greeted"
-        last = held[-1]
-        assert last.login_plain("alice", PW) == "OK\t1\tuser=alice"
-        # the share still applies to a TCP address: 3 of 4 silent connections
-        tcp = [AuthClient(socket.create_connection(("127.0.0.1", srv.port), timeout=15))]
-        for _ in range(3):
-            tcp.append(AuthClient(socket.create_connection(("127.0.0.1", srv.port), timeout=15)))
-        assert [_greeted(c) for c in tcp] == [True, True, True, False]
-        srv.wait_log("connection refused: reason=max_connections_per_peer peer=127.0.0.1")
-        assert "reason=max_connections_per_peer uid=0" not in srv.log()
-        for c in [*held, *tcp]:
-            c.close()
+    with remote_host() as host:
+        port = free_port(host.local)
+        args = _remote_config(cfg, host, port, "max_connections = 6\n")
+        with run_server(db, config=cfg, args=args) as srv:
+            assert srv.unix is not None
+            held = []
+            for _ in range(10):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(15)
+                s.connect(srv.unix)
+                held.append(AuthClient(s))
+            for c in held:
+                assert c.handshake()[0].startswith("VERSION\t1\t"), "every one is greeted"
+            last = held[-1]
+            assert last.login_plain("alice", PW) == "OK\t1\tuser=alice"
+            # the share still applies to another host: 3 of 4 silent connections
+            tcp = []
+            for _ in range(4):
+                tcp.append(AuthClient(host.connect(port)))
+                tcp[-1].sock.settimeout(15)
+            assert [_greeted(c) for c in tcp] == [True, True, True, False]
+            srv.wait_log(f"connection refused: reason=max_connections_per_peer peer={host.address}")
+            assert "reason=max_connections_per_peer uid=0" not in srv.log()
+            for c in [*held, *tcp]:
+                c.close()
 
 
 def _greeted(c: AuthClient) -> bool:

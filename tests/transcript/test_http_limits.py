@@ -13,6 +13,8 @@ from tests.support.clitools import run
 from tests.support.serverproc import free_port, run_server
 
 REQUEST = b"GET /?command=allow HTTP/1.1\r\nHost: x\r\n\r\n"
+#: Every policy listener needs its shared secret (an unanswered key is still answered).
+SECRET_KEYS = 'api_header = "X-Policy-Key: s3cret-header-value"\n'
 
 
 def _answered(s: socket.socket) -> bool:
@@ -30,8 +32,9 @@ def test_policy_port_limits_silent_connections_and_each_peer(tmp_path: Path) -> 
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f'[policy]\nlisten = "inet:127.0.0.1:{port}"\nfirst_byte_timeout = 1.0\n'
-        "max_connections = 4\nmax_connections_per_peer = 2\n"
+        "max_connections = 4\nmax_connections_per_peer = 2\n" + SECRET_KEYS
     )
+    cfg.chmod(0o600)  # it holds the secret: serve refuses a world-readable one
     with run_server(db, config=cfg) as srv:
         srv.wait_log("policy listening")
         # two keep-alive connections of 127.0.0.1, each answered once (so counted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import signal
 import socket
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.clitools import init_with_user, run
-from tests.support.serverproc import AuthClient, ServerProcess, b64, run_server
+from tests.support.remotehost import RemoteHost, remote_host
+from tests.support.serverproc import AuthClient, ServerProcess, b64, free_port, run_server
 
 PW = "s3cret pw"
 FAST_CONFIG = """
@@ -423,6 +425,25 @@ async def _load(path: str, clients: int, logins: int) -> list[tuple[str, str]]:
     return [r for b in batches for r in b]
 
 
+@contextlib.contextmanager
+def _remote_server(db: str, cfg: Path, host: RemoteHost) -> Iterator[tuple[ServerProcess, int]]:
+    """The responder on our end of ``host``'s link, answering only it (``cfg`` has a
+    [serve] table last)."""
+    port = free_port(host.local)
+    cfg.write_text(
+        cfg.read_text() + f'allow_remote_listen = true\nallowed_tcp_peers = ["{host.address}"]\n'
+    )
+    args = ["--listen", f"inet:{host.local}:{port}"]
+    with run_server(db, config=cfg, unix=False, args=args) as srv:
+        yield srv, port
+
+
+def _remote_client(host: RemoteHost, port: int) -> AuthClient:
+    s = host.connect(port)
+    s.settimeout(15)
+    return AuthClient(s)
+
+
 def test_max_connections_idle_timeout_and_max_pending(db: str, tmp_path: Path) -> None:
     cfg = tmp_path / "caps.toml"
     cfg.write_text(
@@ -430,14 +451,15 @@ def test_max_connections_idle_timeout_and_max_pending(db: str, tmp_path: Path) -
         "[serve]\nmax_connections = 3\nidle_timeout = 1.0\nmax_pending = 1\npenalty_max = 0\n"
         "workers = 1\nmax_connections_per_peer = 3\n"
     )
-    # over TCP: a peer known by its address (the mail servers' users have no such bound)
-    with run_server(db, config=cfg, tcp=True, unix=False) as srv:
-        held = [srv.connect() for _ in range(3)]
+    # from another host: a peer known by its address (the mail servers' users, every
+    # local peer the responder serves, have no such bound)
+    with remote_host() as host, _remote_server(db, cfg, host) as (srv, port):
+        held = [_remote_client(host, port) for _ in range(3)]
         for c in held:
             c.handshake()
-        extra = srv.connect()
+        extra = _remote_client(host, port)
         assert extra.closed(timeout=5), "a 4th connection must be refused"
-        srv.wait_log("connection refused: reason=max_connections peer=127.0.0.1")
+        srv.wait_log(f"connection refused: reason=max_connections peer={host.address}")
         # max_pending = 1: while one slow (default-cost ARGON2ID) verification runs,
         # the next login is answered TEMPFAIL at once, never queued without bound
         c = held[0]
