@@ -59,7 +59,7 @@ from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameEr
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import RuleSet, merged_match, parse_address
-from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 if TYPE_CHECKING:
     from saslnetauth.geoip import GeoLocator
@@ -137,8 +137,13 @@ class DecisionEngine:
         log_fields: dict[str, object] | None = None,
         quiet: bool = False,
         after_reply: list[Callable[[], None]] | None = None,
+        repeat: bool = False,
     ) -> Decision:
         """Run the policy for one login attempt and log one line about it.
+
+        ``repeat``: the caller found the password among the recent wrong ones of
+        this client and user; a failure on a wrong password is then logged
+        ``repeat=yes`` (which the shipped fail2ban filter ignores).
 
         Work that must wait until the client has its answer (the rehash of
         ``rehash_on_login``) is appended to ``after_reply`` for the caller to
@@ -161,7 +166,10 @@ class DecisionEngine:
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
-        decision = self._finish(decision, rip, service, log_fields or {}, quiet)
+        fields = log_fields or {}
+        if repeat and decision.reason in WRONG_PASSWORD:
+            fields = {**fields, "repeat": True}
+        decision = self._finish(decision, rip, service, fields, quiet)
         if decision.ok and rehash:
             job = functools.partial(self._rehash, decision.user, secret)
             if after_reply is None:

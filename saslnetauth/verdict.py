@@ -34,6 +34,7 @@ class Reason(enum.Enum):
     NO_PASSWORD = "no_password"  # noqa: S105 - user has no usable hash
     DISABLED = "disabled"
     EXPIRED = "expired"  # an app password past its expiry
+    RETIRED_PASSWORD = "retired_password"  # noqa: S105 - a wrong one: the user's old password
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
     BACKEND_ERROR = "backend_error"
@@ -42,6 +43,11 @@ class Reason(enum.Enum):
     UNSUPPORTED_MECHANISM = "unsupported_mechanism"
     TIMEOUT = "timeout"
     OVERLOAD = "overload"
+
+
+#: Failures on a wrong password (for a name that exists or not): the ones a repeat of
+#: a recent wrong password does not count twice (saslnetauth.serve.repeats).
+WRONG_PASSWORD = frozenset({Reason.BAD_PASSWORD, Reason.UNKNOWN_USER, Reason.RETIRED_PASSWORD})
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,15 @@ __all__ = ["Decider", "Login"]
 
 @dataclass(frozen=True, slots=True)
 class Login:
-    """One login as the responder received it; the password stays out of ``repr``."""
+    """One login as the responder received it; the password stays out of ``repr``.
+    ``repeat``: its password repeats a recent wrong one of this client and user
+    (:mod:`saslnetauth.serve.repeats`), logged ``repeat=yes`` if it fails on it again."""
 
     user: str
     password: bytes = field(repr=False)
     rip: str | None
     service: str
+    repeat: bool = False
 
 
 class Decider(Protocol):

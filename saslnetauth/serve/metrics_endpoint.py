@@ -6,6 +6,7 @@ only; the gauges are read from the server at the moment of the request."""
 from __future__ import annotations
 
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from saslnetauth.serve.http import HttpServer, Request, Response
@@ -35,6 +36,7 @@ class MetricsEndpoint:
     def render(self) -> str:
         """The Prometheus text of this moment."""
         server = self.server
+        now = time.monotonic()
         m = server.metrics
         if server.geoip is not None:
             m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
@@ -49,6 +51,24 @@ class MetricsEndpoint:
                 "saslnetauth_penalised_clients",
                 "Clients with a brute-force penalty.",
                 len(server.ip_penalty),
+            ),
+            (
+                "saslnetauth_repeated_failures_total",
+                "Failures repeating a recent wrong password of their client and user "
+                "(logged repeat=yes; the brakes do not grow).",
+                server.repeats.repeated,
+            ),
+            (
+                "saslnetauth_client_most_failures",
+                "Most failures counted against one client now (distinct wrong passwords: "
+                "repeats do not count; many users with one password count each).",
+                server.ip_penalty.most(now),
+            ),
+            (
+                "saslnetauth_user_most_failures",
+                "Most failures from outside its networks counted against one user now "
+                "(distinct wrong passwords over all clients; with [serve] user_penalty).",
+                server.user_penalty.most(now),
             ),
             (
                 "saslnetauth_connections_total",

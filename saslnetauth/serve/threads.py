@@ -65,6 +65,7 @@ class ThreadDecider:
                     login.rip,
                     login.service,
                     after_reply=after_reply,
+                    repeat=login.repeat,
                 ),
             )
         if after_reply:

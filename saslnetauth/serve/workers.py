@@ -264,7 +264,9 @@ class WorkerPool:
         job = _Job(
             rid,
             login.user,
-            frame((rid, login.user, login.password, login.rip, login.service, deadline)),
+            frame(
+                (rid, login.user, login.password, login.rip, login.service, deadline, login.repeat)
+            ),
             loop.create_future(),
             deadline,
         )
