@@ -59,6 +59,7 @@ from saslnetauth.errors import BackendError, InvalidHashError, InvalidUsernameEr
 from saslnetauth.logfmt import kv
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.retiredcheck import matching_retired, record_tried
 from saslnetauth.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class DecisionEngine:
         self._locate = geoip.geo if geoip is not None else None
         #: Told the id of an app password after each OK with it (last_used_at).
         self.on_app_password_used: Callable[[int], None] | None = None
+        #: [alerts] retired_days for the server's engine (0: never check them).
+        self.retired_days = 0
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -138,12 +141,13 @@ class DecisionEngine:
         quiet: bool = False,
         after_reply: list[Callable[[], None]] | None = None,
         repeat: bool = False,
+        retired_by: float = 0.0,
     ) -> Decision:
         """Run the policy for one login attempt and log one line about it.
 
-        ``repeat``: the caller found the password among the recent wrong ones of
-        this client and user; a failure on a wrong password is then logged
-        ``repeat=yes`` (which the shipped fail2ban filter ignores).
+        ``repeat``: the password repeats a recent wrong one (a wrong password is
+        logged ``repeat=yes``). ``retired_by``: until this monotonic time (0: never)
+        a wrong password may be checked against retired ones (:mod:`.retiredcheck`).
 
         Work that must wait until the client has its answer (the rehash of
         ``rehash_on_login``) is appended to ``after_reply`` for the caller to
@@ -153,6 +157,7 @@ class DecisionEngine:
         )
         service = _clean_service(service)
         rehash: list[ParsedHash] = []
+        tried: list[int] = []  # the retired password it matched
         try:
             if not secret:
                 # before any lookup or verification; the frontend's deadline hides
@@ -160,7 +165,9 @@ class DecisionEngine:
                 decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
             else:
                 classified = self._classify(username, rip, service)
-                decision = self._verify(classified, secret, rip, service, rehash)
+                decision = self._verify(
+                    classified, secret, rip, service, rehash, (retired_by, tried)
+                )
         except Exception as exc:  # fail closed on anything unexpected
             log.exception("internal error while deciding a login")
             decision = Decision(
@@ -170,8 +177,12 @@ class DecisionEngine:
         if repeat and decision.reason in WRONG_PASSWORD:
             fields = {**fields, "repeat": True}
         decision = self._finish(decision, rip, service, fields, quiet)
+        job: Callable[[], None] | None = None
         if decision.ok and rehash:
             job = functools.partial(self._rehash, decision.user, secret)
+        elif tried:
+            job = functools.partial(record_tried, self.store, tried[0])
+        if job is not None:
             if after_reply is None:
                 job()
             else:
@@ -278,6 +289,7 @@ class DecisionEngine:
         rip: str | None,
         service: str,
         rehash: list[ParsedHash],
+        retired: tuple[float, list[int]] | None = None,
     ) -> Decision:
         if c.error is not None:
             return c.error
@@ -321,9 +333,12 @@ class DecisionEngine:
             return replace(checked, network_ok=net_ok, verify_seconds=spent)
         ok, parsed = checked
         if not ok:
+            until, tried = retired or (0.0, [])
+            if until > 0 and self.retired_days > 0 and user.backend == "hash":
+                tried += matching_retired(self, user.id, secret, until=until, estimate=spent)
             return Decision(
                 Verdict.FAIL,
-                Reason.BAD_PASSWORD,
+                Reason.RETIRED_PASSWORD if tried else Reason.BAD_PASSWORD,
                 user.name,
                 network_ok=net_ok,
                 verify_seconds=spent,

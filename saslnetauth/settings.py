@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_ALLOWED_GROUPS",
     "DEFAULT_ALLOWED_USERS",
     "DEFAULT_DATABASE_URL",
+    "AlertsConfig",
     "CheckpasswordConfig",
     "Config",
     "GeoipConfig",
@@ -214,6 +215,13 @@ class GeoipConfig:
 
 
 @dataclass
+class AlertsConfig:
+    #: Days the old hash of a changed password is kept: a failed login with it is
+    #: logged reason=retired_password and runs [serve] alert_command (0 = keep none).
+    retired_days: int = 30
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -239,6 +247,7 @@ class Config:
     pam: PamConfig = field(default_factory=PamConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})

@@ -192,12 +192,15 @@ async def _run(
     from saslnetauth.store.purge import ExpiredPurger
 
     purge_store = open_store(cfg, check_schema=False)
-    purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days)
+    purger = ExpiredPurger(
+        purge_store, cfg.serve.expired_keep_days, retired_days=cfg.alerts.retired_days
+    )
     closers += [purger.close, purge_store.close]
 
     def reload_all() -> tuple[Config, ServeConfig]:
         new, settings = reload()
         purger.keep_days = settings.expired_keep_days
+        purger.retired_days = new.alerts.retired_days
         return new, settings
 
     server = AuthServer(

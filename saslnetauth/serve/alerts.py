@@ -1,10 +1,14 @@
-"""The stolen-credentials alert: run an admin's command when a correct password
-comes from a forbidden network.
+"""The alerts: run an admin's command when a correct password comes from a
+forbidden network (``SASLNETAUTH_EVENT=stolen_credentials``), or a failed login
+used one of the user's retired passwords (``retired_password``, with
+``SASLNETAUTH_ALLOWED_NETWORK`` ``yes``: from the user's own networks, most
+likely a stale device; ``no``: someone elsewhere holds the old password).
 
 The command gets the user, client address and service in the environment
-(``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``, ``SASLNETAUTH_SERVICE``,
-``SASLNETAUTH_REASON``, ``SASLNETAUTH_CREDENTIAL``: the app password's label,
-empty for the main password) and as one ``key=value`` line on standard input,
+(``SASLNETAUTH_EVENT``, ``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``,
+``SASLNETAUTH_SERVICE``, ``SASLNETAUTH_REASON``, ``SASLNETAUTH_CREDENTIAL``: the
+app password's label, empty for the main password) and as one ``key=value``
+line on standard input,
 never the password. The address is the canonical one (``::ffff:192.0.2.1``
 becomes ``192.0.2.1``; one that does not parse is cleaned like a log
 value), the other values are cleaned too (no control characters, no NUL),
@@ -41,18 +45,23 @@ def alert_environment(
     reason: str,
     parent: dict[str, str] | None = None,
     credential: str | None = None,
+    event: str = "stolen_credentials",
+    allowed_network: bool | None = None,
 ) -> dict[str, str]:
     """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*."""
     source = os.environ if parent is None else parent
     addr = parse_address(rip)
     env = {
         "PATH": source.get("PATH") or DEFAULT_PATH,
+        "SASLNETAUTH_EVENT": event,
         "SASLNETAUTH_USER": printable(user),
         "SASLNETAUTH_RIP": str(addr) if addr is not None else printable(rip or ""),
         "SASLNETAUTH_SERVICE": printable(service),
         "SASLNETAUTH_REASON": printable(reason),
         "SASLNETAUTH_CREDENTIAL": printable(credential or ""),
     }
+    if allowed_network is not None:
+        env["SASLNETAUTH_ALLOWED_NETWORK"] = "yes" if allowed_network else "no"
     if source.get("LANG"):
         env["LANG"] = printable(source["LANG"])
     return env
@@ -69,7 +78,15 @@ class AlertRunner:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def fire(
-        self, user: str, rip: str | None, service: str, reason: str, credential: str | None = None
+        self,
+        user: str,
+        rip: str | None,
+        service: str,
+        reason: str,
+        credential: str | None = None,
+        *,
+        event: str = "stolen_credentials",
+        allowed_network: bool | None = None,
     ) -> None:
         """Start the command in the background (never awaits it)."""
         if not self.command:
@@ -89,7 +106,15 @@ class AlertRunner:
             return
         self.running += 1
         self.fired += 1
-        env = alert_environment(user, rip, service, reason, credential=credential)
+        env = alert_environment(
+            user,
+            rip,
+            service,
+            reason,
+            credential=credential,
+            event=event,
+            allowed_network=allowed_network,
+        )
         task = asyncio.ensure_future(self._run(env))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -103,13 +128,15 @@ class AlertRunner:
             self.running -= 1
 
     async def _execute(self, env: dict[str, str]) -> None:
+        allowed = env.get("SASLNETAUTH_ALLOWED_NETWORK")
         line = kv(
-            "stolen credentials",
+            env["SASLNETAUTH_EVENT"].replace("_", " "),
             user=env["SASLNETAUTH_USER"],
             rip=env["SASLNETAUTH_RIP"] or "-",
             service=env["SASLNETAUTH_SERVICE"],
             reason=env["SASLNETAUTH_REASON"],
             credential=env["SASLNETAUTH_CREDENTIAL"] or None,
+            allowed_network=allowed,
         )
         try:
             proc = await asyncio.create_subprocess_exec(

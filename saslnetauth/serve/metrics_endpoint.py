@@ -90,6 +90,11 @@ class MetricsEndpoint:
                 "Correct passwords from forbidden networks.",
                 server.stats["stolen_credentials"],
             ),
+            (
+                "saslnetauth_retired_passwords_total",
+                "Failed logins with a retired password (not counting repeats).",
+                server.stats["retired_password"],
+            ),
             ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
             (
                 "saslnetauth_alerts_dropped_total",

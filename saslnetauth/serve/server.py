@@ -65,6 +65,9 @@ log = logging.getLogger("saslnetauth.serve.server")
 DRAIN_TIMEOUT = 15.0
 #: Characters of a user name the repeat memory keys on.
 MAX_USER_KEY = 256
+#: Seconds before a failure's deadline by which a retired-password check must end
+#: (the verdict's way back to the responder).
+RETIRED_MARGIN = 0.01
 #: Seconds the listeners may take to see their closed connections go.
 CLOSE_TIMEOUT = 2.0
 
@@ -116,6 +119,7 @@ class AuthServer:
             "tempfail": 0,
             "overload": 0,
             "stolen_credentials": 0,
+            "retired_password": 0,
         }
         self.metrics = Metrics()
         self._metrics_http: MetricsEndpoint | None = None
@@ -329,7 +333,14 @@ class AuthServer:
         # looked at: a repeat changes only what later requests wait
         user_key = creds.username[:MAX_USER_KEY]
         seen = self.repeats.check(key, user_key, creds.password, arrival)
-        decision = await self._run_engine(creds, auth, arrival, repeat=seen.client)
+        # a wrong password may cost one more hash (a retired password?) only while a
+        # worker is free, and only if it ends before this failure's deadline
+        retired_by = 0.0
+        if self.pending < self.decider.size:
+            retired_by = self.deadline.at(arrival, wait=wait) - RETIRED_MARGIN
+        decision = await self._run_engine(
+            creds, auth, arrival, repeat=seen.client, retired_by=retired_by
+        )
         now = time.monotonic()
         if decision.verify_seconds > 0:
             self.deadline.observe(decision.verify_seconds, now)
@@ -356,6 +367,16 @@ class AuthServer:
                     self.user_penalty.record_failure(decision.user, now)
             if wrong:
                 self.repeats.remember(key, user_key, seen, now, for_user=braked)
+            if decision.reason is Reason.RETIRED_PASSWORD and not seen.client:
+                self.stats["retired_password"] += 1
+                self.alerts.fire(
+                    decision.user,
+                    auth.rip,
+                    auth.service,
+                    decision.reason.value,
+                    event="retired_password",
+                    allowed_network=decision.network_ok,
+                )
             if decision.credentials_valid and decision.reason in (
                 Reason.NETWORK,
                 Reason.NO_NETWORK_RULES,
@@ -396,7 +417,13 @@ class AuthServer:
                 log.exception("verdict record failed")
 
     async def _run_engine(
-        self, creds: Credentials, auth: AuthRequest, arrival: float, *, repeat: bool = False
+        self,
+        creds: Credentials,
+        auth: AuthRequest,
+        arrival: float,
+        *,
+        repeat: bool = False,
+        retired_by: float = 0.0,
     ) -> Decision:
         """The engine in a worker, within the pending bound and ``request_timeout``
         from the request's arrival."""
@@ -412,7 +439,9 @@ class AuthServer:
         try:
             # each decider keeps the time limit itself, with one timer for all its
             # requests rather than one per login
-            login = Login(creds.username, creds.password, auth.rip, auth.service, repeat)
+            login = Login(
+                creds.username, creds.password, auth.rip, auth.service, repeat, retired_by
+            )
             return await self.decider.decide(login, timeout=max(remaining, 0.001))
         except Exception as exc:  # fail closed
             if isinstance(exc, TimeoutError):

@@ -66,6 +66,7 @@ class ThreadDecider:
                     login.service,
                     after_reply=after_reply,
                     repeat=login.repeat,
+                    retired_by=login.retired_by,
                 ),
             )
         if after_reply:

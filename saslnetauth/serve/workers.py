@@ -265,7 +265,16 @@ class WorkerPool:
             rid,
             login.user,
             frame(
-                (rid, login.user, login.password, login.rip, login.service, deadline, login.repeat)
+                (
+                    rid,
+                    login.user,
+                    login.password,
+                    login.rip,
+                    login.service,
+                    deadline,
+                    login.repeat,
+                    login.retired_by,
+                )
             ),
             loop.create_future(),
             deadline,

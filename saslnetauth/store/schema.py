@@ -34,6 +34,11 @@ Tables (see README "Database"):
 ``app_password_networks``
     ``app_password_id`` -> app_passwords.id (cascade delete), ``network``
     as above; unique (app_password_id, network).
+``retired_passwords``
+    the old hashes of users whose password changed (CLI, import; not PAM):
+    ``user_id`` -> users.id (cascade delete), ``hash``, ``retired_at``,
+    ``last_tried_at`` (a failed login used it; NULL: never). Kept for
+    ``[alerts] retired_days``.
 
 Changing these definitions requires a new Alembic migration.
 """
@@ -46,7 +51,7 @@ from sqlalchemy.dialects import mysql
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -170,6 +175,21 @@ app_password_networks = sa.Table(
     _created_at(),
     sa.UniqueConstraint("app_password_id", "network", name="uq_app_password_networks_app_network"),
     sa.Index("ix_app_password_networks_app_password_id", "app_password_id"),
+)
+
+#: Old hashes of users whose password changed (migration 0005).
+retired_passwords = sa.Table(
+    "retired_passwords",
+    metadata,
+    _id(),
+    _owner("user_id", "users.id", "fk_retired_passwords_user"),
+    sa.Column("hash", sa.Text, nullable=False),
+    sa.Column(
+        "retired_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("last_tried_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_retired_passwords_user_id", "user_id"),
+    sa.Index("ix_retired_passwords_retired_at", "retired_at"),
 )
 
 #: The one row of :data:`rules_generation` (the triggers update only this id).

@@ -251,6 +251,7 @@ def test_alerts_survive_bad_addresses_and_get_a_minimal_environment(
         assert set(a) <= {
             "PATH",
             "LANG",
+            "SASLNETAUTH_EVENT",
             "SASLNETAUTH_USER",
             "SASLNETAUTH_RIP",
             "SASLNETAUTH_SERVICE",
@@ -258,5 +259,6 @@ def test_alerts_survive_bad_addresses_and_get_a_minimal_environment(
             "SASLNETAUTH_CREDENTIAL",  # an app password's label; empty: the main password
         }, a
         assert a["SASLNETAUTH_CREDENTIAL"] == ""
+        assert a["SASLNETAUTH_EVENT"] == "stolen_credentials"
     assert "DbPassw0rd" not in out.read_text() and "leak-me" not in out.read_text()
     assert last["LANG"] == "C.UTF-8" and last["PATH"]
