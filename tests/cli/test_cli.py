@@ -124,7 +124,9 @@ def test_user_lifecycle_and_json(db: str) -> None:
         "networks",
         "created_at",
         "updated_at",
+        "retired_passwords",  # user show only (user list --json leaves it out)
     }
+    assert shown["retired_passwords"] == []
     assert (
         run("check", "carol", "--rip", "10.1.1.1", "--password-stdin", db=db, stdin="pw\n").code
         == 1
