@@ -14,6 +14,14 @@ wrong pw BLF-CRYPT       ``bea``, wrong password, from her network
 disabled user            ``bob`` (disabled, ARGON2ID), right password
 forbidden net ARGON2ID   ``alice``, right password, from 127.0.0.3
 forbidden net SHA512     ``sam``, right password, from 127.0.0.3
+wrong pw, pw changed     ``rita`` (ARGON2ID; her password was changed with ``user
+                         passwd``), a wrong password that never was hers
+retired pw, own net      ``rita``, her old password, from her network
+retired pw, other net    ``rita``, her old password, from 127.0.0.3
+
+A retired password costs a second hash when a worker is free and the deadline
+leaves room (README, "Retired passwords"): the log's reason counts say how many
+were checked; the reply and its moment must not differ either way.
 
 Two runs: failure delay 0 (only the measured slowest verification, the
 "failure floor", hides the schemes) and the default 2 s. The cases are
@@ -63,6 +71,7 @@ from benchmarks.common import (
     banner,
     bench_dir,
     clean_env,
+    cli,
     command_line,
     exit_on_sigterm,
     machine_summary,
@@ -77,6 +86,7 @@ from benchmarks.oracle_flood import flood_report
 
 PASSWORD = "0racle-pass"
 WRONG = "not-the-password"
+OLD = "0racle-old-pass"
 
 CASES = {
     "unknown user": Login("carol", PASSWORD, ALLOWED_IP, False),
@@ -86,11 +96,16 @@ CASES = {
     "disabled user": Login("bob", PASSWORD, ALLOWED_IP, False),
     "forbidden net ARGON2ID": Login("alice", PASSWORD, DENIED_IP, False),
     "forbidden net SHA512": Login("sam", PASSWORD, DENIED_IP, False),
+    "wrong pw, pw changed": Login("rita", WRONG, ALLOWED_IP, False),
+    "retired pw, own net": Login("rita", OLD, ALLOWED_IP, False),
+    "retired pw, other net": Login("rita", OLD, DENIED_IP, False),
 }
 #: Pairs of cases for the same user name: their reply lines must be byte-identical.
 SAME_USER = (
     ("wrong pw ARGON2ID", "forbidden net ARGON2ID"),
     ("wrong pw SHA512-CRYPT", "forbidden net SHA512"),
+    ("wrong pw, pw changed", "retired pw, own net"),
+    ("wrong pw, pw changed", "retired pw, other net"),
 )
 LIMIT = 0.05
 
@@ -202,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-flood", action="store_true")
     args = ap.parse_args(argv)
     exit_on_sigterm()
-    banner("Oracle: unknown user / wrong password (3 schemes) / disabled / forbidden network")
+    banner(
+        "Oracle: unknown user / wrong password (3 schemes) / disabled / forbidden network"
+        " / retired password"
+    )
     print(f"machine: {machine_summary()}")
     failures = 0
     from saslnetauth.credentials.passwords import PasswordHasher
@@ -213,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             BenchUser("bob", PASSWORD, None, (ALLOWED_IP,), disabled=True),
             BenchUser("sam", PASSWORD, PasswordHasher("SHA512-CRYPT").hash(PASSWORD)),
             BenchUser("bea", PASSWORD, PasswordHasher("BLF-CRYPT").hash(PASSWORD)),
+            BenchUser("rita", OLD, None, (ALLOWED_IP,)),
         ]
         db = make_database(tmp, users)
+        cli("user", "passwd", "rita", "--password-stdin", db=db, stdin=PASSWORD + "\n")
         print(f"stored hashes: {stored_schemes(db, users)}")
         for delay in (float(d) for d in args.delays.split(",")):
             concurrency = args.concurrency if delay >= 1 else args.concurrency_zero

@@ -12,6 +12,8 @@ report use too)::
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes
     auth fail: user=bob service=imap rip=198.51.100.7 reason=bad_password country=NL asn=64496
     auth fail: user=alice service=imap rip=203.0.113.9 credential=phone reason=bad_password
+    auth fail: user=alice service=imap rip=192.0.2.9 repeat=yes reason=bad_password
+    auth fail: user=alice service=imap rip=203.0.113.9 reason=retired_password allowed_network=no
     auth tempfail: user=alice service=smtp rip=192.0.2.9 reason=backend_error error="..."
 
 A failure carries ``country=`` and ``asn=`` when the GeoIP databases
@@ -45,7 +47,8 @@ def canonical_rip(rip: str | None) -> str:
 
 def log_decision(d: Decision, rip: str | None, service: str, **extra: object) -> None:
     """Log one decision: INFO for OK and ordinary failures, WARNING for a correct
-    password from a forbidden network and for overload, ERROR for other TEMPFAILs."""
+    password from a forbidden network, a retired password and overload, ERROR for
+    other TEMPFAILs."""
     fields: dict[str, object] = {
         "user": d.user or None,
         "service": service or None,
@@ -62,6 +65,20 @@ def log_decision(d: Decision, rip: str | None, service: str, **extra: object) ->
     elif d.verdict is Verdict.TEMPFAIL:
         level = logging.WARNING if d.reason is Reason.OVERLOAD else logging.ERROR
         log.log(level, "%s", kv("auth tempfail", **fields, reason=d.reason.value, error=d.detail))
+    elif d.reason is Reason.RETIRED_PASSWORD:
+        # a wrong password that was the user's before a change: a stale device on the
+        # user's own networks, someone holding the old password elsewhere
+        log.warning(
+            "%s",
+            kv(
+                "auth fail",
+                **fields,
+                reason=d.reason.value,
+                allowed_network=d.network_ok,
+                country=d.country,
+                asn=d.asn,
+            ),
+        )
     elif d.credentials_valid and d.reason in _STOLEN:
         log.warning(
             "%s",

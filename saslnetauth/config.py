@@ -248,6 +248,8 @@ def validate(cfg: Config) -> None:
     _validate_geoip(cfg.geoip)
     _validate_revoke(cfg.revoke)
     _validate_alerts(cfg)
+    if not 0 <= cfg.alerts.retired_days <= 3650:
+        raise ConfigError("alerts.retired_days: 0 (keep no retired password) to 3650")
     if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:

@@ -72,7 +72,8 @@ from saslnetauth.logfmt import kv
 from saslnetauth.mainpassword import main_password_allows
 from saslnetauth.model import Store, UserRecord, normalize_username
 from saslnetauth.netrules import RuleSet, merged_match, parse_address
-from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.retiredcheck import matching_retired, record_tried
+from saslnetauth.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 if TYPE_CHECKING:
     from saslnetauth.geoip import GeoLocator
@@ -119,6 +120,8 @@ class DecisionEngine:
         self.main_password_services = main_password_services
         #: Shown every OK, may mark it new_location (LocationMemory.note; never raises).
         self.note_place: Callable[[Decision, UserRecord, str | None], Decision] | None = None
+        #: [alerts] retired_days for the server's engine (0: never check them).
+        self.retired_days = 0
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -145,8 +148,14 @@ class DecisionEngine:
         log_fields: dict[str, object] | None = None,
         quiet: bool = False,
         after_reply: list[Callable[[], None]] | None = None,
+        repeat: bool = False,
+        retired_by: float = 0.0,
     ) -> Decision:
         """Run the policy for one login attempt and log one line about it.
+
+        ``repeat``: the password repeats a recent wrong one (a wrong password is
+        logged ``repeat=yes``). ``retired_by``: until this monotonic time (0: never)
+        a wrong password may be checked against retired ones (:mod:`.retiredcheck`).
 
         Work that must wait until the client has its answer (the rehash of
         ``rehash_on_login``) is appended to ``after_reply`` for the caller to
@@ -156,6 +165,7 @@ class DecisionEngine:
         )
         service = _clean_service(service)
         rehash: list[ParsedHash] = []
+        tried: list[int] = []  # the retired password it matched
         try:
             if not secret:
                 # before any lookup or verification; the frontend's deadline hides
@@ -163,7 +173,9 @@ class DecisionEngine:
                 decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
             else:
                 classified = self._classify(username, rip, service, token_id_of(secret))
-                decision = self._verify(classified, secret, rip, service, rehash)
+                decision = self._verify(
+                    classified, secret, rip, service, rehash, (retired_by, tried)
+                )
                 if decision.ok and self.note_place is not None and classified.user is not None:
                     decision = self.note_place(decision, classified.user, rip)
         except Exception as exc:  # fail closed on anything unexpected
@@ -171,9 +183,16 @@ class DecisionEngine:
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
-        decision = self._finish(decision, rip, service, log_fields or {}, quiet)
+        fields = log_fields or {}
+        if repeat and decision.reason in WRONG_PASSWORD:
+            fields = {**fields, "repeat": True}
+        decision = self._finish(decision, rip, service, fields, quiet)
+        job: Callable[[], None] | None = None
         if decision.ok and rehash:
             job = functools.partial(self._rehash, decision.user, secret)
+        elif tried:
+            job = functools.partial(record_tried, self.store, tried[0])
+        if job is not None:
             if after_reply is None:
                 job()
             else:
@@ -303,6 +322,7 @@ class DecisionEngine:
         rip: str | None,
         service: str,
         rehash: list[ParsedHash],
+        retired: tuple[float, list[int]] | None = None,
     ) -> Decision:
         if c.error is not None:
             return c.error
@@ -341,9 +361,12 @@ class DecisionEngine:
             return replace(checked, network_ok=net_ok, verify_seconds=spent)
         ok, parsed = checked
         if not ok:
+            until, tried = retired or (0.0, [])
+            if until > 0 and self.retired_days > 0 and user.backend == "hash":
+                tried += matching_retired(self, user.id, secret, until=until, estimate=spent)
             return Decision(
                 Verdict.FAIL,
-                Reason.BAD_PASSWORD,
+                Reason.RETIRED_PASSWORD if tried else Reason.BAD_PASSWORD,
                 user.name,
                 network_ok=net_ok,
                 verify_seconds=spent,

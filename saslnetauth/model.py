@@ -189,3 +189,9 @@ class Store(Protocol):
 
     def update_hash(self, name: str, new_hash: str) -> None:
         """Replace a user's hash (used for rehash-on-login)."""
+
+    def retired_hashes(self, user_id: int, days: int) -> list[tuple[int, str]]:
+        """(row id, hash) of the user's passwords retired within ``days``, newest first."""
+
+    def retired_tried(self, row_id: int) -> None:
+        """A failed login used retired password ``row_id``."""

@@ -185,6 +185,7 @@ def build_server_engine(cfg: Config) -> DecisionEngine:
         )
         store = open_store(cfg, check_schema=False)
     engine = make_engine(cfg, store, watch_geoip=True)
+    engine.retired_days = cfg.alerts.retired_days
     engine.closers.append(store.close)
     from saslnetauth.store.lastused import LastUsedRecorder
 

@@ -169,6 +169,9 @@ class AlertsConfig:
     #: Places remembered per user at most (over its main and app passwords); the
     #: least recently seen go first.
     location_max_per_user: int = 200
+    #: Days the old hash of a changed password is kept: a failed login with it is
+    #: logged reason=retired_password and runs [serve] alert_command (0 = keep none).
+    retired_days: int = 30
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Reason(enum.Enum):
     EXPIRED = "expired"  # an app password past its expiry
     #: the right main password on a service where the user must use an app password
     APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105 - a reason code
+    RETIRED_PASSWORD = "retired_password"  # noqa: S105 - a wrong one: the user's old password
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
     BACKEND_ERROR = "backend_error"
@@ -44,6 +45,11 @@ class Reason(enum.Enum):
     UNSUPPORTED_MECHANISM = "unsupported_mechanism"
     TIMEOUT = "timeout"
     OVERLOAD = "overload"
+
+
+#: Failures on a wrong password (for a name that exists or not): the ones a repeat of
+#: a recent wrong password does not count twice (saslnetauth.serve.repeats).
+WRONG_PASSWORD = frozenset({Reason.BAD_PASSWORD, Reason.UNKNOWN_USER, Reason.RETIRED_PASSWORD})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import click
 
 from saslnetauth.cli.apppw import app_password
@@ -259,15 +261,17 @@ def list_(app: AppContext, as_json: bool) -> None:
 @json_object_option
 @pass_app
 def show(app: AppContext, name: str, as_json: bool) -> None:
-    """Show user NAME: state, password scheme, networks and app passwords."""
+    """Show user NAME: state, password scheme, networks, app passwords and retired
+    passwords (when each was replaced and last tried by a failed login)."""
     store = app.store()
     u = store.get_user(name, details=True)
     if u is None:
         from saslnetauth.errors import NotFoundError
 
         raise NotFoundError(f"no such user: {store.name(name)}")
+    retired = store.retired_passwords(u.name)
     if as_json:
-        emit_json(u.to_json())
+        emit_json({**u.to_json(), "retired_passwords": [_retired_json(r) for r in retired]})
         return
     click.echo(f"user:     {u.name}")
     click.echo(f"state:    {_state(u)}")
@@ -291,6 +295,21 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     for a in apps:  # they admit from their own networks: part of where this user logs in
         nets = ", ".join(n.network for n in a.networks if not n.error) or "global only"
         click.echo(f"  {a.label}  ({describe_services(a.services)}; {nets})")
+    click.echo("retired passwords:" + ("" if retired else " none"))
+    for r in retired:  # a failed login with one: reason=retired_password
+        tried = r["last_tried_at"]
+        click.echo(
+            f"  retired {_utc(r['retired_at'])}, last tried "
+            + (_utc(tried) if tried is not None else "never")
+        )
+
+
+def _utc(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _retired_json(r: dict[str, datetime | None]) -> dict[str, str | None]:
+    return {k: (v.isoformat() if v is not None else None) for k, v in r.items()}
 
 
 user.add_command(app_password)

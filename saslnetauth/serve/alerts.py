@@ -5,11 +5,16 @@ a forbidden network; ``new_location``, an allowed login from a place the user
 (or that app password) was not seen at (:mod:`saslnetauth.locations`), which
 also sets ``SASLNETAUTH_NEW_LOCATION`` (``network``, ``country``, ``asn``, comma
 separated), ``SASLNETAUTH_COUNTRY`` and ``SASLNETAUTH_ASN`` (empty when not known).
+``retired_password``, a failed login with one of the user's retired passwords,
+which also sets ``SASLNETAUTH_ALLOWED_NETWORK`` (``yes``: from the user's own
+networks, most likely a stale device; ``no``: someone elsewhere holds the old
+password).
 
 The command gets the user, client address and service in the environment
-(``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``, ``SASLNETAUTH_SERVICE``,
-``SASLNETAUTH_REASON``, ``SASLNETAUTH_CREDENTIAL``: the app password's label,
-empty for the main password) and as one ``key=value`` line on standard input,
+(``SASLNETAUTH_EVENT``, ``SASLNETAUTH_USER``, ``SASLNETAUTH_RIP``,
+``SASLNETAUTH_SERVICE``, ``SASLNETAUTH_REASON``, ``SASLNETAUTH_CREDENTIAL``: the
+app password's label, empty for the main password) and as one ``key=value``
+line on standard input,
 never the password. The address is the canonical one (``::ffff:192.0.2.1``
 becomes ``192.0.2.1``; one that does not parse is cleaned like a log
 value), the other values are cleaned too (no control characters, no NUL),
@@ -32,14 +37,25 @@ from saslnetauth.logfmt import kv, printable
 from saslnetauth.netrules import parse_address
 from saslnetauth.verdict import Decision
 
-__all__ = ["NEW_LOCATION", "STOLEN_CREDENTIALS", "AlertRunner", "alert_environment"]
+__all__ = [
+    "NEW_LOCATION",
+    "RETIRED_PASSWORD",
+    "STOLEN_CREDENTIALS",
+    "AlertRunner",
+    "alert_environment",
+]
 
 log = logging.getLogger("saslnetauth.alert")
 
 STOLEN_CREDENTIALS = "stolen_credentials"
 NEW_LOCATION = "new_location"
+RETIRED_PASSWORD = "retired_password"  # noqa: S105 - an event name
 #: The first words of the line on standard input, per event.
-_HEADLINES = {STOLEN_CREDENTIALS: "stolen credentials", NEW_LOCATION: "new location"}
+_HEADLINES = {
+    STOLEN_CREDENTIALS: "stolen credentials",
+    NEW_LOCATION: "new location",
+    RETIRED_PASSWORD: "retired password",
+}
 
 
 def alert_environment(
@@ -123,6 +139,7 @@ class AlertRunner:
             new_location=env.get("SASLNETAUTH_NEW_LOCATION"),
             country=env.get("SASLNETAUTH_COUNTRY") or None,
             asn=env.get("SASLNETAUTH_ASN") or None,
+            allowed_network=env.get("SASLNETAUTH_ALLOWED_NETWORK"),
         )
         self.runner.submit(
             self.command,
@@ -134,6 +151,17 @@ class AlertRunner:
                 "rip": env["SASLNETAUTH_RIP"] or "-",
                 "credential": env["SASLNETAUTH_CREDENTIAL"] or None,
             },
+        )
+
+    def retired_password(self, decision: Decision, rip: str | None, service: str) -> None:
+        """The alert of a failed login with a retired password."""
+        self.fire(
+            decision.user,
+            rip,
+            service,
+            decision.reason.value,
+            event=RETIRED_PASSWORD,
+            details={"allowed_network": "yes" if decision.network_ok else "no"},
         )
 
     def new_location(self, decision: Decision, rip: str | None, service: str) -> None:

@@ -16,12 +16,19 @@ __all__ = ["Decider", "Login"]
 
 @dataclass(frozen=True, slots=True)
 class Login:
-    """One login as the responder received it; the password stays out of ``repr``."""
+    """One login as the responder received it; the password stays out of ``repr``.
+    ``repeat``: its password repeats a recent wrong one of this client and user
+    (:mod:`saslnetauth.serve.repeats`), logged ``repeat=yes`` if it fails on it again.
+    ``retired_by``: a wrong password may be checked against the user's retired ones
+    until this monotonic time (0: not at all; a worker was free, and the failure
+    deadline hides the time)."""
 
     user: str
     password: bytes = field(repr=False)
     rip: str | None
     service: str
+    repeat: bool = False
+    retired_by: float = 0.0
 
 
 class Decider(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from saslnetauth.serve.fdlimits import METRICS_MAX_CONNECTIONS
@@ -42,6 +43,7 @@ class MetricsEndpoint:
     def render(self) -> str:
         """The Prometheus text of this moment."""
         server = self.server
+        now = time.monotonic()
         m = server.metrics
         if server.geoip is not None:
             m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
@@ -56,6 +58,24 @@ class MetricsEndpoint:
                 "saslnetauth_penalised_clients",
                 "Clients with a brute-force penalty.",
                 len(server.ip_penalty),
+            ),
+            (
+                "saslnetauth_repeated_failures_total",
+                "Failures repeating a recent wrong password of their client and user "
+                "(logged repeat=yes; the brakes do not grow).",
+                server.repeats.repeated,
+            ),
+            (
+                "saslnetauth_client_most_failures",
+                "Most failures counted against one client now (distinct wrong passwords: "
+                "repeats do not count; many users with one password count each).",
+                server.ip_penalty.most(now),
+            ),
+            (
+                "saslnetauth_user_most_failures",
+                "Most failures from outside its networks counted against one user now "
+                "(distinct wrong passwords over all clients; with [serve] user_penalty).",
+                server.user_penalty.most(now),
             ),
             (
                 "saslnetauth_connections_total",
@@ -81,6 +101,11 @@ class MetricsEndpoint:
                 "saslnetauth_new_locations_total",
                 "Allowed logins from a place new for the user or app password.",
                 server.stats["new_location"],
+            ),
+            (
+                "saslnetauth_retired_passwords_total",
+                "Failed logins with a retired password (not counting repeats).",
+                server.stats["retired_password"],
             ),
             ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
             (

@@ -85,6 +85,14 @@ class PenaltyBox:
         entry = self._get(key, now)
         return entry.failures if entry else 0
 
+    def most(self, now: float) -> int:
+        """The most failures one key has now (with repeats left out by the caller: the
+        most distinct wrong passwords of one client or user), for /metrics."""
+        return max(
+            (e.failures for e in self._entries.values() if now - e.last <= self.expire),
+            default=0,
+        )
+
     def delay(self, key: Hashable | None, now: float) -> float:
         if key is None or self.cap <= 0:
             return 0.0

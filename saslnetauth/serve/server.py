@@ -62,9 +62,10 @@ from saslnetauth.serve.listeners import describe, sd_notify
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.serve.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.penalty import PenaltyBox, client_bucket
+from saslnetauth.serve.repeats import RepeatMemory
 from saslnetauth.serve.session import Session
 from saslnetauth.settings import GeoipConfig, ServeConfig
-from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 __all__ = ["AuthServer"]
 
@@ -72,6 +73,11 @@ log = logging.getLogger("saslnetauth.serve.server")
 
 #: Seconds SIGTERM waits for requests in flight before closing connections.
 DRAIN_TIMEOUT = 15.0
+#: Characters of a user name the repeat memory keys on.
+MAX_USER_KEY = 256
+#: Seconds before a failure's deadline by which a retired-password check must end
+#: (the verdict's way back to the responder).
+RETIRED_MARGIN = 0.01
 #: Seconds the listeners may take to see their closed connections go.
 CLOSE_TIMEOUT = 2.0
 
@@ -129,11 +135,14 @@ class AuthServer:
             "overload": 0,
             "stolen_credentials": 0,
             "new_location": 0,
+            "retired_password": 0,
         }
         self.metrics = Metrics()
         self._metrics_http: MetricsEndpoint | None = None
         self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
         self.user_penalty = PenaltyBox(**_penalty_settings(settings))
+        #: Recent wrong passwords (keyed digests): a repeat does not grow the brakes.
+        self.repeats = RepeatMemory(max_entries=settings.penalty_max_entries)
         #: This process's GeoIP databases: the policy endpoint's lookups and the gauges
         #: of /metrics (the workers hold their own).
         self.geoip = GeoLocator(geoip, watch=True) if geoip is not None else None
@@ -146,6 +155,7 @@ class AuthServer:
         # a reload keeps the failures counted so far
         self.ip_penalty.retune(**_penalty_settings(settings))
         self.user_penalty.retune(**_penalty_settings(settings))
+        self.repeats.retune(settings.penalty_max_entries)
         old_alerts = getattr(self, "alerts", None)
         self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
         if old_alerts is not None:  # counters, not gauges: they never go back
@@ -347,7 +357,18 @@ class AuthServer:
         wait = self.ip_penalty.delay(key, arrival)
         if wait > 0:
             await asyncio.sleep(wait)
-        decision = await self._run_engine(creds, auth, arrival)
+        # the penalties this failure waits were read above, before the password was
+        # looked at: a repeat changes only what later requests wait
+        user_key = creds.username[:MAX_USER_KEY]
+        seen = self.repeats.check(key, user_key, creds.password, arrival)
+        # a wrong password may cost one more hash (a retired password?) only while a
+        # worker is free, and only if it ends before this failure's deadline
+        retired_by = 0.0
+        if self.pending < self.decider.size:
+            retired_by = self.deadline.at(arrival, wait=wait) - RETIRED_MARGIN
+        decision = await self._run_engine(
+            creds, auth, arrival, repeat=seen.client, retired_by=retired_by
+        )
         now = time.monotonic()
         if decision.verify_seconds > 0:
             self.deadline.observe(decision.verify_seconds, now)
@@ -365,12 +386,21 @@ class AuthServer:
                 self.stats["new_location"] += 1
                 self.alerts.new_location(decision, auth.rip, auth.service)
         elif decision.verdict is Verdict.FAIL:
-            self.ip_penalty.record_failure(key, now)
+            wrong = decision.reason in WRONG_PASSWORD
+            if not (wrong and seen.client):
+                self.ip_penalty.record_failure(key, now)
             # network_ok is also set for unknown users (the global networks), so the
             # user brake cannot tell existing names from others
-            if settings.user_penalty and decision.network_ok is False:
+            braked = settings.user_penalty and decision.network_ok is False
+            if braked:
                 extra = self.user_penalty.delay(decision.user, now)
-                self.user_penalty.record_failure(decision.user, now)
+                if not (wrong and seen.user):
+                    self.user_penalty.record_failure(decision.user, now)
+            if wrong:
+                self.repeats.remember(key, user_key, seen, now, for_user=braked)
+            if decision.reason is Reason.RETIRED_PASSWORD and not seen.client:
+                self.stats["retired_password"] += 1
+                self.alerts.retired_password(decision, auth.rip, auth.service)
             if decision.credentials_valid and decision.reason in (
                 Reason.NETWORK,
                 Reason.NO_NETWORK_RULES,
@@ -410,7 +440,15 @@ class AuthServer:
             except Exception:
                 log.exception("verdict record failed")
 
-    async def _run_engine(self, creds: Credentials, auth: AuthRequest, arrival: float) -> Decision:
+    async def _run_engine(
+        self,
+        creds: Credentials,
+        auth: AuthRequest,
+        arrival: float,
+        *,
+        repeat: bool = False,
+        retired_by: float = 0.0,
+    ) -> Decision:
         """The engine in a worker, within the pending bound and ``request_timeout``
         from the request's arrival."""
         if self.pending >= self.settings.max_pending:
@@ -425,7 +463,9 @@ class AuthServer:
         try:
             # each decider keeps the time limit itself, with one timer for all its
             # requests rather than one per login
-            login = Login(creds.username, creds.password, auth.rip, auth.service)
+            login = Login(
+                creds.username, creds.password, auth.rip, auth.service, repeat, retired_by
+            )
             return await self.decider.decide(login, timeout=max(remaining, 0.001))
         except Exception as exc:  # fail closed
             if isinstance(exc, TimeoutError):

@@ -65,6 +65,8 @@ class ThreadDecider:
                     login.rip,
                     login.service,
                     after_reply=after_reply,
+                    repeat=login.repeat,
+                    retired_by=login.retired_by,
                 ),
             )
         if after_reply:

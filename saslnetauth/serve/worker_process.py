@@ -58,12 +58,20 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                     if out:
                         flush(out)
                     return
-                rid, user, password, rip, service, deadline = msg
+                rid, user, password, rip, service, deadline, repeat, retired_by = msg
                 if time.monotonic() >= deadline:
                     # the server has answered it already (TEMPFAIL): never hash it
                     out.append(frame((rid,)))
                     continue
-                d = engine.decide(user, password, rip, service, after_reply=after_reply)
+                d = engine.decide(
+                    user,
+                    password,
+                    rip,
+                    service,
+                    after_reply=after_reply,
+                    repeat=repeat,
+                    retired_by=retired_by,
+                )
                 out.append(frame(decision_message(rid, d)))
                 if time.monotonic() - started >= FLUSH_AFTER:
                     flush(out)

@@ -264,7 +264,18 @@ class WorkerPool:
         job = _Job(
             rid,
             login.user,
-            frame((rid, login.user, login.password, login.rip, login.service, deadline)),
+            frame(
+                (
+                    rid,
+                    login.user,
+                    login.password,
+                    login.rip,
+                    login.service,
+                    deadline,
+                    login.repeat,
+                    login.retired_by,
+                )
+            ),
             loop.create_future(),
             deadline,
         )

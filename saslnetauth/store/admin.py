@@ -27,6 +27,7 @@ from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord, normalize_use
 from saslnetauth.netrules import NetworkRule, describe_services, parse_services
 from saslnetauth.store.connect import Database
 from saslnetauth.store.global_rules import GlobalRules
+from saslnetauth.store.retired import retire_changed, retired_of_user
 from saslnetauth.store.rows import (
     GLOBAL_DETAILS,
     USER_DETAILS,
@@ -42,6 +43,7 @@ from saslnetauth.store.schema import (
     app_password_networks,
     app_passwords,
     global_networks,
+    retired_passwords,
     user_networks,
     users,
 )
@@ -103,7 +105,22 @@ class StoreAdmin(Database):
         return int(uid)
 
     def set_password(self, name: str, password_hash: str | None) -> None:
-        self._update_user(name, password_hash=password_hash)
+        """Replace the user's hash; the old one is kept as retired (store/retired.py)."""
+        key = self.name(name)
+        with self._conn(write=True) as conn:
+            uid = self._user_id(conn, key)
+            retire_changed(conn, {uid: password_hash})
+            conn.execute(
+                users.update()
+                .where(users.c.id == uid)
+                .values(updated_at=_now(), password_hash=password_hash)
+            )
+
+    def retired_passwords(self, name: str) -> list[dict[str, Any]]:
+        """When each kept old password of the user was retired and last tried."""
+        key = self.name(name)
+        with self._conn() as conn:
+            return retired_of_user(conn, self._user_id(conn, key))
 
     def set_enabled(self, name: str, enabled: bool) -> None:
         self._update_user(name, enabled=enabled)
@@ -141,6 +158,7 @@ class StoreAdmin(Database):
                 )
             )
             conn.execute(app_passwords.delete().where(app_passwords.c.user_id == uid))
+            conn.execute(retired_passwords.delete().where(retired_passwords.c.user_id == uid))
             conn.execute(users.delete().where(users.c.id == uid))
 
     def list_users(self) -> list[UserRecord]:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from saslnetauth.admin.importplan import ChangeSet, ExistingNetwork, ExistingUser
+from saslnetauth.store.retired import retire_changed
 from saslnetauth.store.schema import user_networks, users
 from saslnetauth.store.sql import SqlStore
 
@@ -119,6 +120,8 @@ def _update_users(conn: Connection, changes: ChangeSet, step: Callable[[int], No
         {"b_id": u.user_id, "b_hash": u.password_hash, "b_enabled": u.enabled}
         for u in changes.user_updates
     ]
+    # the hashes an import replaces are kept as retired passwords (store/retired.py)
+    retire_changed(conn, {u.user_id: u.password_hash for u in changes.user_updates})
     for batch in _chunks(params, BATCH):
         conn.execute(stmt, batch)
         step(len(batch))

@@ -4,7 +4,9 @@ An expired row never matches (:mod:`saslnetauth.netrules`), so purging is
 housekeeping, not security: ``[serve] expired_keep_days`` after its
 ``expires_at`` a row of ``user_networks`` or ``global_networks`` is deleted,
 by ``saslnetauth serve`` every hour (:class:`ExpiredPurger`, in the main
-process only) or by ``saslnetauth db purge-expired``. Each purge that
+process only) or by ``saslnetauth db purge-expired``. The same purger deletes
+the retired passwords older than ``[alerts] retired_days``
+(:mod:`saslnetauth.store.retired`). Each purge that
 removes something writes one log line naming the rows. Rows whose
 ``expires_at`` is not a time are left alone: they are invalid rows, listed
 as such for the admin to fix, and never match either.
@@ -29,6 +31,7 @@ import sqlalchemy as sa
 from saslnetauth.expiry import format_utc
 from saslnetauth.logfmt import kv
 from saslnetauth.store.connect import Database
+from saslnetauth.store.retired import purge_retired
 from saslnetauth.store.rows import expiry_value, stored_expiry
 from saslnetauth.store.schema import global_networks, user_locations, user_networks, users
 
@@ -193,8 +196,19 @@ class ExpiredPurger:
                     purge_locations(self.db, days, most, time.time())
             except Exception as exc:
                 log.warning("%s", kv("purge of login places failed", error=str(exc)[:200]))
+            if alerts is not None:
+                try:
+                    self._purge_retired(alerts.retired_days)
+                except Exception as exc:
+                    log.warning("%s", kv("purge of retired passwords failed", error=str(exc)[:200]))
             if self._stop.wait(self.interval):
                 return
+
+    def _purge_retired(self, days: int) -> None:
+        with self.db._conn(write=True) as conn:
+            gone = purge_retired(conn, days)
+        if gone:
+            log.info("%s", kv("retired passwords purged", rows=gone, retired_days=days))
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()

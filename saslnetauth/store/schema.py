@@ -46,6 +46,11 @@ Tables (see README "Database"):
     ``asn``, ``value`` (``192.0.2.0/24``, ``DE``, ``3320``), ``first_seen``,
     ``last_seen``. Unique (user_id, scope, kind, value); written by the server in
     the background, rows unseen for ``[alerts] location_memory_days`` deleted.
+``retired_passwords``
+    the old hashes of users whose password changed (CLI, import; not PAM):
+    ``user_id`` -> users.id (cascade delete), ``hash``, ``retired_at``,
+    ``last_tried_at`` (a failed login used it; NULL: never). Kept for
+    ``[alerts] retired_days``.
 
 Changing these definitions requires a new Alembic migration.
 """
@@ -204,6 +209,22 @@ user_locations = sa.Table(
     sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("user_id", "scope", "kind", "value", name="uq_user_locations_place"),
     sa.Index("ix_user_locations_last_seen", "last_seen"),
+)
+
+
+#: Old hashes of users whose password changed (migration 0005).
+retired_passwords = sa.Table(
+    "retired_passwords",
+    metadata,
+    _id(),
+    _owner("user_id", "users.id", "fk_retired_passwords_user"),
+    sa.Column("hash", sa.Text, nullable=False),
+    sa.Column(
+        "retired_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("last_tried_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_retired_passwords_user_id", "user_id"),
+    sa.Index("ix_retired_passwords_retired_at", "retired_at"),
 )
 
 #: The one row of :data:`rules_generation` (the triggers update only this id).

@@ -31,6 +31,7 @@ from saslnetauth.store.connect import (
     sqlite_path,
 )
 from saslnetauth.store.global_rules import GlobalRules
+from saslnetauth.store.retired import retired_hashes, retired_tried
 from saslnetauth.store.rows import (
     USER_BY_NAME,
     USER_DETAILS_BY_NAME,
@@ -126,6 +127,16 @@ class SqlStore(StoreAdmin, AppPasswordAdmin):
         see :mod:`saslnetauth.store.global_rules`. BackendError (TEMPFAIL) when
         the database cannot confirm them."""
         return self.global_rules_cache.get()
+
+    def retired_hashes(self, user_id: int, days: int) -> list[tuple[int, str]]:
+        """(row id, hash) of the user's recently retired passwords, newest first."""
+        with self._conn() as conn:
+            return retired_hashes(conn, user_id, days)
+
+    def retired_tried(self, row_id: int) -> None:
+        """A failed login just used retired password ``row_id``."""
+        with self._conn(write=True) as conn:
+            retired_tried(conn, row_id)
 
     def update_hash(self, name: str, new_hash: str) -> None:
         key = self.name(name)

@@ -125,8 +125,10 @@ def test_user_lifecycle_and_json(db: str) -> None:
         "main_password_services",  # null: [passwords] main_password_services
         "created_at",
         "updated_at",
+        "retired_passwords",  # user show only (user list --json leaves it out)
     }
     assert shown["main_password_services"] is None
+    assert shown["retired_passwords"] == []
     assert (
         run("check", "carol", "--rip", "10.1.1.1", "--password-stdin", db=db, stdin="pw\n").code
         == 1

@@ -80,8 +80,15 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
         ("alice", phone.upper(), "192.0.2.18"),  # app password, network (credential=phone)
         ("alice", phone[:-1] + ("a" if phone[-1] != "a" else "b"), "192.0.2.19"),  # its secret
         ("carol", "c", "192.0.2.20"),  # main password on smtp: app_password_required
+        # names that would hide a failure or name another address if a quoted value
+        # could be read as several fields
+        ("x repeat=yes y", "nope", "192.0.2.22"),
+        ("x rip=192.0.2.99 y", "nope", "192.0.2.23"),
         ("alice", PW, "::ffff:192.0.2.15"),  # mapped address
     ]
+    # the same wrong password again from the same client for the same user: a stale
+    # device, logged repeat=yes and ignored by the filter
+    repeats = [("alice", "wrong", "192.0.2.10"), ("alice", "wrong", "192.0.2.10")]
     successes = [
         ("alice", PW, "127.0.0.2"),
         ("alice", PW, "::1"),
@@ -91,7 +98,7 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
     with run_server(db, config=cfg) as srv:
         c = srv.connect()
         c.handshake()
-        for i, (user, pw, rip) in enumerate(failures + successes, start=1):
+        for i, (user, pw, rip) in enumerate(failures + repeats + successes, start=1):
             c.plain(i, user, pw, rip=rip)
             c.line()
         c.plain(99, "broken", "x", rip="192.0.2.17")
@@ -103,7 +110,8 @@ def test_filter_counts_exactly_the_failures(tmp_path: Path) -> None:
     assert "rip=192.0.2.20 reason=app_password_required" in log_text
     log = tmp_path / "saslnetauth.log"
     log.write_text(log_text)
-    assert log_text.count("auth fail:") == len(failures) + 1
+    assert log_text.count("auth fail:") == len(failures) + len(repeats) + 1
+    assert log_text.count("rip=192.0.2.10 repeat=yes ") == len(repeats)
     installed = install_filter(tmp_path)
     res = subprocess.run(
         [f2b, "-o", "ip", str(log), str(installed)], capture_output=True, text=True, timeout=120

@@ -251,12 +251,12 @@ def test_alerts_survive_bad_addresses_and_get_a_minimal_environment(
         assert set(a) <= {
             "PATH",
             "LANG",
+            "SASLNETAUTH_EVENT",
             "SASLNETAUTH_USER",
             "SASLNETAUTH_RIP",
             "SASLNETAUTH_SERVICE",
             "SASLNETAUTH_REASON",
             "SASLNETAUTH_CREDENTIAL",  # an app password's label; empty: the main password
-            "SASLNETAUTH_EVENT",
         }, a
         assert a["SASLNETAUTH_CREDENTIAL"] == ""
         assert a["SASLNETAUTH_EVENT"] == "stolen_credentials"
