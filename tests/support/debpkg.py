@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -113,7 +114,8 @@ def _mount(*args: str) -> None:
 @contextmanager
 def fresh_root(release: str) -> Iterator[Root]:
     """A writable throw-away copy (overlay) of ``release``'s tree, with /proc, /dev
-    and /sys, apt's download cache and its package lists brought up to date."""
+    and /sys, apt's download cache, and its package lists fetched anew when older
+    than a day."""
     base = BOOKWORM_DIR if release == "debian12" else TRIXIE_DIR
     if release == "debian13":
         trixie()
@@ -147,8 +149,17 @@ def fresh_root(release: str) -> Iterator[Root]:
             merged,
             Path("/opt/exim"),
         )
-        run_in(root, "apt-get update -q", timeout=600)
+        if _lists_age(root) > 86400:  # the archive moved on since the tree was made
+            run_in(root, "apt-get update -q", timeout=600)
         yield root
+
+
+def _lists_age(root: Root) -> float:
+    """Seconds since apt's package lists in ``root`` were fetched (inf: none)."""
+    lists = list(root.outside("/var/lib/apt/lists").glob("*_InRelease"))
+    if not lists:
+        return float("inf")
+    return time.time() - min(p.stat().st_mtime for p in lists)
 
 
 def install_deb(root: Root, deb: Path) -> str:
