@@ -14,8 +14,11 @@ come from the archive once. :func:`start_as_unit` runs the installed
 from __future__ import annotations
 
 import configparser
+import contextlib
+import functools
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -31,6 +34,8 @@ CACHE = Path(os.environ.get("SASLNETAUTH_DEB_CACHE", "/opt/saslnetauth-ci/deb"))
 BOOKWORM_DIR = Path(os.environ.get("SASLNETAUTH_BOOKWORM_DIR", "/opt/saslnetauth-ci/bookworm"))
 BOOKWORM_TGZ = Path(os.environ.get("SASLNETAUTH_BOOKWORM_TGZ", str(CACHE / "bookworm-base.tgz")))
 RELEASES = ["debian12", "debian13"]
+_UPPER: dict[Path, Path] = {}
+"""The upper (writable) layer of each :func:`fresh_root` overlay."""
 BUILD_TOOLS = ["dpkg-buildpackage", "dh_virtualenv", "lintian"]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Paths whose content changes on every install and removal, whatever the package.
@@ -62,15 +67,46 @@ def _require_tools(release: str) -> None:
         missing(f"Debian 12 package-test root at {BOOKWORM_DIR} (bash .ci/debian12-root)")
 
 
+def _build_command(release: str, old: bool) -> list[str]:
+    return ["bash", str(REPO / ".ci" / "build-deb"), *(["--old"] if old else []), release]
+
+
+@functools.cache
+def _build(release: str, old: bool) -> tuple[subprocess.Popen[bytes], Path]:
+    """``.ci/build-deb`` for (release, old), started once per test session; with it,
+    the other builds the package tests need start too, so that the two releases
+    build side by side (the machine has two cores)."""
+    if (release, old) == ("debian12", False):
+        for other in (("debian13", False), ("debian12", True)):
+            with contextlib.suppress(BaseException):
+                _require_tools(other[0])
+                _build(*other)
+    log = Path(tempfile.mkstemp(prefix=f"build-deb-{release}-", suffix=".log")[1])
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            _build_command(release, old),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc, log
+
+
 def package(release: str, *, old: bool = False) -> Path:
     """The .deb for ``release`` built from this checkout (``old``: from the previous
     release commit, see .ci/build-deb); the build fails the test with its output."""
     _require_tools(release)
-    args = ["bash", str(REPO / ".ci" / "build-deb"), *(["--old"] if old else []), release]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=1500, check=False)
-    if res.returncode != 0:
+    _build("debian12", False)  # starts the others as well
+    proc, log = _build(release, old)
+    try:
+        status = proc.wait(1500)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        raise PeerError(f"{' '.join(_build_command(release, old))} timed out") from None
+    if status != 0:
         raise PeerError(
-            f"{' '.join(args)} exited {res.returncode}:\n{tail(res.stdout + res.stderr, 80)}"
+            f"{' '.join(_build_command(release, old))} exited {status}:\n"
+            f"{tail(log.read_text(errors='replace'), 80)}"
         )
     debs = sorted((REPO / "build" / "deb" / (release + ("-old" if old else ""))).glob("*.deb"))
     assert len(debs) == 1, debs
@@ -149,6 +185,8 @@ def fresh_root(release: str) -> Iterator[Root]:
             merged,
             Path("/opt/exim"),
         )
+        _UPPER[merged] = work / "upper"
+        stack.callback(_UPPER.pop, merged, None)
         if _lists_age(root) > 86400:  # the archive moved on since the tree was made
             run_in(root, "apt-get update -q", timeout=600)
         yield root
@@ -183,6 +221,27 @@ def install_dependencies(root: Root, deb: Path) -> None:
     ).stdout
     wanted = ", ".join(line.split(":", 1)[1].strip() for line in fields.splitlines() if ":" in line)
     run_in(root, f"apt-get satisfy -y -q '{wanted}'", timeout=900)
+
+
+def added_paths(root: Root, before: set[str]) -> list[str]:
+    """Paths the overlay ``root`` gained since ``before`` (its upper layer only: the
+    shared Debian 13 chroot below may change meanwhile, other tests use it),
+    volatile ones and deletions left out."""
+    upper = _UPPER[root.path]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(upper):
+        rel = os.path.relpath(dirpath, upper)
+        if rel != "." and (rel in VOLATILE or rel.startswith(tuple(v + "/" for v in VOLATILE))):
+            dirnames.clear()
+            continue
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                continue  # a whiteout: deleted
+            path = os.path.normpath(os.path.join("/", rel, name))
+            if path not in before:
+                found.append(path)
+    return sorted(found)
 
 
 def file_list(root: Root) -> set[str]:
