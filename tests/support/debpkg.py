@@ -16,6 +16,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import stat
@@ -81,7 +82,9 @@ def _build(release: str, old: bool) -> tuple[subprocess.Popen[bytes], Path]:
             with contextlib.suppress(BaseException):
                 _require_tools(other[0])
                 _build(*other)
-    log = Path(tempfile.mkstemp(prefix=f"build-deb-{release}-", suffix=".log")[1])
+    (CACHE / "logs").mkdir(parents=True, exist_ok=True)
+    where = hashlib.sha256(str(REPO).encode()).hexdigest()[:10]  # this checkout's last one
+    log = CACHE / "logs" / f"build-deb-{where}-{release}{'-old' if old else ''}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             _build_command(release, old),
