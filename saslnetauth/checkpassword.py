@@ -107,7 +107,9 @@ def parse_args(argv: list[str]) -> Options:
     while i < len(argv):
         arg = argv[i]
         if arg in ("-h", "--help"):
-            sys.stdout.write(USAGE)
+            # written past sys.stdout's buffer: _exit() leaves by os._exit, which
+            # flushes nothing (a pipe got no help under Python 3.13)
+            os.write(1, USAGE.encode())
             _exit(0)
         if arg == "--":
             i += 1
