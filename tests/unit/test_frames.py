@@ -22,6 +22,7 @@ def _every_field_set() -> Decision:
         "geoip": "found",
         "expires": 1_900_000_000.0,
         "credential": "phone",
+        "new_location": "network,country",
     }
     names = {f.name for f in dataclasses.fields(Decision)} - {"verdict", "reason", "user"}
     assert names == set(values), "a new Decision field: give it a value here"
