@@ -4,7 +4,8 @@ A client socket made in it has no socket on the server's machine (its network
 namespace is another), so the server sees a remote TCP peer (one with
 ``allow_remote_listen``), known by its address alone: the peers to which the
 per-peer share and ``max_connections`` still apply (issue 21, items 4 and 6).
-Needs root and ``ip`` (iproute2); skips otherwise.
+Needs root, ``ip`` (iproute2) and ``nsenter``; a missing one is a missing peer
+(skipped locally, a failure in CI).
 """
 
 from __future__ import annotations
@@ -56,16 +57,20 @@ class RemoteHost:
         return got
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
+def _ip(*args: str, netns: str | None = None) -> None:
+    """``ip ARGS``, in network namespace ``netns`` if given: entered with nsenter, not
+    ``ip -n``, which remounts / as a slave and fails where / is no mount point (the
+    Debian 13 chroot: "mount --make-rslave /" failed: Invalid argument)."""
+    enter = [] if netns is None else ["nsenter", f"--net=/run/netns/{netns}"]
+    subprocess.run([*enter, "ip", *args], check=True, capture_output=True)
 
 
 @contextmanager
 def remote_host() -> Iterator[RemoteHost]:
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        import pytest
+    if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nsenter") is None:
+        from tests.support.peers import missing
 
-        pytest.skip("needs root and ip (iproute2) to make a second network namespace")
+        missing("root, ip (iproute2) and nsenter, to make a second network namespace")
     # names of at most 15 characters (interfaces); a /30 of the benchmarking range
     # 198.18.0.0/15, unlikely to be the one of a test running at the same time
     tag = f"{os.getpid() % 100000}{random.randrange(1000)}"
@@ -78,9 +83,9 @@ def remote_host() -> Iterator[RemoteHost]:
         _ip("link", "add", ours, "type", "veth", "peer", "name", theirs, "netns", name)
         _ip("addr", "add", f"{local}/30", "dev", ours)
         _ip("link", "set", ours, "up")
-        _ip("-n", name, "addr", "add", f"{address}/30", "dev", theirs)
-        _ip("-n", name, "link", "set", theirs, "up")
-        _ip("-n", name, "link", "set", "lo", "up")
+        _ip("addr", "add", f"{address}/30", "dev", theirs, netns=name)
+        _ip("link", "set", theirs, "up", netns=name)
+        _ip("link", "set", "lo", "up", netns=name)
         yield RemoteHost(name, local, address)
     finally:
         subprocess.run(["ip", "link", "del", ours], capture_output=True)
