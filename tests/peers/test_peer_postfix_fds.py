@@ -55,8 +55,10 @@ def server(peer_dir: Path, policy_port: int) -> Iterator[ServerProcess]:
         '[serve]\nsocket_mode = "0666"\npenalty_max = 0\nworkers = 1\n'
         'allowed_users = ["root", "postfix"]\nmax_connections = 20\n'
         f'[policy]\nlisten = "inet:127.0.0.1:{policy_port}"\nmax_connections = 40\n'
+        'api_header = "X-API-Key: fd-test-secret-0123456789"\n'
         "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
     )
+    cfg.chmod(0o600)  # it holds the policy secret: serve refuses a world-readable one
     with run_server(db, config=cfg, workdir=peer_dir, nofile=NOFILE) as srv:
         srv.wait_log("policy listening")
         yield srv
