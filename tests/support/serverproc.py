@@ -235,29 +235,22 @@ time.sleep(hold)
 """
 
 
-def as_user(uid: int, target: str, count: int = 1, hold: float = 0) -> subprocess.Popen[str]:
-    """The client above, run by ``uid`` (setpriv drops every group too)."""
+def _run_as(uid: int, script: str, *args: str) -> subprocess.Popen[str]:
+    """The stdlib-only Python ``script`` with ``args``, run by ``uid`` (setpriv drops
+    every group too); its standard output is a pipe."""
     setpriv = shutil.which("setpriv")
     if setpriv is None or os.geteuid() != 0:
-        import pytest
+        from tests.support.peers import missing
 
-        pytest.skip("needs root and setpriv (util-linux) to connect as another user")
-    return subprocess.Popen(
-        [
-            setpriv,
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            _CLIENT,
-            target,
-            str(count),
-            str(hold),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+        missing("root and setpriv (util-linux), to connect as another user")
+    assert setpriv is not None
+    cmd = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/usr/bin/python3"]
+    return subprocess.Popen([*cmd, "-c", script, *args], stdout=subprocess.PIPE, text=True)
+
+
+def as_user(uid: int, target: str, count: int = 1, hold: float = 0) -> subprocess.Popen[str]:
+    """The client above, run by ``uid``."""
+    return _run_as(uid, _CLIENT, target, str(count), str(hold))
 
 
 #: Run as another user: keep COUNT idle TCP connections to HOST:PORT (never a byte
@@ -297,28 +290,7 @@ while time.monotonic() < end:
 
 def hold_tcp(uid: int, port: int, count: int, seconds: float) -> subprocess.Popen[str]:
     """The holder above, run by ``uid``, on 127.0.0.1:``port``."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or os.geteuid() != 0:
-        import pytest
-
-        pytest.skip("needs root and setpriv (util-linux) to connect as another user")
-    return subprocess.Popen(
-        [
-            setpriv,
-            f"--reuid={uid}",
-            f"--regid={uid}",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            _HOLDER,
-            "127.0.0.1",
-            str(port),
-            str(count),
-            str(seconds),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    return _run_as(uid, _HOLDER, "127.0.0.1", str(port), str(count), str(seconds))
 
 
 def results(proc: subprocess.Popen[str], count: int) -> list[str]:
