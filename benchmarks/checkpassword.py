@@ -89,7 +89,8 @@ os._exit(1)
 #: The fast path without the interpreter's site step (what a -S launcher would cost).
 NO_SITE = (
     f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-    "from saslnetauth.checkpassword import main; sys.argv[0] = 'saslnetauth-checkpassword'; main()"
+    "from saslnetauth.dovecot.checkpassword import main; "
+    "sys.argv[0] = 'saslnetauth-checkpassword'; main()"
 )
 
 

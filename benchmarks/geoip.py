@@ -40,8 +40,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import banner, bench_dir, command_line, machine_summary, percentile, table
-from saslnetauth.geoip import GeoLocator
-from saslnetauth.netrules import Address, NetworkRule, RuleSet, merged_match, parse_address
+from saslnetauth.policy.rules.geoip import GeoLocator
+from saslnetauth.policy.rules.netrules import (
+    Address,
+    NetworkRule,
+    RuleSet,
+    merged_match,
+    parse_address,
+)
 from saslnetauth.settings import GeoipConfig
 from tests.support.geoipdb import asn_record, country_record, replace_atomically, write_mmdb
 

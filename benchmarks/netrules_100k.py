@@ -61,7 +61,7 @@ from benchmarks.common import (
     machine_summary,
     table,
 )
-from saslnetauth.netrules import NetworkRule, RuleSet, parse_address
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, parse_address
 
 T = TypeVar("T")
 

@@ -2,11 +2,11 @@
 
 The package is layered (see ``docs/design.md``):
 
-* pure, no I/O: :mod:`saslnetauth.netrules`, :mod:`saslnetauth.verdict`,
+* pure, no I/O: :mod:`saslnetauth.policy.rules.netrules`, :mod:`saslnetauth.policy.verdict`,
   :mod:`saslnetauth.logfmt` (and the wire codec modules);
 * storage: :mod:`saslnetauth.store` (the only place importing SQLAlchemy);
 * credentials: :mod:`saslnetauth.credentials.passwords`;
-* the one decision engine: :mod:`saslnetauth.engine`;
+* the one decision engine: :mod:`saslnetauth.policy.engine`;
 * frontends: :mod:`saslnetauth.cli` and the servers.
 """
 
@@ -22,9 +22,9 @@ _EXPORTS = {
     "InvalidUsernameError": "saslnetauth.errors",
     "SaslNetAuthError": "saslnetauth.errors",
     "SchemaOutdatedError": "saslnetauth.errors",
-    "Decision": "saslnetauth.verdict",
-    "Reason": "saslnetauth.verdict",
-    "Verdict": "saslnetauth.verdict",
+    "Decision": "saslnetauth.policy.verdict",
+    "Reason": "saslnetauth.policy.verdict",
+    "Verdict": "saslnetauth.policy.verdict",
 }
 
 

@@ -257,7 +257,7 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_alerts(cfg: Config) -> None:
-    from saslnetauth.mainpassword import parse_main_services
+    from saslnetauth.policy.mainpassword import parse_main_services
 
     try:
         parse_main_services(cfg.passwords.main_password_services)

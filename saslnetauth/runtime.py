@@ -13,8 +13,8 @@ from typing import TextIO
 
 from saslnetauth.config import Config
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import SchemaOutdatedError
+from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.store import SqlStore, sqlite_path
 
 LOG_FORMAT = "%(asctime)s saslnetauth[%(process)d]: %(levelname)s %(message)s"
@@ -47,8 +47,8 @@ def make_hasher(cfg: Config) -> PasswordHasher:
 
 def measure_verification(cfg: Config) -> float:
     """Seconds of the slowest verification at the configured costs (for the
-    failure deadline, :mod:`saslnetauth.deadline`)."""
-    from saslnetauth.deadline import calibrate
+    failure deadline, :mod:`saslnetauth.policy.deadline`)."""
+    from saslnetauth.policy.deadline import calibrate
 
     return calibrate(make_hasher(cfg))
 
@@ -140,9 +140,9 @@ def secure_sqlite_file(path: Path) -> list[str]:
 
 def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> DecisionEngine:
     """The decision engine on ``store``; ``watch_geoip``: a long-running process, whose
-    GeoIP databases are reopened when replaced (:mod:`saslnetauth.geoip`)."""
-    from saslnetauth.geoip import GeoLocator
-    from saslnetauth.mainpassword import parse_main_services
+    GeoIP databases are reopened when replaced (:mod:`saslnetauth.policy.rules.geoip`)."""
+    from saslnetauth.policy.mainpassword import parse_main_services
+    from saslnetauth.policy.rules.geoip import GeoLocator
 
     pam = None
     if cfg.pam.enabled:

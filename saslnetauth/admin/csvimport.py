@@ -26,7 +26,7 @@ import io
 from saslnetauth.admin import importers as imp
 from saslnetauth.credentials.passwords import MAX_PASSWORD_BYTES, PasswordHasher
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.rules.netrules import NetworkRule
 
 __all__ = ["CSV_COLUMNS", "parse_csv"]
 

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.mainpassword import main_password_allows
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import ANY, NetworkRule
+from saslnetauth.policy.mainpassword import main_password_allows
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.netrules import ANY, NetworkRule
 
 __all__ = [
     "DEFAULT_EXPORT_SERVICES",

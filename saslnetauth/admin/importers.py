@@ -25,8 +25,8 @@ from saslnetauth.credentials.passwords import (
     split_scheme,
 )
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.model import normalize_username
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.model import normalize_username
+from saslnetauth.policy.rules.netrules import NetworkRule
 
 __all__ = [
     "MAX_LINE",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from saslnetauth.admin.importers import ImportRecord, LineError
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.netrules import format_services, parse_network, parse_services
+from saslnetauth.policy.rules.netrules import format_services, parse_network, parse_services
 
 __all__ = [
     "ChangeSet",

@@ -51,7 +51,7 @@ from saslnetauth.admin.importers import (
 )
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.rules.netrules import NetworkRule
 
 __all__ = ["PASSWD_FILE_DEFAULT_SCHEME", "parse_passwd_file"]
 

@@ -19,10 +19,10 @@ from saslnetauth.cli.common import (
 from saslnetauth.cli.expiring import resolve_expiry
 from saslnetauth.cli.revoking import end_sessions
 from saslnetauth.credentials.apptokens import check_label, new_token
-from saslnetauth.expiry import to_datetime
-from saslnetauth.model import AppPasswordRecord
-from saslnetauth.netrules import NetworkRule, describe_services, parse_services
-from saslnetauth.revoke import RevokeEvent
+from saslnetauth.events.revoke import RevokeEvent
+from saslnetauth.policy.model import AppPasswordRecord
+from saslnetauth.policy.rules.expiry import to_datetime
+from saslnetauth.policy.rules.netrules import NetworkRule, describe_services, parse_services
 
 __all__ = ["app_password"]
 

@@ -6,7 +6,6 @@ import time
 
 import click
 
-from saslnetauth.apppolicy import credential_rule_sets
 from saslnetauth.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -15,14 +14,15 @@ from saslnetauth.cli.common import (
     pass_app,
     read_password,
 )
-from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import BackendError
-from saslnetauth.expiry import describe_expiry, format_utc
-from saslnetauth.model import AppPasswordRecord
-from saslnetauth.netrules import Address, describe_services, parse_address
+from saslnetauth.policy.apppolicy import credential_rule_sets
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.model import AppPasswordRecord
+from saslnetauth.policy.rules.expiry import describe_expiry, format_utc
+from saslnetauth.policy.rules.netrules import Address, describe_services, parse_address
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.runtime import make_engine
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason, Verdict
 
 _EXPLAIN = {
     Reason.UNKNOWN_USER: "no such user",
@@ -122,7 +122,7 @@ def _explain(reason: Reason, apw: AppPasswordRecord | None, service: str) -> str
 
 def _explain_main(app: AppContext, store: SqlStore, name: str) -> None:
     """Where the main password of ``name`` works, and where that setting comes from."""
-    from saslnetauth.mainpassword import describe_main_services, parse_main_services
+    from saslnetauth.policy.mainpassword import describe_main_services, parse_main_services
 
     user = store.get_user(name)
     stored = user.main_password_services if user is not None else None
@@ -143,7 +143,7 @@ def _explain_geoip(
 ) -> None:
     """Where the address is, when the GeoIP databases are configured or a country or
     ASN term applies; and why such terms cannot match (fail closed)."""
-    from saslnetauth.geoip import FOUND
+    from saslnetauth.policy.rules.geoip import FOUND
     from saslnetauth.store import SqlStore
 
     assert isinstance(store, SqlStore)

@@ -7,9 +7,14 @@ import time
 import click
 
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.expiry import describe_expiry, describe_remaining, expiry_from_options, format_utc
-from saslnetauth.model import NetworkRecord
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.model import NetworkRecord
+from saslnetauth.policy.rules.expiry import (
+    describe_expiry,
+    describe_remaining,
+    expiry_from_options,
+    format_utc,
+)
+from saslnetauth.policy.rules.netrules import NetworkRule
 
 __all__ = ["added_message", "expiry_options", "new_grant", "resolve_expiry", "shown_expiry"]
 

@@ -10,7 +10,7 @@ import click
 
 from saslnetauth.cli.common import EXIT_ERROR, EXIT_OK, AppContext, emit_json, pass_app
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.netrules import parse_address
+from saslnetauth.policy.rules.netrules import parse_address
 
 
 @click.group()
@@ -19,7 +19,7 @@ def geoip() -> None:
 
 
 def _locator(app: AppContext) -> Any:
-    from saslnetauth.geoip import GeoLocator
+    from saslnetauth.policy.rules.geoip import GeoLocator
 
     return GeoLocator(app.config.geoip)
 
@@ -35,7 +35,7 @@ def lookup(app: AppContext, address: str, as_json: bool) -> None:
     status 0 when every configured database knew the address, 1 otherwise
     (not in a database, a database not loaded, or none configured).
     """
-    from saslnetauth.geoip import FOUND
+    from saslnetauth.policy.rules.geoip import FOUND
 
     addr = parse_address(address)
     if addr is None:

@@ -308,13 +308,13 @@ def export_dovecot_passwd_file(app: AppContext, file: str, services: tuple[str, 
     """
     from saslnetauth.admin.atomicfile import write_atomic
     from saslnetauth.admin.exporters import DEFAULT_EXPORT_SERVICES, NO_NETWORK, dovecot_passwd_file
-    from saslnetauth.expiry import describe_expiry
-    from saslnetauth.netrules import parse_services
+    from saslnetauth.policy.rules.expiry import describe_expiry
+    from saslnetauth.policy.rules.netrules import parse_services
 
     wanted = parse_services(services) or frozenset(DEFAULT_EXPORT_SERVICES)
     store = app.store()
     now = time.time()
-    from saslnetauth.mainpassword import parse_main_services
+    from saslnetauth.policy.mainpassword import parse_main_services
 
     main_default = parse_main_services(app.config.passwords.main_password_services)
     result = dovecot_passwd_file(

@@ -20,7 +20,7 @@ from saslnetauth.cli.expiring import (
     new_grant,
     shown_expiry,
 )
-from saslnetauth.netrules import describe_services
+from saslnetauth.policy.rules.netrules import describe_services
 
 
 @click.group()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from saslnetauth.cli.common import AppContext, emit_json, json_object_option, pass_app
-from saslnetauth.expiry import parse_duration
+from saslnetauth.policy.rules.expiry import parse_duration
 
 
 @click.command()

@@ -1,4 +1,4 @@
-"""The command line's side of ending sessions on revoke (:mod:`saslnetauth.revoke`):
+"""The command line's side of ending sessions on revoke (:mod:`saslnetauth.events.revoke`):
 after a command revoked something, run the ``[revoke] command`` once and say so."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from saslnetauth.cli.common import AppContext
-from saslnetauth.commands import Outcome, run_now
-from saslnetauth.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
+from saslnetauth.events.commands import Outcome, run_now
+from saslnetauth.events.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
 
 __all__ = ["end_sessions", "kick_network"]
 

@@ -17,7 +17,7 @@ from saslnetauth.logfmt import kv
 from saslnetauth.settings import ServeConfig
 
 if TYPE_CHECKING:
-    from saslnetauth.serve.server import AuthServer
+    from saslnetauth.serve.authsocket.server import AuthServer
     from saslnetauth.store import SqlStore
 
 log = logging.getLogger("saslnetauth.serve.server")
@@ -80,8 +80,8 @@ def serve(
     restart).
     """
     from saslnetauth.runtime import setup_logging
-    from saslnetauth.serve import fdlimits, listeners
-    from saslnetauth.serve.access import PeerPolicy
+    from saslnetauth.serve.authsocket import fdlimits, listeners
+    from saslnetauth.serve.authsocket.access import PeerPolicy
 
     def overrides(cfg: Config) -> Config:
         if listen:
@@ -179,13 +179,13 @@ async def _run(
     policy_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.runtime import measure_verification
-    from saslnetauth.serve.classifier import Classifier
-    from saslnetauth.serve.scheduler import Scheduler
-    from saslnetauth.serve.server import AuthServer
-    from saslnetauth.serve.workers import make_decider
+    from saslnetauth.serve.authsocket.server import AuthServer
+    from saslnetauth.serve.decide.classifier import Classifier
+    from saslnetauth.serve.decide.scheduler import Scheduler
+    from saslnetauth.serve.decide.workers import make_decider
 
     decider = Scheduler(make_decider(cfg), cfg, Classifier(cfg))
-    # the failure deadline covers the slowest scheme (saslnetauth.deadline)
+    # the failure deadline covers the slowest scheme (saslnetauth.policy.deadline)
     measured, _ = await asyncio.gather(
         asyncio.to_thread(measure_verification, cfg), decider.start()
     )
@@ -239,8 +239,8 @@ async def _run(
         store = open_store(cfg, check_schema=False)
         closers.append(store.close)
     if userdb_sock is not None:
-        from saslnetauth.serve.access import PeerPolicy
-        from saslnetauth.serve.userdb import UserdbServer
+        from saslnetauth.serve.authsocket.access import PeerPolicy
+        from saslnetauth.serve.authsocket.userdb import UserdbServer
 
         userdb = UserdbServer(
             store.get_user,
@@ -265,8 +265,8 @@ async def _start_policy(
     cfg: Config, server: AuthServer, store: SqlStore, sock: socket.socket
 ) -> list[Callable[[], object]]:
     """Dovecot's auth policy requests on ``sock`` (README, "Dovecot 2.4")."""
-    from saslnetauth.serve.http import HttpServer
-    from saslnetauth.serve.policy import PolicyService
+    from saslnetauth.serve.http.policy import PolicyService
+    from saslnetauth.serve.http.server import HttpServer
 
     closers: list[Callable[[], object]] = []
     record = None
@@ -279,7 +279,7 @@ async def _start_policy(
         record = recorder.record
         closers.append(recorder.close)
     p = cfg.policy
-    from saslnetauth.mainpassword import parse_main_services
+    from saslnetauth.policy.mainpassword import parse_main_services
 
     main_default = parse_main_services(cfg.passwords.main_password_services)
     service = PolicyService(

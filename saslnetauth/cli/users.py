@@ -27,14 +27,14 @@ from saslnetauth.cli.expiring import (
 from saslnetauth.cli.revoking import end_sessions, kick_network
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.mainpassword import (
+from saslnetauth.events.revoke import RevokeEvent
+from saslnetauth.policy.mainpassword import (
     describe_main_services,
     format_main_services,
     parse_main_services,
 )
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import NetworkRule, describe_services
-from saslnetauth.revoke import RevokeEvent
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.netrules import NetworkRule, describe_services
 from saslnetauth.runtime import make_hasher
 
 

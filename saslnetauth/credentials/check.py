@@ -12,8 +12,8 @@ from typing import Protocol
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError
 from saslnetauth.logfmt import kv
-from saslnetauth.model import UserRecord
-from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 __all__ = ["PamVerifier", "check_credentials"]
 

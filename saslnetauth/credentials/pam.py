@@ -14,7 +14,7 @@ asks for about 2 s after a wrong password) is replaced by a
 application to do (``pam_set_item(3)``): otherwise a wrong password would
 come back seconds later than a right one from a forbidden network. Every
 failure is delayed by the frontend's fixed deadline instead
-(:mod:`saslnetauth.deadline`).
+(:mod:`saslnetauth.policy.deadline`).
 
 Results: PAM_SUCCESS -> True; an authentication or account refusal
 (wrong password, unknown user, expired, locked, ...) -> False; anything

@@ -2,7 +2,7 @@
 
 Bytes go in (:meth:`ServerCodec.receive_data`), events come out; replies
 are formatted to bytes by the ``format_*`` functions. The network loop
-around it lives in :mod:`saslnetauth.serve.server`. Like h11, nothing here
+around it lives in :mod:`saslnetauth.serve.authsocket.server`. Like h11, nothing here
 touches a socket, so it can be tested and fuzzed directly.
 
 Wire facts (Dovecot 2.3 ``src/auth/auth-client-connection.c`` and

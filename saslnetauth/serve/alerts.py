@@ -2,7 +2,7 @@
 
 Events (``SASLNETAUTH_EVENT``): ``stolen_credentials``, a correct password from
 a forbidden network; ``new_location``, an allowed login from a place the user
-(or that app password) was not seen at (:mod:`saslnetauth.locations`), which
+(or that app password) was not seen at (:mod:`saslnetauth.policy.locations`), which
 also sets ``SASLNETAUTH_NEW_LOCATION`` (``network``, ``country``, ``asn``, comma
 separated), ``SASLNETAUTH_COUNTRY`` and ``SASLNETAUTH_ASN`` (empty when not known).
 ``retired_password``, a failed login with one of the user's retired passwords,
@@ -23,7 +23,7 @@ nothing of the server's own environment (such as a database URL) leaks.
 It runs in the background with a time limit (killed after ``timeout``
 seconds) and at most ``max_running`` at once (more are dropped with a log
 line); its slot is given back whatever happens, so it can neither block,
-crash nor switch off the server's alerts (:class:`saslnetauth.commands.CommandRunner`,
+crash nor switch off the server's alerts (:class:`saslnetauth.events.commands.CommandRunner`,
 shared with the revoke command).
 """
 
@@ -32,10 +32,10 @@ from __future__ import annotations
 import logging
 import os
 
-from saslnetauth.commands import CommandRunner, base_environment
+from saslnetauth.events.commands import CommandRunner, base_environment
 from saslnetauth.logfmt import kv, printable
-from saslnetauth.netrules import parse_address
-from saslnetauth.verdict import Decision
+from saslnetauth.policy.rules.netrules import parse_address
+from saslnetauth.policy.verdict import Decision
 
 __all__ = [
     "NEW_LOCATION",

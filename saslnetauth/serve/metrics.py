@@ -46,7 +46,7 @@ class Metrics:
         #: Policy endpoint requests by (command, status): a closed set of labels.
         self.policy: Counter[tuple[str, str]] = Counter()
         #: Failed logins by what the GeoIP databases knew of their address (found,
-        #: unknown, unavailable: saslnetauth.geoip).
+        #: unknown, unavailable: saslnetauth.policy.rules.geoip).
         self.located: Counter[str] = Counter()
         #: The GeoIP databases: (database, loaded, build time) for the gauges.
         self.geoip: list[tuple[str, bool, int | None]] = []

@@ -5,11 +5,11 @@ nobody at a command line to run the ``[revoke] command``. So ``saslnetauth
 serve`` (its main process) looks every ``[revoke] check_seconds`` at the rows
 that have an expiry (one query, :func:`saslnetauth.store.expiries.expiring_rows`)
 and, for each whose expiry passed since its previous look, runs the command
-once (:mod:`saslnetauth.revoke`: ``network_expired`` with the grant's network,
+once (:mod:`saslnetauth.events.revoke`: ``network_expired`` with the grant's network,
 ``app_password_expired`` with the label; a global grant only when the command
 names ``{network}``). The same command for several rows in one look runs once.
 
-The commands run on a :class:`saslnetauth.commands.CommandRunner` (at most
+The commands run on a :class:`saslnetauth.events.commands.CommandRunner` (at most
 ``max_running`` at once, ``max_queued`` waiting, killed after ``timeout``, one
 log line each). Expiries that passed while the server was not running are not
 looked back at (sessions do not outlive a Dovecot restart either; after a
@@ -26,9 +26,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from saslnetauth.commands import CommandRunner
+from saslnetauth.events.commands import CommandRunner
+from saslnetauth.events.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
 from saslnetauth.logfmt import kv
-from saslnetauth.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
 from saslnetauth.settings import RevokeConfig
 from saslnetauth.store.connect import Database
 from saslnetauth.store.expiries import Expiring, expiring_rows

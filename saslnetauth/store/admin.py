@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from saslnetauth.errors import AlreadyExistsError, BackendError, InvalidInputError, NotFoundError
-from saslnetauth.expiry import format_utc
-from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord, normalize_username
-from saslnetauth.netrules import NetworkRule, describe_services, parse_services
+from saslnetauth.policy.model import BACKENDS, NetworkRecord, UserRecord, normalize_username
+from saslnetauth.policy.rules.expiry import format_utc
+from saslnetauth.policy.rules.netrules import NetworkRule, describe_services, parse_services
 from saslnetauth.store.connect import Database
 from saslnetauth.store.global_rules import GlobalRules
 from saslnetauth.store.retired import retire_changed, retired_of_user
@@ -132,7 +132,7 @@ class StoreAdmin(Database):
 
     def set_main_password_services(self, name: str, services: str | None) -> None:
         """Where the main password of ``name`` may log in: the text of
-        :func:`saslnetauth.mainpassword.format_main_services`, or None for the default."""
+        :func:`saslnetauth.policy.mainpassword.format_main_services`, or None for the default."""
         self._update_user(name, main_password_services=services)
 
     def _update_user(self, name: str, **values: Any) -> None:

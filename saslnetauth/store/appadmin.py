@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from saslnetauth.errors import AlreadyExistsError, NotFoundError
-from saslnetauth.model import AppPasswordRecord, normalize_username
-from saslnetauth.netrules import NetworkRule, format_services
+from saslnetauth.policy.model import AppPasswordRecord, normalize_username
+from saslnetauth.policy.rules.netrules import NetworkRule, format_services
 from saslnetauth.store.approws import APP_PASSWORD_DETAILS, AppRowCache, detailed_app_passwords
 from saslnetauth.store.connect import Database
 from saslnetauth.store.rows import db_time, dedupe

@@ -21,8 +21,8 @@ import sqlalchemy as sa
 
 from saslnetauth.credentials.apptokens import valid_hash, valid_token_id
 from saslnetauth.logfmt import kv
-from saslnetauth.model import AppPasswordRecord, NetworkRecord
-from saslnetauth.netrules import NetworkRule, RuleSet, parse_services
+from saslnetauth.policy.model import AppPasswordRecord, NetworkRecord
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, parse_services
 from saslnetauth.store.rows import expiry_value, parse_rule, stored_expiry
 from saslnetauth.store.schema import app_password_networks, app_passwords
 

@@ -22,10 +22,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
-from saslnetauth.netrules import client_key, parse_address
+from saslnetauth.policy.rules.netrules import client_key, parse_address
+from saslnetauth.policy.verdict import Decision, Reason
 from saslnetauth.store.schema import auth_events
 from saslnetauth.store.sql import SqlStore
-from saslnetauth.verdict import Decision, Reason
 
 __all__ = ["EventRecorder", "Report", "build_report"]
 

@@ -28,7 +28,7 @@ access and never stops later changes from being seen.
 
 Expiring rows: passing time changes no version, so the copy keeps rows that
 expire while it is used. It never serves them: the copy is a
-:class:`~saslnetauth.netrules.RuleSet`, and every match goes through
+:class:`~saslnetauth.policy.rules.netrules.RuleSet`, and every match goes through
 :meth:`RuleSet.at` with the engine's clock, which leaves out the rows whose
 ``expires_at`` has passed (filtered once when the earliest one passes, not
 at every login).
@@ -48,7 +48,7 @@ import sqlalchemy as sa
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
-from saslnetauth.netrules import NetworkRule, RuleSet
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
 from saslnetauth.store.connect import Database
 from saslnetauth.store.rows import GLOBAL_RULE_ROWS, parse_rule
 from saslnetauth.store.schema import GENERATION_ROW, global_networks, rules_generation

@@ -4,7 +4,7 @@ written in the background.
 After an OK the engine calls :meth:`LocationMemory.note`: it locates the
 address (the GeoIP databases, in memory), reads what the user has seen
 within ``location_memory_days`` (one indexed query, at most
-``location_max_per_user`` rows), decides with :func:`saslnetauth.locations.novel`
+``location_max_per_user`` rows), decides with :func:`saslnetauth.policy.locations.novel`
 and returns the decision with ``new_location`` set when a fact is new. The
 login never waits for a write: new facts, and the ``last_seen`` of known ones
 (at most once per :data:`TOUCH_SECONDS` each), are queued and written by a
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, NamedTuple
 import sqlalchemy as sa
 
 from saslnetauth.errors import AlreadyExistsError
-from saslnetauth.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
 from saslnetauth.logfmt import kv
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import Locate, parse_address
-from saslnetauth.netterms import Geo
+from saslnetauth.policy.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.netrules import Locate, parse_address
+from saslnetauth.policy.rules.netterms import Geo
+from saslnetauth.policy.verdict import Decision
 from saslnetauth.store.rows import db_time, stored_expiry
 from saslnetauth.store.schema import user_locations
-from saslnetauth.verdict import Decision
 
 if TYPE_CHECKING:
     from saslnetauth.settings import AlertsConfig

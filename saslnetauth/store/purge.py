@@ -1,6 +1,6 @@
 """Deleting expired network grants once their grace period is over.
 
-An expired row never matches (:mod:`saslnetauth.netrules`), so purging is
+An expired row never matches (:mod:`saslnetauth.policy.rules.netrules`), so purging is
 housekeeping, not security: ``[serve] expired_keep_days`` after its
 ``expires_at`` a row of ``user_networks`` or ``global_networks`` is deleted,
 by ``saslnetauth serve`` every hour (:class:`ExpiredPurger`, in the main
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from saslnetauth.expiry import format_utc
 from saslnetauth.logfmt import kv
+from saslnetauth.policy.rules.expiry import format_utc
 from saslnetauth.store.connect import Database
 from saslnetauth.store.retired import purge_retired
 from saslnetauth.store.rows import expiry_value, stored_expiry

@@ -4,7 +4,7 @@
 When an admin changes a password (``user passwd``, an import) the hash it
 replaces is kept for ``[alerts] retired_days`` (PAM users have none: PAM
 changes are not seen). A failed login whose password matches one is the
-signal of :mod:`saslnetauth.engine` (``reason=retired_password``): a stale
+signal of :mod:`saslnetauth.policy.engine` (``reason=retired_password``): a stale
 device on the user's own networks, someone holding the old password from
 elsewhere. The servers' hourly purge deletes older rows.
 """

@@ -30,10 +30,10 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import NullType
 
 from saslnetauth.errors import BackendError, InvalidInputError
-from saslnetauth.expiry import EARLIEST, LATEST, to_datetime
 from saslnetauth.logfmt import kv
-from saslnetauth.model import BACKENDS, NetworkRecord, UserRecord
-from saslnetauth.netrules import NetworkRule, RuleSet, format_services, parse_network
+from saslnetauth.policy.model import BACKENDS, NetworkRecord, UserRecord
+from saslnetauth.policy.rules.expiry import EARLIEST, LATEST, to_datetime
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, format_services, parse_network
 from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
 
 log = logging.getLogger("saslnetauth.store")

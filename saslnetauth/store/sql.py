@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from saslnetauth.errors import NotFoundError, SchemaOutdatedError
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import RuleSet
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.netrules import RuleSet
 from saslnetauth.store.admin import StoreAdmin
 from saslnetauth.store.appadmin import AppPasswordAdmin
 from saslnetauth.store.approws import APP_PASSWORDS_OF_USER, AppRowCache, lean_app_passwords

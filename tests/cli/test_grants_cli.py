@@ -231,8 +231,8 @@ def test_export_summary_unit(db: str) -> None:
     written does not count, a global one does."""
     from saslnetauth.admin.exporters import dovecot_passwd_file
     from saslnetauth.credentials.passwords import PasswordHasher
-    from saslnetauth.model import UserRecord
-    from saslnetauth.netrules import NetworkRule, RuleSet
+    from saslnetauth.policy.model import UserRecord
+    from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
 
     now = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
     grant = NetworkRule.parse("198.51.100.0/24", scope="user", expires=now + 60)

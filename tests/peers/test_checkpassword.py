@@ -265,7 +265,7 @@ def test_fast_path_start_up_stays_light(world: dict[str, object]) -> None:
         for line in res.stderr.splitlines()
         if line.startswith("import time:")
     }
-    assert "saslnetauth.checkpassword" in imported, res.stderr[-2000:]
+    assert "saslnetauth.dovecot.checkpassword" in imported, res.stderr[-2000:]
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY_MODULES)
     assert heavy == [], heavy
     # the fallback path does load them: the profile would show it

@@ -15,10 +15,10 @@ import pytest
 
 from saslnetauth.credentials.pam import PamAuth
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason, Verdict
 from tests.support.clitools import run
 from tests.support.net import peer_tmpdir
 from tests.support.peers import missing, require_binary

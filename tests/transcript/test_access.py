@@ -82,7 +82,7 @@ def test_socket_owner_and_mode_never_follow_a_planted_link(
     it. Now they act in a private directory and the socket is renamed over the link."""
     import socket as socketmod
 
-    from saslnetauth.serve import listeners
+    from saslnetauth.serve.authsocket import listeners
 
     victim = tmp_path / "shadow"
     victim.write_text("precious\n")
@@ -119,7 +119,7 @@ def test_socket_owner_and_mode_never_follow_a_planted_link(
 
 def test_a_link_at_the_socket_path_stops_the_start(tmp_path: Path) -> None:
     from saslnetauth.errors import ConfigError
-    from saslnetauth.serve import listeners
+    from saslnetauth.serve.authsocket import listeners
 
     victim = tmp_path / "file"
     victim.write_text("x")
@@ -172,7 +172,7 @@ def test_unknown_allowed_user_stops_the_start(db: str, tmp_path: Path) -> None:
     # the built-in names are skipped where the system lacks them (Debian-exim, say)
     cfg.write_text('[serve]\nallowed_groups = ["Debian-exim", "postfix", "dovecot"]\n')
     from saslnetauth.config import load_config
-    from saslnetauth.serve.access import PeerPolicy
+    from saslnetauth.serve.authsocket.access import PeerPolicy
 
     PeerPolicy.from_settings(load_config(cfg).serve)
 
@@ -198,7 +198,7 @@ def test_tcp_listeners_stay_on_loopback_unless_allowed(db: str, tmp_path: Path) 
 
 def test_tcp_peers_default_to_loopback(db: str) -> None:
     from saslnetauth.config import Config
-    from saslnetauth.serve.access import Peer, PeerPolicy
+    from saslnetauth.serve.authsocket.access import Peer, PeerPolicy
 
     policy = PeerPolicy.from_settings(Config().serve)
     for ok in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"):

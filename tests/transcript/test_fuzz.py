@@ -19,7 +19,7 @@ from saslnetauth.errors import (
     InvalidServiceError,
     ProtocolError,
 )
-from saslnetauth.netrules import NetworkRule, parse_address, parse_network
+from saslnetauth.policy.rules.netrules import NetworkRule, parse_address, parse_network
 from tests.support.clitools import run
 from tests.support.serverproc import ServerProcess, run_server
 
@@ -130,7 +130,7 @@ def test_hash_parser_never_crashes(stored: str) -> None:
 @FUZZ
 @given(st.binary(max_size=700))
 def test_checkpassword_input_parser(data: bytes) -> None:
-    from saslnetauth.checkpassword import MAX_INPUT, parse_input
+    from saslnetauth.dovecot.checkpassword import MAX_INPUT, parse_input
 
     try:
         user, password = parse_input(data)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from saslnetauth.serve.penalty import PenaltyBox, client_bucket, client_key
+from saslnetauth.serve.decide.penalty import PenaltyBox, client_bucket, client_key
 from tests.support.clitools import init_with_user
 from tests.support.serverproc import run_server
 

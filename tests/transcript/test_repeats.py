@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from saslnetauth.serve.repeats import REMEMBER, RepeatMemory
+from saslnetauth.serve.decide.repeats import REMEMBER, RepeatMemory
 from tests.support.clitools import init_with_user
 from tests.support.metrics import plain, samples
 from tests.support.serverproc import free_port, run_server

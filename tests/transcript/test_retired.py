@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason
 from tests.support.clitools import init_with_user, run
 from tests.support.serverproc import run_server
 

@@ -14,7 +14,7 @@ import sys
 #: answers "hi" to three connections, and exits.
 _SCRIPT = r"""
 import asyncio, logging, os, resource, socket, sys
-from saslnetauth.serve.acceptor import Acceptor
+from saslnetauth.serve.authsocket.acceptor import Acceptor
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from saslnetauth import apppolicy
-from saslnetauth.apppolicy import token_id_of
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import AlreadyExistsError, NotFoundError
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy import apppolicy
+from saslnetauth.policy.apppolicy import token_id_of
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
 from saslnetauth.store.lastused import LastUsedRecorder
 from saslnetauth.store.schema import app_passwords, users
-from saslnetauth.verdict import Reason, Verdict
 
 PW = "main pass word"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -530,7 +530,7 @@ def test_country_terms_in_app_password_networks(
 ) -> None:
     """An app password's networks may be country/ASN terms like any network; the
     main password's own terms are matched with the same locator."""
-    from saslnetauth.geoip import GeoLocator
+    from saslnetauth.policy.rules.geoip import GeoLocator
     from saslnetauth.settings import GeoipConfig
     from tests.support.geoipdb import write_countries
 

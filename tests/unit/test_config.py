@@ -110,7 +110,7 @@ def test_allowed_users_numeric_ids_are_ascii_digits_only(name: str) -> None:
     """Non-ASCII digits pass str.isdigit(); int() then raised a bare ValueError
     (superscript two) or read another uid (Arabic-Indic 100): the class of issue 11
     item 3. Such a name is an unknown user."""
-    from saslnetauth.serve.access import PeerPolicy
+    from saslnetauth.serve.authsocket.access import PeerPolicy
     from saslnetauth.settings import ServeConfig
 
     with pytest.raises(ConfigError, match="no such user"):
@@ -119,7 +119,7 @@ def test_allowed_users_numeric_ids_are_ascii_digits_only(name: str) -> None:
 
 @pytest.mark.parametrize("text", ["inet:127.0.0.1:\u00b2", "inet:127.0.0.1:\u0661\u0662"])
 def test_listen_port_is_ascii_digits_only(text: str) -> None:
-    from saslnetauth.serve.listeners import parse_listen
+    from saslnetauth.serve.authsocket.listeners import parse_listen
 
     with pytest.raises(ConfigError, match="invalid port"):
         parse_listen(text)

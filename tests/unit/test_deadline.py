@@ -8,7 +8,7 @@ import time
 import pytest
 
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.deadline import (
+from saslnetauth.policy.deadline import (
     MARGIN,
     MAX_ANSWER,
     FailureDeadline,

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
 from saslnetauth.store.schema import users
-from saslnetauth.verdict import Reason, Verdict
 
 PW = "c0rrect horse"
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.expiry import (
+from saslnetauth.policy.rules.expiry import (
     describe_expiry,
     describe_remaining,
     expiry_from_options,

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from saslnetauth.errors import ConfigError
-from saslnetauth.serve.fdlimits import plan
+from saslnetauth.serve.authsocket.fdlimits import plan
 from saslnetauth.settings import Config
 
 
@@ -52,7 +52,7 @@ def test_too_few_left_for_the_mail_servers_is_a_clear_error() -> None:
 def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
     script = (
         "import resource\n"
-        "from saslnetauth.serve.fdlimits import raise_soft_limit\n"
+        "from saslnetauth.serve.authsocket.fdlimits import raise_soft_limit\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 300))\n"
         "print(raise_soft_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
     )

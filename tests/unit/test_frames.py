@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from saslnetauth.serve.frames import cut_frames, decision_from, decision_message, frame
-from saslnetauth.verdict import Decision, Reason, Verdict
+from saslnetauth.policy.verdict import Decision, Reason, Verdict
+from saslnetauth.serve.decide.frames import cut_frames, decision_from, decision_message, frame
 
 
 def _every_field_set() -> Decision:

@@ -1,5 +1,5 @@
 """Country and ASN terms: parsing and matching (netrules), the GeoIP databases
-(saslnetauth.geoip) on .mmdb files the tests write, and the engine's use of both.
+(saslnetauth.policy.rules.geoip) on .mmdb files the tests write, and the engine's use of both.
 
 Fail closed throughout: no database, an unreadable one or an address the
 database does not know admit nobody through a term."""
@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from saslnetauth.admin.exporters import NO_NETWORK, dovecot_passwd_file
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import InvalidNetworkError
-from saslnetauth.geoip import FOUND, UNAVAILABLE, UNKNOWN, GeoLocator
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import (
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.geoip import FOUND, UNAVAILABLE, UNKNOWN, GeoLocator
+from saslnetauth.policy.rules.netrules import (
     Address,
     Geo,
     NetworkRule,
@@ -31,11 +31,11 @@ from saslnetauth.netrules import (
     parse_address,
     parse_network,
 )
-from saslnetauth.netterms import COUNTRY_CODES
+from saslnetauth.policy.rules.netterms import COUNTRY_CODES
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.settings import GeoipConfig
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason, Verdict
 from tests.support.geoipdb import replace_atomically, write_asns, write_countries
 from tests.support.metrics import plain, samples
 

@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from saslnetauth.config import Config
-from saslnetauth.engine import DecisionEngine
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.verdict import Verdict
 from saslnetauth.runtime import build_server_engine
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Verdict
 from tests.support.clitools import run
 
 CACHE = 0.3

@@ -16,8 +16,8 @@ from saslnetauth.admin.importplan import (
 )
 from saslnetauth.admin.passwdfile import parse_passwd_file
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import NetworkRule, RuleSet
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
 
 #: A real SHA512-CRYPT value (without the {SCHEME} prefix).
 SHA512 = PasswordHasher().hash("pw", "SHA512-CRYPT").removeprefix("{SHA512-CRYPT}")

@@ -1,6 +1,6 @@
 """The owner of a TCP peer's socket (issue 21, item 4): the sock_diag messages
-(saslnetauth.serve.inetdiag, pure) and the kernel's answers for real loopback
-connections (saslnetauth.serve.tcpowner, saslnetauth.serve.access.identify)."""
+(saslnetauth.serve.authsocket.inetdiag, pure) and the kernel's answers for real loopback
+connections (saslnetauth.serve.authsocket.tcpowner, saslnetauth.serve.authsocket.access.identify)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saslnetauth.serve import tcpowner
-from saslnetauth.serve.access import Peer, identify, with_account_groups
-from saslnetauth.serve.inetdiag import (
+from saslnetauth.serve.authsocket import tcpowner
+from saslnetauth.serve.authsocket.access import Peer, identify, with_account_groups
+from saslnetauth.serve.authsocket.inetdiag import (
     DiagError,
     Endpoint,
     Owner,

@@ -1,4 +1,4 @@
-"""New-location alerts: the pure rule (saslnetauth.locations), the memory in the
+"""New-location alerts: the pure rule (saslnetauth.policy.locations), the memory in the
 database (saslnetauth.store.locations) behind the real engine, and its purge."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from saslnetauth.addresses import Address, parse_address
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
-from saslnetauth.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
-from saslnetauth.netrules import NetworkRule
-from saslnetauth.netterms import Geo
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
+from saslnetauth.policy.rules.addresses import Address, parse_address
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.rules.netterms import Geo
 from saslnetauth.store import SqlStore
 from saslnetauth.store.locations import LocationMemory, _Key
 from saslnetauth.store.purge import purge_locations

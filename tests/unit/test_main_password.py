@@ -10,16 +10,16 @@ import pytest
 
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import InvalidServiceError
-from saslnetauth.mainpassword import (
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.mainpassword import (
     format_main_services,
     main_password_allows,
     parse_main_services,
 )
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason, Verdict
 
 PW = "main pass word"
 HOME = "192.0.2.9"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from saslnetauth.errors import InvalidNetworkError, InvalidServiceError
-from saslnetauth.netrules import (
+from saslnetauth.policy.rules.netrules import (
     NetworkRule,
     RuleSet,
     merged_match,

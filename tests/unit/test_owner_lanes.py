@@ -12,15 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from saslnetauth.classification import Classified, refusal
 from saslnetauth.config import Config
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.netrules import NetworkRule
-from saslnetauth.serve.classifier import Classifier
-from saslnetauth.serve.fairqueue import FairQueue
+from saslnetauth.policy.classification import Classified, refusal
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason
+from saslnetauth.serve.decide.classifier import Classifier
+from saslnetauth.serve.decide.fairqueue import FairQueue
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason
 from tests.unit.test_scheduler import HOME, OFFICE, OUTSIDE, Harness, until
 
 #: A random-looking token shape naming no app password.
@@ -76,7 +76,9 @@ def test_an_app_password_from_anywhere_does_not_make_a_name_stand_out(
 ) -> None:
     """From outside his own networks, dave (app password ``any``) classifies like an
     unknown name unless the login names that app password by its token's identifier."""
-    from saslnetauth.apppolicy import token_id_of  # here: the tests below also run on older code
+    from saslnetauth.policy.apppolicy import (
+        token_id_of,  # here: the tests below also run on older code
+    )
 
     dave_id, carol_id = token_id_of(tokens["dave"].encode()), token_id_of(tokens["carol"].encode())
     assert dave_id and carol_id
@@ -103,7 +105,7 @@ def test_an_app_password_from_anywhere_does_not_make_a_name_stand_out(
 
 
 def test_an_expired_app_password_admits_nothing(lanes_cfg: Config, sqlite_store: SqlStore) -> None:
-    from saslnetauth.apppolicy import token_id_of
+    from saslnetauth.policy.apppolicy import token_id_of
 
     rules = [NetworkRule.parse("any", scope="app password old")]
     token = sqlite_store.add_app_password(

@@ -15,11 +15,11 @@ from saslnetauth.credentials.passwords import (
     crypt_available,
     split_scheme,
 )
-from saslnetauth.engine import DecisionEngine
 from saslnetauth.errors import InvalidHashError, VerifyResourceError
-from saslnetauth.netrules import NetworkRule
+from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Reason, Verdict
 from tests.support.peers import missing, require_binary
 
 PASSWORD = "pässw0rd"

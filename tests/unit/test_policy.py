@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from saslnetauth.model import UserRecord
-from saslnetauth.netrules import NetworkRule, RuleSet
-from saslnetauth.serve.policy import PolicyRequest, decide_network, parse_request
-from saslnetauth.verdict import Reason
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
+from saslnetauth.policy.verdict import Reason
+from saslnetauth.serve.http.policy import PolicyRequest, decide_network, parse_request
 
 GLOBAL = RuleSet([NetworkRule.parse("198.51.100.0/24", ["imap"])])
 ALICE = UserRecord(
@@ -163,7 +163,7 @@ def test_parse_bounds_fields() -> None:
 def test_peer_allowed() -> None:
     import ipaddress
 
-    from saslnetauth.serve.http import LOOPBACK, peer_allowed
+    from saslnetauth.serve.http.server import LOOPBACK, peer_allowed
 
     nets = [ipaddress.ip_network(n) for n in LOOPBACK]
     assert peer_allowed(("127.0.0.1", 1), nets)

@@ -1,5 +1,5 @@
-"""The revoke command's arguments and environment (saslnetauth.revoke), the shared
-command runner's bounds (saslnetauth.commands) and the server's expiry watcher
+"""The revoke command's arguments and environment (saslnetauth.events.revoke), the shared
+command runner's bounds (saslnetauth.events.commands) and the server's expiry watcher
 (saslnetauth.serve.revokewatch) against a real SQLite database."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from saslnetauth.commands import CommandRunner, run_now
-from saslnetauth.revoke import (
+from saslnetauth.events.commands import CommandRunner, run_now
+from saslnetauth.events.revoke import (
     RevokeEvent,
     kick_network,
     revoke_argv,

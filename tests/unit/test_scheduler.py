@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from saslnetauth.classification import Classified
 from saslnetauth.config import Config
 from saslnetauth.credentials.passwords import PasswordHasher
-from saslnetauth.netrules import NetworkRule
-from saslnetauth.serve.classifier import Classifier
-from saslnetauth.serve.decider import Login
-from saslnetauth.serve.fairqueue import FairQueue
-from saslnetauth.serve.scheduler import Scheduler, hopeless_slots
+from saslnetauth.policy.classification import Classified
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.verdict import Decision, Reason, Verdict
+from saslnetauth.serve.decide.classifier import Classifier
+from saslnetauth.serve.decide.decider import Login
+from saslnetauth.serve.decide.fairqueue import FairQueue
+from saslnetauth.serve.decide.scheduler import Scheduler, hopeless_slots
 from saslnetauth.store import SqlStore
-from saslnetauth.verdict import Decision, Reason, Verdict
 
 OFFICE = "192.0.2.0/24"  # global network
 HOME = "198.51.100.0/24"  # alice's own network
@@ -258,7 +258,7 @@ def test_fair_share_between_client_addresses_and_owners(cfg: Config) -> None:
 
 
 def test_fair_queue_round_robin() -> None:
-    from saslnetauth.serve.scheduler import _Ticket
+    from saslnetauth.serve.decide.scheduler import _Ticket
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -304,7 +304,7 @@ def test_a_refusal_never_comes_from_a_cached_lookup(cfg: Config, sqlite_store: S
 def test_classification_of_names_from_outside(cfg: Config) -> None:
     """Existing, unknown and invalid names: the same class from outside; unknown names
     are judged by the global networks only."""
-    from saslnetauth.classification import refusal
+    from saslnetauth.policy.classification import refusal
 
     async def main() -> list[Classified]:
         classifier = Classifier(cfg)

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from saslnetauth.errors import AlreadyExistsError, InvalidInputError, NotFoundError
-from saslnetauth.netrules import NetworkRule, parse_address
+from saslnetauth.policy.rules.netrules import NetworkRule, parse_address
 from saslnetauth.store import SqlStore
 from saslnetauth.store.schema import global_networks, user_networks, users
 

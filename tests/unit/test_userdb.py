@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from saslnetauth.errors import BackendError
-from saslnetauth.model import UserRecord
-from saslnetauth.serve.userdb import answer
+from saslnetauth.policy.model import UserRecord
+from saslnetauth.serve.authsocket.userdb import answer
 
 USERS = {
     "alice": UserRecord(id=1, name="alice", password_hash=None, enabled=True),

@@ -1,0 +1,1 @@
+"""Network, country/ASN, service and expiry rules (parsing, matching)."""

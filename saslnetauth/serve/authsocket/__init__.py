@@ -1,0 +1,1 @@
+"""The Dovecot auth-socket responder: listeners, peer checks, sessions, userdb."""

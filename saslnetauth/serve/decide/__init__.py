@@ -1,0 +1,1 @@
+"""Deciding logins off the event loop: scheduler, fair queue, classifier, workers."""

@@ -1,0 +1,1 @@
+"""HTTP: Dovecot's auth policy endpoint and /metrics."""

@@ -1,0 +1,134 @@
+"""``[serve] metrics_listen``: GET /metrics of the responder (Prometheus text
+format, rendered by :mod:`saslnetauth.serve.metrics`), served over
+:mod:`saslnetauth.serve.http.server` to the peers of ``[serve] metrics_allow_from``
+only, and with ``[serve] metrics_token`` only to scrapes that send it
+(``Authorization: Bearer``, compared in constant time; others get 401). The
+gauges are read from the server at the moment of the request."""
+
+from __future__ import annotations
+
+import hmac
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from saslnetauth.serve.authsocket.fdlimits import METRICS_MAX_CONNECTIONS
+from saslnetauth.serve.http.server import HttpServer, Request, Response
+from saslnetauth.serve.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from saslnetauth.serve.authsocket.server import AuthServer
+
+__all__ = ["MetricsEndpoint"]
+
+
+class MetricsEndpoint:
+    """The responder's metrics over HTTP."""
+
+    def __init__(self, server: AuthServer) -> None:
+        self.server = server
+        self.http = HttpServer(
+            self._handle,
+            name="metrics",
+            allow_from=server.settings.metrics_allow_from,
+            max_connections=METRICS_MAX_CONNECTIONS,
+        )
+
+    async def start(self, sock: socket.socket) -> None:
+        await self.http.start(sock)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def render(self) -> str:
+        """The Prometheus text of this moment."""
+        server = self.server
+        now = time.monotonic()
+        m = server.metrics
+        if server.geoip is not None:
+            m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
+        for name, text, value in (
+            ("saslnetauth_connections_open", "Client connections now.", server.connections_open),
+            (
+                "saslnetauth_pending_verifications",
+                "Verifications queued or running.",
+                server.pending,
+            ),
+            (
+                "saslnetauth_penalised_clients",
+                "Clients with a brute-force penalty.",
+                len(server.ip_penalty),
+            ),
+            (
+                "saslnetauth_repeated_failures_total",
+                "Failures repeating a recent wrong password of their client and user "
+                "(logged repeat=yes; the brakes do not grow).",
+                server.repeats.repeated,
+            ),
+            (
+                "saslnetauth_client_most_failures",
+                "Most failures counted against one client now (distinct wrong passwords: "
+                "repeats do not count; many users with one password count each).",
+                server.ip_penalty.most(now),
+            ),
+            (
+                "saslnetauth_user_most_failures",
+                "Most failures from outside its networks counted against one user now "
+                "(distinct wrong passwords over all clients; with [serve] user_penalty).",
+                server.user_penalty.most(now),
+            ),
+            (
+                "saslnetauth_connections_total",
+                "Client connections accepted.",
+                server.stats["connections"],
+            ),
+            (
+                "saslnetauth_connections_refused_total",
+                "Client connections refused (peer not allowed, per-peer or total limit).",
+                server.stats["refused"],
+            ),
+            (
+                "saslnetauth_overload_total",
+                "Logins refused for max_pending.",
+                server.stats["overload"],
+            ),
+            (
+                "saslnetauth_stolen_credentials_total",
+                "Correct passwords from forbidden networks.",
+                server.stats["stolen_credentials"],
+            ),
+            (
+                "saslnetauth_new_locations_total",
+                "Allowed logins from a place new for the user or app password.",
+                server.stats["new_location"],
+            ),
+            (
+                "saslnetauth_retired_passwords_total",
+                "Failed logins with a retired password (not counting repeats).",
+                server.stats["retired_password"],
+            ),
+            ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
+            (
+                "saslnetauth_alerts_dropped_total",
+                "Alerts not run: as many alert commands were running as allowed.",
+                server.alerts.dropped,
+            ),
+            *getattr(server.decider, "metric_values", list)(),
+        ):
+            m.set_gauge(name, text, value)
+        return m.render()
+
+    def authorized(self, request: Request) -> bool:
+        token = self.server.settings.metrics_token
+        if not token:
+            return True  # the peer check (metrics_allow_from, the socket's mode) alone
+        given = request.headers.get("authorization", "").encode("latin-1")
+        return hmac.compare_digest(given, f"Bearer {token}".encode())
+
+    async def _handle(self, request: Request) -> Response:
+        if not self.authorized(request):
+            headers = [("WWW-Authenticate", "Bearer")]
+            return Response(401, b"unauthorized\n", content_type="text/plain", headers=headers)
+        if request.method == "GET" and request.path in ("/metrics", "/"):
+            return Response(200, self.render().encode(), content_type=CONTENT_TYPE)
+        return Response(404, b"not found\n", content_type="text/plain")
