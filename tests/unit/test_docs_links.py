@@ -135,6 +135,57 @@ def test_the_readme_links_the_manual() -> None:
     assert {"docs/configuration.md", "docs/dovecot.md", "docs/policy.md"} <= targets
 
 
+_CITATION = re.compile(r'(README|docs/[\w.-]+\.md)(?:\.md)?(?:,? "([^"]+)")?')
+
+
+def headings(text: str) -> list[str]:
+    """The text of every heading, without code marks, in lower case."""
+    found = []
+    for line in prose(text).splitlines():
+        m = _HEADING.match(line)
+        if m:
+            found.append(m.group(2).replace("`", "").lower())
+    return found
+
+
+def citations(root: Path) -> Iterator[tuple[str, str, str | None]]:
+    """(file, page, section or None) of each citation of the project's own docs in
+    its code, tests, benchmarks and examples: ``docs/dovecot.md, "Lua bridge"``."""
+    for folder in ("saslnetauth", "tests", "benchmarks", "dovecot-examples", "debian"):
+        for path in sorted((root / folder).rglob("*")):
+            if (
+                not path.is_file()
+                or path.suffix in (".pyc", ".mmdb")
+                or path.name == Path(__file__).name
+            ):
+                continue
+            text = path.read_text(errors="replace")
+            for m in _CITATION.finditer(text):
+                page = "README.md" if m.group(1) == "README" else m.group(1)
+                section = m.group(2)
+                if section is not None:  # one line of a comment may continue on the next
+                    section = " ".join(re.sub(r"\n\s*(#:?|--|//)?", " ", section).split())
+                yield path.relative_to(root).as_posix(), page, section
+
+
+def test_code_cites_existing_pages_and_sections() -> None:
+    """'see docs/dovecot.md, "Policy endpoint"' in an error message or a comment names
+    a page that exists and a heading of it (the heading may go on: "Policy endpoint
+    (`[policy]`, 2.3 and 2.4)")."""
+    problems, seen = [], 0
+    for where, page, section in citations(ROOT):
+        seen += 1
+        if not (ROOT / page).is_file():
+            if page not in PENDING:
+                problems.append(f"{where}: {page}: no such page")
+            continue
+        if section is not None:
+            if not any(h.startswith(section.lower()) for h in headings((ROOT / page).read_text())):
+                problems.append(f'{where}: {page}, "{section}": no such heading')
+    assert seen > 30
+    assert problems == []
+
+
 def test_slugs_are_githubs() -> None:
     assert (
         slug("Dovecot 2.3: `saslnetauth-checkpassword`") == "dovecot-23-saslnetauth-checkpassword"
