@@ -5,6 +5,7 @@
 
 // IMAP: tell Dovecot the browser's address before every login. Dovecot takes
 // it only from its login_trusted_networks (Roundcube's address there).
+// After the existing $config['plugins'] = [...] line:
 $config['plugins'][] = 'saslnetauth_originating_ip';
 
 // SMTP: send XCLIENT ADDR=<browser address> before AUTH, so that Postfix's
