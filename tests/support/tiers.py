@@ -1,12 +1,13 @@
 """The suite's tiers: their times, and the Debian 13 tier started early.
 
-Every test file lives in one tier folder (``tests/unit``, ``tests/cli``,
-``tests/transcript``, ``tests/peers``); :class:`TierClock` adds up the
+Every test file lives in one tier folder (``tests/unit``, ``tests/db``,
+``tests/process``, ``tests/lint``, ``tests/cli``, ``tests/transcript``,
+``tests/peers``, ``tests/package``; docs/testing.md); :class:`TierClock` adds up the
 setup, call and teardown time of each tier's tests, and the run's closing
 summary prints them (so a CI log says where its time went).
 
 The Debian 13 tier (``tests/peers/test_debian13_python.py``) runs the unit,
-CLI and transcript tiers again inside the Debian 13 chroot: one inner pytest
+database, process, CLI and transcript tiers again inside the Debian 13 chroot: one inner pytest
 run of several minutes, mostly waiting on its own servers. When the test is
 selected, :func:`start_debian13_tier` starts that inner run as soon as
 collection is done, beside the rest of the suite, instead of when the test's
@@ -38,9 +39,8 @@ __all__ = [
 ]
 
 #: The tiers the Debian 13 test runs again under Python 3.13.
-DEBIAN13_TIERS = ["tests/unit", "tests/cli", "tests/transcript"]
-#: Not repeated there: the static checks do not depend on the Python that runs them.
-NOT_REPEATED = ["tests/unit/test_lint.py"]
+#: (Not tests/lint: the static checks do not depend on the Python that runs them.)
+DEBIAN13_TIERS = ["tests/unit", "tests/db", "tests/process", "tests/cli", "tests/transcript"]
 #: The inner run's bound (seconds), as the test's own timeout.
 INNER_TIMEOUT = 3000
 EARLY_TEST = "tests/peers/test_debian13_python.py::test_unit_cli_and_transcript_tiers_pass"
@@ -100,7 +100,6 @@ def early_run() -> EarlyRun | None:
 def debian13_script(python: str, repo: Path) -> str:
     """The shell script that runs the repeated tiers with the chroot venv's ``python``."""
     args = ["-q", "-ra", "-p", "no:cacheprovider", *DEBIAN13_TIERS]
-    args += [f"--ignore={p}" for p in NOT_REPEATED]
     return (
         f"cd {shlex.quote(str(repo))} && {python} -c 'import sys; print(sys.version)' && "
         f"exec {python} -m pytest {' '.join(shlex.quote(a) for a in args)}"
