@@ -43,7 +43,7 @@ def _add(
 
 
 #: An ``expires_at`` as a script writes it, (in 8 hours, a minute ago), in each form
-#: the dialect's column takes: the same forms as a network row's (tests/unit/test_grants.py).
+#: the dialect's column takes: the same forms as a network row's (tests/db/test_grants.py).
 SCRIPT_EXPIRIES = {
     "sqlite": [
         # a UNIX number: made the row unusable (TEMPFAIL), while network rows took it

@@ -13,6 +13,12 @@ selected, :func:`start_debian13_tier` starts that inner run as soon as
 collection is done, beside the rest of the suite, instead of when the test's
 turn comes; the test then waits for it and judges it exactly as before (its
 exit status and its output). ``SASLNETAUTH_TIER_EARLY=0`` runs it in turn.
+
+With pytest-xdist (pyproject's ``addopts``: ``-n 3 --dist loadfile``) the
+workers deal out whole files in the order :func:`dealing_rank` gives: the
+Debian 13 tier's file first, so one worker runs the inner run (in the test
+itself) while the others take the rest, then the tiers longest first, so no
+long file is left for the end. No worker starts the inner run at collection.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ __all__ = [
     "DEBIAN13_TIERS",
     "EarlyRun",
     "TierClock",
+    "dealing_rank",
     "early_run",
+    "on_worker",
     "run_debian13_tier",
     "start_debian13_tier",
     "stop",
@@ -43,7 +51,36 @@ __all__ = [
 DEBIAN13_TIERS = ["tests/unit", "tests/db", "tests/process", "tests/cli", "tests/transcript"]
 #: The inner run's bound (seconds), as the test's own timeout.
 INNER_TIMEOUT = 3000
-EARLY_TEST = "tests/peers/test_debian13_python.py::test_unit_cli_and_transcript_tiers_pass"
+EARLY_FILE = "tests/peers/test_debian13_python.py"
+EARLY_TEST = f"{EARLY_FILE}::test_unit_cli_and_transcript_tiers_pass"
+#: The inner run's xdist workers (the outer run's are busy beside it).
+INNER_WORKERS = "2"
+#: Tiers in the order xdist's workers take them: the longest first.
+DEALING_ORDER = [
+    "tests/package/",
+    "tests/peers/",
+    "tests/transcript/",
+    "tests/cli/",
+    "tests/db/",
+    "tests/process/",
+    "tests/lint/",
+    "tests/unit/",
+]
+
+
+def on_worker(config: object) -> bool:
+    """True in an xdist worker (the controller and a run in one process collect too)."""
+    return hasattr(config, "workerinput")
+
+
+def dealing_rank(nodeid: str) -> int:
+    """Where a test's file goes in the order xdist's workers take them."""
+    if nodeid.startswith(EARLY_FILE):
+        return -1
+    for rank, tier in enumerate(DEALING_ORDER):
+        if nodeid.startswith(tier):
+            return rank
+    return len(DEALING_ORDER)
 
 
 @dataclass
@@ -99,7 +136,7 @@ def early_run() -> EarlyRun | None:
 
 def debian13_script(python: str, repo: Path) -> str:
     """The shell script that runs the repeated tiers with the chroot venv's ``python``."""
-    args = ["-q", "-ra", "-p", "no:cacheprovider", *DEBIAN13_TIERS]
+    args = ["-q", "-ra", "-p", "no:cacheprovider", "-n", INNER_WORKERS, *DEBIAN13_TIERS]
     return (
         f"cd {shlex.quote(str(repo))} && {python} -c 'import sys; print(sys.version)' && "
         f"exec {python} -m pytest {' '.join(shlex.quote(a) for a in args)}"
