@@ -14,8 +14,8 @@ collection is done, beside the rest of the suite, instead of when the test's
 turn comes; the test then waits for it and judges it exactly as before (its
 exit status and its output). ``SASLNETAUTH_TIER_EARLY=0`` runs it in turn.
 
-With pytest-xdist (pyproject's ``addopts``: ``-n 3 --dist loadfile``) the
-workers deal out whole files in the order :func:`dealing_rank` gives: the
+With pytest-xdist, opt-in (``-n 3 --dist loadfile --no-loadscope-reorder``;
+docs/testing.md), the workers deal out whole files in the order :func:`dealing_rank` gives: the
 Debian 13 tier's file first, so one worker runs the inner run (in the test
 itself) while the others take the rest, then the tiers longest first, so no
 long file is left for the end. No worker starts the inner run at collection.
@@ -53,8 +53,6 @@ DEBIAN13_TIERS = ["tests/unit", "tests/db", "tests/process", "tests/cli", "tests
 INNER_TIMEOUT = 3000
 EARLY_FILE = "tests/peers/test_debian13_python.py"
 EARLY_TEST = f"{EARLY_FILE}::test_unit_cli_and_transcript_tiers_pass"
-#: The inner run's xdist workers (the outer run's are busy beside it).
-INNER_WORKERS = "2"
 #: Tiers in the order xdist's workers take them: the longest first.
 DEALING_ORDER = [
     "tests/package/",
@@ -136,7 +134,7 @@ def early_run() -> EarlyRun | None:
 
 def debian13_script(python: str, repo: Path) -> str:
     """The shell script that runs the repeated tiers with the chroot venv's ``python``."""
-    args = ["-q", "-ra", "-p", "no:cacheprovider", "-n", INNER_WORKERS, *DEBIAN13_TIERS]
+    args = ["-q", "-ra", "-p", "no:cacheprovider", *DEBIAN13_TIERS]
     return (
         f"cd {shlex.quote(str(repo))} && {python} -c 'import sys; print(sys.version)' && "
         f"exec {python} -m pytest {' '.join(shlex.quote(a) for a in args)}"
