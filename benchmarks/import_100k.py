@@ -17,7 +17,7 @@ process, timed with a wall clock:
 4. an import where every tenth user changed (password or networks).
 
 and prints seconds and users per second for each. Timing goals live here,
-not in the test suite (tests/test_import_cli.py checks the count only).
+not in the test suite (tests/cli/test_import.py checks the count only).
 """
 
 from __future__ import annotations

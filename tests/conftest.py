@@ -74,15 +74,21 @@ _CLOCK = tiers.TierClock()
 _STARTED = time.monotonic()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The Debian 13 tier's test waits for its inner run: put it last, so the rest of
-    the suite runs meanwhile (tests/support/tiers.py)."""
-    items.sort(key=lambda item: item.nodeid.startswith(tiers.EARLY_TEST))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The order the tests are dealt out in (tests/support/tiers.py): on xdist's
+    workers the Debian 13 tier's file first (a worker runs its inner run while the
+    others take the rest), then the tiers longest first; in one process its test
+    last, waiting for the inner run started at collection."""
+    if tiers.on_worker(config):
+        items.sort(key=lambda item: tiers.dealing_rank(item.nodeid))
+    else:
+        items.sort(key=lambda item: item.nodeid.startswith(tiers.EARLY_TEST))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the Debian 13 tier now when it is selected (tests/support/tiers.py)."""
-    if not session.config.option.collectonly:
+    """Start the Debian 13 tier now when it is selected and the suite runs in one
+    process (tests/support/tiers.py)."""
+    if not session.config.option.collectonly and not tiers.on_worker(session.config):
         selected = [item.nodeid for item in session.items]
         tiers.start_debian13_tier(selected, Path(tempfile.mkdtemp(prefix="sna-debian13-")))
 

@@ -1,7 +1,8 @@
-"""The Debian 13 tier: the unit, CLI and transcript tests again, under Debian 13's Python 3.13.
+"""The Debian 13 tier: the unit, database, process, CLI and transcript tests again,
+under Debian 13's Python 3.13.
 
 The suite itself runs on this machine's Python (Debian 12's 3.11). This test
-runs the same three tiers inside the Debian 13 chroot of ``.ci/debian13``
+runs the same five tiers (``tiers.DEBIAN13_TIERS``) inside the Debian 13 chroot of ``.ci/debian13``
 with its Python 3.13, in a venv there with the dependencies from PyPI (kept
 and reused while ``pyproject.toml`` is unchanged), and fails with the inner
 run's output when any of them fails. Database servers on this machine's

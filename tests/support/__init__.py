@@ -2,7 +2,7 @@
 
 Works with any server speaking Dovecot's auth-client protocol on a UNIX
 socket or ``inet:HOST:PORT`` (saslnetauth, or Dovecot itself as the
-reference, see tests/test_peers_reference.py):
+reference, see tests/peers/test_reference.py):
 
 - :mod:`tests.support.net`: ports, waiting, world-searchable temp dirs,
   source addresses (127.0.0.2 allowed, 127.0.0.3 denied, ::1), clean-up.

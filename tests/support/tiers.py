@@ -1,17 +1,24 @@
 """The suite's tiers: their times, and the Debian 13 tier started early.
 
-Every test file lives in one tier folder (``tests/unit``, ``tests/cli``,
-``tests/transcript``, ``tests/peers``); :class:`TierClock` adds up the
+Every test file lives in one tier folder (``tests/unit``, ``tests/db``,
+``tests/process``, ``tests/lint``, ``tests/cli``, ``tests/transcript``,
+``tests/peers``, ``tests/package``; docs/testing.md); :class:`TierClock` adds up the
 setup, call and teardown time of each tier's tests, and the run's closing
 summary prints them (so a CI log says where its time went).
 
 The Debian 13 tier (``tests/peers/test_debian13_python.py``) runs the unit,
-CLI and transcript tiers again inside the Debian 13 chroot: one inner pytest
+database, process, CLI and transcript tiers again inside the Debian 13 chroot: one inner pytest
 run of several minutes, mostly waiting on its own servers. When the test is
 selected, :func:`start_debian13_tier` starts that inner run as soon as
 collection is done, beside the rest of the suite, instead of when the test's
 turn comes; the test then waits for it and judges it exactly as before (its
 exit status and its output). ``SASLNETAUTH_TIER_EARLY=0`` runs it in turn.
+
+With pytest-xdist, opt-in (``-n 3 --dist loadfile --no-loadscope-reorder``;
+docs/testing.md), the workers deal out whole files in the order :func:`dealing_rank` gives: the
+Debian 13 tier's file first, so one worker runs the inner run (in the test
+itself) while the others take the rest, then the tiers longest first, so no
+long file is left for the end. No worker starts the inner run at collection.
 """
 
 from __future__ import annotations
@@ -31,19 +38,47 @@ __all__ = [
     "DEBIAN13_TIERS",
     "EarlyRun",
     "TierClock",
+    "dealing_rank",
     "early_run",
+    "on_worker",
     "run_debian13_tier",
     "start_debian13_tier",
     "stop",
 ]
 
 #: The tiers the Debian 13 test runs again under Python 3.13.
-DEBIAN13_TIERS = ["tests/unit", "tests/cli", "tests/transcript"]
-#: Not repeated there: the static checks do not depend on the Python that runs them.
-NOT_REPEATED = ["tests/unit/test_lint.py"]
+#: (Not tests/lint: the static checks do not depend on the Python that runs them.)
+DEBIAN13_TIERS = ["tests/unit", "tests/db", "tests/process", "tests/cli", "tests/transcript"]
 #: The inner run's bound (seconds), as the test's own timeout.
 INNER_TIMEOUT = 3000
-EARLY_TEST = "tests/peers/test_debian13_python.py::test_unit_cli_and_transcript_tiers_pass"
+EARLY_FILE = "tests/peers/test_debian13_python.py"
+EARLY_TEST = f"{EARLY_FILE}::test_unit_cli_and_transcript_tiers_pass"
+#: Tiers in the order xdist's workers take them: the longest first.
+DEALING_ORDER = [
+    "tests/package/",
+    "tests/peers/",
+    "tests/transcript/",
+    "tests/cli/",
+    "tests/db/",
+    "tests/process/",
+    "tests/lint/",
+    "tests/unit/",
+]
+
+
+def on_worker(config: object) -> bool:
+    """True in an xdist worker (the controller and a run in one process collect too)."""
+    return hasattr(config, "workerinput")
+
+
+def dealing_rank(nodeid: str) -> int:
+    """Where a test's file goes in the order xdist's workers take them."""
+    if nodeid.startswith(EARLY_FILE):
+        return -1
+    for rank, tier in enumerate(DEALING_ORDER):
+        if nodeid.startswith(tier):
+            return rank
+    return len(DEALING_ORDER)
 
 
 @dataclass
@@ -100,7 +135,6 @@ def early_run() -> EarlyRun | None:
 def debian13_script(python: str, repo: Path) -> str:
     """The shell script that runs the repeated tiers with the chroot venv's ``python``."""
     args = ["-q", "-ra", "-p", "no:cacheprovider", *DEBIAN13_TIERS]
-    args += [f"--ignore={p}" for p in NOT_REPEATED]
     return (
         f"cd {shlex.quote(str(repo))} && {python} -c 'import sys; print(sys.version)' && "
         f"exec {python} -m pytest {' '.join(shlex.quote(a) for a in args)}"

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
-
-import click
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN = ROOT / "debian"
@@ -35,33 +31,6 @@ def test_installed_files_exist_and_units_come_from_dovecot_examples() -> None:
     assert re.search(r"^enabled *= *true$", jail, re.M)  # what rules turns off
     for script in ("saslnetauth.postinst", "saslnetauth.postrm", "saslnetauth.prerm"):
         assert "#DEBHELPER#" in (DEBIAN / script).read_text(), script
-
-
-def test_man_page_holds_every_commands_help(tmp_path: Path) -> None:
-    """debian/gen-manpages on the current CLI: a section per (sub)command, each with
-    that command's own --help text."""
-    subprocess.run(
-        [sys.executable, str(DEBIAN / "gen-manpages"), str(tmp_path)], check=True, timeout=120
-    )
-    page = (tmp_path / "saslnetauth.8").read_text()
-    from saslnetauth.cli import cli
-
-    def paths(cmd: click.Command, prefix: str) -> list[str]:
-        found = [prefix]
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                if not sub.hidden:
-                    found += paths(sub, f"{prefix} {name}")
-        return found
-
-    names = paths(cli, "saslnetauth")[1:]
-    assert len(names) > 20
-    for name in names:
-        assert f'.SS "{name.replace("-", chr(92) + "-")}"' in page, name
-    assert page.startswith(".TH SASLNETAUTH 8 ")
-    assert "sqlite:////var/lib/saslnetauth/saslnetauth.db" in page.replace("\\-", "-")
-    checkpw = (tmp_path / "saslnetauth-checkpassword.8").read_text()
-    assert "REPLY\\-PROGRAM" in checkpw and "\\-\\-fallback" in checkpw
 
 
 def test_the_manual_ships_with_the_package() -> None:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Pages another branch adds, linked already: allowed to be missing until they land
 #: (then they are checked like every page, and must leave this set).
-PENDING = {"docs/testing.md"}
+PENDING: set[str] = set()
 
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from saslnetauth.errors import ConfigError
@@ -47,16 +44,3 @@ def test_too_few_left_for_the_mail_servers_is_a_clear_error() -> None:
     assert "policy.max_connections 512" in text and "leaves 99" in text
     assert "LimitNOFILE=" in text
     assert plan(_everything_on(), limit=1980).mail_servers == 100
-
-
-def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
-    script = (
-        "import resource\n"
-        "from saslnetauth.serve.authsocket.fdlimits import raise_soft_limit\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 300))\n"
-        "print(raise_soft_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.split() == ["300", "300", "300"]

@@ -187,37 +187,6 @@ def test_the_kernel_names_the_owner_of_a_loopback_client(listen: str, connect: s
                 assert owner.inode == os.fstat(client.fileno()).st_ino
 
 
-def test_a_client_owned_by_nobody_is_nobody() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to connect as nobody")
-    with listener("127.0.0.1") as srv:
-        ready_r, ready_w = os.pipe()
-        done_r, done_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: becomes nobody, then connects and waits
-            try:
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-                client = socket.create_connection(srv.getsockname())
-                os.write(ready_w, b"x")
-                os.read(done_r, 1)
-                client.close()
-            finally:
-                os._exit(0)
-        try:
-            assert os.read(ready_r, 1) == b"x"
-            conn, peername = srv.accept()
-            with conn:
-                peer = identify(conn, peername)
-            assert (peer.uid, peer.remote, peer.error) == (NOBODY, False, "")
-        finally:
-            os.write(done_w, b"x")
-            os.waitpid(pid, 0)
-            for fd in (ready_r, ready_w, done_r, done_w):
-                os.close(fd)
-
-
 def test_a_client_that_closed_or_never_was_has_no_owner() -> None:
     with listener("127.0.0.1") as srv:
         client = socket.create_connection(srv.getsockname())
