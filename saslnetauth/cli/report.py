@@ -35,8 +35,8 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     and by autonomous system (when [geoip] databases are configured), and
     the users whose correct password was used from a forbidden network
     (likely stolen credentials), logins per trusted proxy and the failures
-    of proxies that forwarded no client address. Reads the record `saslnetauth serve` keeps ([report]
-    record = true, the default).
+    of proxies that forwarded no client address. Reads the record
+    `saslnetauth serve` keeps ([report] record = true, the default).
     """
     from saslnetauth.store.events import build_report
 

@@ -35,7 +35,15 @@ from saslnetauth.policy.model import AppPasswordRecord, UserRecord
 from saslnetauth.policy.proxies import Case, Route
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
-__all__ = ["Binding", "Bindings", "SessionBinder", "fingerprint", "scope_of", "settle_unbound"]
+__all__ = [
+    "Binding",
+    "Bindings",
+    "ReadOnlyBindings",
+    "SessionBinder",
+    "fingerprint",
+    "scope_of",
+    "settle_unbound",
+]
 
 log = logging.getLogger("saslnetauth.auth")
 
@@ -66,6 +74,22 @@ class Bindings(Protocol):
     def renew(self, binding: Binding) -> None: ...
 
     def end(self, user_id: int, proxy: str) -> int: ...
+
+
+class ReadOnlyBindings:
+    """Sessions seen, never changed (``saslnetauth check``)."""
+
+    def __init__(self, inner: Bindings) -> None:
+        self.inner = inner
+
+    def find(self, user_id: int, scope: int, proxy: str, now: float) -> Binding | None:
+        return self.inner.find(user_id, scope, proxy, now)
+
+    def renew(self, binding: Binding) -> None:
+        return None
+
+    def end(self, user_id: int, proxy: str) -> int:
+        return 0
 
 
 def scope_of(app: AppPasswordRecord | None) -> int:
