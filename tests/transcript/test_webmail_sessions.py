@@ -94,7 +94,8 @@ def test_the_session_admits_the_webmails_smtp_auth_and_ends(tmp_path: Path) -> N
     r = run("user", "add", "bob", "--password-stdin", "--net", HOME, db=db, stdin=PW + "\n")
     assert r.code == 0, r.err
     phone = _app(db, "phone", "--net", HOME)
-    with run_server(db, config=_config(tmp_path), failure_delay=FAILURE_DELAY) as srv:
+    cfg = _config(tmp_path)
+    with run_server(db, config=cfg, failure_delay=FAILURE_DELAY) as srv:
         c = srv.connect()
         c.handshake()
         assert _smtp(c, PW)[0] == FAIL  # no session yet
@@ -133,9 +134,31 @@ def test_the_session_admits_the_webmails_smtp_auth_and_ends(tmp_path: Path) -> N
         assert run("user", "enable", "alice", db=db).code == 0
         assert _smtp(c, PW)[0] == FAIL
         assert _imap(c, PW, HOME) == OK
-        r = run("user", "passwd", "alice", "--password-stdin", db=db, stdin=PW + "2\n")
+        # the command line ends the sessions of a user whose password it changed
+        r = run(
+            "--config",
+            str(cfg),
+            "user",
+            "passwd",
+            "alice",
+            "--password-stdin",
+            db=db,
+            stdin=PW + "2\n",
+        )
         assert r.code == 0, r.err
+        assert "webmail sessions of alice ended" in r.err
         assert _smtp(c, PW + "2")[0] == FAIL  # the new password opened no session
+        assert _smtp(c, PW)[0] == FAIL  # nor does the old one any more
+        # a script that writes a new hash itself: the session's fingerprint no longer
+        # matches, and the login refused for it ends the session
+        assert _imap(c, PW + "2", HOME) == OK
+        with sa.create_engine(db).begin() as conn:
+            new_hash = {"h": "{PLAIN}" + PW + "3"}
+            conn.execute(
+                sa.text("UPDATE users SET password_hash = :h WHERE name = 'alice'"), new_hash
+            )
+        time.sleep(1.1)  # global_cache_seconds: the change is in force for the next login
+        assert _smtp(c, PW + "3")[0] == FAIL
         assert srv.stop() == 0
         log = srv.log()
     assert f'rip=- proxy={PROXY} rule="webmail session from {HOME}: user network {HOME} (' in log
