@@ -202,8 +202,8 @@ class DecisionEngine:
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
         fields = log_fields or {}
-        if route.proxy is not None:  # proxies hook
-            fields = {**fields, "proxy": route.proxy}
+        if route.proxy is not None and decision.proxy is None:  # proxies hook
+            decision = replace(decision, proxy=route.proxy)
         if repeat and decision.reason in WRONG_PASSWORD:
             fields = {**fields, "repeat": True}
         decision = self._finish(decision, rip, service, fields, quiet)
