@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from tests.support.clitools import init_with_user, run
-from tests.support.serverproc import AuthClient, run_server
+from tests.support.metrics import auth, plain, samples
+from tests.support.serverproc import AuthClient, free_port, run_server
 
 PW = "w3bmail password"
 OK = "OK\t1\tuser=alice"
@@ -23,12 +25,12 @@ AWAY = "198.51.100.7"  # nobody's network
 SESSION = 1.5
 
 
-def _config(tmp: Path, session: float = SESSION, extra: str = "") -> Path:
+def _config(tmp: Path, session: float = SESSION, serve: str = "") -> Path:
     cfg = tmp / "c.toml"
     cfg.write_text(
-        "[serve]\npenalty_max = 0\n"
+        f"[serve]\npenalty_max = 0\n{serve}"
         "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
-        f'[proxies]\nnetworks = ["{PROXY}/32"]\nsession_seconds = {session}\n{extra}'
+        f'[proxies]\nnetworks = ["{PROXY}/32"]\nsession_seconds = {session}\n'
     )
     return cfg
 
@@ -180,9 +182,16 @@ def test_sessions_survive_a_restart(tmp_path: Path) -> None:
         c = srv.connect()
         c.handshake()
         assert _smtp(c, PW)[0] == OK
-    # without sessions (0) the proxy alone admits nothing
-    with run_server(db, config=_config(tmp_path, session=0)) as srv:
+    # without sessions (0) the proxy alone admits nothing; /metrics counts both
+    port = free_port()
+    metrics = f'metrics_listen = "inet:127.0.0.1:{port}"\n'
+    with run_server(db, config=_config(tmp_path, session=0, serve=metrics)) as srv:
         c = srv.connect()
         c.handshake()
         assert _imap(c, PW, HOME) == OK
         assert _smtp(c, PW)[0] == FAIL
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            got = samples(resp.read().decode())
+    assert got[auth("fail", "proxy_without_client_address", "smtp")] == 1
+    assert got[plain("saslnetauth_proxy_logins_total", proxy=PROXY, verdict="ok")] == 1
+    assert got[plain("saslnetauth_proxy_logins_total", proxy=PROXY, verdict="fail")] == 1
