@@ -9,6 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from tests.support.clitools import init_with_user, run
@@ -59,11 +60,13 @@ def _app(db: str, label: str, *args: str) -> str:
     return str(json.loads(r.out)["password"])
 
 
-def test_forwarded_logins_are_judged_by_the_client_address(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["processes", "threads"])
+def test_forwarded_logins_are_judged_by_the_client_address(tmp_path: Path, mode: str) -> None:
     db = init_with_user(f"sqlite:///{tmp_path}/w.db", "alice", PW, HOME)
     # a global network that lists the proxy: never matched (the proxy is no client)
     assert run("net", "add", f"{PROXY}/32", db=db).code == 0
-    with run_server(db, config=_config(tmp_path), failure_delay=FAILURE_DELAY) as srv:
+    cfg = _config(tmp_path, serve=f'worker_mode = "{mode}"\n')
+    with run_server(db, config=cfg, failure_delay=FAILURE_DELAY) as srv:
         c = srv.connect()
         c.handshake()
         assert _imap(c, PW, HOME) == OK
