@@ -238,6 +238,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
     if s.expired_keep_days < 0:
         raise ConfigError("serve.expired_keep_days: 0 or more days")
+    _check_proxies(cfg)
     if cfg.report.keep_days < 1 or cfg.report.queue_size < 1:
         raise ConfigError("report.keep_days and report.queue_size: at least 1")
     if not cfg.pam.service or "/" in cfg.pam.service:
@@ -372,3 +373,12 @@ def _validate_policy(p: PolicyConfig) -> None:
             "policy.max_connections: at least 1; max_connections_per_peer: 0 (automatic) "
             "up to max_connections"
         )
+
+
+def _check_proxies(cfg: Config) -> None:
+    """[proxies]: every entry parses; the session's length is sane."""
+    from saslnetauth.policy.proxies import ProxyNetworks
+
+    ProxyNetworks.parse(cfg.proxies.networks)
+    if not 0 <= cfg.proxies.session_seconds <= 7 * 86400:
+        raise ConfigError("proxies.session_seconds: 0 (no sessions) up to 604800 (a week)")

@@ -161,7 +161,21 @@ def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> D
         main_password_services=parse_main_services(cfg.passwords.main_password_services),
     )
     engine.closers.append(geoip.close)
+    attach_proxies(cfg, engine, store)
     return engine
+
+
+def attach_proxies(cfg: Config, engine: DecisionEngine, store: SqlStore) -> None:
+    """[proxies] on ``engine``: the proxy networks, and the webmail sessions in the
+    database (docs/webmail.md)."""
+    from saslnetauth.policy.binding import SessionBinder
+    from saslnetauth.policy.proxies import ProxyNetworks
+    from saslnetauth.store.webmail import WebmailSessions
+
+    engine.proxies = ProxyNetworks.parse(cfg.proxies.networks)
+    if engine.proxies and cfg.proxies.session_seconds > 0:
+        seconds = cfg.proxies.session_seconds
+        engine.binder = SessionBinder(WebmailSessions(store), seconds, engine.clock)
 
 
 def build_server_engine(cfg: Config) -> DecisionEngine:

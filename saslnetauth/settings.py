@@ -22,6 +22,7 @@ __all__ = [
     "PamConfig",
     "PasswordsConfig",
     "PolicyConfig",
+    "ProxiesConfig",
     "ReportConfig",
     "RevokeConfig",
     "ServeConfig",
@@ -288,6 +289,21 @@ class RevokeConfig:
 
 
 @dataclass
+class ProxiesConfig:
+    #: Trusted proxies (webmail hosts, IMAP/SMTP proxies; docs/webmail.md): their
+    #: addresses are never a client's, never matched against any network rule; a
+    #: login through one is judged by the client address it forwarded. An entry is
+    #: a network, optionally followed by the services it is a proxy for:
+    #: "192.0.2.10/32 services=smtp,submission". [] = none. Never list them as networks.
+    networks: list[str] = field(default_factory=list)
+    #: Seconds a webmail session lives after the last allowed forwarded login of a
+    #: user and credential through a proxy: within it the same proxy, forwarding no
+    #: client address (the webmail's SMTP AUTH), admits that user and credential.
+    #: 0 = no sessions: a proxy without a client address admits nothing.
+    session_seconds: float = 1800.0
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -315,6 +331,7 @@ class Config:
     geoip: GeoipConfig = field(default_factory=GeoipConfig)
     revoke: RevokeConfig = field(default_factory=RevokeConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    proxies: ProxiesConfig = field(default_factory=ProxiesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})

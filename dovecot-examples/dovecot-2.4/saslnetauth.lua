@@ -164,11 +164,18 @@ function auth_password_verify(req, pass)
     return dovecot.auth.PASSDB_RESULT_PASSWORD_MISMATCH, nil
   end
   local resp = base64("\0" .. user .. "\0" .. pass)
+  -- The connecting address, when a trusted proxy (login_trusted_networks, e.g. a
+  -- webmail sending the client's address in its IMAP ID) forwarded another as
+  -- remote_ip: 2.4 sets real_remote_ip equal to remote_ip when nothing was
+  -- forwarded, so compare, never test for presence (docs/webmail.md).
+  local real = field(req.real_remote_ip)
+  local real_part = ""
+  if real and real ~= "" and real ~= rip then real_part = "\treal_rip=" .. real end
   -- Dovecot has already decided whether the connection is secure; saslnetauth
   -- decides on the password and the networks only.
   local line, err = ask(conf.socket, "DONE", function(id)
     return "AUTH\t" .. id .. "\tPLAIN\tservice=" .. service .. "\tnologin\tlip=" .. lip
-      .. "\trip=" .. rip .. "\tsecured\tresp=" .. resp .. "\n"
+      .. "\trip=" .. rip .. real_part .. "\tsecured\tresp=" .. resp .. "\n"
   end)
   if not line then
     req:log_error("saslnetauth: " .. err)

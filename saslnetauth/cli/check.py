@@ -37,6 +37,9 @@ _EXPLAIN = {
     Reason.APP_PASSWORD_REQUIRED: "the main password is right, but it may not log in to this "
     "service: only the user's app passwords can (answered like a wrong password)",
     Reason.BACKEND_ERROR: "temporary failure",
+    Reason.PROXY_WITHOUT_CLIENT_ADDRESS: "the password is correct, but a trusted proxy "
+    "forwarded no client address and no webmail session of this user and credential is live "
+    "(answered like a wrong password)",
 }
 
 
@@ -47,15 +50,29 @@ _EXPLAIN = {
     metavar="IP",
     help="Client address to test. Omit it for a login without address (matches only 'local').",
 )
+@click.option(
+    "--proxy",
+    metavar="IP",
+    help="The connecting address when it forwarded --rip (Dovecot's real_rip): a trusted "
+    "proxy ([proxies] networks) has the client judged by --rip.",
+)
 @click.option("--service", default="smtp", show_default=True, metavar="SVC", help="Service name.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @pass_app
-def check(app: AppContext, name: str, rip: str | None, service: str, password_stdin: bool) -> None:
+def check(
+    app: AppContext,
+    name: str,
+    rip: str | None,
+    proxy: str | None,
+    service: str,
+    password_stdin: bool,
+) -> None:
     """Would user NAME with this password be accepted from --rip for --service?
 
     Runs the same decision engine as the server (nothing is logged to the
-    auth log) and explains the verdict. Exit status: 0 accepted, 1 rejected,
-    75 temporary failure.
+    auth log, no webmail session is opened or ended) and explains the
+    verdict, and which address was judged when proxies are configured.
+    Exit status: 0 accepted, 1 rejected, 75 temporary failure.
     """
     password = read_password(from_stdin=password_stdin, confirm=False)
     try:
@@ -66,11 +83,17 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
     engine = make_engine(app.config, store)
     now = time.time()
     engine.clock = lambda: now  # the verdict and its explanation see the same time
-    decision = engine.decide(name, password, rip, service, quiet=True)
+    route = _read_only_proxies(engine, rip, proxy, service)
+    decision = engine.decide(name, password, rip, service, quiet=True, real_rip=proxy)
+    if route is not None:
+        click.echo(f"route: {route}")
+        rip = rip if decision.proxy is None else decision_rip(engine, rip, proxy, service)
     addr = parse_address(rip)
     where = str(addr) if addr is not None else "no address (local)"
     if rip and addr is None:
         where = f"{rip!r} (unparsable, treated as no address)"
+    if decision.proxy is not None:
+        where = f"{where} through proxy {decision.proxy}" if rip else f"proxy {decision.proxy}"
     head = f"user {decision.user} from {where} for {service}"
     label = decision.credential
     credential = f"app password {label}" if label else "main password"
@@ -99,6 +122,27 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
     _explain_geoip(engine, store, decision.user, addr, service)
     code = EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_ERROR
     raise click.exceptions.Exit(code)
+
+
+def _read_only_proxies(
+    engine: DecisionEngine, rip: str | None, proxy: str | None, service: str
+) -> str | None:
+    """Which proxy case applies (None: no proxies configured, nothing forwarded); the
+    engine's sessions are only read from here on."""
+    from saslnetauth.policy.binding import ReadOnlyBindings
+
+    if engine.binder is not None:
+        engine.binder.store = ReadOnlyBindings(engine.binder.store)
+    if not engine.proxies and proxy is None:
+        return None
+    return engine.proxies.route(rip, proxy, service.lower()).explain()
+
+
+def decision_rip(
+    engine: DecisionEngine, rip: str | None, proxy: str | None, service: str
+) -> str | None:
+    """The address the engine judged (None: none known)."""
+    return engine.proxies.route(rip, proxy, service.lower()).rip
 
 
 def _explain(reason: Reason, apw: AppPasswordRecord | None, service: str) -> str:

@@ -48,6 +48,9 @@ def add(
     old = app.store().add_global_network(rule)
     what = f"global network {rule.spec}"
     click.echo(added_message(what, describe_services(rule.services), ends, old, now))
+    from saslnetauth.cli.proxywarn import warn_if_proxy
+
+    warn_if_proxy(app, rule)
 
 
 @net.command("del")

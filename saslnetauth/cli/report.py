@@ -34,8 +34,9 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     addresses and networks (/24, /48) that failed most, failures by country
     and by autonomous system (when [geoip] databases are configured), and
     the users whose correct password was used from a forbidden network
-    (likely stolen credentials). Reads the record `saslnetauth serve` keeps ([report]
-    record = true, the default).
+    (likely stolen credentials), logins per trusted proxy and the failures
+    of proxies that forwarded no client address. Reads the record
+    `saslnetauth serve` keeps ([report] record = true, the default).
     """
     from saslnetauth.store.events import build_report
 
@@ -57,6 +58,12 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     _rows("top denied networks", data["top_denied_networks"], "network")
     _rows("failures by country", data["failures_by_country"], "country")
     _rows("failures by ASN", data["failures_by_asn"], "asn", prefix="AS")
+    by_proxy = data["logins_by_proxy"]
+    assert isinstance(by_proxy, dict)
+    click.echo("logins through trusted proxies:" + ("" if by_proxy else " none"))
+    for proxy, counts in by_proxy.items():
+        click.echo(f"  {proxy:<40} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    click.echo(f"proxy without client address: {data['proxy_without_client_address']} failures")
     stolen = data["stolen_credentials"]
     assert isinstance(stolen, list)
     click.echo(

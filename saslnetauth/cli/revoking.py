@@ -1,5 +1,6 @@
 """The command line's side of ending sessions on revoke (:mod:`saslnetauth.events.revoke`):
-after a command revoked something, run the ``[revoke] command`` once and say so."""
+after a command revoked something, end the user's webmail sessions
+(:mod:`saslnetauth.store.webmail`), run the ``[revoke] command`` once and say so."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def end_sessions(app: AppContext, event: RevokeEvent) -> Outcome | None:
     print one line on standard error (the command line's log: no second line through
     logging); None when no command is configured. Never raises for a failed command:
     the revocation itself stands."""
+    _end_webmail_sessions(app, event.user)
     cfg = app.config.revoke
     argv = revoke_argv(cfg.command, event)
     if argv is None:
@@ -39,3 +41,20 @@ def end_sessions(app: AppContext, event: RevokeEvent) -> Outcome | None:
             err=True,
         )
     return outcome
+
+
+def _end_webmail_sessions(app: AppContext, name: str) -> None:
+    """Every revocation of a user ends the user's webmail sessions at once
+    (docs/webmail.md); the use-time checks would refuse them anyway, this also covers
+    the logins that still see the user as it was (global_cache_seconds)."""
+    if not name or not app.config.proxies.networks:
+        return
+    from saslnetauth.store.webmail import WebmailSessions
+
+    try:
+        store = app.store()
+        user = store.get_user(name)
+        if user is not None and WebmailSessions(store).end_all(user.id):
+            click.echo(f"saslnetauth: webmail sessions of {name} ended", err=True)
+    except Exception as exc:  # the revocation itself stands
+        click.echo(f"saslnetauth: warning: webmail sessions of {name} not ended: {exc}", err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from saslnetauth.settings import ServeConfig
 
 if TYPE_CHECKING:
     from saslnetauth.serve.authsocket.server import AuthServer
+    from saslnetauth.serve.http.policyproxy import PolicyProxies
     from saslnetauth.store import SqlStore
 
 log = logging.getLogger("saslnetauth.serve.server")
@@ -261,6 +263,22 @@ async def _run(
                 await result
 
 
+def _policy_proxies(cfg: Config, store: SqlStore) -> PolicyProxies | None:
+    """[proxies] for the policy endpoint (None: no proxies configured)."""
+    from saslnetauth.policy.binding import SessionBinder
+    from saslnetauth.policy.proxies import ProxyNetworks
+    from saslnetauth.serve.http.policyproxy import PolicyProxies
+    from saslnetauth.store.webmail import WebmailSessions
+
+    proxies = ProxyNetworks.parse(cfg.proxies.networks)
+    if not proxies:
+        return None
+    binder = None
+    if cfg.proxies.session_seconds > 0:
+        binder = SessionBinder(WebmailSessions(store), cfg.proxies.session_seconds, time.time)
+    return PolicyProxies(proxies, binder)
+
+
 async def _start_policy(
     cfg: Config, server: AuthServer, store: SqlStore, sock: socket.socket
 ) -> list[Callable[[], object]]:
@@ -285,6 +303,7 @@ async def _start_policy(
     service = PolicyService(
         server, p, store.get_user, store.global_rules, record=record, main_default=main_default
     )
+    service.proxies = _policy_proxies(cfg, store)  # proxies hook
     http = HttpServer(
         service.handle,
         name="policy",

@@ -130,6 +130,10 @@ def add(
             "temporarily until PAM is enabled",
             err=True,
         )
+    from saslnetauth.cli.proxywarn import warn_if_proxy
+
+    for rule in rules:
+        warn_if_proxy(app, rule)
     nets_txt = ", ".join(r.spec for r in rules) or "none"
     click.echo(f"user {key} added ({'disabled' if disabled else 'enabled'}; networks: {nets_txt})")
 
@@ -346,6 +350,9 @@ def net_add(
     old = store.add_user_network(name, rule)
     what = f"user {store.name(name)}: network {rule.spec}"
     click.echo(added_message(what, describe_services(rule.services), ends, old, now))
+    from saslnetauth.cli.proxywarn import warn_if_proxy
+
+    warn_if_proxy(app, rule)
 
 
 @user_net.command("del")

@@ -190,6 +190,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     service = env.get("SERVICE", "")
     rip = env.get("TCPREMOTEIP") or env.get("REMOTE_IP") or None
     lip = env.get("TCPLOCALIP") or env.get("LOCAL_IP") or None
+    # proxies hook: Dovecot's connecting address when it forwarded another as the rip
+    # (login_trusted_networks; docs/webmail.md)
+    real_rip = env.get("AUTH_REAL_RIP") or env.get("AUTH_REAL_REMOTE_IP") or None
     lookup = env.get("AUTHORIZED") == "1"
     if env.get("CREDENTIALS_LOOKUP") == "1":
         _exit(EXIT_FAIL, "credentials lookups are not supported (use PLAIN/LOGIN)")
@@ -215,12 +218,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
             rip=rip,
             lip=lip,
             timeout=CLIENT_TIMEOUT,
+            real_rip=real_rip,
         )
     except AuthServerUnreachable as exc:
         fallback = opts.fallback or _config_value(opts, "fallback") or "local"
         if fallback != "local":
             _exit(EXIT_TEMPFAIL, f"auth server unavailable ({exc}); fallback is tempfail")
-        _local(opts, user, password, rip, service, arrival)
+        _local(opts, user, password, (rip, real_rip), service, arrival)
     except AuthClientError as exc:
         _exit(EXIT_TEMPFAIL, f"auth server failed ({exc}); not deciding locally")
     if reply.ok and reply.user:
@@ -288,7 +292,12 @@ def _engine(opts: Options) -> DecisionEngine:
 
 
 def _local(
-    opts: Options, user: bytes, password: bytes, rip: str | None, service: str, arrival: float
+    opts: Options,
+    user: bytes,
+    password: bytes,
+    rips: tuple[str | None, str | None],
+    service: str,
+    arrival: float,
 ) -> NoReturn:
     """Decide in-process. The slowest verification is measured on a thread while
     the engine decides (only a failure waits for it): every failure exits at
@@ -308,8 +317,15 @@ def _local(
     after_reply: list[Callable[[], None]] = []
     used: dict[int, float] = {}
     engine.on_app_password_used = lambda aid: used.__setitem__(aid, time.time())
+    rip, real_rip = rips  # the client address, the connecting one (proxies hook)
     decision = engine.decide(
-        name, password, rip, service, log_fields={"via": "checkpassword"}, after_reply=after_reply
+        name,
+        password,
+        rip,
+        service,
+        log_fields={"via": "checkpassword"},
+        after_reply=after_reply,
+        real_rip=real_rip,
     )
     if decision.verdict is Verdict.OK:
         if used:  # an app password's last use, written now: exec replaces this process

@@ -98,6 +98,7 @@ def authenticate_plain(
     rip: str | None = None,
     lip: str | None = None,
     timeout: float = 10.0,
+    real_rip: str | None = None,
 ) -> AuthReply:
     """One PLAIN login over a fresh connection; raises AuthClientError."""
     sock = connect(address, timeout)
@@ -121,6 +122,8 @@ def authenticate_plain(
             request += f"\tlip={_clean(lip)}"
         if rip:
             request += f"\trip={_clean(rip)}"
+        if real_rip:  # the connecting address (docs/webmail.md)
+            request += f"\treal_rip={_clean(real_rip)}"
         request += f"\tresp={resp}\n"
         try:
             sock.sendall(f"VERSION\t1\t2\nCPID\t{os.getpid()}\n{request}".encode())

@@ -122,6 +122,13 @@ class AuthRequest:
         return value if value and value != "NULL" else None
 
     @property
+    def real_rip(self) -> str | None:
+        """The connecting address when Dovecot forwarded another as ``rip`` (its
+        ``login_trusted_networks``; docs/webmail.md), else None."""
+        value = self.params.get("real_rip")
+        return value if value and value != "NULL" else None
+
+    @property
     def secured(self) -> bool:
         return "secured" in self.flags or "secured" in self.params
 

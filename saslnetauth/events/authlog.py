@@ -9,6 +9,8 @@ report use too)::
     auth ok: user=alice service=smtp rip=192.0.2.9 rule="user network 192.0.2.0/24 (all services)"
     auth ok: user=bob service=imap rip=198.51.100.7 rule=... new_location=network,country country=NL
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=bad_password
+    auth ok: user=alice service=imap rip=203.0.113.9 proxy=127.0.0.1 rule=...
+    auth fail: user=alice service=smtp rip=- proxy=127.0.0.1 reason=proxy_without_client_address
     auth fail: user=alice service=smtp rip=203.0.113.9 reason=network credentials_valid=yes
     auth fail: user=bob service=imap rip=198.51.100.7 reason=bad_password country=NL asn=64496
     auth fail: user=alice service=imap rip=203.0.113.9 credential=phone reason=bad_password
@@ -53,6 +55,7 @@ def log_decision(d: Decision, rip: str | None, service: str, **extra: object) ->
         "user": d.user or None,
         "service": service or None,
         "rip": canonical_rip(rip),
+        "proxy": d.proxy,  # the trusted proxy it came through; None (left out): direct
         "credential": d.credential,  # an app password's label; None (left out): main password
     }
     fields.update(extra)

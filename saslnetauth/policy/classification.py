@@ -7,10 +7,14 @@ used by the responder's scheduler to order the costly verifications."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from saslnetauth.policy.model import AppPasswordRecord, UserRecord
 from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
+
+if TYPE_CHECKING:
+    from saslnetauth.policy.binding import Binding
 
 __all__ = ["Classified", "Lookup", "refusal"]
 
@@ -53,6 +57,12 @@ class Classified:
     error: Decision | None = None
     #: What was read from the store to classify it.
     lookup: Lookup | None = field(default=None, repr=False, compare=False)
+    #: The address is a trusted proxy's, or none is known: no rule may match it
+    #: (saslnetauth.policy.proxies).
+    unmatched: bool = False
+    #: The webmail session a login from a proxy without a client address is judged
+    #: by (saslnetauth.policy.binding; None: none).
+    binding: Binding | None = None
 
     @property
     def owner(self) -> tuple[str, int | None]:
@@ -69,6 +79,8 @@ def refusal(c: Classified) -> Decision:
     if c.user is None:
         return Decision(Verdict.FAIL, Reason.UNKNOWN_USER, c.name, network_ok=False)
     reason = Reason.NETWORK if c.applicable else Reason.NO_NETWORK_RULES
+    if c.unmatched and c.binding is None:
+        reason = Reason.PROXY_WITHOUT_CLIENT_ADDRESS
     if c.expired:
         reason = Reason.EXPIRED
     label = None if c.app is None else c.app.label

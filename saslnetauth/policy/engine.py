@@ -71,11 +71,13 @@ from saslnetauth.policy.apppolicy import (
 from saslnetauth.policy.classification import Classified, Lookup, refusal
 from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import Store, UserRecord, normalize_username
+from saslnetauth.policy.proxies import Case, ProxyNetworks, Route
 from saslnetauth.policy.retiredcheck import matching_retired, record_tried
 from saslnetauth.policy.rules.netrules import RuleSet, merged_match, parse_address
 from saslnetauth.policy.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 if TYPE_CHECKING:
+    from saslnetauth.policy.binding import Binding, SessionBinder
     from saslnetauth.policy.rules.geoip import GeoLocator
 
 __all__ = ["DecisionEngine", "PamVerifier"]
@@ -122,6 +124,11 @@ class DecisionEngine:
         self.note_place: Callable[[Decision, UserRecord, str | None], Decision] | None = None
         #: [alerts] retired_days for the server's engine (0: never check them).
         self.retired_days = 0
+        # -- proxies hook (saslnetauth.policy.proxies, .binding; docs/webmail.md) --
+        #: [proxies] networks: addresses that are proxies, never clients.
+        self.proxies = ProxyNetworks()
+        #: Webmail sessions (None: none kept; a proxy without a client address fails).
+        self.binder: SessionBinder | None = None
         #: Run by close(): what this engine owns (store, verdict recorder).
         self.closers: list[Callable[[], None]] = []
 
@@ -150,8 +157,13 @@ class DecisionEngine:
         after_reply: list[Callable[[], None]] | None = None,
         repeat: bool = False,
         retired_by: float = 0.0,
+        real_rip: str | None = None,
     ) -> Decision:
         """Run the policy for one login attempt and log one line about it.
+
+        ``real_rip``: the connecting address when the frontend knows it apart from the
+        forwarded ``rip`` (Dovecot's ``real_rip``): :mod:`saslnetauth.policy.proxies`
+        says which one is judged.
 
         ``repeat``: the password repeats a recent wrong one (a wrong password is
         logged ``repeat=yes``). ``retired_by``: until this monotonic time (0: never)
@@ -166,16 +178,22 @@ class DecisionEngine:
         service = _clean_service(service)
         rehash: list[ParsedHash] = []
         tried: list[int] = []  # the retired password it matched
+        route = self.proxies.route(rip, real_rip, service)  # proxies hook
+        rip = route.rip
         try:
             if not secret:
                 # before any lookup or verification; the frontend's deadline hides
                 # that no hash was spent
                 decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
             else:
-                classified = self._classify(username, rip, service, token_id_of(secret))
+                classified = self._classify(username, rip, service, token_id_of(secret), route)
+                judged = rip if classified.binding is None else classified.binding.rip
                 decision = self._verify(
-                    classified, secret, rip, service, rehash, (retired_by, tried)
+                    classified, secret, judged, service, rehash, (retired_by, tried)
                 )
+                decision = self._settle(decision, route, classified)  # proxies hook
+                if not decision.ok:
+                    rehash.clear()
                 if decision.ok and self.note_place is not None and classified.user is not None:
                     decision = self.note_place(decision, classified.user, rip)
         except Exception as exc:  # fail closed on anything unexpected
@@ -184,6 +202,8 @@ class DecisionEngine:
                 Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
             )
         fields = log_fields or {}
+        if route.proxy is not None and decision.proxy is None:  # proxies hook
+            decision = replace(decision, proxy=route.proxy)
         if repeat and decision.reason in WRONG_PASSWORD:
             fields = {**fields, "repeat": True}
         decision = self._finish(decision, rip, service, fields, quiet)
@@ -200,14 +220,21 @@ class DecisionEngine:
         return decision
 
     def classify(
-        self, username: str, rip: str | None, service: str, token_id: str | None = None
+        self,
+        username: str,
+        rip: str | None,
+        service: str,
+        token_id: str | None = None,
+        real_rip: str | None = None,
     ) -> Classified:
         """The cheap step alone (no secret, no log line): for scheduling. ``token_id`` is
         the public identifier of the token the password has the shape of
         (:func:`~saslnetauth.policy.apppolicy.token_id_of`), which names the credential. An
         unexpected error classifies as "could succeed", leaving it to ``decide``."""
         try:
-            return self._classify(username, rip, _clean_service(service), token_id)
+            service = _clean_service(service)
+            route = self.proxies.route(rip, real_rip, service)  # proxies hook
+            return self._classify(username, route.rip, service, token_id, route)
         except Exception:
             log.exception("internal error while classifying a login")
             return Classified(_display_name(username), True)
@@ -254,7 +281,12 @@ class DecisionEngine:
     # -- the policy ---------------------------------------------------------------
 
     def _classify(
-        self, username: str, rip: str | None, service: str, token_id: str | None
+        self,
+        username: str,
+        rip: str | None,
+        service: str,
+        token_id: str | None,
+        route: Route | None = None,
     ) -> Classified:
         try:
             name: str | None = normalize_username(username, lowercase=self.lowercase)
@@ -265,12 +297,18 @@ class DecisionEngine:
             if name is not None:
                 user = self.store.get_user(name)
             global_rules = self.store.global_rules()
+            binding = self._binding(route, user, token_id)  # proxies hook
         except BackendError as exc:
             if name is None:  # decided by the name alone
                 return Classified(_display_name(username), True, valid_name=False)
             error = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
             return Classified(name, True, error=error)
-        return self._match(Lookup(username, name, user, global_rules), rip, service, token_id)
+        found = Lookup(username, name, user, global_rules)
+        if route is not None and route.case is Case.PROXY_ONLY:  # proxies hook
+            rip = None if binding is None else binding.rip
+            c = self._match(found, rip, service, token_id, matchable=binding is not None)
+            return replace(c, binding=binding)
+        return self._match(found, rip, service, token_id)
 
     def match(
         self, found: Lookup, rip: str | None, service: str, token_id: str | None = None
@@ -280,7 +318,13 @@ class DecisionEngine:
         return self._match(found, rip, _clean_service(service), token_id)
 
     def _match(
-        self, found: Lookup, rip: str | None, service: str, token_id: str | None
+        self,
+        found: Lookup,
+        rip: str | None,
+        service: str,
+        token_id: str | None,
+        *,
+        matchable: bool = True,
     ) -> Classified:
         name, user = found.name, found.user
         if user is None and name is not None and self.pam_any_user:
@@ -300,6 +344,9 @@ class DecisionEngine:
             sets = (user.rules, rules)
         else:
             sets = () if expired else credential_rule_sets(app, rules, service)
+        unmatched = not matchable or self.proxies.contains(parse_address(rip), service)
+        if unmatched:
+            sets = ()  # proxies hook: a proxy's address, or none known, matches no rule
         applicable, rule = merged_match(
             sets, parse_address(rip), service, self._locate, now=self.clock()
         )
@@ -313,6 +360,7 @@ class DecisionEngine:
             app=app,
             expired=expired,
             lookup=found,
+            unmatched=unmatched,
         )
 
     def _verify(
@@ -344,6 +392,9 @@ class DecisionEngine:
         named = named_app_password(user, secret)
         if named is not None:  # that app password alone, no slow hash
             used, locate = self.on_app_password_used, self._locate
+            if c.unmatched:  # proxies hook: no rule may match it
+                found = RuleSet()
+                named = (replace(named[0], rules=RuleSet()), named[1])
             return verify_app_password(
                 user, *named, rip, service, found, clock=self.clock, on_used=used, locate=locate
             )
@@ -415,6 +466,28 @@ class DecisionEngine:
             network_ok=False,
             verify_seconds=spent,
         )
+
+    # -- proxies hook (saslnetauth.policy.binding) --------------------------------------
+
+    def _binding(
+        self, route: Route | None, user: UserRecord | None, token_id: str | None
+    ) -> Binding | None:
+        """The webmail session a login from a proxy without a client address may use."""
+        if route is None or self.binder is None or route.case is not Case.PROXY_ONLY:
+            return None
+        return self.binder.lookup(
+            route, user, None if user is None else named_by_id(user, token_id)
+        )
+
+    def _settle(self, d: Decision, route: Route, c: Classified) -> Decision:
+        """``d`` as the proxy case makes it (:meth:`SessionBinder.settle`)."""
+        if route.proxy is None:
+            return d
+        if self.binder is None:  # no sessions kept: the proxy alone admits nothing
+            from saslnetauth.policy.binding import settle_unbound
+
+            return settle_unbound(d, route)
+        return self.binder.settle(d, route, c.user, c.app, c.binding)
 
     def _rehash(self, name: str, secret: bytes) -> None:
         try:

@@ -39,6 +39,9 @@ class Reason(enum.Enum):
     RETIRED_PASSWORD = "retired_password"  # noqa: S105 - a wrong one: the user's old password
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
+    #: a trusted proxy forwarded no client address, and no webmail session of the
+    #: user and credential admits it (saslnetauth.policy.binding)
+    PROXY_WITHOUT_CLIENT_ADDRESS = "proxy_without_client_address"
     BACKEND_ERROR = "backend_error"
     # a frontend's own (the engine never ran)
     SASL_ERROR = "sasl_error"
@@ -91,6 +94,9 @@ class Decision:
     #: ``[alerts] location_memory_days``: the kinds that are new, comma separated
     #: ("network", "country", "asn"; :mod:`saslnetauth.policy.locations`). None: not new.
     new_location: str | None = None
+    #: The trusted proxy the login came through (saslnetauth.policy.proxies); None:
+    #: it came directly.
+    proxy: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -48,6 +48,8 @@ class Metrics:
         #: Failed logins by what the GeoIP databases knew of their address (found,
         #: unknown, unavailable: saslnetauth.policy.rules.geoip).
         self.located: Counter[str] = Counter()
+        #: Logins through trusted proxies by (proxy, verdict) (docs/webmail.md).
+        self.proxied: Counter[tuple[str, str]] = Counter()
         #: The GeoIP databases: (database, loaded, build time) for the gauges.
         self.geoip: list[tuple[str, bool, int | None]] = []
         self._registry = CollectorRegistry(auto_describe=False)
@@ -78,6 +80,13 @@ class Metrics:
     def count_located(self, result: str) -> None:
         """A failed login located by the GeoIP databases (a closed set of results)."""
         self.located[result] += 1
+
+    def count_proxy(self, proxy: str, verdict: str) -> None:
+        """A login through a trusted proxy (addresses beyond MAX_SERIES: "other")."""
+        key = (proxy, verdict)
+        if key not in self.proxied and len(self.proxied) >= MAX_SERIES:
+            key = ("other", verdict)
+        self.proxied[key] += 1
 
     def count_policy(self, command: str, status: str) -> None:
         self.policy[(command, status)] += 1
@@ -116,6 +125,15 @@ class Metrics:
             for (command, status), n in sorted(self.policy.items()):
                 policy.add_metric((command, status), n)
             yield policy
+        if self.proxied:
+            proxied = CounterMetricFamily(
+                "saslnetauth_proxy_logins",
+                "Logins through trusted proxies by proxy and verdict ([proxies] networks).",
+                labels=("proxy", "verdict"),
+            )
+            for (proxy, verdict), n in sorted(self.proxied.items()):
+                proxied.add_metric((_label(proxy), _label(verdict)), n)
+            yield proxied
         yield from self._collect_geoip()
         for name, (help_text, value) in sorted(self.gauges.items()):
             if name.endswith("_total"):

@@ -73,6 +73,7 @@ class EventRecorder:
                 decision.country,
                 decision.asn,
                 decision.credential,
+                decision.proxy,
             )
         )
 
@@ -112,7 +113,7 @@ class EventRecorder:
         rows: list[Any] = []
         seconds: dict[int, str] = {}
         rips: dict[str | None, str | None] = {}
-        for t, user, rip, service, verdict, reason, valid, country, asn, credential in batch:
+        for t, user, rip, service, verdict, reason, valid, country, asn, credential, px in batch:
             if sqlite:  # SQLAlchemy's SQLite DateTime text, so that reports read it back
                 sec = int(t)
                 if sec not in seconds:
@@ -134,6 +135,7 @@ class EventRecorder:
                 "country": country,
                 "asn": asn,
                 "credential": credential[:64] if credential else None,
+                "proxy": px[:64] if px else None,
             }
             rows.append(tuple(values[k] for k in order) if order else values)
         try:
@@ -188,6 +190,7 @@ _COLUMNS = (
     "country",
     "asn",
     "credential",
+    "proxy",
 )
 _INSERT = auth_events.insert().values({name: sa.bindparam(name) for name in _COLUMNS})
 
@@ -204,6 +207,8 @@ class Report:
     failures_by_asn: Counter[int] = field(default_factory=Counter)
     #: (user, address, app password label or None) -> count, last, services
     stolen: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
+    #: proxy -> verdict -> count (docs/webmail.md)
+    by_proxy: dict[str, Counter[str]] = field(default_factory=dict)
 
     def to_json(self, top: int) -> dict[str, object]:
         """The documented ``report --json`` shape."""
@@ -223,6 +228,10 @@ class Report:
             ],
             "failures_by_asn": [
                 {"asn": a, "failures": n} for a, n in self.failures_by_asn.most_common(top)
+            ],
+            "logins_by_proxy": {p: dict(c) for p, c in sorted(self.by_proxy.items())},
+            "proxy_without_client_address": self.failures_by_reason[
+                Reason.PROXY_WITHOUT_CLIENT_ADDRESS.value
             ],
             "stolen_credentials": sorted(
                 (
@@ -256,14 +265,16 @@ def build_report(store: SqlStore, since: datetime) -> Report:
         cols.country,
         cols.asn,
         cols.credential,
+        cols.proxy,
     ).where(cols.ts >= since)
     stolen_reasons = {Reason.NETWORK.value, Reason.NO_NETWORK_RULES.value}
     try:
         with store.engine.connect() as conn:
-            for ts, user, rip, service, verdict, reason, valid, country, asn, label in conn.execute(
-                query
-            ):
+            for row in conn.execute(query):
+                ts, user, rip, service, verdict, reason, valid, country, asn, label, px = row
                 rep.verdicts[verdict] += 1
+                if px:
+                    rep.by_proxy.setdefault(px, Counter())[verdict] += 1
                 if verdict != "fail":
                     continue
                 rep.failures_by_service[service or "-"] += 1

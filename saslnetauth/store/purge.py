@@ -14,7 +14,8 @@ as such for the admin to fix, and never match either.
 The same turn forgets the places of the new-location alerts
 (``user_locations``, :mod:`saslnetauth.store.locations`) unseen for ``[alerts]
 location_memory_days``, and those beyond ``location_max_per_user`` of a user
-(the least recently seen first): :func:`purge_locations`.
+(the least recently seen first): :func:`purge_locations`; and the expired
+webmail sessions (:func:`saslnetauth.store.webmail.purge_sessions`).
 """
 
 from __future__ import annotations
@@ -196,6 +197,12 @@ class ExpiredPurger:
                     purge_locations(self.db, days, most, time.time())
             except Exception as exc:
                 log.warning("%s", kv("purge of login places failed", error=str(exc)[:200]))
+            try:
+                from saslnetauth.store.webmail import purge_sessions
+
+                purge_sessions(self.db, time.time())
+            except Exception as exc:
+                log.warning("%s", kv("purge of webmail sessions failed", error=str(exc)[:200]))
             if alerts is not None:
                 try:
                     self._purge_retired(alerts.retired_days)

@@ -19,6 +19,13 @@ Tables (see docs/database.md):
 ``global_networks``
     ``network`` unique, ``services``, ``comment``, ``expires_at`` as above;
     applies to every user.
+``webmail_sessions``
+    the live webmail sessions (docs/webmail.md): ``user_id`` -> users.id and
+    ``app_password_id`` -> app_passwords.id (NULL: the main password; both
+    cascade delete), ``scope`` the same id or 0, ``proxy`` the trusted proxy,
+    ``rip`` the client address the session was opened from, ``fingerprint`` a
+    digest of the credential's stored hash (never the password), ``expires``
+    UNIX time. Unique (user_id, scope, proxy); expired rows are purged.
 ``rules_generation``
     one row (``id`` 1) whose ``generation`` is bumped by database triggers
     on every INSERT, UPDATE and DELETE of ``global_networks`` (and TRUNCATE
@@ -28,7 +35,8 @@ Tables (see docs/database.md):
     one row per verdict of the server (``ts``, ``user``, ``rip``,
     ``service``, ``verdict``, ``reason``, ``credentials_valid``,
     ``credential`` the app password's label or NULL, ``country`` and ``asn``
-    when known), written in the background, read by ``saslnetauth report``.
+    when known, ``proxy`` the trusted proxy the login came through or NULL),
+    written in the background, read by ``saslnetauth report``.
 ``app_passwords``
     per-device credentials: ``user_id`` -> users.id (cascade delete),
     ``label`` unique per user, ``token_id`` unique public identifier,
@@ -63,7 +71,7 @@ from sqlalchemy.dialects import mysql
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -157,6 +165,7 @@ auth_events = sa.Table(
     sa.Column("credential", _LABEL, nullable=True),
     sa.Column("country", sa.String(2), nullable=True),
     sa.Column("asn", sa.BigInteger, nullable=True),
+    sa.Column("proxy", sa.String(64), nullable=True),
     sa.Index("ix_auth_events_ts", "ts"),
 )
 
@@ -225,6 +234,28 @@ retired_passwords = sa.Table(
     sa.Column("last_tried_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_retired_passwords_user_id", "user_id"),
     sa.Index("ix_retired_passwords_retired_at", "retired_at"),
+)
+
+#: Webmail sessions (migration 0007): a trusted proxy that forwarded no client
+#: address admits a login of the user and credential only while one is live.
+webmail_sessions = sa.Table(
+    "webmail_sessions",
+    metadata,
+    _id(),
+    _owner("user_id", "users.id", "fk_webmail_sessions_user"),
+    sa.Column(
+        "app_password_id",
+        sa.Integer,
+        sa.ForeignKey("app_passwords.id", ondelete="CASCADE", name="fk_webmail_sessions_app"),
+        nullable=True,
+    ),
+    sa.Column("scope", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("proxy", sa.String(64), nullable=False),
+    sa.Column("rip", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(32), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+    sa.UniqueConstraint("user_id", "scope", "proxy", name="uq_webmail_sessions_key"),
+    sa.Index("ix_webmail_sessions_expires", "expires"),
 )
 
 #: The one row of :data:`rules_generation` (the triggers update only this id).

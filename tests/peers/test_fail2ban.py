@@ -180,3 +180,39 @@ def test_filter_counts_policy_reports(tmp_path: Path) -> None:
 def test_jail_names_the_filter() -> None:
     text = JAIL.read_text()
     assert "filter   = saslnetauth" in text and "[saslnetauth]" in text
+
+
+def test_filter_bans_the_forwarded_client_never_the_proxy(tmp_path: Path) -> None:
+    """Logins through a trusted proxy (docs/webmail.md): a refused forwarded login
+    names the client (rip=, banned), the proxy alone logs rip=- (nothing to ban: the
+    webmail host is never banned)."""
+    from tests.support.serverproc import AuthClient
+
+    f2b = require_binary("fail2ban-regex")
+    db = init_with_user(f"sqlite:///{tmp_path}/f.db", "alice", PW, "203.0.113.9")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[serve]\npenalty_max = 0\n"
+        "[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+        '[proxies]\nnetworks = ["127.0.0.1/32"]\n'
+    )
+    with run_server(db, config=cfg) as srv:
+        c: AuthClient = srv.connect()
+        c.handshake()
+        for rip, real_rip, service in [
+            ("127.0.0.1", None, "smtp"),  # the proxy alone (no session yet)
+            ("198.51.100.30", "127.0.0.1", "imap"),  # forwarded, refused: the client
+            ("203.0.113.9", "127.0.0.1", "imap"),  # forwarded, allowed
+        ]:
+            c.plain(1, "alice", PW, rip=rip, service=service, real_rip=real_rip)
+            c.line()
+        log_text = srv.log()
+    assert "rip=- proxy=127.0.0.1 reason=proxy_without_client_address" in log_text
+    log = tmp_path / "saslnetauth.log"
+    log.write_text(log_text)
+    installed = install_filter(tmp_path)
+    res = subprocess.run(
+        [f2b, "-o", "ip", str(log), str(installed)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.split() == ["198.51.100.30"], res.stdout

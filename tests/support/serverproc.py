@@ -188,9 +188,12 @@ class AuthClient:
         rip: str | None = "127.0.0.2",
         service: str = "smtp",
         authzid: str = "",
+        real_rip: str | None = None,
     ) -> None:
         resp = base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode()
         rip_part = f"\trip={rip}" if rip is not None else ""
+        if real_rip is not None:  # Dovecot's login_trusted_networks (docs/webmail.md)
+            rip_part += f"\treal_rip={real_rip}"
         self.send(
             f"AUTH\t{req_id}\tPLAIN\tservice={service}\tnologin\tlip=127.0.0.1{rip_part}\tresp={resp}\n"
         )

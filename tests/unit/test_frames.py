@@ -23,6 +23,7 @@ def _every_field_set() -> Decision:
         "expires": 1_900_000_000.0,
         "credential": "phone",
         "new_location": "network,country",
+        "proxy": "127.0.0.1",
     }
     names = {f.name for f in dataclasses.fields(Decision)} - {"verdict", "reason", "user"}
     assert names == set(values), "a new Decision field: give it a value here"

@@ -360,3 +360,37 @@ def test_a_login_given_up_while_queued_leaks_no_slot(cfg: Config) -> None:
         await h.sched.close()
 
     asyncio.run(main())
+
+
+def test_proxied_logins_are_classified_by_the_address_judged(cfg: Config) -> None:
+    """Trusted proxies (docs/webmail.md): a forwarded login is classified by the client
+    address it forwarded (from outside: hopeless, refused without a hash), one from the
+    proxy alone always reaches the engine (only it knows the webmail sessions), and a
+    forwarded address from a connection that is no proxy counts for nothing."""
+    cfg.serve.hopeless_share = 0.0
+    cfg.proxies.networks = ["127.0.0.1/32"]
+
+    async def main() -> None:
+        h = Harness(cfg, capacity=4)
+        await h.sched.start()
+
+        def login(name: str, rip: str, real_rip: str | None) -> None:
+            coro = h.sched.decide(Login(name, b"guess", rip, "smtp", real_rip=real_rip))
+            h.tasks[name] = asyncio.ensure_future(coro)
+
+        login("forwarded-outside", OUTSIDE, "127.0.0.1")
+        login("untrusted-forward", "192.0.2.9", "203.0.113.50")  # office address forwarded
+        login("webmail-smtp", "127.0.0.1", None)
+        login("forwarded-office", "192.0.2.9", "127.0.0.1")
+        await until(
+            lambda: sorted(h.inner.calls) == ["forwarded-office", "webmail-smtp"], "verified"
+        )
+        h.inner.open("forwarded-office")
+        h.inner.open("webmail-smtp")
+        d = {k: await t for k, t in h.tasks.items()}
+        assert d["forwarded-outside"].reason is Reason.UNKNOWN_USER  # refused unverified
+        assert d["untrusted-forward"].reason is Reason.UNKNOWN_USER
+        assert h.sched.counts.hopeless_unverified == 2
+        await h.sched.close()
+
+    asyncio.run(main())

@@ -377,6 +377,8 @@ class AuthServer:
         )
         if decision.geoip is not None:
             self.metrics.count_located(decision.geoip)
+        if decision.proxy is not None:  # proxies hook
+            self.metrics.count_proxy(decision.proxy, decision.verdict.value)
         extra = 0.0
         if decision.verdict is Verdict.OK:
             # The user brake is not cleared: it only counts failures from outside the
@@ -464,7 +466,13 @@ class AuthServer:
             # each decider keeps the time limit itself, with one timer for all its
             # requests rather than one per login
             login = Login(
-                creds.username, creds.password, auth.rip, auth.service, repeat, retired_by
+                creds.username,
+                creds.password,
+                auth.rip,
+                auth.service,
+                repeat,
+                retired_by,
+                auth.real_rip,  # proxies hook
             )
             return await self.decider.decide(login, timeout=max(remaining, 0.001))
         except Exception as exc:  # fail closed

@@ -29,6 +29,9 @@ class Login:
     service: str
     repeat: bool = False
     retired_by: float = 0.0
+    #: The connecting address when it differs from the forwarded ``rip`` (Dovecot's
+    #: ``real_rip``; saslnetauth.policy.proxies). None: not reported.
+    real_rip: str | None = None
 
 
 class Decider(Protocol):

@@ -60,13 +60,14 @@ from typing import TYPE_CHECKING
 
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.apppolicy import token_id_of
+from saslnetauth.policy.classification import Classified
+from saslnetauth.policy.proxies import Case, Route
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.fairqueue import FairQueue
 from saslnetauth.serve.decide.penalty import client_bucket
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
-    from saslnetauth.policy.classification import Classified
     from saslnetauth.serve.decide.classifier import Classifier
     from saslnetauth.serve.decide.decider import Decider, Login
 
@@ -180,22 +181,24 @@ class Scheduler:
             self.counts.direct += 1
         else:
             token_id = token_id_of(login.password)  # the credential, never the secret
-            c = self.classifier.cached(login.user, login.rip, login.service, token_id)
+            route = self._route(login)  # proxies hook: classified by the address judged
+            rip = login.rip if route is None else route.rip
+            c = self.classifier.cached(login.user, rip, login.service, token_id)
+            if route is not None and route.case is Case.PROXY_ONLY:
+                c = Classified(login.user[:255], True)  # only the engine knows its session
             if c is None:
                 self.classifying += 1
                 try:
                     async with asyncio.timeout_at(deadline):
-                        c = await self.classifier.classify(
-                            login.user, login.rip, login.service, token_id
-                        )
+                        c = await self.classifier.classify(login.user, rip, login.service, token_id)
                 finally:
                     self.classifying -= 1
-            ready = self._classified(c, login.rip, login.service, arrival, deadline)
+            ready = self._classified(c, rip, login.service, arrival, deadline)
             if isinstance(ready, Decision):
                 return ready
             ticket = ready
             if not await ticket.waiter:
-                return self._expired(ticket, c, login.rip, login.service)
+                return self._expired(ticket, c, rip, login.service)
         remaining = deadline - loop.time()
         try:
             if remaining <= 0:  # admitted too late: never sent to a worker
@@ -203,6 +206,14 @@ class Scheduler:
             return await self.inner.decide(login, timeout=remaining)
         finally:
             self._release(ticket)
+
+    def _route(self, login: Login) -> Route | None:
+        """Which address of the login is judged (saslnetauth.policy.proxies); None: its
+        rip, as always (no proxies, nothing forwarded, or no classifier engine)."""
+        engine = self.classifier.engine
+        if engine is None or (login.real_rip is None and not engine.proxies):
+            return None
+        return engine.proxies.route(login.rip, login.real_rip, login.service.strip().lower())
 
     def _quiet(self) -> bool:
         if self._could or self._hopeless or self.classifying:

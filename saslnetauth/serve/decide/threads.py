@@ -67,6 +67,7 @@ class ThreadDecider:
                     after_reply=after_reply,
                     repeat=login.repeat,
                     retired_by=login.retired_by,
+                    real_rip=login.real_rip,  # proxies hook
                 ),
             )
         if after_reply:

@@ -58,7 +58,7 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                     if out:
                         flush(out)
                     return
-                rid, user, password, rip, service, deadline, repeat, retired_by = msg
+                rid, user, password, rip, service, deadline, repeat, retired_by, real_rip = msg
                 if time.monotonic() >= deadline:
                     # the server has answered it already (TEMPFAIL): never hash it
                     out.append(frame((rid,)))
@@ -71,6 +71,7 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                     after_reply=after_reply,
                     repeat=repeat,
                     retired_by=retired_by,
+                    real_rip=real_rip,  # proxies hook
                 )
                 out.append(frame(decision_message(rid, d)))
                 if time.monotonic() - started >= FLUSH_AFTER:

@@ -274,6 +274,7 @@ class WorkerPool:
                     deadline,
                     login.repeat,
                     login.retired_by,
+                    login.real_rip,  # proxies hook
                 )
             ),
             loop.create_future(),

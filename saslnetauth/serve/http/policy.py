@@ -41,13 +41,14 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from saslnetauth.errors import InvalidUsernameError
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import UserRecord, normalize_username
+from saslnetauth.policy.proxies import Case
 from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match, parse_address
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.penalty import client_bucket
@@ -56,6 +57,7 @@ from saslnetauth.settings import PolicyConfig
 
 if TYPE_CHECKING:
     from saslnetauth.serve.authsocket.server import AuthServer
+    from saslnetauth.serve.http.policyproxy import PolicyProxies, Routed
 
 __all__ = ["PolicyRequest", "PolicyService", "decide_network", "parse_request"]
 
@@ -75,6 +77,8 @@ class PolicyRequest:
     success: bool | None = None  # report only
     policy_reject: bool = False
     fail_type: str | None = None  # 2.4 only: "", "policy", "credentials", "account"
+    #: The connecting address (the snippets send %{real_rip}; docs/webmail.md).
+    real_remote: str = ""
 
 
 def _text(data: dict[str, object], key: str) -> str:
@@ -101,6 +105,7 @@ def parse_request(body: bytes) -> PolicyRequest:
         success=success if isinstance(success, bool) else None,
         policy_reject=data.get("policy_reject") is True,
         fail_type=fail_type if isinstance(fail_type, str) and len(fail_type) < 32 else None,
+        real_remote=_text(data, "real_remote") or _text(data, "real_rip"),
     )
 
 
@@ -175,6 +180,8 @@ class PolicyService:
         self._refusal_logged = -math.inf
         #: why allow refused (user, remote), for the report that follows; bounded
         self._last_reason: dict[tuple[str, str], Reason] = {}
+        #: proxies hook: trusted proxies and webmail sessions (None: none configured)
+        self.proxies: PolicyProxies | None = None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -229,13 +236,17 @@ class PolicyService:
 
     # -- allow -----------------------------------------------------------------------
 
-    async def _lookup(self, name: str) -> tuple[UserRecord | None, RuleSet]:
-        """The user and the global networks, from the lookup thread. Its queue holds at
-        most one lookup per open connection (Dovecot waits for each answer), and a
-        lookup that times out while still queued is cancelled, never run."""
+    async def _lookup(
+        self, name: str, req: PolicyRequest
+    ) -> tuple[UserRecord | None, RuleSet, Routed | None]:
+        """The user, the global networks and the proxy route, from the lookup thread. Its
+        queue holds at most one lookup per open connection (Dovecot waits for each
+        answer), and a lookup that times out while still queued is cancelled, never run."""
 
-        def work() -> tuple[UserRecord | None, RuleSet]:
-            return self.get_user(name), self.global_rules()
+        def work() -> tuple[UserRecord | None, RuleSet, Routed | None]:
+            user = self.get_user(name)
+            routed = None if self.proxies is None else self.proxies.route(req, user)
+            return user, self.global_rules(), routed
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, work)
@@ -247,22 +258,29 @@ class PolicyService:
         except InvalidUsernameError:
             return -1
         try:
-            user, global_rules = await asyncio.wait_for(
-                self._lookup(name), self.settings.lookup_timeout
+            user, global_rules, routed = await asyncio.wait_for(
+                self._lookup(name, req), self.settings.lookup_timeout
             )
         except Exception as exc:  # fail closed
             log.error("%s", kv("policy lookup failed", user=name, error=repr(exc)))
             return -1
         geoip = self.server.geoip
-        allowed, reason = decide_network(
-            user,
-            global_rules,
-            req,
-            self.settings.unknown_users,
-            geoip.geo if geoip is not None else None,
-            now=self.clock(),
-            main_default=self.main_default,
-        )
+        judged = req if routed is None else routed.req  # proxies hook
+        allowed, reason = False, Reason.PROXY_WITHOUT_CLIENT_ADDRESS
+        if judged is not None:
+            allowed, reason = decide_network(
+                user,
+                global_rules,
+                judged,
+                self.settings.unknown_users,
+                geoip.geo if geoip is not None else None,
+                now=self.clock(),
+                main_default=self.main_default,
+            )
+        if routed is not None and self.proxies is not None:  # proxies hook
+            allowed, reason = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.proxies.settle, routed, user, allowed, reason
+            )
         if not allowed:
             if self.settings.mode == "after_auth" and reason in (
                 Reason.NETWORK,
@@ -318,6 +336,9 @@ class PolicyService:
             decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
         # a report only adds evidence: a success never clears or shortens the brake
         # (saslnetauth checked no password; docs/dovecot.md, "Policy endpoint")
+        proxy = self._proxy_report(req, decision)  # proxies hook
+        if proxy is not None:
+            decision = replace(decision, proxy=proxy)
         if decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
@@ -325,6 +346,7 @@ class PolicyService:
         if not (after and decision.credentials_valid and stolen):
             # (the stolen-password line was logged when allow refused it)
             fields = {"user": name, "service": req.protocol or None, "rip": _rip(req.remote)}
+            fields["proxy"] = decision.proxy
             if decision.ok:
                 log.info("%s", kv("auth ok", **fields, via="policy"))
             elif decision.verdict is Verdict.TEMPFAIL:
@@ -334,6 +356,25 @@ class PolicyService:
                 log.info("%s", kv("auth fail", **fields, reason=reason, via="policy"))
         if self.record is not None:
             self.record(decision, req.remote, req.protocol)
+
+    def _proxy_report(self, req: PolicyRequest, decision: Decision) -> str | None:
+        """The trusted proxy of a reported login (None: direct); its session is opened,
+        renewed or ended on the lookup thread (proxies hook)."""
+        proxies = self.proxies
+        if proxies is None:
+            return None
+        route = proxies.proxies.route(req.remote, req.real_remote or None, req.protocol)
+        if route.case is Case.FORWARDED:
+
+            def work() -> None:
+                try:
+                    user = self.get_user(normalize_username(req.login))
+                    proxies.report(req, decision, user)
+                except Exception as exc:
+                    log.error("%s", kv("webmail session not updated", error=repr(exc)))
+
+            self._executor.submit(work)
+        return route.proxy
 
 
 def _rip(remote: str) -> str:
