@@ -30,6 +30,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "netrules_100k": ([], ["--lookups", "5000"]),
     "geoip": ([], ["--networks", "50000", "--lookups", "20000"]),
     "checkpassword": ([], ["--quick"]),
+    "cli_startup": ([], ["--quick"]),
     "oracle": ([], ["--tries", "50"]),
     "vs_dovecot": ([], ["--quick"]),
     "soak": ([], ["--seconds", "30"]),

@@ -9,13 +9,15 @@ import pwd
 import stat
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from saslnetauth.config import Config
-from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import SchemaOutdatedError
-from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.store import SqlStore, sqlite_path
+
+if TYPE_CHECKING:  # imported where used: `user show` needs neither the hashes nor the engine
+    from saslnetauth.credentials.passwords import PasswordHasher
+    from saslnetauth.policy.engine import DecisionEngine
 
 LOG_FORMAT = "%(asctime)s saslnetauth[%(process)d]: %(levelname)s %(message)s"
 
@@ -34,6 +36,8 @@ class _Formatter(logging.Formatter):
 
 
 def make_hasher(cfg: Config) -> PasswordHasher:
+    from saslnetauth.credentials.passwords import PasswordHasher
+
     p = cfg.passwords
     return PasswordHasher(
         p.default_scheme,
@@ -141,6 +145,7 @@ def secure_sqlite_file(path: Path) -> list[str]:
 def make_engine(cfg: Config, store: SqlStore, *, watch_geoip: bool = False) -> DecisionEngine:
     """The decision engine on ``store``; ``watch_geoip``: a long-running process, whose
     GeoIP databases are reopened when replaced (:mod:`saslnetauth.policy.rules.geoip`)."""
+    from saslnetauth.policy.engine import DecisionEngine
     from saslnetauth.policy.mainpassword import parse_main_services
     from saslnetauth.policy.rules.geoip import GeoLocator
 

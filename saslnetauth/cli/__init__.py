@@ -16,6 +16,7 @@ import click
 
 from saslnetauth import __version__
 from saslnetauth.cli.common import EXIT_ERROR, EXIT_TEMPFAIL, AppContext
+from saslnetauth.cli.lazy import LazyGroup
 from saslnetauth.errors import BackendError, SaslNetAuthError
 from saslnetauth.logfmt import mask_url
 
@@ -23,8 +24,48 @@ __all__ = ["cli", "main"]
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+#: name -> ("module:command", the first paragraph of its help, which ``--help`` lists).
+#: A command's module is imported only when that command runs or shows its help:
+#: ``saslnetauth --help`` imports none (tests/cli/test_cli_imports.py).
+COMMANDS = {
+    "init": (
+        "saslnetauth.cli.db:init",
+        "Create the database, or upgrade it to the current schema.",
+    ),
+    "db": (
+        "saslnetauth.cli.db:db",
+        "Inspect and migrate the database schema (Alembic); purge expired grants.",
+    ),
+    "user": ("saslnetauth.cli.users:user", "Add, change, list and remove users."),
+    "net": (
+        "saslnetauth.cli.nets:net",
+        "Manage global networks (they admit every user, per service).",
+    ),
+    "check": (
+        "saslnetauth.cli.check:check",
+        "Would user NAME with this password be accepted from --rip for --service?",
+    ),
+    "serve": (
+        "saslnetauth.cli.serve:serve",
+        "Answer SASL logins for Postfix and Exim over Dovecot's auth protocol.",
+    ),
+    "report": ("saslnetauth.cli.report:report", "Summarise the server's recent verdicts."),
+    "geoip": (
+        "saslnetauth.cli.geoip:geoip",
+        "Look addresses up in the GeoIP databases ([geoip] country_db, asn_db).",
+    ),
+    "import": (
+        "saslnetauth.cli.io:import_group",
+        "Add or update users from a Dovecot passwd-file or a CSV file.",
+    ),
+    "export": (
+        "saslnetauth.cli.io:export_group",
+        "Write users out for other software (Dovecot 2.4 passwd-file).",
+    ),
+}
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--database",
     "database",
@@ -66,25 +107,6 @@ def cli(ctx: click.Context, database: str | None, config_path: str | None, debug
     """
     ctx.obj = AppContext(database=database, config_path=config_path, debug=debug)
     ctx.call_on_close(ctx.obj.close)
-
-
-def _register() -> None:
-    from saslnetauth.cli import check, db, geoip, nets, report, serve, users
-    from saslnetauth.cli import io as cli_io
-
-    cli.add_command(db.init)
-    cli.add_command(db.db)
-    cli.add_command(users.user)
-    cli.add_command(nets.net)
-    cli.add_command(check.check)
-    cli.add_command(serve.serve)
-    cli.add_command(report.report)
-    cli.add_command(geoip.geoip)
-    cli.add_command(cli_io.import_group)
-    cli.add_command(cli_io.export_group)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> int:

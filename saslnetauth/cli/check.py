@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,13 +17,14 @@ from saslnetauth.cli.common import (
 )
 from saslnetauth.errors import BackendError
 from saslnetauth.policy.apppolicy import credential_rule_sets
-from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.policy.model import AppPasswordRecord
 from saslnetauth.policy.rules.expiry import describe_expiry, format_utc
 from saslnetauth.policy.rules.netrules import Address, describe_services, parse_address
 from saslnetauth.policy.verdict import Reason, Verdict
-from saslnetauth.runtime import make_engine
-from saslnetauth.store import SqlStore
+
+if TYPE_CHECKING:  # imported when the command runs: `check --help` stays light
+    from saslnetauth.policy.engine import DecisionEngine
+    from saslnetauth.store import SqlStore
 
 _EXPLAIN = {
     Reason.UNKNOWN_USER: "no such user",
@@ -80,6 +82,8 @@ def check(
     except BackendError as exc:
         click.echo(f"TEMPFAIL: {exc}")
         raise click.exceptions.Exit(EXIT_TEMPFAIL) from None
+    from saslnetauth.runtime import make_engine
+
     engine = make_engine(app.config, store)
     now = time.time()
     engine.clock = lambda: now  # the verdict and its explanation see the same time

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import getpass
-import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from saslnetauth.config import Config, load_config
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.store import SqlStore
+
+if TYPE_CHECKING:  # imported where used: a command's start-up pays only for what it uses
+    from saslnetauth.config import Config
+    from saslnetauth.store import SqlStore
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -34,6 +34,8 @@ class AppContext:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from saslnetauth.config import load_config
+
             self._config = load_config(self.config_path, self.database)
         return self._config
 
@@ -92,6 +94,8 @@ def read_password(*, from_stdin: bool, confirm: bool, purpose: str = "Password")
         raise InvalidInputError(
             "no password given: use --password-stdin (or --hash), or run on a terminal to be asked"
         )
+    import getpass
+
     first = getpass.getpass(f"{purpose}: ", stream=sys.stderr)
     if not first:
         raise InvalidInputError("empty password")
@@ -109,6 +113,8 @@ def check_comment(comment: str | None) -> None:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
 
 

@@ -4,11 +4,15 @@ after a command revoked something, end the user's webmail sessions
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from saslnetauth.cli.common import AppContext
-from saslnetauth.events.commands import Outcome, run_now
 from saslnetauth.events.revoke import RevokeEvent, kick_network, revoke_argv, revoke_environment
+
+if TYPE_CHECKING:  # subprocess and asyncio: imported when a command is run
+    from saslnetauth.events.commands import Outcome
 
 __all__ = ["end_sessions", "kick_network"]
 
@@ -23,6 +27,8 @@ def end_sessions(app: AppContext, event: RevokeEvent) -> Outcome | None:
     argv = revoke_argv(cfg.command, event)
     if argv is None:
         return None
+    from saslnetauth.events.commands import run_now
+
     env = revoke_environment(event)
     outcome = run_now(argv, env, timeout=cfg.timeout, ok_status=cfg.ok_status)
     shown = " ".join(argv)

@@ -25,7 +25,6 @@ from saslnetauth.cli.expiring import (
     shown_expiry,
 )
 from saslnetauth.cli.revoking import end_sessions, kick_network
-from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.events.revoke import RevokeEvent
 from saslnetauth.policy.mainpassword import (
@@ -35,7 +34,6 @@ from saslnetauth.policy.mainpassword import (
 )
 from saslnetauth.policy.model import UserRecord
 from saslnetauth.policy.rules.netrules import NetworkRule, describe_services
-from saslnetauth.runtime import make_hasher
 
 
 def _password_options(fn: click.decorators.FC) -> click.decorators.FC:
@@ -54,6 +52,9 @@ def _password_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _new_hash(app: AppContext, password_stdin: bool, hash_: str | None) -> str:
+    from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
+    from saslnetauth.runtime import make_hasher
+
     hasher = make_hasher(app.config)
     if hash_ is not None:
         if password_stdin:

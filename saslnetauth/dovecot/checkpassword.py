@@ -134,8 +134,6 @@ def parse_args(argv: list[str]) -> Options:
 
 def read_fd3(fd: int = 3) -> tuple[bytes, bytes]:
     """``(user, password)`` from Dovecot's fd 3 input; exits on bad input."""
-    from saslnetauth.errors import ProtocolError
-
     chunks: list[bytes] = []
     total = 0
     while total <= MAX_INPUT:
@@ -147,10 +145,10 @@ def read_fd3(fd: int = 3) -> tuple[bytes, bytes]:
             break
         chunks.append(chunk)
         total += len(chunk)
-    try:
-        return parse_input(b"".join(chunks))
-    except ProtocolError as exc:
-        _exit(EXIT_FAIL, f"fd {fd}: {exc}")
+    parsed = _split_input(b"".join(chunks))
+    if isinstance(parsed, str):
+        _exit(EXIT_FAIL, f"fd {fd}: {parsed}")
+    return parsed
 
 
 def parse_input(data: bytes) -> tuple[bytes, bytes]:
@@ -158,13 +156,22 @@ def parse_input(data: bytes) -> tuple[bytes, bytes]:
 
     Raises :class:`ProtocolError` for anything else.
     """
-    from saslnetauth.errors import ProtocolError
+    parsed = _split_input(data)
+    if isinstance(parsed, str):
+        from saslnetauth.errors import ProtocolError
 
+        raise ProtocolError(parsed)
+    return parsed
+
+
+def _split_input(data: bytes) -> tuple[bytes, bytes] | str:
+    """``(user, password)``, or what is wrong with the input (no exception class is
+    imported on the fast path)."""
     if len(data) > MAX_INPUT:
-        raise ProtocolError(f"more than {MAX_INPUT} bytes of input")
+        return f"more than {MAX_INPUT} bytes of input"
     parts = data.split(b"\0")
     if len(parts) < 3 or not parts[0]:
-        raise ProtocolError("malformed input: expected user NUL password NUL timestamp NUL")
+        return "malformed input: expected user NUL password NUL timestamp NUL"
     return parts[0], parts[1]
 
 

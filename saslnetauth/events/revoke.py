@@ -22,10 +22,13 @@ import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from saslnetauth.events.commands import Outcome, base_environment, run_now
 from saslnetauth.logfmt import kv, printable
 from saslnetauth.settings import RevokeConfig
+
+if TYPE_CHECKING:  # imported where it runs: the CLI's start-up needs only the event
+    from saslnetauth.events.commands import Outcome
 
 __all__ = ["EVENTS", "RevokeEvent", "kick_network", "revoke_argv", "revoke_now"]
 
@@ -110,6 +113,8 @@ def revoke_environment(
     event: RevokeEvent, parent: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """PATH, LANG and SASLNETAUTH_USER, _EVENT, _CREDENTIAL, _NETWORK."""
+    from saslnetauth.events.commands import base_environment
+
     values = event.values()
     return base_environment(parent) | {
         "SASLNETAUTH_USER": values["{user}"],
@@ -125,6 +130,8 @@ def revoke_now(config: RevokeConfig, event: RevokeEvent) -> Outcome | None:
     argv = revoke_argv(config.command, event)
     if argv is None:
         return None
+    from saslnetauth.events.commands import run_now
+
     outcome = run_now(
         argv, revoke_environment(event), timeout=config.timeout, ok_status=config.ok_status
     )

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.clitools import run
 from tests.support.dovecot import DovecotInstance, mail_ids
+from tests.support.importtime import FAST_PATH_MODULES, PROFILE, imported, not_stdlib
 from tests.support.net import peer_tmpdir
 from tests.support.serverproc import ServerProcess, run_server
 
@@ -200,6 +201,37 @@ def _run_program(
         )
     finally:
         os.close(r)
+
+
+def test_fast_path_imports_only_the_standard_library(world: dict[str, object]) -> None:
+    """A login answered by the running server, to the reply program, imports the
+    standard library and saslnetauth's client modules only (issue 26: this
+    program starts once per login)."""
+    server = world["server"]
+    assert isinstance(server, ServerProcess)
+    env = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.2", **PROFILE}
+    reply = ["/bin/sh", "-c", 'echo "USER=$USER"']
+    ok = _run_program(env, f"alice\0{PW}\0\0".encode(), ["--socket", str(server.unix), *reply])
+    assert ok.returncode == 0 and ok.stdout.strip() == "USER=alice", ok
+    names = imported(ok.stderr)
+    assert "saslnetauth.dovecot.client" in names
+    assert {n for n in names if n.startswith("saslnetauth")} <= FAST_PATH_MODULES
+    assert not_stdlib(names) - FAST_PATH_MODULES == set()
+
+
+def test_fast_path_over_tcp(tmp_path: Path) -> None:
+    """--socket inet:HOST:PORT: the client's TCP connect (the socket module is imported
+    only for it); an allowed login execs the reply program, a wrong password exits 1."""
+    db = f"sqlite:///{tmp_path}/cp.db"
+    populate(db)
+    with run_server(db, tcp=True, unix=False) as server:
+        base = {"PATH": os.environ["PATH"], "SERVICE": "imap", "TCPREMOTEIP": "127.0.0.2"}
+        sock = ["--socket", f"inet:127.0.0.1:{server.port}"]
+        reply = ["/bin/sh", "-c", 'echo "USER=$USER"']
+        ok = _run_program(base, f"alice\0{PW}\0\0".encode(), [*sock, *reply])
+        assert ok.returncode == 0 and ok.stdout.strip() == "USER=alice", ok
+        bad = _run_program(base, b"alice\0wrong\0\0", [*sock, *reply])
+        assert bad.returncode == 1 and bad.stdout == "", bad
 
 
 def test_program_exit_codes_and_environment(world: dict[str, object]) -> None:

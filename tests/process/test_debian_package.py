@@ -23,15 +23,17 @@ def test_man_page_holds_every_commands_help(tmp_path: Path) -> None:
     page = (tmp_path / "saslnetauth.8").read_text()
     from saslnetauth.cli import cli
 
-    def paths(cmd: click.Command, prefix: str) -> list[str]:
+    def paths(cmd: click.Command, ctx: click.Context, prefix: str) -> list[str]:
         found = [prefix]
-        if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
-                if not sub.hidden:
-                    found += paths(sub, f"{prefix} {name}")
+        if isinstance(cmd, click.Group):  # list_commands: the top level is loaded lazily
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)
+                if sub is not None and not sub.hidden:
+                    sub_ctx = click.Context(sub, info_name=name, parent=ctx)
+                    found += paths(sub, sub_ctx, f"{prefix} {name}")
         return found
 
-    names = paths(cli, "saslnetauth")[1:]
+    names = paths(cli, click.Context(cli, info_name="saslnetauth"), "saslnetauth")[1:]
     assert len(names) > 20
     for name in names:
         assert f'.SS "{name.replace("-", chr(92) + "-")}"' in page, name
