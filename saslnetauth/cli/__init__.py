@@ -69,8 +69,7 @@ def cli(ctx: click.Context, database: str | None, config_path: str | None, debug
 
 
 def _register() -> None:
-    from saslnetauth.cli import check, db, geoip, nets, report, serve, users
-    from saslnetauth.cli import io as cli_io
+    from saslnetauth.cli import check, db, exports, geoip, imports, nets, report, serve, users
 
     cli.add_command(db.init)
     cli.add_command(db.db)
@@ -80,8 +79,8 @@ def _register() -> None:
     cli.add_command(serve.serve)
     cli.add_command(report.report)
     cli.add_command(geoip.geoip)
-    cli.add_command(cli_io.import_group)
-    cli.add_command(cli_io.export_group)
+    cli.add_command(imports.import_group)
+    cli.add_command(exports.export_group)
 
 
 _register()
