@@ -4,7 +4,7 @@ server's revoke watcher (:mod:`saslnetauth.serve.revokewatch`).
 
 Only rows with an expiry are read (the temporary ones: usually a handful). The
 time is compared here, not in SQL, because a row written by an admin's script
-may hold it as text or a number (:func:`saslnetauth.store.rows.stored_expiry`);
+may hold it as text or a number (:func:`saslnetauth.store.times.stored_expiry`);
 a row whose ``expires_at`` is not a time never matches and is skipped.
 """
 
@@ -15,8 +15,8 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from saslnetauth.store.connect import Database
-from saslnetauth.store.rows import expiry_value, stored_expiry
 from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
+from saslnetauth.store.times import expiry_value, stored_expiry
 
 __all__ = ["Expiring", "expiring_rows"]
 
