@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 from saslnetauth.admin.importers import ImportRecord, LineError
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.policy.rules.netrules import format_services, parse_network, parse_services
+from saslnetauth.policy.rules.netrules import format_services, parse_services
+from saslnetauth.policy.rules.networks import parse_network
 from saslnetauth.store.changes import (
     ChangeSet,
     ExistingNetwork,

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from saslnetauth.errors import BackendError, InvalidInputError
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.model import BACKENDS, NetworkRecord, UserRecord
-from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, format_services, parse_network
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, format_services
+from saslnetauth.policy.rules.networks import parse_network
 from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
 from saslnetauth.store.times import db_time, expiry_value, stored_expiry
 
