@@ -98,7 +98,7 @@ def _housekeeping(
     purge_store = open_store(cfg, check_schema=False)
     purger = ExpiredPurger(purge_store, cfg.serve.expired_keep_days, alerts=cfg.alerts)
     closers += [purger.close, purge_store.close]
-    # expiries end sessions within seconds (README, "Ending sessions on revoke")
+    # expiries end sessions within seconds (docs/revoke.md)
     watcher = ExpiryWatcher(purge_store, cfg.revoke)
     closers.insert(0, watcher.close)
 
@@ -141,7 +141,7 @@ async def _start_lookups(
 async def _start_policy(
     cfg: Config, server: AuthServer, store: SqlStore, sock: socket.socket
 ) -> list[Closer]:
-    """Dovecot's auth policy requests on ``sock`` (README, "Dovecot 2.4")."""
+    """Dovecot's auth policy requests on ``sock`` (docs/dovecot.md, "Policy endpoint")."""
     from saslnetauth.policy.mainpassword import parse_main_services
     from saslnetauth.serve.http.policy import PolicyService
     from saslnetauth.serve.http.server import HttpServer
