@@ -176,7 +176,30 @@ def _check_delay_budget(s: ServeConfig) -> None:
 
 def validate(cfg: Config) -> None:
     """Range checks that types alone do not catch."""
-    s = cfg.serve
+    _validate_serve_limits(cfg.serve)
+    _validate_serve_peers(cfg.serve)
+    _validate_serve_sockets(cfg.serve)
+    _check_proxies(cfg)
+    if cfg.report.keep_days < 1 or cfg.report.queue_size < 1:
+        raise ConfigError("report.keep_days and report.queue_size: at least 1")
+    if not cfg.pam.service or "/" in cfg.pam.service:
+        raise ConfigError("pam.service: a PAM service name such as saslnetauth")
+    _validate_policy(cfg.policy)
+    if cfg.checkpassword.fallback not in ("local", "tempfail"):
+        raise ConfigError("checkpassword.fallback: use local or tempfail")
+    _validate_geoip(cfg.geoip)
+    _validate_revoke(cfg.revoke)
+    _validate_alerts(cfg)
+    if not 0 <= cfg.alerts.retired_days <= 3650:
+        raise ConfigError("alerts.retired_days: 0 (keep no retired password) to 3650")
+    if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("logging.level: use debug, info, warning or error")
+    if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
+        raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
+
+
+def _validate_serve_limits(s: ServeConfig) -> None:
+    """[serve]: the failure reply, the brakes, the time and connection limits."""
     if len(s.fail_reason) > 200 or not s.fail_reason.isprintable() or "\t" in s.fail_reason:
         raise ConfigError("serve.fail_reason: printable text of at most 200 characters")
     if not 0 <= s.failure_delay <= 8:
@@ -195,6 +218,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.max_connections_per_peer: 0 (automatic) up to max_connections")
     if not 0 < s.handshake_timeout <= 60:
         raise ConfigError("serve.handshake_timeout: more than 0, at most 60 seconds")
+
+
+def _validate_serve_peers(s: ServeConfig) -> None:
+    """[serve]: who may connect, and the decision workers."""
     for key, texts in (
         ("allowed_tcp_peers", s.allowed_tcp_peers),
         ("metrics_allow_from", s.metrics_allow_from),
@@ -218,6 +245,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("serve.hopeless_share: a share between 0 and 1")
     if s.cont_timeout <= 0 or s.idle_timeout < 0:
         raise ConfigError("serve.cont_timeout must be > 0 and serve.idle_timeout >= 0")
+
+
+def _validate_serve_sockets(s: ServeConfig) -> None:
+    """[serve]: the metrics token, the sockets, the expired grants kept."""
     if s.metrics_token and (
         len(s.metrics_token) < MIN_POLICY_SECRET
         or not s.metrics_token.isascii()
@@ -238,23 +269,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"serve.socket_mode: {s.socket_mode!r} out of range")
     if s.expired_keep_days < 0:
         raise ConfigError("serve.expired_keep_days: 0 or more days")
-    _check_proxies(cfg)
-    if cfg.report.keep_days < 1 or cfg.report.queue_size < 1:
-        raise ConfigError("report.keep_days and report.queue_size: at least 1")
-    if not cfg.pam.service or "/" in cfg.pam.service:
-        raise ConfigError("pam.service: a PAM service name such as saslnetauth")
-    _validate_policy(cfg.policy)
-    if cfg.checkpassword.fallback not in ("local", "tempfail"):
-        raise ConfigError("checkpassword.fallback: use local or tempfail")
-    _validate_geoip(cfg.geoip)
-    _validate_revoke(cfg.revoke)
-    _validate_alerts(cfg)
-    if not 0 <= cfg.alerts.retired_days <= 3650:
-        raise ConfigError("alerts.retired_days: 0 (keep no retired password) to 3650")
-    if cfg.logging.level.lower() not in ("debug", "info", "warning", "error"):
-        raise ConfigError("logging.level: use debug, info, warning or error")
-    if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
-        raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
 
 
 def _validate_alerts(cfg: Config) -> None:

@@ -49,7 +49,8 @@ from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import UserRecord
-from saslnetauth.policy.rules.netrules import ANY, NetworkRule
+from saslnetauth.policy.rules.netrules import NetworkRule
+from saslnetauth.policy.rules.networks import ANY
 
 __all__ = [
     "DEFAULT_EXPORT_SERVICES",

@@ -4,8 +4,8 @@
 :mod:`saslnetauth.admin.passwdfile` or :mod:`saslnetauth.admin.csvimport`
 and a snapshot of the existing users (read by
 :mod:`saslnetauth.store.bulk` with one query) and returns a
-:class:`ChangeSet`: users to add, users to update, and the network rows to
-delete, change and insert, so that after the import each user in the file
+:class:`~saslnetauth.store.changes.ChangeSet`: users to add, users to update,
+and the network rows to delete, change and insert, so that after the import each user in the file
 has exactly the file's password, state and networks. Users of the database
 that the file does not name are left alone. An existing user is counted
 "unchanged" when its hash, state and networks already match (comments on
@@ -30,16 +30,19 @@ from dataclasses import dataclass, field, replace
 from saslnetauth.admin.importers import ImportRecord, LineError
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidInputError
-from saslnetauth.policy.rules.netrules import format_services, parse_network, parse_services
+from saslnetauth.policy.rules.netrules import format_services, parse_services
+from saslnetauth.policy.rules.networks import parse_network
+from saslnetauth.store.changes import (
+    ChangeSet,
+    ExistingNetwork,
+    ExistingUser,
+    NetworkRow,
+    NewUser,
+    UserUpdate,
+)
 
 __all__ = [
-    "ChangeSet",
-    "ExistingNetwork",
-    "ExistingUser",
-    "NetworkRow",
-    "NewUser",
     "Plan",
-    "UserUpdate",
     "hash_pending",
     "matching_plaintext",
     "plan_import",
@@ -47,78 +50,6 @@ __all__ = [
 
 Progress = Callable[[int], None]
 _INVALID = "\x00invalid"  # a stored services text that does not parse
-
-
-@dataclass(frozen=True, slots=True)
-class ExistingNetwork:
-    """A ``user_networks`` row as stored (not validated)."""
-
-    id: int
-    network: str
-    services: str | None
-    #: has an ``expires_at`` (a grant given with --expires/--until, or by a script)
-    expiring: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ExistingUser:
-    """A ``users`` row with its network rows, as stored."""
-
-    id: int
-    name: str
-    password_hash: str | None
-    backend: str
-    enabled: bool
-    networks: tuple[ExistingNetwork, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkRow:
-    """A network row to write: canonical network and services text."""
-
-    network: str
-    services: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewUser:
-    name: str
-    password_hash: str | None
-    enabled: bool
-    networks: tuple[NetworkRow, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UserUpdate:
-    user_id: int
-    name: str
-    password_hash: str | None
-    enabled: bool
-
-
-@dataclass
-class ChangeSet:
-    """Everything one import writes, in one transaction."""
-
-    new_users: list[NewUser] = field(default_factory=list)
-    user_updates: list[UserUpdate] = field(default_factory=list)
-    network_deletes: list[int] = field(default_factory=list)  # user_networks ids
-    network_updates: list[tuple[int, str | None]] = field(default_factory=list)  # (id, services)
-    network_inserts: list[tuple[int, NetworkRow]] = field(default_factory=list)  # (user_id, row)
-    #: user name -> plain-text password still to be hashed (see :func:`hash_pending`).
-    pending_plain: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def rows(self) -> int:
-        """Number of rows written (for progress reports)."""
-        return (
-            len(self.new_users)
-            + sum(len(u.networks) for u in self.new_users)
-            + len(self.user_updates)
-            + len(self.network_deletes)
-            + len(self.network_updates)
-            + len(self.network_inserts)
-        )
 
 
 @dataclass

@@ -55,11 +55,11 @@ COMMANDS = {
         "Look addresses up in the GeoIP databases ([geoip] country_db, asn_db).",
     ),
     "import": (
-        "saslnetauth.cli.io:import_group",
+        "saslnetauth.cli.imports:import_group",
         "Add or update users from a Dovecot passwd-file or a CSV file.",
     ),
     "export": (
-        "saslnetauth.cli.io:export_group",
+        "saslnetauth.cli.exports:export_group",
         "Write users out for other software (Dovecot 2.4 passwd-file).",
     ),
 }

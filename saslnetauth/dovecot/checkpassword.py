@@ -30,11 +30,17 @@ import time
 
 TYPE_CHECKING = False  # not imported from typing: this start-up path stays light
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import NoReturn
+    from collections.abc import Callable, Mapping
+    from typing import NoReturn, Protocol
 
     from saslnetauth.config import Config
     from saslnetauth.policy.engine import DecisionEngine
+
+    class AppPasswordUse(Protocol):
+        """Where an app password's last use is written (the store, whichever it is)."""
+
+        def touch_app_passwords(self, used: Mapping[int, float]) -> None: ...
+
 
 __all__ = ["main"]
 
@@ -286,14 +292,16 @@ def _master_users_allowed(opts: Options) -> bool:
     return _config(opts).checkpassword.allow_master_user
 
 
-def _engine(opts: Options) -> DecisionEngine:
+def _engine(opts: Options) -> tuple[DecisionEngine, AppPasswordUse]:
+    """The decision engine and the store it reads, which also writes app passwords' use."""
     from saslnetauth.errors import SaslNetAuthError
     from saslnetauth.runtime import make_engine, open_store, setup_logging
 
     cfg = _config(opts)
     setup_logging(cfg)
     try:
-        return make_engine(cfg, open_store(cfg))
+        store = open_store(cfg)
+        return make_engine(cfg, store), store
     except SaslNetAuthError as exc:
         _exit(EXIT_TEMPFAIL, f"database unavailable: {exc}")
 
@@ -315,7 +323,7 @@ def _local(
     from saslnetauth.policy.verdict import Verdict
     from saslnetauth.runtime import measure_verification
 
-    engine = _engine(opts)
+    engine, last_use = _engine(opts)
     cfg = _config(opts)
     measured: list[float] = []
     probe = threading.Thread(target=lambda: measured.append(measure_verification(cfg)), daemon=True)
@@ -336,7 +344,7 @@ def _local(
     )
     if decision.verdict is Verdict.OK:
         if used:  # an app password's last use, written now: exec replaces this process
-            after_reply.append(lambda: _touch(engine, used))
+            after_reply.append(lambda: _touch(last_use, used))
         for job in after_reply:  # rehash_on_login: exec replaces this process
             job()
         _exec_reply(opts.reply, decision.user, authorized=False)
@@ -347,12 +355,9 @@ def _local(
     _exit(EXIT_TEMPFAIL if decision.verdict is Verdict.TEMPFAIL else EXIT_FAIL)
 
 
-def _touch(engine: DecisionEngine, used: dict[int, float]) -> None:
-    from saslnetauth.store import SqlStore
-
-    assert isinstance(engine.store, SqlStore)
+def _touch(last_use: AppPasswordUse, used: dict[int, float]) -> None:
     try:
-        engine.store.touch_app_passwords(used)
+        last_use.touch_app_passwords(used)
     except Exception as exc:  # never fails the login
         _log(f"app password last use not written: {exc}")
 
@@ -361,7 +366,7 @@ def _lookup(opts: Options, user: bytes) -> NoReturn:
     """userdb (or password-less passdb) lookup: does an enabled user exist?"""
     from saslnetauth.errors import InvalidUsernameError, SaslNetAuthError
 
-    engine = _engine(opts)
+    engine, _ = _engine(opts)
     try:
         record = engine.store.get_user(user.decode("utf-8"))  # checked in main()
     except InvalidUsernameError:

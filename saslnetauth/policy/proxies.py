@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 from saslnetauth.errors import ConfigError, InvalidNetworkError, InvalidServiceError
 from saslnetauth.policy.rules.addresses import Address, parse_address
-from saslnetauth.policy.rules.netrules import Network, parse_network, parse_services
+from saslnetauth.policy.rules.netrules import parse_services
+from saslnetauth.policy.rules.networks import Network, parse_network
 
 __all__ = ["Case", "ProxyNetworks", "Route", "route"]
 

@@ -33,11 +33,9 @@ from saslnetauth.store.rows import (
     USER_DETAILS,
     dedupe,
     detailed_user,
-    expiry_value,
     network_row,
     rule_values,
     spec_variants,
-    stored_expiry,
 )
 from saslnetauth.store.schema import (
     app_password_networks,
@@ -47,6 +45,7 @@ from saslnetauth.store.schema import (
     user_networks,
     users,
 )
+from saslnetauth.store.times import expiry_value, stored_expiry
 
 
 def _now() -> sa.ColumnElement[Any]:

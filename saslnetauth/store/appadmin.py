@@ -19,8 +19,9 @@ from saslnetauth.policy.model import AppPasswordRecord, normalize_username
 from saslnetauth.policy.rules.netrules import NetworkRule, format_services
 from saslnetauth.store.approws import APP_PASSWORD_DETAILS, AppRowCache, detailed_app_passwords
 from saslnetauth.store.connect import Database
-from saslnetauth.store.rows import db_time, dedupe
+from saslnetauth.store.rows import dedupe
 from saslnetauth.store.schema import app_password_networks, app_passwords, users
+from saslnetauth.store.times import db_time
 
 __all__ = ["AppPasswordAdmin", "NewToken"]
 

@@ -23,8 +23,9 @@ from saslnetauth.credentials.apptokens import valid_hash, valid_token_id
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.model import AppPasswordRecord, NetworkRecord
 from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, parse_services
-from saslnetauth.store.rows import expiry_value, parse_rule, stored_expiry
+from saslnetauth.store.rows import parse_rule
 from saslnetauth.store.schema import app_password_networks, app_passwords
+from saslnetauth.store.times import expiry_value, stored_expiry
 
 __all__ = [
     "APP_PASSWORDS_OF_USER",

@@ -1,7 +1,7 @@
 """Bulk reads and writes for ``saslnetauth import``: few statements, no per-row round trips.
 
 :func:`load_users` reads every user with its network rows in one query;
-:func:`apply_changes` writes a :class:`~saslnetauth.admin.importplan.ChangeSet`
+:func:`apply_changes` writes a :class:`~saslnetauth.store.changes.ChangeSet`
 in ONE transaction with ``executemany`` batches of :data:`BATCH` rows:
 either the whole import is written or, on any error, nothing is.
 Order inside the transaction: network rows deleted, users updated, network
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from saslnetauth.admin.importplan import ChangeSet, ExistingNetwork, ExistingUser
+from saslnetauth.store.changes import ChangeSet, ExistingNetwork, ExistingUser
 from saslnetauth.store.retired import retire_changed
 from saslnetauth.store.schema import user_networks, users
 from saslnetauth.store.sql import SqlStore

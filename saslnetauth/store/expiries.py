@@ -4,19 +4,19 @@ server's revoke watcher (:mod:`saslnetauth.serve.revokewatch`).
 
 Only rows with an expiry are read (the temporary ones: usually a handful). The
 time is compared here, not in SQL, because a row written by an admin's script
-may hold it as text or a number (:func:`saslnetauth.store.rows.stored_expiry`);
+may hold it as text or a number (:func:`saslnetauth.store.times.stored_expiry`);
 a row whose ``expires_at`` is not a time never matches and is skipped.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from saslnetauth.store.connect import Database
-from saslnetauth.store.rows import expiry_value, stored_expiry
 from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
+from saslnetauth.store.times import expiry_value, stored_expiry
 
 __all__ = ["Expiring", "expiring_rows"]
 
@@ -32,23 +32,23 @@ class Expiring(NamedTuple):
     ends: float
 
 
+def _of_users(kind: str, table: sa.Table, what: sa.Column[Any]) -> sa.Select[Any]:
+    """The rows of ``table`` (a user's) that have an expiry, with their user's name."""
+    return (
+        sa.select(
+            sa.literal(kind).label("kind"),
+            users.c.name,
+            what.label("what"),
+            expiry_value(table.c.expires_at).label("raw"),
+        )
+        .select_from(table.join(users, users.c.id == table.c.user_id))
+        .where(table.c.expires_at.is_not(None))
+    )
+
+
 _EXPIRING = sa.union_all(
-    sa.select(
-        sa.literal("network").label("kind"),
-        users.c.name,
-        user_networks.c.network.label("what"),
-        expiry_value(user_networks.c.expires_at).label("raw"),
-    )
-    .select_from(user_networks.join(users, users.c.id == user_networks.c.user_id))
-    .where(user_networks.c.expires_at.is_not(None)),
-    sa.select(
-        sa.literal("app_password").label("kind"),
-        users.c.name,
-        app_passwords.c.label.label("what"),
-        expiry_value(app_passwords.c.expires_at).label("raw"),
-    )
-    .select_from(app_passwords.join(users, users.c.id == app_passwords.c.user_id))
-    .where(app_passwords.c.expires_at.is_not(None)),
+    _of_users("network", user_networks, user_networks.c.network),
+    _of_users("app_password", app_passwords, app_passwords.c.label),
     sa.select(
         sa.literal("global").label("kind"),
         sa.literal("").label("name"),

@@ -35,8 +35,8 @@ from saslnetauth.policy.model import UserRecord
 from saslnetauth.policy.rules.netrules import Locate, parse_address
 from saslnetauth.policy.rules.netterms import Geo
 from saslnetauth.policy.verdict import Decision
-from saslnetauth.store.rows import db_time, stored_expiry
 from saslnetauth.store.schema import user_locations
+from saslnetauth.store.times import db_time, stored_expiry
 
 if TYPE_CHECKING:
     from saslnetauth.settings import AlertsConfig

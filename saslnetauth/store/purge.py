@@ -33,8 +33,8 @@ from saslnetauth.logfmt import kv
 from saslnetauth.policy.rules.expiry import format_utc
 from saslnetauth.store.connect import Database
 from saslnetauth.store.retired import purge_retired
-from saslnetauth.store.rows import expiry_value, stored_expiry
 from saslnetauth.store.schema import global_networks, user_locations, user_networks, users
+from saslnetauth.store.times import expiry_value, stored_expiry
 
 if TYPE_CHECKING:
     from saslnetauth.settings import AlertsConfig

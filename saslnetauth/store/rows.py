@@ -9,8 +9,7 @@ an error log, so a bad row written by an admin script can only narrow access.
 
 ``expires_at`` is read as the driver gives it, never through SQLAlchemy's
 conversion (which raises on a SQLite text that is not a time, failing the
-whole query instead of one row): see :class:`expiry_value` and
-:func:`stored_expiry`.
+whole query instead of one row): see :mod:`saslnetauth.store.times`.
 """
 
 from __future__ import annotations
@@ -19,92 +18,22 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import NullType
 
 from saslnetauth.errors import BackendError, InvalidInputError
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.model import BACKENDS, NetworkRecord, UserRecord
-from saslnetauth.policy.rules.expiry import EARLIEST, LATEST, to_datetime
-from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, format_services, parse_network
+from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet, format_services
+from saslnetauth.policy.rules.networks import parse_network
 from saslnetauth.store.schema import app_passwords, global_networks, user_networks, users
+from saslnetauth.store.times import db_time, expiry_value, stored_expiry
 
 log = logging.getLogger("saslnetauth.store")
 
 #: Parsed per-user network rows remembered at most (emptied when full).
 USER_RULE_CACHE = 50_000
-
-
-class expiry_value(FunctionElement[Any]):
-    """``expires_at`` as the driver returns it, without SQLAlchemy's conversion.
-
-    SQLite and MariaDB give the stored value (SQLite: text or a number, as
-    written; MariaDB: a datetime, or text for a zero date); PostgreSQL gives
-    ``EXTRACT(EPOCH FROM expires_at)``, a number, because psycopg cannot load
-    ``infinity`` as a datetime. :func:`stored_expiry` reads any of them.
-    """
-
-    name = "expiry_value"
-    inherit_cache = True
-    type = NullType()
-
-
-@compiles(expiry_value)
-def _expiry_default(element: expiry_value, compiler: SQLCompiler, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)
-
-
-@compiles(expiry_value, "postgresql")
-def _expiry_postgresql(element: expiry_value, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)})"
-
-
-def stored_expiry(value: Any) -> float | None:
-    """The UNIX time of a stored ``expires_at`` (None: permanent); ValueError when it is
-    not a time. Accepted: a datetime (without zone: UTC), ISO 8601 text (without zone:
-    UTC; SQLite's ``datetime('now', '+8 hours')`` writes that), a finite number of
-    seconds since 1970 (SQLite's Unix time; PostgreSQL's epoch)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        when = value
-    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        ts = float(value)
-        if not EARLIEST <= ts <= LATEST:  # NaN too
-            raise ValueError(f"invalid expires_at {value!r}: not a time between years 1 and 9999")
-        return ts
-    elif isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(
-                f"invalid expires_at {value!r}: expected a time such as 2026-12-04 18:00:00 (UTC)"
-            ) from None
-    else:
-        raise ValueError(f"invalid expires_at {value!r}: not a time")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        return when.timestamp()
-    except (OverflowError, ValueError) as exc:
-        raise ValueError(f"invalid expires_at {value!r}: {exc}") from None
-
-
-def db_time(ts: float | None, dialect: str) -> datetime | None:
-    """``expires_at`` to write for UNIX time ``ts``: aware UTC for PostgreSQL (a
-    ``timestamptz``), naive UTC for SQLite and MariaDB (their columns have no zone;
-    a naive value is UTC by this schema's rule)."""
-    if ts is None:
-        return None
-    when = to_datetime(ts)
-    return when if dialect == "postgresql" else when.replace(tzinfo=None)
 
 
 _JOIN = users.outerjoin(user_networks, user_networks.c.user_id == users.c.id)
@@ -324,7 +253,7 @@ def parse_rule(
 
     Any failure skips the row, not only the parser's own errors: whatever
     an admin script wrote, a row can only fail to admit. ``expires`` is the
-    stored ``expires_at`` as the driver gave it (:func:`stored_expiry`).
+    stored ``expires_at`` as the driver gave it (:func:`~saslnetauth.store.times.stored_expiry`).
     """
     if scope is None:
         scope = "user" if user is not None else "global"

@@ -19,7 +19,8 @@ from saslnetauth.errors import (
     InvalidServiceError,
     ProtocolError,
 )
-from saslnetauth.policy.rules.netrules import NetworkRule, parse_address, parse_network
+from saslnetauth.policy.rules.netrules import NetworkRule, parse_address
+from saslnetauth.policy.rules.networks import parse_network
 from tests.support.clitools import run
 from tests.support.serverproc import ServerProcess, run_server
 

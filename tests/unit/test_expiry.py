@@ -16,7 +16,7 @@ from saslnetauth.policy.rules.expiry import (
     parse_duration,
     parse_until,
 )
-from saslnetauth.store.rows import stored_expiry
+from saslnetauth.store.times import stored_expiry
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()
 

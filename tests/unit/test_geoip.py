@@ -29,9 +29,9 @@ from saslnetauth.policy.rules.netrules import (
     RuleSet,
     merged_match,
     parse_address,
-    parse_network,
 )
 from saslnetauth.policy.rules.netterms import COUNTRY_CODES
+from saslnetauth.policy.rules.networks import parse_network
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.settings import GeoipConfig

@@ -7,17 +7,12 @@ import pytest
 from saslnetauth.admin.csvimport import parse_csv
 from saslnetauth.admin.exporters import NO_NETWORK, allow_nets, dovecot_passwd_file
 from saslnetauth.admin.importers import ImportRecord
-from saslnetauth.admin.importplan import (
-    ExistingNetwork,
-    ExistingUser,
-    hash_pending,
-    matching_plaintext,
-    plan_import,
-)
+from saslnetauth.admin.importplan import hash_pending, matching_plaintext, plan_import
 from saslnetauth.admin.passwdfile import parse_passwd_file
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.model import UserRecord
 from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
+from saslnetauth.store.changes import ExistingNetwork, ExistingUser
 
 #: A real SHA512-CRYPT value (without the {SCHEME} prefix).
 SHA512 = PasswordHasher().hash("pw", "SHA512-CRYPT").removeprefix("{SHA512-CRYPT}")

@@ -13,9 +13,9 @@ from saslnetauth.policy.rules.netrules import (
     RuleSet,
     merged_match,
     parse_address,
-    parse_network,
     parse_services,
 )
+from saslnetauth.policy.rules.networks import parse_network
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from saslnetauth.errors import ConfigError
 from saslnetauth.policy.binding import Binding, SessionBinder, fingerprint, settle_unbound
 from saslnetauth.policy.model import UserRecord
 from saslnetauth.policy.proxies import Case, ProxyNetworks, Route
-from saslnetauth.policy.rules.netrules import parse_network
+from saslnetauth.policy.rules.networks import parse_network
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 PROXIES = ProxyNetworks.parse(["127.0.0.0/8", "::1/128", "192.0.2.10/32 services=smtp"])

@@ -6,7 +6,7 @@ permanent row, else the instant from which the row no longer matches (a
 login decided at ``expires_at`` or later is decided as if the row did not
 exist). Times are handled as UNIX seconds (floats) inside the program and
 shown as ISO 8601 in UTC, for both kinds of rows (stored values are read by
-:func:`saslnetauth.store.rows.stored_expiry`). The CLI takes a grant's end as a duration from
+:func:`saslnetauth.store.times.stored_expiry`). The CLI takes a grant's end as a duration from
 now (``--expires 8h``) or an instant with its time zone (``--until
 2026-12-04T18:00Z``); both are parsed here.
 """

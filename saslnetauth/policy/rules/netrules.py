@@ -1,4 +1,5 @@
-"""Network rules: parsing and matching client addresses. Pure, standard library only.
+"""Network rules: built from their texts (:mod:`saslnetauth.policy.rules.networks`)
+and matched against client addresses. Pure, standard library only.
 
 Semantics follow Dovecot's ``allow_nets`` (doc: passdb extra field
 ``allow_nets``) and the project's policy contract:
@@ -34,33 +35,22 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from saslnetauth.errors import InvalidNetworkError
-from saslnetauth.policy.rules.addresses import (
-    MAX_NETWORK_TEXT,
-    Address,
-    client_key,
-    int_to_text,
-    parse_address,
-    parse_ip,
-)
+from saslnetauth.policy.rules.addresses import Address, client_key, parse_address
 from saslnetauth.policy.rules.expiry import format_utc
 from saslnetauth.policy.rules.netterms import (
     ASN_PREFIX,
     COUNTRY_PREFIX,
     Geo,
     is_geo_term,
-    parse_term,
 )
+from saslnetauth.policy.rules.networks import Network, parse_network
 from saslnetauth.policy.rules.services import describe_services, format_services, parse_services
 
 __all__ = [
-    "ANY",
     "ASN_PREFIX",
     "COUNTRY_PREFIX",
-    "LOCAL",
     "Address",
     "Geo",
-    "Network",
     "NetworkRule",
     "RuleSet",
     "client_key",
@@ -68,34 +58,11 @@ __all__ = [
     "format_services",
     "is_geo_term",
     "parse_address",
-    "parse_network",
     "parse_services",
 ]
 
-LOCAL = "local"
-ANY = "any"
-
-
 # NamedTuples rather than frozen dataclasses: 100,000 global networks are built
 # on every reload, and tuples are several times cheaper to construct.
-
-
-class Network(NamedTuple):
-    """One CIDR block: IP version, prefix length and network address."""
-
-    version: int
-    prefixlen: int
-    value: int
-
-    def __str__(self) -> str:
-        return f"{int_to_text(self.version, self.value)}/{self.prefixlen}"
-
-    def contains(self, addr: Address) -> bool:
-        if addr.version != self.version:
-            return False
-        bits = 32 if self.version == 4 else 128
-        shift = bits - self.prefixlen
-        return (addr.value >> shift) == (self.value >> shift)
 
 
 #: What the caller of a match gives to learn where an address is (looked up only
@@ -154,70 +121,6 @@ class NetworkRule(NamedTuple):
             )
         country, asn = (spec[8:], None) if spec[0] == "c" else (None, int(spec[4:]))
         return cls(spec, (), parse_services(services), scope, comment, False, country, asn, expires)
-
-
-def parse_network(text: str) -> tuple[str, tuple[Network, ...], bool]:
-    """Parse one network rule text.
-
-    Returns ``(canonical spec, networks, is_local)``. Raises
-    :class:`InvalidNetworkError` with a message fit for an admin.
-    """
-    if not isinstance(text, str):
-        raise InvalidNetworkError(f"network must be text, not {type(text).__name__}")
-    raw = text.strip()
-    if not raw:
-        raise InvalidNetworkError("empty network")
-    if len(raw) > MAX_NETWORK_TEXT:
-        raise InvalidNetworkError(f"network too long ({len(raw)} characters)")
-    low = raw.lower()
-    if low == LOCAL:
-        return LOCAL, (), True
-    if low == ANY:
-        return ANY, (Network(4, 0, 0), Network(6, 0, 0)), False
-    if is_geo_term(low):
-        return parse_term(raw, low), (), False
-    addr_text, slash, plen_text = raw.partition("/")
-    addr = parse_ip(addr_text)
-    if addr is None:
-        raise InvalidNetworkError(
-            f"invalid network {raw!r}: expected an IP address, a CIDR such as "
-            "192.0.2.0/24 or 2001:db8::/32, 'local', 'any', country:DE or asn:3320"
-        )
-    mapped = ":" in addr_text and addr.version == 4
-    full = 32 if addr.version == 4 else 128
-    if slash:
-        # ASCII digits only: str.isdigit() also admits U+00B2 (int() refuses it) and
-        # U+0668 or U+FF18 (int() reads them as 8); none of them is a network text
-        if not (plen_text.isascii() and plen_text.isdigit()) or len(plen_text) > 3:
-            raise InvalidNetworkError(f"invalid prefix length in {raw!r}")
-        prefixlen = int(plen_text)
-        if mapped:  # ::ffff:192.0.2.0/120 is 192.0.2.0/24
-            if prefixlen < 96 or prefixlen > 128:
-                raise InvalidNetworkError(
-                    f"invalid network {raw!r}: an IPv4-mapped network needs a prefix of 96..128"
-                )
-            prefixlen -= 96
-        if prefixlen > full:
-            raise InvalidNetworkError(
-                f"invalid prefix length /{plen_text} in {raw!r} (at most /{full})"
-            )
-    else:
-        prefixlen = full
-    host_mask = (1 << (full - prefixlen)) - 1
-    if addr.value & host_mask:
-        meant = Network(addr.version, prefixlen, addr.value & ~host_mask)
-        raise InvalidNetworkError(
-            f"invalid network {raw!r}: host bits are set; did you mean {meant}?"
-        )
-    net = Network(addr.version, prefixlen, addr.value)
-    if mapped or addr.version == 6:
-        text_addr = int_to_text(addr.version, addr.value)
-    else:
-        # inet_pton accepted exactly four decimal parts without leading zeros:
-        # the text is already canonical (saves inet_ntop on a 100,000-row load)
-        text_addr = addr_text.partition("%")[0]
-    spec = text_addr if prefixlen == full else f"{text_addr}/{prefixlen}"
-    return spec, (net,), False
 
 
 class RuleSet:
