@@ -17,9 +17,10 @@ from saslnetauth.cli.common import (
 from saslnetauth.errors import BackendError
 from saslnetauth.policy.apppolicy import credential_rule_sets
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.model import AppPasswordRecord
 from saslnetauth.policy.rules.expiry import describe_expiry, format_utc
-from saslnetauth.policy.rules.netrules import Address, describe_services, parse_address
+from saslnetauth.policy.rules.netrules import Address, describe_services
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.runtime import make_engine
 from saslnetauth.store import SqlStore
@@ -66,8 +67,9 @@ def check(app: AppContext, name: str, rip: str | None, service: str, password_st
     engine = make_engine(app.config, store)
     now = time.time()
     engine.clock = lambda: now  # the verdict and its explanation see the same time
-    decision = engine.decide(name, password, rip, service, quiet=True)
-    addr = parse_address(rip)
+    login = Login.of(name, password, rip, service)
+    decision = engine.decide(login, quiet=True)
+    addr = login.address
     where = str(addr) if addr is not None else "no address (local)"
     if rip and addr is None:
         where = f"{rip!r} (unparsable, treated as no address)"

@@ -296,6 +296,7 @@ def _local(
     import threading
 
     from saslnetauth.policy.deadline import FailureDeadline, sleep_until
+    from saslnetauth.policy.login import Login
     from saslnetauth.policy.verdict import Verdict
     from saslnetauth.runtime import measure_verification
 
@@ -308,9 +309,8 @@ def _local(
     after_reply: list[Callable[[], None]] = []
     used: dict[int, float] = {}
     engine.on_app_password_used = lambda aid: used.__setitem__(aid, time.time())
-    decision = engine.decide(
-        name, password, rip, service, log_fields={"via": "checkpassword"}, after_reply=after_reply
-    )
+    login = Login.of(name, password, rip, service, arrival=arrival)
+    decision = engine.decide(login, log_fields={"via": "checkpassword"}, after_reply=after_reply)
     if decision.verdict is Verdict.OK:
         if used:  # an app password's last use, written now: exec replaces this process
             after_reply.append(lambda: _touch(engine, used))

@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.apppolicy import token_id_of
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.fairqueue import FairQueue
 from saslnetauth.serve.decide.penalty import client_bucket
@@ -179,23 +178,21 @@ class Scheduler:
             self._take(ticket)
             self.counts.direct += 1
         else:
-            token_id = token_id_of(login.password)  # the credential, never the secret
-            c = self.classifier.cached(login.user, login.rip, login.service, token_id)
+            # the login names its credential (login.credential), never the secret
+            c = self.classifier.cached(login)
             if c is None:
                 self.classifying += 1
                 try:
                     async with asyncio.timeout_at(deadline):
-                        c = await self.classifier.classify(
-                            login.user, login.rip, login.service, token_id
-                        )
+                        c = await self.classifier.triage(login)
                 finally:
                     self.classifying -= 1
-            ready = self._classified(c, login.rip, login.service, arrival, deadline)
+            ready = self._classified(c, login, arrival, deadline)
             if isinstance(ready, Decision):
                 return ready
             ticket = ready
             if not await ticket.waiter:
-                return self._expired(ticket, c, login.rip, login.service)
+                return self._expired(ticket, c, login)
         remaining = deadline - loop.time()
         try:
             if remaining <= 0:  # admitted too late: never sent to a worker
@@ -215,7 +212,7 @@ class Scheduler:
         return cap > 0 and self.in_flight * self.estimate < QUIET_WAIT * self.size
 
     def _classified(
-        self, c: Classified, rip: str | None, service: str, arrival: float, deadline: float
+        self, c: Classified, login: Login, arrival: float, deadline: float
     ) -> _Ticket | Decision:
         """A ticket in the login's lane, or the refusal of a login that cannot succeed."""
         self.counts.classified += 1
@@ -224,7 +221,7 @@ class Scheduler:
             self.counts.hopeless += 1
             ticket = self._hopeless_ticket(arrival)
             if ticket is None:
-                return self._refuse(c, rip, service)
+                return self._refuse(c, login)
             if ticket.waiter.done():
                 self.counts.hopeless_verified += 1
             else:
@@ -232,7 +229,7 @@ class Scheduler:
             return ticket
         ticket = _Ticket(False, deadline, _loop().create_future())
         if not self._admit_now(ticket):
-            bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
+            bucket = client_bucket(login.address, ipv6_prefix=serve.penalty_ipv6_prefix)
             self._could.push(c.owner, bucket, ticket)
             self._could_expiry.append(ticket)
             self._arm()
@@ -243,9 +240,9 @@ class Scheduler:
         if not waiter.cancelled() and waiter.result():
             self.counts.hopeless_verified += 1
 
-    def _expired(self, t: _Ticket, c: Classified, rip: str | None, service: str) -> Decision:
+    def _expired(self, t: _Ticket, c: Classified, login: Login) -> Decision:
         if t.hopeless:
-            return self._refuse(c, rip, service)
+            return self._refuse(c, login)
         return self._timed_out(c.name)
 
     def _timed_out(self, name: str) -> Decision:
@@ -259,7 +256,7 @@ class Scheduler:
         """(name, help, value) for the server's /metrics, the decider's own included."""
         n = self.counts
         return [
-            *getattr(self.inner, "metric_values", list)(),
+            *self.inner.metric_values(),
             (
                 "saslnetauth_hopeless_total",
                 "Logins that could not succeed (address outside every network that applies).",
@@ -358,9 +355,9 @@ class Scheduler:
             return t
         return None
 
-    def _refuse(self, c: Classified, rip: str | None, service: str) -> Decision:
+    def _refuse(self, c: Classified, login: Login) -> Decision:
         self.counts.hopeless_unverified += 1
-        return self.classifier.refuse(c, rip, service)
+        return self.classifier.refuse(c, login)
 
     # -- expiry ---------------------------------------------------------------------
 

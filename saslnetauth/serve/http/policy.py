@@ -34,6 +34,7 @@ without one), compared in constant time; anything else is answered 401, counted
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -45,10 +46,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from saslnetauth.errors import InvalidUsernameError
+from saslnetauth.events.authlog import Record
 from saslnetauth.logfmt import kv
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import UserRecord, normalize_username
-from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match, parse_address
+from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.penalty import client_bucket
 from saslnetauth.serve.http.server import Request, Response
@@ -75,6 +78,11 @@ class PolicyRequest:
     success: bool | None = None  # report only
     policy_reject: bool = False
     fail_type: str | None = None  # 2.4 only: "", "policy", "credentials", "account"
+
+    @functools.cached_property
+    def attempt(self) -> Login:
+        """The login the request is about (no password), its address parsed once."""
+        return Login.of(self.login, b"", self.remote, self.protocol)
 
 
 def _text(data: dict[str, object], key: str) -> str:
@@ -119,7 +127,7 @@ def decide_network(
     lookup of country and ASN terms; without it they match nothing).
 
     A missing or unparsable address matches only ``local``, as in the engine."""
-    addr = parse_address(req.remote)
+    addr = req.attempt.address
     if user is None:
         if unknown_users == "reject":
             return False, Reason.UNKNOWN_USER
@@ -152,7 +160,7 @@ class PolicyService:
         get_user: Callable[[str], UserRecord | None],
         global_rules: Callable[[], RuleSet],
         *,
-        record: Callable[[Decision, str | None, str], None] | None = None,
+        record: Record | None = None,
         clock: Callable[[], float] = time.time,
         main_default: frozenset[str] | None = None,
     ) -> None:
@@ -276,18 +284,20 @@ class PolicyService:
                         "auth fail",
                         user=name,
                         service=req.protocol or None,
-                        rip=_rip(req.remote),
+                        rip=req.attempt.shown_rip,
                         reason=reason.value,
                         credentials_valid=True,
                         via="policy",
                     ),
                 )
-                self.server.alerts.fire(name, req.remote, req.protocol, reason.value)
+                self.server.alerts.fire(name, req.attempt, reason.value)
             if len(self._last_reason) >= MAX_REMEMBERED:
                 del self._last_reason[next(iter(self._last_reason))]
             self._last_reason[(name, req.remote)] = reason
             return -1
-        key = client_bucket(req.remote, ipv6_prefix=self.server.settings.penalty_ipv6_prefix)
+        key = client_bucket(
+            req.attempt.address, ipv6_prefix=self.server.settings.penalty_ipv6_prefix
+        )
         delay = self.server.ip_penalty.delay(key, time.monotonic())
         return math.ceil(delay) if delay > 0 else 0
 
@@ -299,7 +309,7 @@ class PolicyService:
         except InvalidUsernameError:
             name = req.login[:64]
         server = self.server
-        key = client_bucket(req.remote, ipv6_prefix=server.settings.penalty_ipv6_prefix)
+        key = client_bucket(req.attempt.address, ipv6_prefix=server.settings.penalty_ipv6_prefix)
         reason_hint = self._last_reason.pop((name, req.remote), None)
         after = self.settings.mode == "after_auth"
         if req.success:
@@ -324,7 +334,7 @@ class PolicyService:
         stolen = decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES)
         if not (after and decision.credentials_valid and stolen):
             # (the stolen-password line was logged when allow refused it)
-            fields = {"user": name, "service": req.protocol or None, "rip": _rip(req.remote)}
+            fields = {"user": name, "service": req.protocol or None, "rip": req.attempt.shown_rip}
             if decision.ok:
                 log.info("%s", kv("auth ok", **fields, via="policy"))
             elif decision.verdict is Verdict.TEMPFAIL:
@@ -333,9 +343,4 @@ class PolicyService:
                 reason = decision.reason.value
                 log.info("%s", kv("auth fail", **fields, reason=reason, via="policy"))
         if self.record is not None:
-            self.record(decision, req.remote, req.protocol)
-
-
-def _rip(remote: str) -> str:
-    addr = parse_address(remote)
-    return str(addr) if addr is not None else (remote or "-")
+            self.record(decision, req.attempt)
