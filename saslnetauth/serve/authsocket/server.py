@@ -10,7 +10,8 @@ only that request) and logged by :func:`saslnetauth.events.authlog.log_decision`
 whether the engine decided it or the responder did (SASL error, timeout,
 overload, unsupported mechanism).
 
-Who may connect is checked before the handshake (:mod:`saslnetauth.serve.authsocket.access`).
+Who may connect is checked before the handshake (:mod:`saslnetauth.serve.authsocket.access`,
+:mod:`saslnetauth.serve.authsocket.admission`).
 Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
 flight per connection, connections (the mail servers' users: the file
 descriptors left for them, :mod:`saslnetauth.serve.authsocket.fdlimits`; every other
@@ -31,7 +32,6 @@ import logging
 import signal
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -46,13 +46,8 @@ from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.authsocket import fdlimits
 from saslnetauth.serve.authsocket.acceptor import Acceptor
-from saslnetauth.serve.authsocket.access import (
-    Peer,
-    PeerPolicy,
-    RefusalLog,
-    identify,
-    with_account_groups,
-)
+from saslnetauth.serve.authsocket.access import PeerPolicy, identify, with_account_groups
+from saslnetauth.serve.authsocket.admission import Admission
 from saslnetauth.serve.authsocket.brakes import Brakes
 from saslnetauth.serve.authsocket.listeners import describe, sd_notify
 from saslnetauth.serve.authsocket.session import Session
@@ -102,9 +97,7 @@ class AuthServer:
         self._reload_cb = reload
         self._acceptors: list[Acceptor] = []
         self._sessions: set[Session] = set()
-        self._per_peer: Counter[str] = Counter()  # open connections by Peer.key
-        self._open_mail = 0  # open connections of the mail servers' users
-        self.refusals = RefusalLog()
+        self.admission = Admission()  # the open connections by peer
         self._cuids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self.pending = 0  # verifications queued or running, over all clients
@@ -264,58 +257,30 @@ class AuthServer:
         peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
         if self.policy.needs_groups(peer):  # a TCP peer's account: the name service
             peer = await with_account_groups(peer)
-        refusal = self._refusal(peer)
+        settings = self.settings
+        refusal = self.admission.refusal(
+            peer,
+            self.policy,
+            max_connections=settings.max_connections,
+            mail_connections=self.mail_connections,
+        )
         if refusal is not None:
             self.stats["refused"] += 1
-            if self.refusals.first(refusal, peer):
-                log.warning(
-                    "%s",
-                    kv(
-                        "connection refused",
-                        reason=refusal,
-                        **peer.describe(),
-                        note="logged once per peer",
-                    ),
-                )
             writer.close()
             return
         session = Session(self, reader, writer, next(self._cuids))
         self._sessions.add(session)
         mail = self.policy.mail_server(peer)  # kept: a reload may change the policy
-        if mail:
-            self._open_mail += 1
-        else:
-            self._per_peer[peer.key] += 1
+        self.admission.opened(peer, mail=mail)
         self.stats["connections"] += 1
         try:
             await session.run()
         finally:
             self._sessions.discard(session)
-            if mail:
-                self._open_mail -= 1
-            else:
-                self._per_peer[peer.key] -= 1
-                if self._per_peer[peer.key] <= 0:
-                    del self._per_peer[peer.key]
+            self.admission.closed(peer, mail=mail)
             session.close()
             if self._all_closed is not None and not self._sessions:
                 self._all_closed.set()
-
-    def _refusal(self, peer: Peer) -> str | None:
-        """Why ``peer`` may not have another connection now (None: it may)."""
-        not_allowed = self.policy.refusal(peer)
-        if not_allowed is not None:
-            return not_allowed
-        if self.policy.mail_server(peer):
-            # no share: all of Postfix's smtpd processes are one user (issue 21, item 6)
-            if self.mail_connections and self._open_mail >= self.mail_connections:
-                return "descriptor_limit"
-            return None
-        if len(self._sessions) - self._open_mail >= self.settings.max_connections:
-            return "max_connections"
-        if self._per_peer[peer.key] >= self.policy.per_peer:
-            return "max_connections_per_peer"
-        return None
 
     # -- verification ----------------------------------------------------------------
 
