@@ -20,7 +20,7 @@ retired pw, own net      ``rita``, her old password, from her network
 retired pw, other net    ``rita``, her old password, from 127.0.0.3
 
 A retired password costs a second hash when a worker is free and the deadline
-leaves room (README, "Retired passwords"): the log's reason counts say how many
+leaves room (docs/alerts.md, "Retired passwords"): the log's reason counts say how many
 were checked; the reply and its moment must not differ either way.
 
 Two runs: failure delay 0 (only the measured slowest verification, the

@@ -9,7 +9,7 @@ directory is never searched: a file planted where an admin happens to run
 the same reason a file writable by its group or by others, or owned by a
 user other than root and the one running saslnetauth, is refused. Unknown
 keys are errors, so a typo never silently leaves a default in place. Every key is documented in
-``dovecot-examples/saslnetauth.toml`` and the README.
+``dovecot-examples/saslnetauth.toml`` and docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ MIN_POLICY_SECRET = 16
 _GENERATE = (
     'set [policy] api_header = "X-API-Key: SECRET" with a secret from `openssl rand -hex 32` '
     "and the same line as auth_policy_server_api_header in Dovecot's "
-    'auth-policy-saslnetauth.conf.ext (README, "Dovecot 2.4")'
+    'auth-policy-saslnetauth.conf.ext (docs/dovecot.md, "Policy endpoint")'
 )
 
 

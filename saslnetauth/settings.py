@@ -1,6 +1,6 @@
 """The configuration's schema: one dataclass per TOML table, each key with its
-default and its meaning (``dovecot-examples/saslnetauth.toml`` and the README's
-configuration table say the same; a test keeps them in step). Reading,
+default and its meaning (``dovecot-examples/saslnetauth.toml`` and the configuration
+table of docs/configuration.md say the same; a test keeps them in step). Reading,
 checking and merging a file is :mod:`saslnetauth.config`'s job. Standard
 library only: the checkpassword fast path imports it.
 """
@@ -91,7 +91,7 @@ class ServeConfig:
     #: Most connections at once of clients other than the mail servers' users (TCP
     #: peers known by their address); more are refused. The mail servers' users
     #: (root, the server's own user, allowed_users, allowed_groups) are bounded only
-    #: by the file descriptor limit (README, "File descriptor limits").
+    #: by the file descriptor limit (docs/serve.md, "File descriptor limits").
     max_connections: int = 1000
     #: Most connections of one such peer (a TCP address); 0 = half of
     #: max_connections, so that one peer can never take all of them.
@@ -183,7 +183,7 @@ class PolicyConfig:
     #: yes: outside networks are refused before any password is checked; leaks nothing
     #: about the password) or "after_auth" (check_before_auth = no, check_after_auth =
     #: yes: allow is asked only after a correct password, so a refusal reveals that the
-    #: password was right, and raises the stolen-password alert). See README.
+    #: password was right, and raises the stolen-password alert). See docs/dovecot.md.
     mode: str = "before_auth"
     #: Users saslnetauth does not know: "global" (the global networks apply) or "reject".
     unknown_users: str = "global"
@@ -203,7 +203,7 @@ class PolicyConfig:
     #: request at once); silent ones are closed.
     first_byte_timeout: float = 3.0
     #: Most connections at once; more are closed at once. Each is a file descriptor
-    #: (README, "File descriptor limits").
+    #: (docs/serve.md, "File descriptor limits").
     max_connections: int = 512
     #: Most connections of one peer (a TCP address, a UNIX user); 0 = half of
     #: max_connections (Dovecot's auth process opens up to 100 at once).
@@ -263,8 +263,8 @@ class GeoipConfig:
 
 @dataclass
 class RevokeConfig:
-    #: Command run when a credential is revoked, to end the sessions it opened (README,
-    #: "Ending sessions on revoke"): an argument list, never a shell. In each argument
+    #: Command run when a credential is revoked, to end the sessions it opened
+    #: (docs/revoke.md): an argument list, never a shell. In each argument
     #: {user}, {credential} (an app password's label) and {network} (an expired or
     #: removed network, when it is an address or CIDR) are replaced; an argument that
     #: is only a placeholder with nothing to put there is left out. Its environment is

@@ -27,7 +27,7 @@
 -- from an allowed network admit the same password from any address.
 --
 -- Settings (lua_settings { ... }): socket, userdb_socket, timeout, uid, gid,
--- home (%u is replaced by the user name). See README.md, "Dovecot 2.4".
+-- home (%u is replaced by the user name). See docs/dovecot.md, "Lua bridge".
 
 local unix = require("socket.unix")
 

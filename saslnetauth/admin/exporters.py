@@ -32,7 +32,8 @@ before then (cron interval).
 Skipped (counted, never written): disabled users, PAM users, users without
 a password, users whose main password may not log in to every service of
 the export (``app_password_required``: the file cannot limit it to some;
-README "Requiring app passwords"), users whose stored hash saslnetauth cannot verify, and names or
+docs/app-passwords.md, "Requiring app passwords"), users whose stored hash
+saslnetauth cannot verify, and names or
 hashes that a passwd-file line cannot hold (a ``:``, a leading ``#``,
 white space or control characters in the hash).
 """

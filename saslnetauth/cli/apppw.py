@@ -1,4 +1,4 @@
-"""``saslnetauth user app-password ...``: per-device passwords (README, "App passwords")."""
+"""``saslnetauth user app-password ...``: per-device passwords (docs/app-passwords.md)."""
 
 from __future__ import annotations
 

@@ -63,13 +63,13 @@ def services_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[.
 #: ``--comment TEXT`` of the commands that add a network.
 comment_option = click.option("--comment", metavar="TEXT", help="Free text kept with the network.")
 
-#: ``--json`` of the commands that print a JSON array (shape: see README).
+#: ``--json`` of the commands that print a JSON array (shape: see docs/cli.md).
 json_array_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print a JSON array (shape: see README)."
+    "--json", "as_json", is_flag=True, help="Print a JSON array (shape: see docs/cli.md)."
 )
-#: ``--json`` of the commands that print a JSON object (shape: see README).
+#: ``--json`` of the commands that print a JSON object (shape: see docs/cli.md).
 json_object_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print a JSON object (shape: see README)."
+    "--json", "as_json", is_flag=True, help="Print a JSON object (shape: see docs/cli.md)."
 )
 
 

@@ -209,7 +209,7 @@ async def _run(
     closers += [purger.close, purge_store.close]
     from saslnetauth.serve.revokewatch import ExpiryWatcher
 
-    # expiries end sessions within seconds (README, "Ending sessions on revoke")
+    # expiries end sessions within seconds (docs/revoke.md)
     watcher = ExpiryWatcher(purge_store, cfg.revoke)
     closers.insert(0, watcher.close)
 
@@ -264,7 +264,7 @@ async def _run(
 async def _start_policy(
     cfg: Config, server: AuthServer, store: SqlStore, sock: socket.socket
 ) -> list[Callable[[], object]]:
-    """Dovecot's auth policy requests on ``sock`` (README, "Dovecot 2.4")."""
+    """Dovecot's auth policy requests on ``sock`` (docs/dovecot.md, "Policy endpoint")."""
     from saslnetauth.serve.http.policy import PolicyService
     from saslnetauth.serve.http.server import HttpServer
 

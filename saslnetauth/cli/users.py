@@ -237,7 +237,7 @@ def kick(app: AppContext, name: str, label: str | None) -> None:
     key = app.store().name(name)
     outcome = end_sessions(app, RevokeEvent("kick", key, credential=label or ""))
     if outcome is None:
-        raise click.ClickException('no [revoke] command configured (README, "Ending sessions")')
+        raise click.ClickException("no [revoke] command configured (docs/revoke.md)")
     if not outcome.ok:
         raise SystemExit(1)
 

@@ -25,7 +25,7 @@ Stored form (``app_passwords.secret_hash``)::
 The secret is random and long, so one fast hash is enough (a slow one would
 only cost time: nobody can search 2**131 secrets); the comparison is
 constant-time (:func:`hmac.compare_digest`). An admin script can create the
-same row: see README, "Database".
+same row: see docs/database.md.
 """
 
 from __future__ import annotations

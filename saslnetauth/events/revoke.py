@@ -3,8 +3,7 @@
 A revocation only changes the next AUTH; a session opened before (an IMAP IDLE)
 lives on. So each revocation runs the admin's command once (for Dovecot
 ``doveadm kick {user} {network}``; none by default), with the revoked user, the app password's
-label and the network in its arguments and environment (README, "Ending sessions
-on revoke"). Who runs it:
+label and the network in its arguments and environment (docs/revoke.md). Who runs it:
 
 - the command line, at once and waiting for it (:func:`revoke_now`), for what it
   does: ``user app-password del``, ``user disable``, ``user passwd``, ``user del``,

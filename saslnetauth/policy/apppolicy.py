@@ -1,4 +1,4 @@
-"""The app password half of the policy (README, "App passwords"). Pure, no I/O.
+"""The app password half of the policy (docs/app-passwords.md). Pure, no I/O.
 
 The engine (:mod:`saslnetauth.policy.engine`) calls these; the rule:
 
@@ -24,7 +24,7 @@ networks of the credential it names (:func:`named_by_id`): an app password
 named by the token's public identifier (:func:`token_id_of`), otherwise the
 main password. So from outside the user's own networks only a client that
 knows an app password's identifier is classified by that app password's
-networks (README, "Under a flood of guesses").
+networks (docs/floods.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """New-location alerts: where a login comes from, and whether that place is new. Pure.
 
-A *place* of an allowed login is up to three facts (README, "New-location
+A *place* of an allowed login is up to three facts (docs/alerts.md, "New-location
 alerts"): its ``network`` (the IPv4 /24 or IPv6 /48 holding the client
 address), its ``country`` and its ``asn`` (from the GeoIP databases, when
 configured and when they know the address). Each kind can be switched off

@@ -1,4 +1,4 @@
-"""Where a user's main password may log in (README, "Requiring app passwords"). Pure.
+"""Where a user's main password may log in (docs/app-passwords.md, "Requiring app passwords"). Pure.
 
 ``users.main_password_services`` (``saslnetauth user set NAME
 --main-password-services ...``) and ``[passwords] main_password_services``

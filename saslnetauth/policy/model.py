@@ -84,7 +84,7 @@ class NetworkRecord:
 
 @dataclass(frozen=True, slots=True)
 class AppPasswordRecord:
-    """One app password of a user (README, "App passwords"): never its secret in the clear.
+    """One app password of a user (docs/app-passwords.md): never its secret in the clear.
 
     ``rules`` are its own networks, limited to its ``services``; ``error`` says why a
     row written by a script is unusable (it then admits nothing, and a login that

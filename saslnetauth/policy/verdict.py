@@ -62,7 +62,7 @@ class Decision:
     ``credentials_valid`` is true when the password was right, whatever
     the verdict: a correct password from a forbidden network is the loud
     "likely stolen credentials" event. ``credential`` names the app password
-    the password was checked as (README, "App passwords").
+    the password was checked as (docs/app-passwords.md).
     """
 
     verdict: Verdict

@@ -5,7 +5,7 @@ What the CLI calls; every write is one transaction. Writes to
 ``rules_generation`` (see :mod:`saslnetauth.store.global_rules`); this
 process's own copy is dropped at once so that its next use re-reads it.
 
-Adding a network that exists already (README, "Expiring grants"): a
+Adding a network that exists already (docs/grants.md): a
 permanent one is never changed (AlreadyExistsError, as ever); an expiring
 one (or one whose ``expires_at`` does not parse) gets the new expiry, or
 becomes permanent when the new one has none, and keeps its services, which

@@ -1,6 +1,6 @@
 """Table definitions: the documented database that admin scripts may use.
 
-Tables (see README "Database"):
+Tables (see docs/database.md):
 
 ``users``
     ``id`` integer key; ``name`` unique (canonical, lower case by default);

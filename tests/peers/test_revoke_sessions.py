@@ -90,7 +90,7 @@ def test_app_password_del_ends_its_session(world: World) -> None:
         assert "sessions of alice (phone) ended" in err, err
         assert phone.wait_closed(CLOSE_WAIT), phone.lines
         # Dovecot 2.3 cannot tell which credential opened a session: doveadm kick
-        # ends the user's (README); the main password logs in again, the phone not
+        # ends the user's (docs/revoke.md); the main password logs in again, the phone not
         assert main.wait_closed(CLOSE_WAIT), main.lines
         assert world.dovecot.imap_login(HOME, "alice", PW) is True
         assert world.dovecot.imap_login(TRIP, "alice", token) is False

@@ -64,6 +64,13 @@ def test_man_page_holds_every_commands_help(tmp_path: Path) -> None:
     assert "REPLY\\-PROGRAM" in checkpw and "\\-\\-fallback" in checkpw
 
 
+def test_the_manual_ships_with_the_package() -> None:
+    """README.md and every page of docs/ are installed in /usr/share/doc/saslnetauth/."""
+    shipped = set((DEBIAN / "saslnetauth.docs").read_text().split())
+    pages = {"README.md"} | {p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")}
+    assert pages - shipped == set()
+
+
 def test_readme_names_the_package_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash .ci/build-deb" in readme

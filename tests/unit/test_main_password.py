@@ -1,5 +1,5 @@
-"""Where the main password may log in (README, "Requiring app passwords"): the rule in
-the decision engine (SQLite), its parsing, and the column on every database."""
+"""Where the main password may log in (docs/app-passwords.md, "Requiring app passwords"):
+the rule in the decision engine (SQLite), its parsing, and the column on every database."""
 
 from __future__ import annotations
 

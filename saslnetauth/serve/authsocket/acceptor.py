@@ -105,7 +105,7 @@ class Acceptor:
                     error=errno.errorcode.get(exc.errno or 0, str(exc.errno)),
                     seconds=RETRY_SECONDS,
                     pauses=self._unlogged,
-                    note="out of file descriptors: see README, file descriptor limits",
+                    note="out of file descriptors: see docs/serve.md, file descriptor limits",
                 ),
             )
             self._unlogged = 0

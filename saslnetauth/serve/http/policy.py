@@ -9,7 +9,7 @@ ignores the answer to ``report``. The body carries ``login``, ``remote``
 and ``protocol`` (Dovecot's default attributes), 2.4 adds ``fail_type``;
 no password ever comes.
 
-The decision is the network half of the engine (README, "Dovecot 2.4"): the
+The decision is the network half of the engine (docs/dovecot.md, "Policy endpoint"): the
 client address must lie in the user's networks (when saslnetauth knows the
 user) or in a global network that applies to ``protocol``; users unknown to
 saslnetauth get the global networks only, or are refused
@@ -327,7 +327,7 @@ class PolicyService:
         else:  # "credentials", or 2.3 (no fail_type): wrong password or unknown user
             decision = Decision(Verdict.FAIL, Reason.BAD_PASSWORD, name)
         # a report only adds evidence: a success never clears or shortens the brake
-        # (saslnetauth checked no password; README, "Dovecot 2.4")
+        # (saslnetauth checked no password; docs/dovecot.md, "Policy endpoint")
         if decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
