@@ -3,29 +3,58 @@ format, rendered by :mod:`saslnetauth.serve.metrics`), served over
 :mod:`saslnetauth.serve.http.server` to the peers of ``[serve] metrics_allow_from``
 only, and with ``[serve] metrics_token`` only to scrapes that send it
 (``Authorization: Bearer``, compared in constant time; others get 401). The
-gauges are read from the server at the moment of the request."""
+gauges are read at the moment of the request from a :class:`MetricsSource` (the
+auth server: this module does not know it)."""
 
 from __future__ import annotations
 
 import hmac
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from saslnetauth.policy.rules.geoip import GeoLocator
+from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.authsocket.fdlimits import METRICS_MAX_CONNECTIONS
+from saslnetauth.serve.decide.decider import Decider
+from saslnetauth.serve.decide.penalty import PenaltyBox
+from saslnetauth.serve.decide.repeats import RepeatMemory
 from saslnetauth.serve.http.server import HttpServer, Request, Response
-from saslnetauth.serve.metrics import CONTENT_TYPE
+from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
+from saslnetauth.settings import ServeConfig
 
-if TYPE_CHECKING:
-    from saslnetauth.serve.authsocket.server import AuthServer
+__all__ = ["MetricsEndpoint", "MetricsSource"]
 
-__all__ = ["MetricsEndpoint"]
+
+class MetricsSource(Protocol):
+    """What /metrics reads of the responder (all read-only)."""
+
+    @property
+    def settings(self) -> ServeConfig: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def geoip(self) -> GeoLocator | None: ...
+    @property
+    def decider(self) -> Decider: ...
+    @property
+    def connections_open(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def ip_penalty(self) -> PenaltyBox: ...
+    @property
+    def user_penalty(self) -> PenaltyBox: ...
+    @property
+    def repeats(self) -> RepeatMemory: ...
+    @property
+    def alerts(self) -> AlertRunner: ...
 
 
 class MetricsEndpoint:
     """The responder's metrics over HTTP."""
 
-    def __init__(self, server: AuthServer) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self.server = server
         self.http = HttpServer(
             self._handle,
@@ -45,6 +74,7 @@ class MetricsEndpoint:
         server = self.server
         now = time.monotonic()
         m = server.metrics
+        stats = m.stats
         if server.geoip is not None:
             m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
         for name, text, value in (
@@ -80,32 +110,32 @@ class MetricsEndpoint:
             (
                 "saslnetauth_connections_total",
                 "Client connections accepted.",
-                server.stats["connections"],
+                stats["connections"],
             ),
             (
                 "saslnetauth_connections_refused_total",
                 "Client connections refused (peer not allowed, per-peer or total limit).",
-                server.stats["refused"],
+                stats["refused"],
             ),
             (
                 "saslnetauth_overload_total",
                 "Logins refused for max_pending.",
-                server.stats["overload"],
+                stats["overload"],
             ),
             (
                 "saslnetauth_stolen_credentials_total",
                 "Correct passwords from forbidden networks.",
-                server.stats["stolen_credentials"],
+                stats["stolen_credentials"],
             ),
             (
                 "saslnetauth_new_locations_total",
                 "Allowed logins from a place new for the user or app password.",
-                server.stats["new_location"],
+                stats["new_location"],
             ),
             (
                 "saslnetauth_retired_passwords_total",
                 "Failed logins with a retired password (not counting repeats).",
-                server.stats["retired_password"],
+                stats["retired_password"],
             ),
             ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
             (
@@ -113,7 +143,7 @@ class MetricsEndpoint:
                 "Alerts not run: as many alert commands were running as allowed.",
                 server.alerts.dropped,
             ),
-            *getattr(server.decider, "metric_values", list)(),
+            *server.decider.metric_values(),
         ):
             m.set_gauge(name, text, value)
         return m.render()
