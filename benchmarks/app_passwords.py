@@ -113,7 +113,9 @@ def count_slow_hashes(db: str, todo: list[tuple[int, str, str, Login]]) -> dict[
     counts = {}
     for i, (_, _, _, login) in enumerate(todo):
         Counting.calls = 0
-        d = engine.decide(login.user, login.password, login.rip, login.service, quiet=True)
+        d = engine.decide(
+            Login.of(login.user, login.password, login.rip, login.service), quiet=True
+        )
         assert d.ok is login.expect_ok, (login, d)
         counts[i] = Counting.calls
     store.close()

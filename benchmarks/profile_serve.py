@@ -66,6 +66,7 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.loadgen import Login, print_summary, run_load
+from saslnetauth.policy.login import Login as EngineLogin
 
 #: (category, substring of a frame) - the innermost frame that matches decides.
 CATEGORIES: list[tuple[str, str]] = [
@@ -265,11 +266,11 @@ def components(db: str, user: BenchUser, tmp: Path) -> list[list[object]]:
         pw = user.password.encode()
         add(
             "engine.decide (PLAIN, allowed, logs a line)",
-            lambda: engine.decide(user.name, pw, ALLOWED_IP, "smtp"),
+            lambda: engine.decide(EngineLogin.of(user.name, pw, ALLOWED_IP, "smtp")),
         )
         add(
             "engine.decide quiet=True (no log line)",
-            lambda: engine.decide(user.name, pw, ALLOWED_IP, "smtp", quiet=True),
+            lambda: engine.decide(EngineLogin.of(user.name, pw, ALLOWED_IP, "smtp"), quiet=True),
         )
         add("store.get_user", lambda: store.get_user(user.name))
         add("store.global_rules (cached)", store.global_rules, 20000)

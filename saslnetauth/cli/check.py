@@ -17,13 +17,16 @@ from saslnetauth.cli.common import (
 )
 from saslnetauth.errors import BackendError
 from saslnetauth.policy.apppolicy import credential_rule_sets
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.model import AppPasswordRecord
+from saslnetauth.policy.rules.addresses import parse_address
 from saslnetauth.policy.rules.expiry import describe_expiry, format_utc
-from saslnetauth.policy.rules.netrules import Address, describe_services, parse_address
+from saslnetauth.policy.rules.netrules import Address, describe_services
 from saslnetauth.policy.verdict import Reason, Verdict
 
 if TYPE_CHECKING:  # imported when the command runs: `check --help` stays light
     from saslnetauth.policy.engine import DecisionEngine
+    from saslnetauth.policy.verdict import Decision
     from saslnetauth.store import SqlStore
 
 _EXPLAIN = {
@@ -88,16 +91,11 @@ def check(
     now = time.time()
     engine.clock = lambda: now  # the verdict and its explanation see the same time
     route = _read_only_proxies(engine, rip, proxy, service)
-    decision = engine.decide(name, password, rip, service, quiet=True, real_rip=proxy)
+    login = Login.of(name, password, rip, service, real_rip=proxy)
+    decision = engine.decide(login, quiet=True)
     if route is not None:
         click.echo(f"route: {route}")
-        rip = rip if decision.proxy is None else decision_rip(engine, rip, proxy, service)
-    addr = parse_address(rip)
-    where = str(addr) if addr is not None else "no address (local)"
-    if rip and addr is None:
-        where = f"{rip!r} (unparsable, treated as no address)"
-    if decision.proxy is not None:
-        where = f"{where} through proxy {decision.proxy}" if rip else f"proxy {decision.proxy}"
+    addr, where = _judged_where(engine, decision, login, proxy)
     head = f"user {decision.user} from {where} for {service}"
     label = decision.credential
     credential = f"app password {label}" if label else "main password"
@@ -140,6 +138,22 @@ def _read_only_proxies(
     if not engine.proxies and proxy is None:
         return None
     return engine.proxies.route(rip, proxy, service.lower()).explain()
+
+
+def _judged_where(
+    engine: DecisionEngine, decision: Decision, login: Login, proxy: str | None
+) -> tuple[Address | None, str]:
+    """The address the engine judged and how the verdict names it."""
+    rip, addr = login.rip, login.address
+    if decision.proxy is not None:  # judged by the address the route names
+        rip = decision_rip(engine, login.rip, proxy, login.service)
+        addr = parse_address(rip)
+    where = str(addr) if addr is not None else "no address (local)"
+    if rip and addr is None:
+        where = f"{rip!r} (unparsable, treated as no address)"
+    if decision.proxy is not None:
+        where = f"{where} through proxy {decision.proxy}" if rip else f"proxy {decision.proxy}"
+    return addr, where
 
 
 def decision_rip(

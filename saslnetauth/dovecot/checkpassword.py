@@ -320,6 +320,7 @@ def _local(
     import threading
 
     from saslnetauth.policy.deadline import FailureDeadline, sleep_until
+    from saslnetauth.policy.login import Login
     from saslnetauth.policy.verdict import Verdict
     from saslnetauth.runtime import measure_verification
 
@@ -333,15 +334,8 @@ def _local(
     used: dict[int, float] = {}
     engine.on_app_password_used = lambda aid: used.__setitem__(aid, time.time())
     rip, real_rip = rips  # the client address, the connecting one (proxies hook)
-    decision = engine.decide(
-        name,
-        password,
-        rip,
-        service,
-        log_fields={"via": "checkpassword"},
-        after_reply=after_reply,
-        real_rip=real_rip,
-    )
+    login = Login.of(name, password, rip, service, real_rip=real_rip, arrival=arrival)
+    decision = engine.decide(login, log_fields={"via": "checkpassword"}, after_reply=after_reply)
     if decision.verdict is Verdict.OK:
         if used:  # an app password's last use, written now: exec replaces this process
             after_reply.append(lambda: _touch(last_use, used))

@@ -27,34 +27,51 @@ here, so they cannot reach a line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.rules.netrules import parse_address
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
-__all__ = ["canonical_rip", "log_decision"]
+__all__ = ["Record", "account", "log_decision"]
 
 log = logging.getLogger("saslnetauth.auth")
 
 _STOLEN = (Reason.NETWORK, Reason.NO_NETWORK_RULES)
 
 
-def canonical_rip(rip: str | None) -> str:
-    """The client address as logged: canonical (``::ffff:192.0.2.1`` is
-    ``192.0.2.1``; Exim's expanded IPv6 is compressed), the raw text when it
-    does not parse (cleaned by the formatter), ``-`` when absent."""
-    addr = parse_address(rip)
-    return str(addr) if addr is not None else (rip or "-")
+#: What records a decision (the verdict record of ``saslnetauth report``).
+Record = Callable[[Decision, Login], None]
 
 
-def log_decision(d: Decision, rip: str | None, service: str, **extra: object) -> None:
+def account(
+    d: Decision,
+    login: Login,
+    record: Record | None,
+    fields: dict[str, object] | None = None,
+    *,
+    quiet: bool = False,
+) -> None:
+    """The one way of every decision, whoever made it (the engine, the responder):
+    its log line with ``fields`` (unless ``quiet``), then its record; a record that
+    fails never fails the login."""
+    if not quiet:
+        log_decision(d, login, **(fields or {}))
+    if record is not None:
+        try:
+            record(d, login)
+        except Exception:
+            log.exception("verdict record failed")
+
+
+def log_decision(d: Decision, login: Login, **extra: object) -> None:
     """Log one decision: INFO for OK and ordinary failures, WARNING for a correct
     password from a forbidden network, a retired password and overload, ERROR for
     other TEMPFAILs."""
     fields: dict[str, object] = {
         "user": d.user or None,
-        "service": service or None,
-        "rip": canonical_rip(rip),
+        "service": login.service or None,
+        "rip": login.shown_rip,
         "proxy": d.proxy,  # the trusted proxy it came through; None (left out): direct
         "credential": d.credential,  # an app password's label; None (left out): main password
     }

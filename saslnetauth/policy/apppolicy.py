@@ -34,8 +34,9 @@ import time
 from collections.abc import Callable
 
 from saslnetauth.credentials.apptokens import parse_token, verify_token
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.model import AppPasswordRecord, UserRecord
-from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match, parse_address
+from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 __all__ = [
@@ -89,15 +90,14 @@ def verify_app_password(
     user: UserRecord,
     app: AppPasswordRecord,
     normalised: str,
-    rip: str | None,
-    service: str,
+    login: Login,
     global_rules: RuleSet,
     *,
     clock: Callable[[], float],
     on_used: Callable[[int], None] | None = None,
     locate: Locate | None = None,
 ) -> Decision:
-    """The decision for a login that named ``app`` (rules 2 and 3 of the module);
+    """The decision for ``login``, which named ``app`` (rules 2 and 3 of the module);
     ``on_used`` is told the app password's id after an OK (``last_used_at``);
     ``locate`` places the address for country and ASN terms."""
     label = app.label
@@ -113,8 +113,8 @@ def verify_app_password(
     started = time.perf_counter()
     right = verify_token(normalised, app.secret_hash)
     spent = time.perf_counter() - started
-    sets = credential_rule_sets(app, global_rules, service)
-    applicable, rule = merged_match(sets, parse_address(rip), service, locate, now=now)
+    sets = credential_rule_sets(app, global_rules, login.service)
+    applicable, rule = merged_match(sets, login.address, login.service, locate, now=now)
     net_ok = rule is not None
 
     def out(verdict: Verdict, reason: Reason, valid: bool, matched: str | None = None) -> Decision:

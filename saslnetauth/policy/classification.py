@@ -1,7 +1,8 @@
 """The cheap first step of a login (docs/design.md, point 8): what classifying
 a name read from the store (:class:`Lookup`), whether the login could succeed
 from its address (:class:`Classified`), and the FAIL of one that cannot
-(:func:`refusal`). Made by :meth:`saslnetauth.policy.engine.DecisionEngine.classify`,
+(:func:`refusal`). Made by :mod:`saslnetauth.policy.triage` for
+:meth:`saslnetauth.policy.engine.DecisionEngine.triage`,
 used by the responder's scheduler to order the costly verifications."""
 
 from __future__ import annotations

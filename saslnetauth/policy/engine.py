@@ -34,11 +34,16 @@ at the fixed deadline of :mod:`saslnetauth.policy.deadline`. ``rehash_on_login``
 re-stores a password only after a final OK, and when the caller passes
 ``after_reply``, only once the caller has sent the reply.
 
-A login is decided in two steps, so that a server can schedule the costly
-one (docs/design.md, point 8): :meth:`DecisionEngine.classify` looks the
-user up and matches the network (microseconds) and says whether the login
-*could* succeed; the verification then hashes and finishes. ``decide``
-runs both. A login that cannot succeed may be finished by
+Every hop takes one :class:`~saslnetauth.policy.login.Login` (its address parsed
+once, by the frontend that built it). A login is decided in two steps, so that a
+server can schedule the costly one (docs/design.md, point 8):
+:meth:`DecisionEngine.triage` looks the user up and matches the network of the
+credential the login names (microseconds, :mod:`saslnetauth.policy.triage`) and says
+whether the login *could* succeed; the verification then hashes and finishes
+(:mod:`saslnetauth.policy.mainverify` for the main password,
+:mod:`saslnetauth.policy.apppolicy` for an app password). ``decide`` runs both. The
+dependencies run one way: the rules at the bottom, the app-password rule and the
+two steps above them, the engine on top. A login that cannot succeed may be finished by
 :meth:`DecisionEngine.refuse_unverified` instead: FAIL with its true
 reason, logged with ``verified=no``, without spending a hash.
 
@@ -56,39 +61,34 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from saslnetauth.credentials.check import PamVerifier, check_credentials
+from saslnetauth.credentials.check import PamVerifier
 from saslnetauth.credentials.passwords import ParsedHash, PasswordHasher
-from saslnetauth.errors import BackendError, InvalidUsernameError
-from saslnetauth.events.authlog import log_decision
+from saslnetauth.errors import BackendError
+from saslnetauth.events.authlog import Record, account
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.apppolicy import (
-    credential_rule_sets,
-    named_app_password,
-    named_by_id,
-    token_id_of,
-    verify_app_password,
-)
+from saslnetauth.policy.apppolicy import named_app_password, named_by_id, verify_app_password
 from saslnetauth.policy.classification import Classified, Lookup, refusal
-from saslnetauth.policy.mainpassword import main_password_allows
-from saslnetauth.policy.model import Store, UserRecord, normalize_username
+from saslnetauth.policy.login import Login
+from saslnetauth.policy.mainverify import verify_main_password
+from saslnetauth.policy.model import Store, UserRecord
 from saslnetauth.policy.proxies import Case, ProxyNetworks, Route
-from saslnetauth.policy.retiredcheck import matching_retired, record_tried
-from saslnetauth.policy.rules.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.policy.retiredcheck import record_tried
+from saslnetauth.policy.rules.addresses import parse_address
+from saslnetauth.policy.rules.netrules import RuleSet
+from saslnetauth.policy.triage import display_name, look_up, match_credential
 from saslnetauth.policy.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 if TYPE_CHECKING:
     from saslnetauth.policy.binding import Binding, SessionBinder
     from saslnetauth.policy.rules.geoip import GeoLocator
 
-__all__ = ["DecisionEngine", "PamVerifier"]
+__all__ = ["DecisionEngine", "Login", "PamVerifier"]
 
 log = logging.getLogger("saslnetauth.auth")
 
-MAX_SERVICE = 32
-
 
 class DecisionEngine:
-    """Decides OK / FAIL / TEMPFAIL for ``(user, password, rip, service)``."""
+    """Decides OK / FAIL / TEMPFAIL for one :class:`Login`."""
 
     def __init__(
         self,
@@ -99,7 +99,7 @@ class DecisionEngine:
         rehash_on_login: bool = False,
         pam: PamVerifier | None = None,
         pam_any_user: bool = False,
-        on_decision: Callable[[Decision, str | None, str], None] | None = None,
+        on_decision: Record | None = None,
         geoip: GeoLocator | None = None,
         clock: Callable[[], float] = time.time,
         main_password_services: frozenset[str] | None = None,
@@ -112,6 +112,7 @@ class DecisionEngine:
         self.rehash_on_login = rehash_on_login
         self.pam = pam
         self.pam_any_user = pam_any_user and pam is not None
+        #: Told every decision it logs (the verdict record).
         self.on_decision = on_decision
         #: Where addresses are, for country and ASN terms (None: they match nothing).
         self.geoip = geoip
@@ -121,7 +122,7 @@ class DecisionEngine:
         #: Where the main password works for users without a setting (None: everywhere).
         self.main_password_services = main_password_services
         #: Shown every OK, may mark it new_location (LocationMemory.note; never raises).
-        self.note_place: Callable[[Decision, UserRecord, str | None], Decision] | None = None
+        self.note_place: Callable[[Decision, UserRecord, Login], Decision] | None = None
         #: [alerts] retired_days for the server's engine (0: never check them).
         self.retired_days = 0
         # -- proxies hook (saslnetauth.policy.proxies, .binding; docs/webmail.md) --
@@ -147,69 +148,51 @@ class DecisionEngine:
 
     def decide(
         self,
-        username: str,
-        password: bytes | str,
-        rip: str | None,
-        service: str,
+        login: Login,
         *,
         log_fields: dict[str, object] | None = None,
         quiet: bool = False,
         after_reply: list[Callable[[], None]] | None = None,
-        repeat: bool = False,
-        retired_by: float = 0.0,
-        real_rip: str | None = None,
     ) -> Decision:
         """Run the policy for one login attempt and log one line about it.
 
-        ``real_rip``: the connecting address when the frontend knows it apart from the
-        forwarded ``rip`` (Dovecot's ``real_rip``): :mod:`saslnetauth.policy.proxies`
-        says which one is judged.
-
-        ``repeat``: the password repeats a recent wrong one (a wrong password is
-        logged ``repeat=yes``). ``retired_by``: until this monotonic time (0: never)
-        a wrong password may be checked against retired ones (:mod:`.retiredcheck`).
+        ``login.repeat``: the password repeats a recent wrong one (a wrong password is
+        logged ``repeat=yes``). ``login.retired_by``: until this monotonic time (0:
+        never) a wrong password may be checked against retired ones (:mod:`.retiredcheck`).
 
         Work that must wait until the client has its answer (the rehash of
         ``rehash_on_login``) is appended to ``after_reply`` for the caller to
         run then; without the list it runs here, after the decision."""
-        secret = (
-            password.encode("utf-8", "surrogateescape") if isinstance(password, str) else password
-        )
-        service = _clean_service(service)
         rehash: list[ParsedHash] = []
         tried: list[int] = []  # the retired password it matched
-        route = self.proxies.route(rip, real_rip, service)  # proxies hook
-        rip = route.rip
+        route, judged = self._route(login)  # proxies hook: the login as judged
         try:
-            if not secret:
+            if not login.password:
                 # before any lookup or verification; the frontend's deadline hides
                 # that no hash was spent
-                decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, _display_name(username))
+                decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, display_name(login.user))
             else:
-                classified = self._classify(username, rip, service, token_id_of(secret), route)
-                judged = rip if classified.binding is None else classified.binding.rip
-                decision = self._verify(
-                    classified, secret, judged, service, rehash, (retired_by, tried)
-                )
+                classified, effective = self._look_up_and_match(judged, route)
+                decision = self._verify(classified, effective, rehash, tried)
                 decision = self._settle(decision, route, classified)  # proxies hook
                 if not decision.ok:
                     rehash.clear()
                 if decision.ok and self.note_place is not None and classified.user is not None:
-                    decision = self.note_place(decision, classified.user, rip)
+                    decision = self.note_place(decision, classified.user, effective)
         except Exception as exc:  # fail closed on anything unexpected
             log.exception("internal error while deciding a login")
             decision = Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, _display_name(username), detail=str(exc)
+                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, display_name(login.user), detail=str(exc)
             )
         fields = log_fields or {}
         if route.proxy is not None and decision.proxy is None:  # proxies hook
             decision = replace(decision, proxy=route.proxy)
-        if repeat and decision.reason in WRONG_PASSWORD:
+        if login.repeat and decision.reason in WRONG_PASSWORD:
             fields = {**fields, "repeat": True}
-        decision = self._finish(decision, rip, service, fields, quiet)
+        decision = self._finish(decision, judged, fields, quiet)
         job: Callable[[], None] | None = None
         if decision.ok and rehash:
-            job = functools.partial(self._rehash, decision.user, secret)
+            job = functools.partial(self._rehash, decision.user, login.password)
         elif tried:
             job = functools.partial(record_tried, self.store, tried[0])
         if job is not None:
@@ -219,158 +202,92 @@ class DecisionEngine:
                 after_reply.append(job)
         return decision
 
-    def classify(
-        self,
-        username: str,
-        rip: str | None,
-        service: str,
-        token_id: str | None = None,
-        real_rip: str | None = None,
-    ) -> Classified:
-        """The cheap step alone (no secret, no log line): for scheduling. ``token_id`` is
-        the public identifier of the token the password has the shape of
-        (:func:`~saslnetauth.policy.apppolicy.token_id_of`), which names the credential. An
-        unexpected error classifies as "could succeed", leaving it to ``decide``."""
+    def triage(self, login: Login) -> Classified:
+        """The cheap step alone (no secret, no log line): for scheduling. It reads of
+        the password only ``login.credential``, the public identifier of the token it
+        has the shape of. An unexpected error classifies as "could succeed", leaving it
+        to ``decide``."""
         try:
-            service = _clean_service(service)
-            route = self.proxies.route(rip, real_rip, service)  # proxies hook
-            return self._classify(username, route.rip, service, token_id, route)
+            route, judged = self._route(login)
+            return self._look_up_and_match(judged, route)[0]
         except Exception:
             log.exception("internal error while classifying a login")
-            return Classified(_display_name(username), True)
+            return Classified(display_name(login.user), True)
 
-    def refuse_unverified(
-        self, c: Classified, rip: str | None, service: str, *, quiet: bool = False
-    ) -> Decision:
-        """FAIL, without a hash, a login that :meth:`classify` found unable to succeed;
+    def match_cached(self, found: Lookup, login: Login) -> Classified:
+        """:meth:`triage` from what an earlier one read (no I/O): for a server that
+        reuses a lookup for at most ``global_cache_seconds``."""
+        return self._match(found, login)
+
+    def refuse_unverified(self, c: Classified, login: Login, *, quiet: bool = False) -> Decision:
+        """FAIL, without a hash, a login that :meth:`triage` found unable to succeed;
         logged and recorded like any decision, with its true reason and ``verified=no``."""
-        return self._finish(refusal(c), rip, _clean_service(service), {"verified": "no"}, quiet)
+        return self._finish(refusal(c), login, {"verified": "no"}, quiet)
 
     def _finish(
-        self,
-        decision: Decision,
-        rip: str | None,
-        service: str,
-        log_fields: dict[str, object],
-        quiet: bool,
+        self, decision: Decision, login: Login, log_fields: dict[str, object], quiet: bool
     ) -> Decision:
         """Log and record ``decision``; a FAIL first learns where its address is."""
         if decision.verdict is Verdict.FAIL:
-            decision = self._located(decision, rip)
-        if not quiet:
-            log_decision(decision, rip, service, **log_fields)
-        if self.on_decision is not None:
-            try:
-                self.on_decision(decision, rip, service)
-            except Exception:
-                log.exception("decision hook failed")
+            decision = self._located(decision, login)
+        account(decision, login, self.on_decision, log_fields, quiet=quiet)
         return decision
 
-    def _located(self, decision: Decision, rip: str | None) -> Decision:
+    def _located(self, decision: Decision, login: Login) -> Decision:
         """``decision`` with the country and ASN of its address, when the GeoIP
         databases are configured and the address parses."""
         geoip = self.geoip
-        if geoip is None or not geoip.configured:
+        if geoip is None or not geoip.configured or login.address is None:
             return decision
-        addr = parse_address(rip)
-        if addr is None:
-            return decision
-        geo, status = geoip.locate(addr)
+        geo, status = geoip.locate(login.address)
         return replace(decision, country=geo.country, asn=geo.asn, geoip=status)
 
     # -- the policy ---------------------------------------------------------------
 
-    def _classify(
-        self,
-        username: str,
-        rip: str | None,
-        service: str,
-        token_id: str | None,
-        route: Route | None = None,
-    ) -> Classified:
-        try:
-            name: str | None = normalize_username(username, lowercase=self.lowercase)
-        except InvalidUsernameError:
-            name = None
-        user: UserRecord | None = None
-        try:
-            if name is not None:
-                user = self.store.get_user(name)
-            global_rules = self.store.global_rules()
-            binding = self._binding(route, user, token_id)  # proxies hook
+    def _route(self, login: Login) -> tuple[Route, Login]:
+        """Which address of ``login`` is judged (:mod:`saslnetauth.policy.proxies`), and
+        the login as judged; without proxies and nothing forwarded, the login itself."""
+        if not self.proxies and login.real_rip is None:
+            return Route(Case.DIRECT, login.rip), login
+        return self.proxies.judged(login)
+
+    def _look_up_and_match(
+        self, login: Login, route: Route | None = None
+    ) -> tuple[Classified, Login]:
+        """The classification and the login it was matched as: ``login``, or for a
+        trusted proxy without a client address the address of its webmail session."""
+        found = look_up(self.store, login, lowercase=self.lowercase)
+        if isinstance(found, Classified):
+            return found, login
+        if route is None or route.case is not Case.PROXY_ONLY:
+            return self._match(found, login), login
+        try:  # proxies hook: only a webmail session admits it
+            binding = self._binding(route, found.user, login.credential)
         except BackendError as exc:
-            if name is None:  # decided by the name alone
-                return Classified(_display_name(username), True, valid_name=False)
+            name = found.name or display_name(login.user)
             error = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, name, detail=str(exc))
-            return Classified(name, True, error=error)
-        found = Lookup(username, name, user, global_rules)
-        if route is not None and route.case is Case.PROXY_ONLY:  # proxies hook
-            rip = None if binding is None else binding.rip
-            c = self._match(found, rip, service, token_id, matchable=binding is not None)
-            return replace(c, binding=binding)
-        return self._match(found, rip, service, token_id)
+            return Classified(name, True, error=error), login
+        if binding is None:
+            return self._match(found, login, matchable=False), login
+        bound = replace(login, address=parse_address(binding.rip), rip=binding.rip, real_rip=None)
+        return replace(self._match(found, bound), binding=binding), bound
 
-    def match(
-        self, found: Lookup, rip: str | None, service: str, token_id: str | None = None
-    ) -> Classified:
-        """:meth:`classify` from what an earlier one read (no I/O): for a server that
-        reuses a lookup for at most ``global_cache_seconds``."""
-        return self._match(found, rip, _clean_service(service), token_id)
-
-    def _match(
-        self,
-        found: Lookup,
-        rip: str | None,
-        service: str,
-        token_id: str | None,
-        *,
-        matchable: bool = True,
-    ) -> Classified:
-        name, user = found.name, found.user
-        if user is None and name is not None and self.pam_any_user:
-            # any PAM (system) user, under the global networks only
-            user = UserRecord(id=0, name=name, password_hash=None, enabled=True, backend="pam")
-        rules = found.global_rules
-        # the networks of the one credential the password names (an unknown name: the
-        # global ones, like a main password from outside the user's own networks)
-        app = None if user is None else named_by_id(user, token_id)
-        display = user.name if user is not None else name or _display_name(found.given)
-        if app is not None and app.error is not None:  # the verification says TEMPFAIL
-            return Classified(display, True, user=user, app=app, lookup=found)
-        expired = app is not None and app.expired(self.clock())
-        if user is None:
-            sets: tuple[RuleSet, ...] = (rules,)
-        elif app is None:
-            sets = (user.rules, rules)
-        else:
-            sets = () if expired else credential_rule_sets(app, rules, service)
-        unmatched = not matchable or self.proxies.contains(parse_address(rip), service)
-        if unmatched:
-            sets = ()  # proxies hook: a proxy's address, or none known, matches no rule
-        applicable, rule = merged_match(
-            sets, parse_address(rip), service, self._locate, now=self.clock()
+    def _match(self, found: Lookup, login: Login, *, matchable: bool = True) -> Classified:
+        # proxies hook: a proxy's address, or none known, matches no rule
+        unmatched = not matchable or (
+            bool(self.proxies) and self.proxies.contains(login.address, login.service)
         )
-        return Classified(
-            display,
-            rule is not None,
-            user=user,
-            rule=rule,
-            applicable=applicable,
-            valid_name=name is not None,
-            app=app,
-            expired=expired,
-            lookup=found,
+        return match_credential(
+            found,
+            login,
+            pam_any_user=self.pam_any_user,
+            now=self.clock(),
+            locate=self._locate,
             unmatched=unmatched,
         )
 
     def _verify(
-        self,
-        c: Classified,
-        secret: bytes,
-        rip: str | None,
-        service: str,
-        rehash: list[ParsedHash],
-        retired: tuple[float, list[int]] | None = None,
+        self, c: Classified, login: Login, rehash: list[ParsedHash], tried: list[int]
     ) -> Decision:
         if c.error is not None:
             return c.error
@@ -379,7 +296,7 @@ class DecisionEngine:
             # network_ok as for a user without networks of their own (the global ones
             # only), so that the user brake treats unknown and existing names alike
             started = time.perf_counter()
-            self.hasher.dummy_verify(secret)
+            self.hasher.dummy_verify(login.password)
             return Decision(
                 Verdict.FAIL,
                 Reason.UNKNOWN_USER,
@@ -387,93 +304,27 @@ class DecisionEngine:
                 network_ok=c.could_succeed,
                 verify_seconds=time.perf_counter() - started,
             )
-
-        found = c.lookup.global_rules if c.lookup is not None else RuleSet()
-        named = named_app_password(user, secret)
+        named = named_app_password(user, login.password)
         if named is not None:  # that app password alone, no slow hash
+            found = c.lookup.global_rules if c.lookup is not None else RuleSet()
             used, locate = self.on_app_password_used, self._locate
             if c.unmatched:  # proxies hook: no rule may match it
                 found = RuleSet()
                 named = (replace(named[0], rules=RuleSet()), named[1])
             return verify_app_password(
-                user, *named, rip, service, found, clock=self.clock, on_used=used, locate=locate
+                user, *named, login, found, clock=self.clock, on_used=used, locate=locate
             )
-
-        # The network is matched for every existing user before the password,
-        # so the work done does not depend on which check fails: the classification
-        # matched the main password's (the user's networks and the global ones, never
-        # the app passwords').
-        applicable, rule = c.applicable, c.rule
-        net_ok = rule is not None
-        started = time.perf_counter()
-        checked = check_credentials(self.hasher, self.pam, user, secret, rip, service)
-        spent = time.perf_counter() - started
-        if isinstance(checked, Decision):
-            return replace(checked, network_ok=net_ok, verify_seconds=spent)
-        ok, parsed = checked
-        if not ok:
-            until, tried = retired or (0.0, [])
-            if until > 0 and self.retired_days > 0 and user.backend == "hash":
-                tried += matching_retired(self, user.id, secret, until=until, estimate=spent)
-            return Decision(
-                Verdict.FAIL,
-                Reason.RETIRED_PASSWORD if tried else Reason.BAD_PASSWORD,
-                user.name,
-                network_ok=net_ok,
-                verify_seconds=spent,
-            )
-        if not user.enabled:
-            return Decision(
-                Verdict.FAIL,
-                Reason.DISABLED,
-                user.name,
-                credentials_valid=True,
-                network_ok=net_ok,
-                verify_seconds=spent,
-            )
-        if rule is not None and not main_password_allows(
-            user.main_password_services, self.main_password_services, service
-        ):
-            return Decision(
-                Verdict.FAIL,
-                Reason.APP_PASSWORD_REQUIRED,
-                user.name,
-                credentials_valid=True,
-                network_ok=True,
-                verify_seconds=spent,
-            )
-        if rule is not None:
-            # only a final OK may change the stored hash (never a forbidden network
-            # or a disabled user: that would show in the reply's timing and the row)
-            if parsed is not None and self.rehash_on_login and self.hasher.needs_rehash(parsed):
-                rehash.append(parsed)
-            return Decision(
-                Verdict.OK,
-                Reason.OK,
-                user.name,
-                credentials_valid=True,
-                matched=rule.describe(),
-                network_ok=True,
-                verify_seconds=spent,
-                expires=rule.expires,
-            )
-        reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
-        return Decision(
-            Verdict.FAIL,
-            reason,
-            user.name,
-            credentials_valid=True,
-            network_ok=False,
-            verify_seconds=spent,
-        )
+        # the classification matched the main password's networks (the user's and the
+        # global ones, never the app passwords')
+        return verify_main_password(self, c, user, login, rehash, tried)
 
     # -- proxies hook (saslnetauth.policy.binding) --------------------------------------
 
     def _binding(
-        self, route: Route | None, user: UserRecord | None, token_id: str | None
+        self, route: Route, user: UserRecord | None, token_id: str | None
     ) -> Binding | None:
         """The webmail session a login from a proxy without a client address may use."""
-        if route is None or self.binder is None or route.case is not Case.PROXY_ONLY:
+        if self.binder is None or route.case is not Case.PROXY_ONLY:
             return None
         return self.binder.lookup(
             route, user, None if user is None else named_by_id(user, token_id)
@@ -495,14 +346,3 @@ class DecisionEngine:
             log.info("%s", kv("password rehashed", user=name, scheme=self.hasher.default_scheme))
         except Exception as exc:  # never fails a login
             log.warning("%s", kv("rehash failed", user=name, error=str(exc)))
-
-
-def _clean_service(service: str | None) -> str:
-    if not service:
-        return ""
-    s = service.strip().lower()
-    return s[:MAX_SERVICE] if s.isprintable() else ""
-
-
-def _display_name(username: object) -> str:
-    return username[:255] if isinstance(username, str) else "?"

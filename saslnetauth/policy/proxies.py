@@ -32,12 +32,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from saslnetauth.errors import ConfigError, InvalidNetworkError, InvalidServiceError
 from saslnetauth.policy.rules.addresses import Address, parse_address
 from saslnetauth.policy.rules.netrules import parse_services
 from saslnetauth.policy.rules.networks import Network, parse_network
+
+if TYPE_CHECKING:
+    from saslnetauth.policy.login import Login
 
 __all__ = ["Case", "ProxyNetworks", "Route", "route"]
 
@@ -128,6 +132,21 @@ class ProxyNetworks:
 
     def route(self, rip: str | None, real_rip: str | None, service: str) -> Route:
         return route(self, rip, real_rip, service)
+
+    def judged(self, login: Login) -> tuple[Route, Login]:
+        """The route of ``login`` and the login as judged: ``login`` itself when it is
+        direct, else one with the judged address (parsed here, the one time a proxied
+        login's address is read again) and no ``real_rip``; for
+        ``proxy_without_client_address`` one without an address that keeps the
+        proxy's as ``real_rip``."""
+        r = self.route(login.rip, login.real_rip, login.service)
+        if r.case is Case.DIRECT and login.real_rip is None:
+            return r, login
+        if r.case is Case.PROXY_ONLY:
+            return r, replace(login, address=None, rip=None, real_rip=r.proxy)
+        if r.rip == login.rip:
+            return r, replace(login, real_rip=None)
+        return r, replace(login, address=parse_address(r.rip), rip=r.rip, real_rip=None)
 
 
 def route(proxies: ProxyNetworks, rip: str | None, real_rip: str | None, service: str) -> Route:

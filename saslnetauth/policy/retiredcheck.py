@@ -14,22 +14,29 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import BackendError, InvalidHashError
 from saslnetauth.logfmt import kv
-
-if TYPE_CHECKING:
-    from saslnetauth.policy.engine import DecisionEngine
-    from saslnetauth.policy.model import Store
+from saslnetauth.policy.model import Store
 
 __all__ = ["matching_retired", "record_tried"]
 
 log = logging.getLogger("saslnetauth.auth")
 
 
+class RetiredSource(Protocol):
+    """What the check reads (the engine has it): the store, the hasher and ``[alerts]
+    retired_days``."""
+
+    store: Store
+    hasher: PasswordHasher
+    retired_days: int
+
+
 def matching_retired(
-    engine: DecisionEngine, user_id: int, secret: bytes, *, until: float, estimate: float
+    engine: RetiredSource, user_id: int, secret: bytes, *, until: float, estimate: float
 ) -> list[int]:
     """[the row id of the retired password ``secret`` matches], or []. A hash is
     started only when ``estimate`` seconds (the main verification's) still end

@@ -34,7 +34,7 @@ import os
 
 from saslnetauth.events.commands import CommandRunner, base_environment
 from saslnetauth.logfmt import kv, printable
-from saslnetauth.policy.rules.netrules import parse_address
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Decision
 
 __all__ = [
@@ -60,8 +60,7 @@ _HEADLINES = {
 
 def alert_environment(
     user: str,
-    rip: str | None,
-    service: str,
+    login: Login,
     reason: str,
     parent: dict[str, str] | None = None,
     credential: str | None = None,
@@ -71,12 +70,12 @@ def alert_environment(
     """The whole environment of the alert command: PATH, LANG and SASLNETAUTH_*
     (``details``: more SASLNETAUTH_* of the event, cleaned like the rest)."""
     source = os.environ if parent is None else parent
-    addr = parse_address(rip)
+    addr = login.address
     env = base_environment(source)
     env |= {
         "SASLNETAUTH_USER": printable(user),
-        "SASLNETAUTH_RIP": str(addr) if addr is not None else printable(rip or ""),
-        "SASLNETAUTH_SERVICE": printable(service),
+        "SASLNETAUTH_RIP": str(addr) if addr is not None else printable(login.rip or ""),
+        "SASLNETAUTH_SERVICE": printable(login.service),
         "SASLNETAUTH_REASON": printable(reason),
         "SASLNETAUTH_CREDENTIAL": printable(credential or ""),
         "SASLNETAUTH_EVENT": printable(event),
@@ -115,8 +114,7 @@ class AlertRunner:
     def fire(
         self,
         user: str,
-        rip: str | None,
-        service: str,
+        login: Login,
         reason: str,
         credential: str | None = None,
         *,
@@ -127,7 +125,7 @@ class AlertRunner:
         if not self.command:
             return
         env = alert_environment(
-            user, rip, service, reason, credential=credential, event=event, details=details
+            user, login, reason, credential=credential, event=event, details=details
         )
         line = kv(
             _HEADLINES.get(event, event),
@@ -153,18 +151,21 @@ class AlertRunner:
             },
         )
 
-    def retired_password(self, decision: Decision, rip: str | None, service: str) -> None:
+    def stolen_credentials(self, decision: Decision, login: Login) -> None:
+        """The alert of a correct password from a forbidden network."""
+        self.fire(decision.user, login, decision.reason.value, decision.credential)
+
+    def retired_password(self, decision: Decision, login: Login) -> None:
         """The alert of a failed login with a retired password."""
         self.fire(
             decision.user,
-            rip,
-            service,
+            login,
             decision.reason.value,
             event=RETIRED_PASSWORD,
             details={"allowed_network": "yes" if decision.network_ok else "no"},
         )
 
-    def new_location(self, decision: Decision, rip: str | None, service: str) -> None:
+    def new_location(self, decision: Decision, login: Login) -> None:
         """The alert of an OK from a new place (``decision.new_location`` set)."""
         details = {
             "new_location": decision.new_location or "",
@@ -173,8 +174,7 @@ class AlertRunner:
         }
         self.fire(
             decision.user,
-            rip,
-            service,
+            login,
             decision.reason.value,
             decision.credential,
             event=NEW_LOCATION,

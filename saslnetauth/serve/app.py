@@ -10,29 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from saslnetauth.config import Config, check_policy_secret
 from saslnetauth.errors import ConfigError
 from saslnetauth.logfmt import kv
+from saslnetauth.serve.services import Listening
 from saslnetauth.settings import ServeConfig
 
 log = logging.getLogger("saslnetauth.serve.server")
 
 #: Reads the configuration anew (with the command line's overrides applied), for SIGHUP.
 Reconfigure = Callable[[], Config]
-
-
-@dataclass(frozen=True)
-class Listening:
-    """The sockets the process serves on, bound (or inherited) before it starts."""
-
-    auth: list[socket.socket]
-    metrics: socket.socket | None = None
-    userdb: socket.socket | None = None
-    policy: socket.socket | None = None
 
 
 def start(cfg: Config, reconfigure: Reconfigure) -> None:

@@ -36,6 +36,20 @@ def _label(value: str) -> str:
     return "".join(c for c in value[:32] if c.isprintable())
 
 
+#: The names of :attr:`Metrics.stats`.
+STATS = (
+    "connections",
+    "refused",
+    "ok",
+    "fail",
+    "tempfail",
+    "overload",
+    "stolen_credentials",
+    "new_location",
+    "retired_password",
+)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.auth: Counter[tuple[str, str, str]] = Counter()
@@ -52,6 +66,8 @@ class Metrics:
         self.proxied: Counter[tuple[str, str]] = Counter()
         #: The GeoIP databases: (database, loaded, build time) for the gauges.
         self.geoip: list[tuple[str, bool, int | None]] = []
+        #: The responder's counters (connections, verdicts, events), logged at exit too.
+        self.stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from saslnetauth.config import Config
@@ -17,7 +18,6 @@ from saslnetauth.settings import ServeConfig
 if TYPE_CHECKING:
     import socket
 
-    from saslnetauth.serve.app import Listening
     from saslnetauth.serve.authsocket.server import AuthServer
     from saslnetauth.serve.http.policyproxy import PolicyProxies
     from saslnetauth.store import SqlStore
@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 #: What to call when the server ends; a coroutine it returns is awaited.
 Closer = Callable[[], object]
 Reload = Callable[[], tuple[Config, ServeConfig]]
+
+
+@dataclass(frozen=True)
+class Listening:
+    """The sockets the process serves on, bound (or inherited) before it starts."""
+
+    auth: list[socket.socket]
+    metrics: socket.socket | None = None
+    userdb: socket.socket | None = None
+    policy: socket.socket | None = None
 
 
 async def run(cfg: Config, listening: Listening, reload: Reload, mail_connections: int) -> None:

@@ -22,7 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.rules.netrules import client_key, parse_address
+from saslnetauth.policy.login import Login
+from saslnetauth.policy.rules.addresses import client_key
 from saslnetauth.policy.verdict import Decision, Reason
 from saslnetauth.store.schema import auth_events
 from saslnetauth.store.sql import SqlStore
@@ -47,7 +48,7 @@ class EventRecorder:
         self.store = store
         self.keep_days = keep_days
         self.queue_size = queue_size
-        self.pending: deque[tuple[Any, ...]] = deque()
+        self.pending: deque[tuple[float, Decision, Login]] = deque()
         self.dropped = 0
         self.written = 0
         self._insert: tuple[str, tuple[str, ...] | None] | None = None
@@ -55,27 +56,14 @@ class EventRecorder:
         self._thread = threading.Thread(target=self._run, name="saslnetauth-record", daemon=True)
         self._thread.start()
 
-    def record(self, decision: Decision, rip: str | None, service: str) -> None:
-        """Called by the engine for every decision (from worker threads); never blocks."""
+    def record(self, decision: Decision, login: Login) -> None:
+        """Called for every decision (by the engine, from worker threads, and by the
+        responder); never blocks. Both values are frozen: the writer thread converts
+        them (off the login's path)."""
         if len(self.pending) >= self.queue_size:
             self.dropped += 1
             return
-        # the bare facts; the writer thread converts them (off the login's path)
-        self.pending.append(
-            (
-                time.time(),
-                decision.user,
-                rip,
-                service,
-                decision.verdict.value,
-                decision.reason.value,
-                decision.credentials_valid,
-                decision.country,
-                decision.asn,
-                decision.credential,
-                decision.proxy,
-            )
-        )
+        self.pending.append((time.time(), decision, login))
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is pending and stop the writer."""
@@ -105,15 +93,14 @@ class EventRecorder:
             if batch:
                 self._write(batch)
 
-    def _write(self, batch: list[tuple[Any, ...]]) -> None:
+    def _write(self, batch: list[tuple[float, Decision, Login]]) -> None:
         """One executemany on the driver connection (SQLAlchemy's per-row processing
         would cost the logins of this process several percent at full load)."""
         sql, order = self._insert_sql()
         sqlite = self.store.dialect == "sqlite"
         rows: list[Any] = []
         seconds: dict[int, str] = {}
-        rips: dict[str | None, str | None] = {}
-        for t, user, rip, service, verdict, reason, valid, country, asn, credential, px in batch:
+        for t, d, login in batch:
             if sqlite:  # SQLAlchemy's SQLite DateTime text, so that reports read it back
                 sec = int(t)
                 if sec not in seconds:
@@ -121,21 +108,19 @@ class EventRecorder:
                 ts: Any = f"{seconds[sec]}.{int((t - sec) * 1e6):06d}"
             else:
                 ts = datetime.fromtimestamp(t, UTC)
-            if rip not in rips:
-                addr = parse_address(rip)
-                rips[rip] = str(addr) if addr is not None else None
+            user, credential = d.user, d.credential
             values = {
                 "ts": ts,
                 "user": user[:255] if user else None,
-                "rip": rips[rip],
-                "service": service[:32] or None,
-                "verdict": verdict,
-                "reason": reason,
-                "credentials_valid": bool(valid),
-                "country": country,
-                "asn": asn,
+                "rip": None if login.address is None else str(login.address),
+                "service": login.service[:32] or None,
+                "verdict": d.verdict.value,
+                "reason": d.reason.value,
+                "credentials_valid": bool(d.credentials_valid),
+                "country": d.country,
+                "asn": d.asn,
                 "credential": credential[:64] if credential else None,
-                "proxy": px[:64] if px else None,
+                "proxy": d.proxy[:64] if d.proxy else None,
             }
             rows.append(tuple(values[k] for k in order) if order else values)
         try:

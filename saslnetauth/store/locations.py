@@ -31,8 +31,9 @@ import sqlalchemy as sa
 from saslnetauth.errors import AlreadyExistsError
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.locations import KINDS, MAIN_SCOPE, Place, Seen, novel, places_of
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.model import UserRecord
-from saslnetauth.policy.rules.netrules import Locate, parse_address
+from saslnetauth.policy.rules.netrules import Locate
 from saslnetauth.policy.rules.netterms import Geo
 from saslnetauth.policy.verdict import Decision
 from saslnetauth.store.schema import user_locations
@@ -118,17 +119,17 @@ class LocationMemory:
 
     # -- the login's side ----------------------------------------------------------
 
-    def note(self, decision: Decision, user: UserRecord, rip: str | None) -> Decision:
+    def note(self, decision: Decision, user: UserRecord, login: Login) -> Decision:
         """``decision`` (an OK of ``user``) with ``new_location`` (and the country and
         ASN of a new place) set when the place is new; never raises."""
         try:
-            return self._note(decision, user, rip, time.time())
+            return self._note(decision, user, login, time.time())
         except Exception as exc:  # never a login's problem
             log.warning("%s", kv("location memory not consulted", user=user.name, error=str(exc)))
             return decision
 
-    def _note(self, decision: Decision, user: UserRecord, rip: str | None, now: float) -> Decision:
-        addr = parse_address(rip)
+    def _note(self, decision: Decision, user: UserRecord, login: Login, now: float) -> Decision:
+        addr = login.address
         geo = self.locate(addr) if self.locate is not None and addr is not None else Geo()
         places = places_of(addr, geo, self.kinds)
         if not places or user.id <= 0:  # nothing known of it, or a PAM user not listed

@@ -11,6 +11,7 @@ from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import AlreadyExistsError, NotFoundError
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
@@ -89,7 +90,7 @@ def test_store_round_trip(store: SqlStore, fast_hasher: PasswordHasher) -> None:
         0,
     )
     eng = DecisionEngine(store, fast_hasher)
-    assert eng.decide("carol", token, "2001:db8::1", "pop3").ok
+    assert eng.decide(Login.of("carol", token, "2001:db8::1", "pop3")).ok
     # the admin's listing, with timestamps
     name, listed = store.list_app_passwords("CAROL")
     assert name == "carol" and [r.label for r in listed] == ["phone", "laptop"]
@@ -121,10 +122,10 @@ def test_an_expiry_a_script_wrote_is_read_like_a_network_rows(
             with store.engine.begin() as conn:
                 for table in ("app_passwords", "user_networks"):
                     conn.execute(sa.text(f"UPDATE {table} SET expires_at = {value}"))  # noqa: S608
-            d = engine.decide("carol", token, "203.0.113.5", "imap")
+            d = engine.decide(Login.of("carol", token, "203.0.113.5", "imap"))
             want = (Verdict.OK, Reason.OK) if alive else (Verdict.FAIL, Reason.EXPIRED)
             assert (d.verdict, d.reason) == want, (value, d)
-            grant = engine.decide("carol", PW, "192.0.2.9", "imap")
+            grant = engine.decide(Login.of("carol", PW, "192.0.2.9", "imap"))
             assert grant.ok is alive, (value, grant)
     if store.dialect == "postgresql":  # a timestamptz column takes no bare number
         with pytest.raises(sa.exc.DBAPIError), store.engine.begin() as conn:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from saslnetauth.config import Config
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Verdict
 from saslnetauth.runtime import build_server_engine
 from saslnetauth.store import SqlStore
@@ -59,7 +60,7 @@ def engine(store: SqlStore) -> Iterator[DecisionEngine]:
 
 
 def _login(eng: DecisionEngine, rip: str, service: str = "smtp") -> Verdict:
-    return eng.decide("bob", PW, rip, service, quiet=True).verdict
+    return eng.decide(Login.of("bob", PW, rip, service), quiet=True).verdict
 
 
 def _sql(store: SqlStore, statement: str) -> None:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import AlreadyExistsError
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Verdict
 from saslnetauth.store import SqlStore
@@ -69,7 +70,7 @@ def test_script_rows_expire_and_bad_expiry_is_an_invalid_row(
     caplog.set_level(logging.ERROR, logger="saslnetauth.store")
     eng = DecisionEngine(store, fast_hasher)
     verdicts = {
-        rip: eng.decide("carol", PW, rip, "imap", quiet=True).verdict
+        rip: eng.decide(Login.of("carol", PW, rip, "imap"), quiet=True).verdict
         for rip in ("192.0.2.1", "198.51.100.1", "203.0.113.1", "10.1.0.1", "10.2.0.1", "10.3.0.1")
     }
     assert verdicts == {
@@ -81,7 +82,7 @@ def test_script_rows_expire_and_bad_expiry_is_an_invalid_row(
         "10.3.0.1": Verdict.FAIL,
     }
     for _ in range(3):  # logged once per row, not per login
-        eng.decide("carol", PW, "203.0.113.1", "imap", quiet=True)
+        eng.decide(Login.of("carol", PW, "203.0.113.1", "imap"), quiet=True)
     skipped = [m for m in caplog.messages if "invalid network row skipped" in m]
     assert len(skipped) == 2, skipped
     assert all("invalid expires_at" in m for m in skipped), skipped

@@ -7,6 +7,7 @@ import time
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.policy.locations import KINDS, MAIN_SCOPE
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.addresses import Address
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.rules.netterms import Geo
@@ -44,15 +45,18 @@ def test_write_read_race_and_purge_on_every_database(
         engines.append((engine, memory))
     try:
         (a, ma), (b, mb) = engines
-        assert a.decide("alice", PW, "192.0.2.1", "imap").new_location is None
+        assert a.decide(Login.of("alice", PW, "192.0.2.1", "imap")).new_location is None
         ma.flush()
-        assert a.decide("alice", PW, "198.51.100.1", "imap").new_location == "network,country"
+        assert (
+            a.decide(Login.of("alice", PW, "198.51.100.1", "imap")).new_location
+            == "network,country"
+        )
         ma.flush()
         # the other server saw the same place in the same instant and writes it too:
         # its insert meets the unique key and is ignored
         uid = store.get_user("alice").id  # type: ignore[union-attr]
         mb._write({_Key(uid, MAIN_SCOPE, "network", "198.51.100.0/24"): (None, time.time())})
-        assert b.decide("alice", PW, "198.51.100.3", "imap").new_location is None
+        assert b.decide(Login.of("alice", PW, "198.51.100.3", "imap")).new_location is None
         # 5 places (two networks, two countries, one AS) beyond the 3 kept
         assert purge_locations(store, 90, 3, time.time()) == 2
     finally:

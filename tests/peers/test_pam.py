@@ -16,6 +16,7 @@ import pytest
 from saslnetauth.credentials.pam import PamAuth
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
@@ -74,14 +75,14 @@ def test_pam_user_listed_in_saslnetauth(
     name = account["name"]
     sqlite_store.add_user(name, None, backend="pam", networks=[NetworkRule.parse("127.0.0.2")])
     eng = DecisionEngine(sqlite_store, fast_hasher, pam=PamAuth(account["service"]))
-    assert eng.decide(name, PW, "127.0.0.2", "imap").verdict is Verdict.OK
-    d = eng.decide(name, PW, "127.0.0.3", "imap")
+    assert eng.decide(Login.of(name, PW, "127.0.0.2", "imap")).verdict is Verdict.OK
+    d = eng.decide(Login.of(name, PW, "127.0.0.3", "imap"))
     assert (d.verdict, d.reason, d.credentials_valid) == (Verdict.FAIL, Reason.NETWORK, True)
-    d = eng.decide(name, "wrong", "127.0.0.2", "imap")
+    d = eng.decide(Login.of(name, "wrong", "127.0.0.2", "imap"))
     assert (d.verdict, d.reason) == (Verdict.FAIL, Reason.BAD_PASSWORD)
     # not listed, any_user off: unknown
     sqlite_store.delete_user(name)
-    assert eng.decide(name, PW, "127.0.0.2", "imap").reason is Reason.UNKNOWN_USER
+    assert eng.decide(Login.of(name, PW, "127.0.0.2", "imap")).reason is Reason.UNKNOWN_USER
 
 
 def test_any_pam_user_under_global_networks(
@@ -91,12 +92,12 @@ def test_any_pam_user_under_global_networks(
     eng = DecisionEngine(
         sqlite_store, fast_hasher, pam=PamAuth(account["service"]), pam_any_user=True
     )
-    assert eng.decide(name, PW, "127.0.0.2", "smtp").reason is Reason.NO_NETWORK_RULES
+    assert eng.decide(Login.of(name, PW, "127.0.0.2", "smtp")).reason is Reason.NO_NETWORK_RULES
     sqlite_store.add_global_network(NetworkRule.parse("127.0.0.0/24", "smtp"))
-    assert eng.decide(name, PW, "127.0.0.2", "smtp").verdict is Verdict.OK
-    assert eng.decide(name, PW, "127.0.0.2", "imap").reason is Reason.NO_NETWORK_RULES
-    assert eng.decide(name, "wrong", "127.0.0.2", "smtp").verdict is Verdict.FAIL
-    assert eng.decide("no-such-user-xyz", PW, "127.0.0.2", "smtp").verdict is Verdict.FAIL
+    assert eng.decide(Login.of(name, PW, "127.0.0.2", "smtp")).verdict is Verdict.OK
+    assert eng.decide(Login.of(name, PW, "127.0.0.2", "imap")).reason is Reason.NO_NETWORK_RULES
+    assert eng.decide(Login.of(name, "wrong", "127.0.0.2", "smtp")).verdict is Verdict.FAIL
+    assert eng.decide(Login.of("no-such-user-xyz", PW, "127.0.0.2", "smtp")).verdict is Verdict.FAIL
 
 
 def test_pam_through_the_server_and_cli(account: dict[str, str], tmp_path: Path) -> None:

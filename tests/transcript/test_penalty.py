@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from saslnetauth.policy.rules.addresses import parse_address
 from saslnetauth.serve.decide.penalty import PenaltyBox, client_bucket, client_key
 from tests.support.clitools import init_with_user
 from tests.support.serverproc import run_server
@@ -49,9 +50,10 @@ def test_client_bucket_groups_exactly_like_client_key(v4: int, v6: int) -> None:
     for a in ADDRESSES:
         for b in ADDRESSES:
             same_key = client_key(a, v4, v6) == client_key(b, v4, v6)
-            assert (client_bucket(a, v4, v6) == client_bucket(b, v4, v6)) is same_key, (a, b)
-    assert client_bucket("0.0.0.7") != client_bucket("::7")  # versions never mix
-    assert client_bucket(None) is None and client_bucket("junk") is None
+            bucket_a = client_bucket(parse_address(a), v4, v6)
+            assert (bucket_a == client_bucket(parse_address(b), v4, v6)) is same_key, (a, b)
+    assert client_bucket(parse_address("0.0.0.7")) != client_bucket(parse_address("::7"))
+    assert client_bucket(None) is None and client_bucket(parse_address("junk")) is None
 
 
 def test_exponential_growth_cap_and_success_clears() -> None:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from saslnetauth.serve.http.policy import parse_request
+from saslnetauth.serve.http.policyrequest import parse_request
 from tests.support.clitools import run
 from tests.support.serverproc import ServerProcess, free_port, run_server
 

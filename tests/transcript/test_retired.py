@@ -9,6 +9,7 @@ from pathlib import Path
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason
 from saslnetauth.store import SqlStore
@@ -58,7 +59,9 @@ def test_the_check_runs_only_when_allowed_and_in_time(
     later = time.monotonic() + 30
 
     def reason(pw: str, retired_by: float) -> Reason:
-        return engine.decide("alice", pw, "192.0.2.9", "imap", retired_by=retired_by).reason
+        return engine.decide(
+            Login.of("alice", pw, "192.0.2.9", "imap", retired_by=retired_by)
+        ).reason
 
     assert reason(OLD, later) is Reason.BAD_PASSWORD  # retired_days 0: never checked
     engine.retired_days = 30

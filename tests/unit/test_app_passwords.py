@@ -16,8 +16,8 @@ from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import NotFoundError
 from saslnetauth.policy import apppolicy
-from saslnetauth.policy.apppolicy import token_id_of
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
@@ -125,66 +125,65 @@ def test_rule_table(
 ) -> None:
     if rip is None:  # a login without address matches only `local`, never `any`
         verdict, reason = Verdict.FAIL, Reason.NETWORK
-    d = world.engine.decide("alice", world.tokens[cred], rip, svc)
+    d = world.engine.decide(Login.of("alice", world.tokens[cred], rip, svc))
     assert (d.verdict, d.reason, d.credentials_valid) == (verdict, reason, valid)
     assert d.credential == cred and d.user == "alice"
     if d.ok:
         assert d.matched and d.network_ok
     # the wrong secret with the same identifier: bad_password, for that credential
     wrong = world.tokens[cred][:-1] + ("a" if world.tokens[cred][-1] != "a" else "b")
-    d = world.engine.decide("alice", wrong, rip, svc)
+    d = world.engine.decide(Login.of("alice", wrong, rip, svc))
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.BAD_PASSWORD, cred)
 
 
 def test_the_main_password_keeps_its_own_networks(world: World) -> None:
-    d = world.engine.decide("alice", PW, "192.0.2.9", "smtp")
+    d = world.engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp"))
     assert d.ok and d.credential is None
     # the phone admits from anywhere, the main password stays office-only
-    d = world.engine.decide("alice", PW, "198.51.100.7", "imap")
+    d = world.engine.decide(Login.of("alice", PW, "198.51.100.7", "imap"))
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.NETWORK, None)
     assert d.credentials_valid and d.network_ok is False
-    assert world.engine.decide("alice", world.tokens["phone"], "198.51.100.7", "imap").ok
+    assert world.engine.decide(Login.of("alice", world.tokens["phone"], "198.51.100.7", "imap")).ok
 
 
 def test_the_matched_rule_names_the_app_password(world: World) -> None:
-    d = world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap"))
     assert d.matched == "app password phone network any (imap)"
-    d = world.engine.decide("alice", world.tokens["office"], "203.0.113.5", "smtp")
+    d = world.engine.decide(Login.of("alice", world.tokens["office"], "203.0.113.5", "smtp"))
     assert d.matched == "global network 203.0.113.0/24 (smtp)"
 
 
 def test_typed_as_people_type_it(world: World) -> None:
     token = world.tokens["phone"]
     for typed in (token.upper(), token.replace("-", ""), token.replace("-", " ")):
-        assert world.engine.decide("alice", typed, "203.0.113.5", "imap").ok
+        assert world.engine.decide(Login.of("alice", typed, "203.0.113.5", "imap")).ok
 
 
 def test_expired_never_matches(world: World) -> None:
     token = world.tokens["trip"]
-    trip = token_id_of(token.encode())
-    assert world.engine.decide("alice", token, "203.0.113.5", "pop3").ok
-    assert world.engine.classify("alice", "203.0.113.5", "pop3", trip).could_succeed
+    assert world.engine.decide(Login.of("alice", token, "203.0.113.5", "pop3")).ok
+    assert world.engine.triage(Login.of("alice", token, "203.0.113.5", "pop3")).could_succeed
     world.clock.now = T0 + timedelta(hours=1)  # the expiry itself: expired
-    d = world.engine.decide("alice", token, "203.0.113.5", "pop3")
+    d = world.engine.decide(Login.of("alice", token, "203.0.113.5", "pop3"))
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.EXPIRED, "trip")
     assert d.credentials_valid  # right secret, but not a stolen-credential reason
-    c = world.engine.classify("alice", "203.0.113.5", "pop3", trip)
+    c = world.engine.triage(Login.of("alice", token, "203.0.113.5", "pop3"))
     assert not c.could_succeed and c.expired
 
 
 def test_another_users_token_is_checked_as_the_main_password(world: World) -> None:
     CountingHasher.calls = 0
-    d = world.engine.decide("alice", world.tokens["bobs"], "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", world.tokens["bobs"], "203.0.113.5", "imap"))
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.BAD_PASSWORD, None)
     assert CountingHasher.calls == 1
-    assert world.engine.decide("bob", world.tokens["bobs"], "203.0.113.5", "imap").ok
+    assert world.engine.decide(Login.of("bob", world.tokens["bobs"], "203.0.113.5", "imap")).ok
 
 
 def test_deleted_takes_effect_on_the_next_login(world: World) -> None:
     token = world.tokens["phone"]
-    assert world.engine.decide("alice", token, "203.0.113.5", "imap").ok
+    assert world.engine.decide(Login.of("alice", token, "203.0.113.5", "imap")).ok
     world.store.delete_app_password("alice", "phone")
-    d = world.engine.decide("alice", token, "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", token, "203.0.113.5", "imap"))
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.BAD_PASSWORD, None)
     with pytest.raises(NotFoundError, match="no app password phone"):
         world.store.delete_app_password("alice", "phone")
@@ -193,7 +192,7 @@ def test_deleted_takes_effect_on_the_next_login(world: World) -> None:
 def test_disabled_user_refuses_every_app_password(world: World) -> None:
     world.store.set_enabled("alice", False)
     for label in ("phone", "office", "bare", "trip"):
-        d = world.engine.decide("alice", world.tokens[label], "203.0.113.5", "imap")
+        d = world.engine.decide(Login.of("alice", world.tokens[label], "203.0.113.5", "imap"))
         assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.DISABLED, label)
 
 
@@ -203,7 +202,7 @@ def test_deleting_the_user_deletes_its_app_passwords(world: World) -> None:
         left = conn.execute(sa.select(sa.func.count()).select_from(app_passwords)).scalar()
     assert left == 1  # bob's
     world.store.add_user("alice", None, networks=[_net("any")])
-    d = world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap"))
     assert d.reason is Reason.NO_PASSWORD and d.credential is None
 
 
@@ -214,10 +213,13 @@ def test_users_without_a_main_password_or_with_pam_may_have_app_passwords(
     world.store.add_user("sysuser", None, backend="pam", networks=[_net("any")])
     for name in ("dev", "sysuser"):
         token = _add(world.store, name, "phone", "any")
-        d = world.engine.decide(name, token, "203.0.113.5", "imap")
+        d = world.engine.decide(Login.of(name, token, "203.0.113.5", "imap"))
         assert d.ok and d.credential == "phone"
     # PAM stays for the main password (not enabled here: temporary failure, never OK)
-    assert world.engine.decide("sysuser", PW, "203.0.113.5", "imap").verdict is Verdict.TEMPFAIL
+    assert (
+        world.engine.decide(Login.of("sysuser", PW, "203.0.113.5", "imap")).verdict
+        is Verdict.TEMPFAIL
+    )
 
 
 def _counting_verify(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -256,11 +258,11 @@ def test_at_most_one_slow_hash_whatever_the_number_of_app_passwords(
         ]
     for password, rip, ok, slow, quick in attempts:
         CountingHasher.calls, fast[0] = 0, 0
-        d = engine.decide("many", password, rip, "imap")
+        d = engine.decide(Login.of("many", password, rip, "imap"))
         assert d.ok is ok
         assert (CountingHasher.calls, fast[0]) == (slow, quick), (password == PW, d)
     CountingHasher.calls = 0
-    engine.decide("nobody", tokens[0] if tokens else other, "192.0.2.9", "imap")
+    engine.decide(Login.of("nobody", tokens[0] if tokens else other, "192.0.2.9", "imap"))
     assert CountingHasher.calls == 1  # the unknown user's dummy hash, as before
 
 
@@ -269,20 +271,35 @@ def test_classification_counts_the_named_credentials_networks(world: World) -> N
     (a guess of the main password), an app password valid from anywhere counts for
     nothing (issue 21 item 3: it would tell the name from an unknown one)."""
     engine = world.engine
-    ids = {label: token_id_of(token.encode()) for label, token in world.tokens.items()}
-    assert engine.classify("alice", "198.18.0.1", "smtp", ids["trip"]).could_succeed  # any
-    assert not engine.classify("alice", "198.18.0.1", "smtp").could_succeed  # main password
-    assert not engine.classify("alice", "198.18.0.1", "smtp", ids["bobs"]).could_succeed
+    assert engine.triage(
+        Login.of("alice", world.tokens["trip"], "198.18.0.1", "smtp")
+    ).could_succeed  # any
+    assert not engine.triage(
+        Login.of("alice", b"", "198.18.0.1", "smtp")
+    ).could_succeed  # main password
+    assert not engine.triage(
+        Login.of("alice", world.tokens["bobs"], "198.18.0.1", "smtp")
+    ).could_succeed
     world.clock.now = T0 + timedelta(hours=2)  # trip has expired
-    assert not engine.classify("alice", "198.18.0.1", "smtp", ids["trip"]).could_succeed
-    assert engine.classify("alice", "203.0.113.5", "imap", ids["phone"]).could_succeed
-    assert not engine.classify("alice", "198.18.0.1", "smtp", ids["phone"]).could_succeed
-    office = engine.classify("alice", "198.51.100.7", "smtp", ids["office"])
+    assert not engine.triage(
+        Login.of("alice", world.tokens["trip"], "198.18.0.1", "smtp")
+    ).could_succeed
+    assert engine.triage(
+        Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap")
+    ).could_succeed
+    assert not engine.triage(
+        Login.of("alice", world.tokens["phone"], "198.18.0.1", "smtp")
+    ).could_succeed
+    office = engine.triage(Login.of("alice", world.tokens["office"], "198.51.100.7", "smtp"))
     assert office.could_succeed and office.app is not None and office.app.label == "office"
-    assert not engine.classify("alice", "198.51.100.7", "smtp").could_succeed
+    assert not engine.triage(Login.of("alice", b"", "198.51.100.7", "smtp")).could_succeed
     world.store.delete_app_password("alice", "phone")
-    assert not engine.classify("alice", "203.0.113.5", "imap", ids["phone"]).could_succeed
-    assert engine.classify("alice", "192.0.2.9", "imap").could_succeed  # the main password's
+    assert not engine.triage(
+        Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap")
+    ).could_succeed
+    assert engine.triage(
+        Login.of("alice", b"", "192.0.2.9", "imap")
+    ).could_succeed  # the main password's
 
 
 def _write(store: SqlStore, label: str, **values: object) -> None:
@@ -312,17 +329,19 @@ def test_a_row_a_script_broke_admits_nothing_and_is_tempfail_when_named(
         _write(world.store, "phone", **values)
     with caplog.at_level(logging.ERROR, logger="saslnetauth"):
         for _ in range(3):
-            d = world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "imap")
+            d = world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap"))
             assert (d.verdict, d.reason, d.credential) == (
                 Verdict.TEMPFAIL,
                 Reason.BACKEND_ERROR,
                 "phone",
             )
-            assert not world.engine.classify("alice", "203.0.113.5", "imap").could_succeed
+            assert not world.engine.triage(
+                Login.of("alice", b"", "203.0.113.5", "imap")
+            ).could_succeed
     logged = [r for r in caplog.records if "invalid app password row" in r.getMessage()]
     assert len(logged) == 1  # once, not at every login
     # the others still work
-    assert world.engine.decide("alice", world.tokens["office"], "198.51.100.7", "imap").ok
+    assert world.engine.decide(Login.of("alice", world.tokens["office"], "198.51.100.7", "imap")).ok
 
 
 def test_an_expiry_written_as_text_by_a_script_is_honoured(world: World) -> None:
@@ -332,7 +351,7 @@ def test_an_expiry_written_as_text_by_a_script_is_honoured(world: World) -> None
                 "UPDATE app_passwords SET expires_at = '2026-12-01T11:00:00Z' WHERE label = 'phone'"
             )
         )
-    d = world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap"))
     assert (d.verdict, d.reason) == (Verdict.FAIL, Reason.EXPIRED)
 
 
@@ -343,9 +362,9 @@ def test_no_token_in_logs_plain_or_base64(
     token = world.tokens["phone"]
     with caplog.at_level(level, logger="saslnetauth"):
         for rip, svc in (("203.0.113.5", "imap"), ("203.0.113.5", "smtp"), (None, "imap")):
-            world.engine.decide("alice", token, rip, svc)
-            world.engine.decide("alice", token + "x", rip, svc)
-            world.engine.decide("nobody", token, rip, svc)
+            world.engine.decide(Login.of("alice", token, rip, svc))
+            world.engine.decide(Login.of("alice", token + "x", rip, svc))
+            world.engine.decide(Login.of("nobody", token, rip, svc))
     assert "credential=phone" in caplog.text
     letters = token.replace("-", "")
     for form in (token, letters, letters[7:], token[10:]):
@@ -356,8 +375,8 @@ def test_no_token_in_logs_plain_or_base64(
 
 def test_the_log_line_names_the_credential(world: World, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="saslnetauth.auth"):
-        world.engine.decide("alice", world.tokens["office"], "192.0.2.9", "smtp")
-        world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "imap")
+        world.engine.decide(Login.of("alice", world.tokens["office"], "192.0.2.9", "smtp"))
+        world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap"))
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "saslnetauth.auth"]
     assert lines == [
         (
@@ -376,10 +395,10 @@ def test_the_log_line_names_the_credential(world: World, caplog: pytest.LogCaptu
 def test_last_use_is_noted_only_after_an_ok(world: World) -> None:
     used: list[int] = []
     world.engine.on_app_password_used = used.append
-    world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "smtp")
-    world.engine.decide("alice", world.tokens["phone"] + "x", "203.0.113.5", "imap")
+    world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "smtp"))
+    world.engine.decide(Login.of("alice", world.tokens["phone"] + "x", "203.0.113.5", "imap"))
     assert used == []
-    world.engine.decide("alice", world.tokens["phone"], "203.0.113.5", "imap")
+    world.engine.decide(Login.of("alice", world.tokens["phone"], "203.0.113.5", "imap"))
     _, records = world.store.list_app_passwords("alice")
     assert used == [next(r.id for r in records if r.label == "phone")]
 
@@ -457,7 +476,7 @@ def test_the_documented_rule_table(sqlite_store: SqlStore, fast_hasher: Password
         elif password.startswith("any of them"):
             s.set_enabled("alice", False)
             for label in ("phone", "laptop", "relay"):
-                d = engine.decide("alice", tokens[label], "198.51.100.7", "smtp")
+                d = engine.decide(Login.of("alice", tokens[label], "198.51.100.7", "smtp"))
                 assert (d.verdict, d.reason, d.credential) == (want, reason, label)
             s.set_enabled("alice", True)
             special += 1
@@ -465,13 +484,13 @@ def test_the_documented_rule_table(sqlite_store: SqlStore, fast_hasher: Password
         elif password.startswith("bob's"):
             s.delete_app_password("alice", "relay")
             for other in (bobs, tokens["relay"]):
-                d = engine.decide("alice", other, "203.0.113.5", "smtp")
+                d = engine.decide(Login.of("alice", other, "203.0.113.5", "smtp"))
                 assert (d.verdict, d.reason, d.credential) == (want, reason, None)
             special += 1
             continue
         assert token is not None, password
         for svc in services:
-            d = engine.decide("alice", token, rip, svc)
+            d = engine.decide(Login.of("alice", token, rip, svc))
             assert (d.verdict, d.reason) == (want, reason), (password, client, svc, d)
     assert special == 2
 
@@ -491,21 +510,22 @@ def test_country_terms_in_app_password_networks(
     engine = DecisionEngine(
         sqlite_store, fast_hasher, geoip=GeoLocator(GeoipConfig(country_db=str(db)))
     )
-    d = engine.decide("gus", phone, "192.0.2.7", "imap")
+    d = engine.decide(Login.of("gus", phone, "192.0.2.7", "imap"))
     assert d.ok and d.matched == "app password phone network country:DE (imap)"
-    d = engine.decide("gus", phone, "198.51.100.7", "imap")  # France: the main password's
+    d = engine.decide(Login.of("gus", phone, "198.51.100.7", "imap"))  # France: the main password's
     assert (d.verdict, d.reason, d.credential, d.country) == (
         Verdict.FAIL,
         Reason.NETWORK,
         "phone",
         "FR",
     )
-    assert engine.decide("gus", PW, "198.51.100.7", "imap").ok
-    d = engine.decide("gus", PW, "192.0.2.7", "imap")  # Germany: the phone's only
+    assert engine.decide(Login.of("gus", PW, "198.51.100.7", "imap")).ok
+    d = engine.decide(Login.of("gus", PW, "192.0.2.7", "imap"))  # Germany: the phone's only
     assert (d.verdict, d.reason, d.credential) == (Verdict.FAIL, Reason.NETWORK, None)
-    phone_id = token_id_of(phone.encode())
-    assert engine.classify("gus", "192.0.2.7", "imap", phone_id).could_succeed
-    assert not engine.classify("gus", "192.0.2.7", "imap").could_succeed  # main: FR only
-    assert engine.classify("gus", "198.51.100.7", "imap").could_succeed
-    assert not engine.classify("gus", "192.0.2.7", "smtp", phone_id).could_succeed
+    assert engine.triage(Login.of("gus", phone, "192.0.2.7", "imap")).could_succeed
+    assert not engine.triage(
+        Login.of("gus", b"", "192.0.2.7", "imap")
+    ).could_succeed  # main: FR only
+    assert engine.triage(Login.of("gus", b"", "198.51.100.7", "imap")).could_succeed
+    assert not engine.triage(Login.of("gus", phone, "192.0.2.7", "smtp")).could_succeed
     engine.close()

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
@@ -71,31 +72,37 @@ def test_verdict_table(
     verdict: Verdict,
     reason: Reason,
 ) -> None:
-    d = engine.decide(user, pw, rip, svc)
+    d = engine.decide(Login.of(user, pw, rip, svc))
     assert (d.verdict, d.reason) == (verdict, reason)
     if verdict is Verdict.OK:
         assert d.user == user.lower() and d.matched
 
 
 def test_global_network_admits_every_user(engine: DecisionEngine) -> None:
-    assert engine.decide("dave", PW, "203.0.113.5", "smtp").reason is Reason.NO_NETWORK_RULES
+    assert (
+        engine.decide(Login.of("dave", PW, "203.0.113.5", "smtp")).reason is Reason.NO_NETWORK_RULES
+    )
     engine.store.add_global_network(NetworkRule.parse("203.0.113.0/24", "smtp"))  # type: ignore[attr-defined]
-    d = engine.decide("dave", PW, "203.0.113.5", "smtp")
+    d = engine.decide(Login.of("dave", PW, "203.0.113.5", "smtp"))
     assert d.verdict is Verdict.OK and "global network 203.0.113.0/24" in (d.matched or "")
-    assert engine.decide("dave", PW, "203.0.113.5", "imap").reason is Reason.NO_NETWORK_RULES
-    assert engine.decide("dave", "nope", "203.0.113.5", "smtp").reason is Reason.BAD_PASSWORD
+    assert (
+        engine.decide(Login.of("dave", PW, "203.0.113.5", "imap")).reason is Reason.NO_NETWORK_RULES
+    )
+    assert (
+        engine.decide(Login.of("dave", "nope", "203.0.113.5", "smtp")).reason is Reason.BAD_PASSWORD
+    )
 
 
 def test_corrupt_hash_is_tempfail_never_ok(engine: DecisionEngine) -> None:
     with engine.store.engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(users.update().where(users.c.name == "alice").values(password_hash="{NOPE}x"))
-    d = engine.decide("alice", PW, "192.0.2.9", "smtp")
+    d = engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp"))
     assert d.verdict is Verdict.TEMPFAIL and d.reason is Reason.BACKEND_ERROR
 
 
 def test_database_unreachable_is_tempfail(fast_hasher: PasswordHasher) -> None:
     store = SqlStore("postgresql+psycopg://nobody@127.0.0.1:9/none", connect_timeout=2)
-    d = DecisionEngine(store, fast_hasher).decide("alice", PW, "192.0.2.9", "smtp")
+    d = DecisionEngine(store, fast_hasher).decide(Login.of("alice", PW, "192.0.2.9", "smtp"))
     assert d.verdict is Verdict.TEMPFAIL and d.reason is Reason.BACKEND_ERROR
     store.close()
 
@@ -103,33 +110,33 @@ def test_database_unreachable_is_tempfail(fast_hasher: PasswordHasher) -> None:
 def test_database_tables_dropped_is_tempfail(engine: DecisionEngine) -> None:
     with engine.store.engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(sa.text("DROP TABLE user_networks"))
-    assert engine.decide("alice", PW, "192.0.2.9", "smtp").verdict is Verdict.TEMPFAIL
+    assert engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp")).verdict is Verdict.TEMPFAIL
 
 
 def test_pam_user_without_pam_is_tempfail(engine: DecisionEngine) -> None:
     engine.store.add_user("pamuser", None, backend="pam", networks=[NetworkRule.parse("any")])  # type: ignore[attr-defined]
-    assert engine.decide("pamuser", PW, "192.0.2.9", "smtp").verdict is Verdict.TEMPFAIL
+    assert engine.decide(Login.of("pamuser", PW, "192.0.2.9", "smtp")).verdict is Verdict.TEMPFAIL
 
 
 def test_rehash_on_login(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> None:
     old = PasswordHasher("SHA512-CRYPT").hash(PW)
     sqlite_store.add_user("gina", old, networks=[NetworkRule.parse("any")])
     eng = DecisionEngine(sqlite_store, fast_hasher, rehash_on_login=True)
-    assert eng.decide("gina", "wrong", "192.0.2.1", "smtp").verdict is Verdict.FAIL
+    assert eng.decide(Login.of("gina", "wrong", "192.0.2.1", "smtp")).verdict is Verdict.FAIL
     assert sqlite_store.get_user("gina").password_hash == old  # type: ignore[union-attr]
-    assert eng.decide("gina", PW, "192.0.2.1", "smtp").verdict is Verdict.OK
+    assert eng.decide(Login.of("gina", PW, "192.0.2.1", "smtp")).verdict is Verdict.OK
     new = sqlite_store.get_user("gina").password_hash  # type: ignore[union-attr]
     assert new is not None and new.startswith("{ARGON2ID}")
-    assert eng.decide("gina", PW, "192.0.2.1", "smtp").verdict is Verdict.OK
+    assert eng.decide(Login.of("gina", PW, "192.0.2.1", "smtp")).verdict is Verdict.OK
 
 
 def test_one_log_line_per_decision_and_stolen_credentials_warning(
     engine: DecisionEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="saslnetauth"):
-        engine.decide("alice", PW, "203.0.113.9", "smtp")
-        engine.decide("alice", "guess", "203.0.113.9", "smtp")
-        engine.decide("alice", PW, "192.0.2.9", "smtp")
+        engine.decide(Login.of("alice", PW, "203.0.113.9", "smtp"))
+        engine.decide(Login.of("alice", "guess", "203.0.113.9", "smtp"))
+        engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp"))
     msgs = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "saslnetauth.auth"]
     assert msgs == [
         (
@@ -149,7 +156,7 @@ def test_untrusted_text_is_cleaned_in_logs(
     engine: DecisionEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="saslnetauth"):
-        engine.decide("mallory\nauth ok: user=alice", PW, "1.2.3.4\nx", "smtp")
+        engine.decide(Login.of("mallory\nauth ok: user=alice", PW, "1.2.3.4\nx", "smtp"))
     lines = [r.getMessage() for r in caplog.records if r.name == "saslnetauth.auth"]
     assert len(lines) == 1 and "\n" not in lines[0]
 
@@ -178,12 +185,12 @@ def test_empty_password_refused_before_any_verification(sqlite_store: SqlStore) 
     eng = DecisionEngine(sqlite_store, hasher)
     _CountingHasher.calls = 0
     for user in ("pete", "nobody", "PETE"):
-        d = eng.decide(user, "", "192.0.2.9", "smtp")
+        d = eng.decide(Login.of(user, "", "192.0.2.9", "smtp"))
         assert (d.verdict, d.reason) == (Verdict.FAIL, Reason.EMPTY_PASSWORD)
         assert d.verify_seconds == 0.0
     assert _CountingHasher.calls == 0
     # any other password against the empty {PLAIN} row: an unusable hash, never OK
-    d = eng.decide("pete", "x", "192.0.2.9", "smtp")
+    d = eng.decide(Login.of("pete", "x", "192.0.2.9", "smtp"))
     assert (d.verdict, d.reason) == (Verdict.TEMPFAIL, Reason.BACKEND_ERROR)
 
 
@@ -201,7 +208,7 @@ def test_rehash_never_for_a_correct_password_that_fails(
         "gina", old, enabled=enabled, networks=[NetworkRule.parse("192.0.2.0/24")]
     )
     eng = DecisionEngine(sqlite_store, fast_hasher, rehash_on_login=True)
-    d = eng.decide("gina", PW, rip, "smtp")
+    d = eng.decide(Login.of("gina", PW, rip, "smtp"))
     assert (d.verdict, d.reason, d.credentials_valid) == (Verdict.FAIL, want, True)
     assert sqlite_store.get_user("gina").password_hash == old  # type: ignore[union-attr]
 
@@ -211,14 +218,14 @@ def test_rehash_waits_for_the_reply(sqlite_store: SqlStore, fast_hasher: Passwor
     sqlite_store.add_user("gina", old, networks=[NetworkRule.parse("any")])
     eng = DecisionEngine(sqlite_store, fast_hasher, rehash_on_login=True)
     after: list[Callable[[], None]] = []
-    assert eng.decide("gina", PW, "192.0.2.1", "smtp", after_reply=after).ok
+    assert eng.decide(Login.of("gina", PW, "192.0.2.1", "smtp"), after_reply=after).ok
     assert len(after) == 1
     assert sqlite_store.get_user("gina").password_hash == old  # type: ignore[union-attr]
     after[0]()
     new = sqlite_store.get_user("gina").password_hash  # type: ignore[union-attr]
     assert new is not None and new.startswith("{ARGON2ID}")
     after.clear()
-    assert eng.decide("gina", PW, "192.0.2.1", "smtp", after_reply=after).ok
+    assert eng.decide(Login.of("gina", PW, "192.0.2.1", "smtp"), after_reply=after).ok
     assert after == []  # already in the default scheme
 
 
@@ -227,12 +234,12 @@ def test_unknown_users_network_ok_mirrors_a_user_without_networks(
 ) -> None:
     """Issue 11 item 7: the user brake looks at network_ok; an unknown name must
     get it exactly as an existing user without networks of their own would."""
-    outside = engine.decide("nobody", PW, "203.0.113.5", "smtp")
-    dave = engine.decide("dave", "wrong", "203.0.113.5", "smtp")
+    outside = engine.decide(Login.of("nobody", PW, "203.0.113.5", "smtp"))
+    dave = engine.decide(Login.of("dave", "wrong", "203.0.113.5", "smtp"))
     assert outside.network_ok is False and dave.network_ok is False
     engine.store.add_global_network(NetworkRule.parse("203.0.113.0/24"))  # type: ignore[attr-defined]
-    inside = engine.decide("nobody", PW, "203.0.113.5", "smtp")
-    dave = engine.decide("dave", "wrong", "203.0.113.5", "smtp")
+    inside = engine.decide(Login.of("nobody", PW, "203.0.113.5", "smtp"))
+    dave = engine.decide(Login.of("dave", "wrong", "203.0.113.5", "smtp"))
     assert inside.network_ok is True and dave.network_ok is True
     assert inside.verify_seconds > 0  # the dummy verification was timed
 
@@ -245,8 +252,8 @@ def test_no_password_in_engine_logs_plain_or_base64(
     engine.store.update_hash("alice", engine.hasher.hash(secret))
     with caplog.at_level(level, logger="saslnetauth"):
         for user, rip in (("alice", "192.0.2.9"), ("alice", "203.0.113.9"), ("nobody", None)):
-            engine.decide(user, secret, rip, "smtp")
-            engine.decide(user, secret + "x", rip, "smtp")
+            engine.decide(Login.of(user, secret, rip, "smtp"))
+            engine.decide(Login.of(user, secret + "x", rip, "smtp"))
     assert "auth ok: user=alice" in caplog.text
     for form in _secret_forms("alice", secret) + _secret_forms("nobody", secret):
         assert form not in caplog.text, form

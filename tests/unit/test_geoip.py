@@ -20,6 +20,7 @@ from saslnetauth.admin.exporters import NO_NETWORK, dovecot_passwd_file
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidNetworkError
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.model import UserRecord
 from saslnetauth.policy.rules.geoip import FOUND, UNAVAILABLE, UNKNOWN, GeoLocator
 from saslnetauth.policy.rules.netrules import (
@@ -405,30 +406,30 @@ def test_engine_with_terms(
     reason: Reason,
     rule: str | None,
 ) -> None:
-    d = engine.decide(user, pw, rip, svc)
+    d = engine.decide(Login.of(user, pw, rip, svc))
     assert (d.verdict, d.reason) == (verdict, reason)
     if rule is not None:
         assert d.matched is not None and rule in d.matched
 
 
 def test_unknown_name_classifies_like_a_user_through_global_terms(engine: DecisionEngine) -> None:
-    assert engine.classify("nobody", "2001:db8:1::1", "pop3").could_succeed
-    assert not engine.classify("nobody", "192.0.2.9", "pop3").could_succeed
+    assert engine.triage(Login.of("nobody", b"", "2001:db8:1::1", "pop3")).could_succeed
+    assert not engine.triage(Login.of("nobody", b"", "192.0.2.9", "pop3")).could_succeed
 
 
 def test_failures_carry_where_they_came_from(
     engine: DecisionEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="saslnetauth.auth")
-    d = engine.decide("alice", PW, "192.0.2.200", "smtp")
+    d = engine.decide(Login.of("alice", PW, "192.0.2.200", "smtp"))
     assert (d.country, d.asn, d.geoip) == ("FR", 3320, FOUND)
     assert "reason=network credentials_valid=yes country=FR asn=3320" in caplog.text
-    d = engine.decide("bob", "wrong", "::ffff:192.0.2.1", "smtp")  # no term involved
+    d = engine.decide(Login.of("bob", "wrong", "::ffff:192.0.2.1", "smtp"))  # no term involved
     assert (d.country, d.asn, d.geoip) == ("DE", 3320, FOUND)
     assert "reason=bad_password country=DE asn=3320" in caplog.text
-    d = engine.decide("alice", PW, "198.51.100.1", "smtp")
+    d = engine.decide(Login.of("alice", PW, "198.51.100.1", "smtp"))
     assert (d.country, d.asn, d.geoip) == (None, None, UNKNOWN)
-    ok = engine.decide("alice", PW, "192.0.2.9", "smtp")
+    ok = engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp"))
     assert ok.ok and (ok.country, ok.asn, ok.geoip) == (None, None, None)
     assert "auth ok: user=alice service=smtp rip=192.0.2.9 rule=" in caplog.text
     assert "country=DE" not in caplog.text.split("auth ok:")[1].splitlines()[0]
@@ -443,14 +444,16 @@ def test_engine_fails_closed_when_the_database_goes(
     )
     loc = GeoLocator(_cfg(target))
     eng = DecisionEngine(sqlite_store, fast_hasher, geoip=loc)
-    assert eng.decide("alice", PW, "192.0.2.1", "smtp").ok
+    assert eng.decide(Login.of("alice", PW, "192.0.2.1", "smtp")).ok
     target.unlink()
     loc.refresh()
-    d = eng.decide("alice", PW, "192.0.2.1", "smtp")
+    d = eng.decide(Login.of("alice", PW, "192.0.2.1", "smtp"))
     assert (d.verdict, d.reason, d.geoip) == (Verdict.FAIL, Reason.NETWORK, UNAVAILABLE)
     # without any locator the term admits nobody either
     assert (
-        DecisionEngine(sqlite_store, fast_hasher).decide("alice", PW, "192.0.2.1", "smtp").reason
+        DecisionEngine(sqlite_store, fast_hasher)
+        .decide(Login.of("alice", PW, "192.0.2.1", "smtp"))
+        .reason
         is Reason.NETWORK
     )
 

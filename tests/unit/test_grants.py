@@ -12,6 +12,7 @@ import pytest
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
@@ -50,17 +51,17 @@ def engine(
 
 def test_user_grant_admits_until_it_expires(engine: DecisionEngine, clock: Clock) -> None:
     start = clock.now
-    d = engine.decide("alice", PW, "198.51.100.7", "smtp", quiet=True)
+    d = engine.decide(Login.of("alice", PW, "198.51.100.7", "smtp"), quiet=True)
     assert d.verdict is Verdict.OK
     assert d.expires == start + 8 * 3600
     assert d.matched is not None and ", until 20" in d.matched
     clock.now = start + 8 * 3600 - 1
-    assert engine.decide("alice", PW, "198.51.100.7", "smtp", quiet=True).ok
+    assert engine.decide(Login.of("alice", PW, "198.51.100.7", "smtp"), quiet=True).ok
     clock.now = start + 8 * 3600 + 1
-    d = engine.decide("alice", PW, "198.51.100.7", "smtp", quiet=True)
+    d = engine.decide(Login.of("alice", PW, "198.51.100.7", "smtp"), quiet=True)
     assert (d.verdict, d.reason, d.credentials_valid) == (Verdict.FAIL, Reason.NETWORK, True)
     # the permanent network is untouched
-    ok = engine.decide("alice", PW, "192.0.2.1", "smtp", quiet=True)
+    ok = engine.decide(Login.of("alice", PW, "192.0.2.1", "smtp"), quiet=True)
     assert ok.ok and ok.expires is None
 
 
@@ -70,11 +71,11 @@ def test_expired_only_grant_is_no_network_at_all(
     sqlite_store.add_user_network(
         "bob", NetworkRule.parse("any", scope="user", expires=clock.now + 60)
     )
-    assert engine.decide("bob", PW, "203.0.113.1", "imap", quiet=True).ok
+    assert engine.decide(Login.of("bob", PW, "203.0.113.1", "imap"), quiet=True).ok
     clock.now += 61
-    d = engine.decide("bob", PW, "203.0.113.1", "imap", quiet=True)
+    d = engine.decide(Login.of("bob", PW, "203.0.113.1", "imap"), quiet=True)
     assert (d.verdict, d.reason) == (Verdict.FAIL, Reason.NO_NETWORK_RULES)
-    c = engine.classify("bob", "203.0.113.1", "imap")
+    c = engine.triage(Login.of("bob", b"", "203.0.113.1", "imap"))
     assert not c.could_succeed
 
 
@@ -85,19 +86,21 @@ def test_global_grant_expires_inside_the_cached_copy(
     sqlite_store.add_global_network(
         NetworkRule.parse("203.0.113.0/24", ["imap"], expires=clock.now + 600)
     )
-    assert engine.decide("bob", PW, "203.0.113.9", "imap", quiet=True).ok
+    assert engine.decide(Login.of("bob", PW, "203.0.113.9", "imap"), quiet=True).ok
     reloads = sqlite_store.global_rules_cache.reloads
     clock.now += 600
-    d = engine.decide("bob", PW, "203.0.113.9", "imap", quiet=True)
+    d = engine.decide(Login.of("bob", PW, "203.0.113.9", "imap"), quiet=True)
     assert (d.verdict, d.reason) == (Verdict.FAIL, Reason.NO_NETWORK_RULES)
     assert sqlite_store.global_rules_cache.reloads == reloads  # the same copy, filtered
     # a lookup the server reuses (Classifier) is matched at the time of its use
-    lookup = engine.classify("bob", "203.0.113.9", "imap").lookup
+    lookup = engine.triage(Login.of("bob", b"", "203.0.113.9", "imap")).lookup
     assert lookup is not None
     clock.now -= 1
-    assert engine.match(lookup, "203.0.113.9", "imap").could_succeed
+    assert engine.match_cached(lookup, Login.of("bob", b"", "203.0.113.9", "imap")).could_succeed
     clock.now += 1
-    assert not engine.match(lookup, "203.0.113.9", "imap").could_succeed
+    assert not engine.match_cached(
+        lookup, Login.of("bob", b"", "203.0.113.9", "imap")
+    ).could_succeed
 
 
 # -- rows written by admin scripts, on every database -------------------------------------

@@ -13,6 +13,7 @@ from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.policy.locations import KINDS, Place, Seen, novel, places_of
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.addresses import Address, parse_address
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.rules.netterms import Geo
@@ -73,7 +74,7 @@ class World:
     token: str
 
     def login(self, rip: str, password: str = PW) -> str | None:
-        d = self.engine.decide("alice", password, rip, "imap")
+        d = self.engine.decide(Login.of("alice", password, rip, "imap"))
         assert d.ok, d
         self.memory.flush()
         return d.new_location
@@ -102,7 +103,7 @@ def test_first_login_seeds_then_new_network_and_country_alert_once(world: World)
     assert world.login("192.0.2.10") is None  # a new user: silent
     assert world.login("192.0.2.200") is None  # same /24, same country
     assert world.login("203.0.113.5") == "network"  # new /24, known country
-    d = world.engine.decide("alice", PW, "198.51.100.7", "imap")
+    d = world.engine.decide(Login.of("alice", PW, "198.51.100.7", "imap"))
     assert (d.new_location, d.country, d.asn) == ("network,country", "NL", 64500)
     assert world.login("198.51.100.9") is None  # the second time: known
     assert world.login("2001:db8:5::1") == "network"
@@ -119,23 +120,28 @@ def test_the_memory_is_shared_through_the_database(
     other = _memory(world.store)
     other_engine.note_place = other.note
     try:
-        assert other_engine.decide("alice", PW, "198.51.100.99", "imap").new_location is None
-        assert other_engine.decide("alice", PW, "203.0.113.1", "imap").new_location == "network"
+        assert (
+            other_engine.decide(Login.of("alice", PW, "198.51.100.99", "imap")).new_location is None
+        )
+        assert (
+            other_engine.decide(Login.of("alice", PW, "203.0.113.1", "imap")).new_location
+            == "network"
+        )
     finally:
         other.close()
 
 
 def test_unwritten_places_count_in_this_process(world: World) -> None:
     world.login("192.0.2.10")
-    first = world.engine.decide("alice", PW, "203.0.113.5", "imap")
-    second = world.engine.decide("alice", PW, "203.0.113.6", "imap")  # before any flush
+    first = world.engine.decide(Login.of("alice", PW, "203.0.113.5", "imap"))
+    second = world.engine.decide(Login.of("alice", PW, "203.0.113.6", "imap"))  # before any flush
     assert (first.new_location, second.new_location) == ("network", None)
 
 
 def test_app_passwords_have_their_own_memory(world: World) -> None:
     world.login("192.0.2.10")
     assert world.login("192.0.2.11", world.token) is None  # its first use, at home
-    d = world.engine.decide("alice", world.token, "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", world.token, "203.0.113.5", "imap"))
     assert (d.new_location, d.credential) == ("network", "phone")
     world.memory.flush()
     # the main password has not been there
@@ -144,7 +150,7 @@ def test_app_passwords_have_their_own_memory(world: World) -> None:
 
 def test_failures_are_never_remembered(world: World) -> None:
     world.login("192.0.2.10")
-    assert not world.engine.decide("alice", "wrong", "203.0.113.5", "imap").ok
+    assert not world.engine.decide(Login.of("alice", "wrong", "203.0.113.5", "imap")).ok
     world.memory.flush()
     assert world.login("203.0.113.5") == "network"
 
@@ -176,7 +182,7 @@ def test_each_kind_can_be_switched_off(sqlite_store: SqlStore, fast_hasher: Pass
     engine.note_place = memory.note
     try:
         for rip, new in (("192.0.2.1", None), ("203.0.113.1", None), ("198.51.100.1", "country")):
-            assert engine.decide("alice", PW, rip, "imap").new_location == new, rip
+            assert engine.decide(Login.of("alice", PW, rip, "imap")).new_location == new, rip
             memory.flush()
     finally:
         memory.close()
@@ -187,8 +193,7 @@ def test_the_alert_environment_of_a_new_place() -> None:
 
     env = alert_environment(
         "alice",
-        "::ffff:198.51.100.7",
-        "imap",
+        Login.of("alice", b"", "::ffff:198.51.100.7", "imap"),
         "ok",
         parent={"PATH": "/bin", "SECRET": "x"},
         credential="phone",

@@ -12,6 +12,7 @@ from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import InvalidServiceError
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.mainpassword import (
     format_main_services,
     main_password_allows,
@@ -44,28 +45,28 @@ def world(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> Iterator[World
 
 
 def test_main_password_refused_elsewhere_like_a_wrong_one(world: World) -> None:
-    refused = world.engine.decide("alice", PW, HOME, "imap")
+    refused = world.engine.decide(Login.of("alice", PW, HOME, "imap"))
     assert (refused.verdict, refused.reason) == (Verdict.FAIL, Reason.APP_PASSWORD_REQUIRED)
     assert refused.credentials_valid and refused.network_ok
     assert refused.verify_seconds > 0  # the hash was spent, as for a wrong password
     assert refused.credential is None
-    wrong = world.engine.decide("alice", "not it", HOME, "imap")
+    wrong = world.engine.decide(Login.of("alice", "not it", HOME, "imap"))
     assert (wrong.verdict, wrong.reason) == (Verdict.FAIL, Reason.BAD_PASSWORD)
 
 
 def test_main_password_accepted_on_its_services_and_app_passwords_everywhere(
     world: World,
 ) -> None:
-    assert world.engine.decide("alice", PW, HOME, "smtp").ok
+    assert world.engine.decide(Login.of("alice", PW, HOME, "smtp")).ok
     for service in ("imap", "pop3", "smtp"):
-        d = world.engine.decide("alice", world.token, "203.0.113.5", service)
+        d = world.engine.decide(Login.of("alice", world.token, "203.0.113.5", service))
         assert d.ok and d.credential == "phone", service
     # another user keeps the default: everywhere
-    assert world.engine.decide("carol", PW, HOME, "imap").ok
+    assert world.engine.decide(Login.of("carol", PW, HOME, "imap")).ok
 
 
 def test_a_forbidden_network_stays_the_stolen_credential_event(world: World) -> None:
-    d = world.engine.decide("alice", PW, "203.0.113.5", "imap")
+    d = world.engine.decide(Login.of("alice", PW, "203.0.113.5", "imap"))
     assert (d.reason, d.credentials_valid) == (Reason.NETWORK, True)
 
 
@@ -75,25 +76,25 @@ def test_the_configured_default_and_a_users_own_setting(
     engine = DecisionEngine(
         world.store, fast_hasher, main_password_services=parse_main_services("smtp,submission")
     )
-    assert engine.decide("carol", PW, HOME, "submission").ok
-    assert engine.decide("carol", PW, HOME, "imap").reason is Reason.APP_PASSWORD_REQUIRED
+    assert engine.decide(Login.of("carol", PW, HOME, "submission")).ok
+    assert engine.decide(Login.of("carol", PW, HOME, "imap")).reason is Reason.APP_PASSWORD_REQUIRED
     world.store.set_main_password_services("carol", "all")  # her own beats the default
-    assert engine.decide("carol", PW, HOME, "imap").ok
+    assert engine.decide(Login.of("carol", PW, HOME, "imap")).ok
     world.store.set_main_password_services("carol", "none")
-    assert engine.decide("carol", PW, HOME, "smtp").reason is Reason.APP_PASSWORD_REQUIRED
+    assert engine.decide(Login.of("carol", PW, HOME, "smtp")).reason is Reason.APP_PASSWORD_REQUIRED
     world.store.set_main_password_services("carol", None)  # back to the default
-    assert engine.decide("carol", PW, HOME, "submission").ok
+    assert engine.decide(Login.of("carol", PW, HOME, "submission")).ok
 
 
 def test_a_stored_value_that_does_not_parse_fails_closed(world: World) -> None:
     world.store.set_main_password_services("carol", "smtp;imap")  # a script's typo
-    d = world.engine.decide("carol", PW, HOME, "smtp")
+    d = world.engine.decide(Login.of("carol", PW, HOME, "smtp"))
     assert d.reason is Reason.APP_PASSWORD_REQUIRED
 
 
 def test_disabled_comes_first(world: World) -> None:
     world.store.set_enabled("alice", False)
-    assert world.engine.decide("alice", PW, HOME, "imap").reason is Reason.DISABLED
+    assert world.engine.decide(Login.of("alice", PW, HOME, "imap")).reason is Reason.DISABLED
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from saslnetauth.config import Config
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.classification import Classified, refusal
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason
 from saslnetauth.serve.decide.classifier import Classifier
@@ -56,14 +57,17 @@ def lanes_cfg(sqlite_url: str, tokens: dict[str, str]) -> Iterator[Config]:
     yield c
 
 
-def _classify(cfg: Config, cases: list[tuple[str, str, str | None]]) -> list[Classified]:
+def _classify(cfg: Config, cases: list[tuple[str, str, str]]) -> list[Classified]:
+    """The classifications of (name, address, password) for smtp: of a password the
+    classification reads only the identifier of the token it has the shape of."""
+
     async def main() -> list[Classified]:
         classifier = Classifier(cfg)
         await classifier.start()
         try:
             return [
-                await classifier.classify(name, rip, "smtp", token_id)
-                for name, rip, token_id in cases
+                await classifier.triage(Login.of(name, password, rip, "smtp"))
+                for name, rip, password in cases
             ]
         finally:
             await classifier.close()
@@ -76,24 +80,23 @@ def test_an_app_password_from_anywhere_does_not_make_a_name_stand_out(
 ) -> None:
     """From outside his own networks, dave (app password ``any``) classifies like an
     unknown name unless the login names that app password by its token's identifier."""
-    from saslnetauth.policy.apppolicy import (
-        token_id_of,  # here: the tests below also run on older code
-    )
+    from saslnetauth.policy.apppolicy import token_id_of
 
-    dave_id, carol_id = token_id_of(tokens["dave"].encode()), token_id_of(tokens["carol"].encode())
-    assert dave_id and carol_id
+    dave, carol = tokens["dave"], tokens["carol"]
+    assert token_id_of(dave.encode()) and token_id_of(carol.encode())
+    assert token_id_of(NO_SUCH_TOKEN.encode())
     got = _classify(
         lanes_cfg,
         [
-            ("dave", OUTSIDE, None),  # a guess of the main password
-            ("ghost", OUTSIDE, None),
-            ("dave", OUTSIDE, token_id_of(NO_SUCH_TOKEN.encode())),  # no app password of his
-            ("dave", OUTSIDE, carol_id),  # carol's identifier names nothing of dave's
-            ("ghost", OUTSIDE, dave_id),
-            ("dave", OUTSIDE, dave_id),  # his app password, valid from anywhere
-            ("dave", "198.51.100.7", None),  # his own network: the main password
-            ("dave", "192.0.2.7", None),  # a global network
-            ("ghost", "192.0.2.7", None),
+            ("dave", OUTSIDE, "guess"),  # a guess of the main password
+            ("ghost", OUTSIDE, "guess"),
+            ("dave", OUTSIDE, NO_SUCH_TOKEN),  # no app password of his
+            ("dave", OUTSIDE, carol),  # carol's identifier names nothing of dave's
+            ("ghost", OUTSIDE, dave),
+            ("dave", OUTSIDE, dave),  # his app password, valid from anywhere
+            ("dave", "198.51.100.7", "guess"),  # his own network: the main password
+            ("dave", "192.0.2.7", "guess"),  # a global network
+            ("ghost", "192.0.2.7", "guess"),
         ],
     )
     assert [c.could_succeed for c in got] == [False] * 5 + [True] * 4
@@ -105,8 +108,6 @@ def test_an_app_password_from_anywhere_does_not_make_a_name_stand_out(
 
 
 def test_an_expired_app_password_admits_nothing(lanes_cfg: Config, sqlite_store: SqlStore) -> None:
-    from saslnetauth.policy.apppolicy import token_id_of
-
     rules = [NetworkRule.parse("any", scope="app password old")]
     token = sqlite_store.add_app_password(
         "carol",
@@ -115,7 +116,7 @@ def test_an_expired_app_password_admits_nothing(lanes_cfg: Config, sqlite_store:
         networks=rules,
         expires=978307200.0,  # 2001-01-01
     )
-    (c,) = _classify(lanes_cfg, [("carol", OUTSIDE, token_id_of(token.encode()))])
+    (c,) = _classify(lanes_cfg, [("carol", OUTSIDE, token)])
     assert not c.could_succeed and c.expired
     refused = refusal(c)
     assert refused.reason is Reason.EXPIRED and refused.credential == "old"

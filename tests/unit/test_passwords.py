@@ -13,6 +13,7 @@ from saslnetauth.credentials.passwords import (
 )
 from saslnetauth.errors import InvalidHashError, VerifyResourceError
 from saslnetauth.policy.engine import DecisionEngine
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
@@ -205,5 +206,7 @@ def test_engine_answers_tempfail_for_a_memory_bomb(
         "3Ctxdn98XYaDCGOh76HaissdwUqYjs8rw8kloZFgDz0"
     )
     sqlite_store.add_user("bomb", bomb, networks=[NetworkRule.parse("any")])
-    d = DecisionEngine(sqlite_store, fast_hasher).decide("bomb", "guess", "192.0.2.1", "smtp")
+    d = DecisionEngine(sqlite_store, fast_hasher).decide(
+        Login.of("bomb", "guess", "192.0.2.1", "smtp")
+    )
     assert (d.verdict, d.reason) == (Verdict.TEMPFAIL, Reason.BACKEND_ERROR)

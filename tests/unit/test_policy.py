@@ -9,7 +9,7 @@ import pytest
 from saslnetauth.policy.model import UserRecord
 from saslnetauth.policy.rules.netrules import NetworkRule, RuleSet
 from saslnetauth.policy.verdict import Reason
-from saslnetauth.serve.http.policy import PolicyRequest, decide_network, parse_request
+from saslnetauth.serve.http.policyrequest import PolicyRequest, decide_network, parse_request
 
 GLOBAL = RuleSet([NetworkRule.parse("198.51.100.0/24", ["imap"])])
 ALICE = UserRecord(

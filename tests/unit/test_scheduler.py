@@ -12,10 +12,10 @@ import pytest
 from saslnetauth.config import Config
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.classification import Classified
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.classifier import Classifier
-from saslnetauth.serve.decide.decider import Login
 from saslnetauth.serve.decide.fairqueue import FairQueue
 from saslnetauth.serve.decide.scheduler import Scheduler, hopeless_slots
 from saslnetauth.store import SqlStore
@@ -56,6 +56,9 @@ class GateDecider:
     def describe(self) -> str:
         return "gates"
 
+    def metric_values(self) -> list[tuple[str, str, float]]:
+        return []
+
 
 @pytest.fixture
 def cfg(sqlite_store: SqlStore, sqlite_url: str, fast_hasher: PasswordHasher) -> Iterator[Config]:
@@ -84,7 +87,7 @@ class Harness:
         self.tasks: dict[str, asyncio.Task[Decision]] = {}
 
     def submit(self, name: str, rip: str, user: str | None = None) -> None:
-        coro = self.sched.decide(Login(user or name, b"guess", rip, "smtp"))
+        coro = self.sched.decide(Login.of(user or name, b"guess", rip, "smtp"))
         self.tasks[name] = asyncio.ensure_future(coro)
 
     async def classified(self, n: int) -> None:
@@ -288,13 +291,15 @@ def test_a_refusal_never_comes_from_a_cached_lookup(cfg: Config, sqlite_store: S
     async def main() -> None:
         classifier = Classifier(cfg)
         await classifier.start()
-        first = await classifier.classify("alice", OUTSIDE, "smtp")
+        first = await classifier.triage(Login.of("alice", b"", OUTSIDE, "smtp"))
         assert not first.could_succeed and first.user is not None
-        assert classifier.cached("alice", OUTSIDE, "smtp") is None  # never a cached refusal
-        home = classifier.cached("alice", "198.51.100.9", "smtp")
+        assert (
+            classifier.cached(Login.of("alice", b"", OUTSIDE, "smtp")) is None
+        )  # never a cached refusal
+        home = classifier.cached(Login.of("alice", b"", "198.51.100.9", "smtp"))
         assert home is not None and home.could_succeed  # same lookup, her own network
         sqlite_store.add_user_network("alice", NetworkRule.parse(OUTSIDE, scope="user"))
-        again = await classifier.classify("alice", OUTSIDE, "smtp")
+        again = await classifier.triage(Login.of("alice", b"", OUTSIDE, "smtp"))
         assert again.could_succeed
         await classifier.close()
 
@@ -310,7 +315,7 @@ def test_classification_of_names_from_outside(cfg: Config) -> None:
         classifier = Classifier(cfg)
         await classifier.start()
         got = [
-            await classifier.classify(name, rip, "smtp")
+            await classifier.triage(Login.of(name, b"", rip, "smtp"))
             for name, rip in [
                 ("alice", OUTSIDE),
                 ("nobody", OUTSIDE),
@@ -375,7 +380,7 @@ def test_proxied_logins_are_classified_by_the_address_judged(cfg: Config) -> Non
         await h.sched.start()
 
         def login(name: str, rip: str, real_rip: str | None) -> None:
-            coro = h.sched.decide(Login(name, b"guess", rip, "smtp", real_rip=real_rip))
+            coro = h.sched.decide(Login.of(name, b"guess", rip, "smtp", real_rip=real_rip))
             h.tasks[name] = asyncio.ensure_future(coro)
 
         login("forwarded-outside", OUTSIDE, "127.0.0.1")

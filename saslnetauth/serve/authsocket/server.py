@@ -10,7 +10,8 @@ only that request) and logged by :func:`saslnetauth.events.authlog.log_decision`
 whether the engine decided it or the responder did (SASL error, timeout,
 overload, unsupported mechanism).
 
-Who may connect is checked before the handshake (:mod:`saslnetauth.serve.authsocket.access`).
+Who may connect is checked before the handshake (:mod:`saslnetauth.serve.authsocket.access`,
+:mod:`saslnetauth.serve.authsocket.admission`).
 Limits: line length (:data:`saslnetauth.dovecot.protocol.MAX_LINE`), requests in
 flight per connection, connections (the mail servers' users: the file
 descriptors left for them, :mod:`saslnetauth.serve.authsocket.fdlimits`; every other
@@ -31,38 +32,27 @@ import logging
 import signal
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
 
 from saslnetauth.config import Config
-from saslnetauth.dovecot.protocol import (
-    AuthRequest,
-)
-from saslnetauth.dovecot.sasl import (
-    Credentials,
-)
 from saslnetauth.errors import BackendError
-from saslnetauth.events.authlog import log_decision
+from saslnetauth.events.authlog import Record, account
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.deadline import FailureDeadline
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.rules.geoip import GeoLocator
-from saslnetauth.policy.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
+from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.authsocket import fdlimits
 from saslnetauth.serve.authsocket.acceptor import Acceptor
-from saslnetauth.serve.authsocket.access import (
-    Peer,
-    PeerPolicy,
-    RefusalLog,
-    identify,
-    with_account_groups,
-)
+from saslnetauth.serve.authsocket.access import PeerPolicy, identify, with_account_groups
+from saslnetauth.serve.authsocket.admission import Admission
+from saslnetauth.serve.authsocket.brakes import Brakes
 from saslnetauth.serve.authsocket.listeners import describe, sd_notify
 from saslnetauth.serve.authsocket.session import Session
-from saslnetauth.serve.decide.decider import Decider, Login
-from saslnetauth.serve.decide.penalty import PenaltyBox, client_bucket
-from saslnetauth.serve.decide.repeats import RepeatMemory
+from saslnetauth.serve.decide.decider import Decider
+from saslnetauth.serve.decide.penalty import client_bucket
 from saslnetauth.serve.http.metrics_endpoint import MetricsEndpoint
 from saslnetauth.serve.metrics import Metrics
 from saslnetauth.settings import GeoipConfig, ServeConfig
@@ -73,22 +63,11 @@ log = logging.getLogger("saslnetauth.serve.server")
 
 #: Seconds SIGTERM waits for requests in flight before closing connections.
 DRAIN_TIMEOUT = 15.0
-#: Characters of a user name the repeat memory keys on.
-MAX_USER_KEY = 256
 #: Seconds before a failure's deadline by which a retired-password check must end
 #: (the verdict's way back to the responder).
 RETIRED_MARGIN = 0.01
 #: Seconds the listeners may take to see their closed connections go.
 CLOSE_TIMEOUT = 2.0
-
-
-def _penalty_settings(settings: ServeConfig) -> dict[str, Any]:
-    return {
-        "base": settings.penalty_base,
-        "cap": settings.penalty_max,
-        "free_failures": settings.penalty_free_failures,
-        "max_entries": settings.penalty_max_entries,
-    }
 
 
 class AuthServer:
@@ -101,7 +80,7 @@ class AuthServer:
         *,
         reload: Callable[[], tuple[Config, ServeConfig]] | None = None,
         measured: float = 0.0,
-        record: Callable[[Decision, str | None, str], None] | None = None,
+        record: Record | None = None,
         geoip: GeoipConfig | None = None,
         mail_connections: int = 0,
     ) -> None:
@@ -118,31 +97,17 @@ class AuthServer:
         self._reload_cb = reload
         self._acceptors: list[Acceptor] = []
         self._sessions: set[Session] = set()
-        self._per_peer: Counter[str] = Counter()  # open connections by Peer.key
-        self._open_mail = 0  # open connections of the mail servers' users
-        self.refusals = RefusalLog()
+        self.admission = Admission()  # the open connections by peer
         self._cuids = itertools.count(1)
         self._background: set[asyncio.Task[None]] = set()
         self.pending = 0  # verifications queued or running, over all clients
         self._stopping: asyncio.Event | None = None
         self._all_closed: asyncio.Event | None = None  # set while stopping, when no session is left
-        self.stats = {
-            "connections": 0,
-            "refused": 0,
-            "ok": 0,
-            "fail": 0,
-            "tempfail": 0,
-            "overload": 0,
-            "stolen_credentials": 0,
-            "new_location": 0,
-            "retired_password": 0,
-        }
         self.metrics = Metrics()
         self._metrics_http: MetricsEndpoint | None = None
-        self.ip_penalty = PenaltyBox(**_penalty_settings(settings))
-        self.user_penalty = PenaltyBox(**_penalty_settings(settings))
-        #: Recent wrong passwords (keyed digests): a repeat does not grow the brakes.
-        self.repeats = RepeatMemory(max_entries=settings.penalty_max_entries)
+        self.brakes = Brakes(settings)
+        self.ip_penalty, self.user_penalty = self.brakes.ip, self.brakes.user
+        self.repeats = self.brakes.repeats
         #: This process's GeoIP databases: the policy endpoint's lookups and the gauges
         #: of /metrics (the workers hold their own).
         self.geoip = GeoLocator(geoip, watch=True) if geoip is not None else None
@@ -152,10 +117,7 @@ class AuthServer:
         """(Re)build what depends on the settings; penalties survive a reload."""
         self.settings = settings
         self.policy = policy or PeerPolicy.from_settings(settings)
-        # a reload keeps the failures counted so far
-        self.ip_penalty.retune(**_penalty_settings(settings))
-        self.user_penalty.retune(**_penalty_settings(settings))
-        self.repeats.retune(settings.penalty_max_entries)
+        self.brakes.retune(settings)  # a reload keeps the failures counted so far
         old_alerts = getattr(self, "alerts", None)
         self.alerts = AlertRunner(list(settings.alert_command), timeout=settings.alert_timeout)
         if old_alerts is not None:  # counters, not gauges: they never go back
@@ -174,6 +136,11 @@ class AuthServer:
             acceptor.start()
             self._acceptors.append(acceptor)
             log.info("%s", kv("listening", on=describe(sock)))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """The responder's counters (:attr:`Metrics.stats`)."""
+        return self.metrics.stats
 
     @property
     def connections_open(self) -> int:
@@ -290,200 +257,120 @@ class AuthServer:
         peer = identify(writer.get_extra_info("socket"), writer.get_extra_info("peername"))
         if self.policy.needs_groups(peer):  # a TCP peer's account: the name service
             peer = await with_account_groups(peer)
-        refusal = self._refusal(peer)
+        settings = self.settings
+        refusal = self.admission.refusal(
+            peer,
+            self.policy,
+            max_connections=settings.max_connections,
+            mail_connections=self.mail_connections,
+        )
         if refusal is not None:
             self.stats["refused"] += 1
-            if self.refusals.first(refusal, peer):
-                log.warning(
-                    "%s",
-                    kv(
-                        "connection refused",
-                        reason=refusal,
-                        **peer.describe(),
-                        note="logged once per peer",
-                    ),
-                )
             writer.close()
             return
         session = Session(self, reader, writer, next(self._cuids))
         self._sessions.add(session)
         mail = self.policy.mail_server(peer)  # kept: a reload may change the policy
-        if mail:
-            self._open_mail += 1
-        else:
-            self._per_peer[peer.key] += 1
+        self.admission.opened(peer, mail=mail)
         self.stats["connections"] += 1
         try:
             await session.run()
         finally:
             self._sessions.discard(session)
-            if mail:
-                self._open_mail -= 1
-            else:
-                self._per_peer[peer.key] -= 1
-                if self._per_peer[peer.key] <= 0:
-                    del self._per_peer[peer.key]
+            self.admission.closed(peer, mail=mail)
             session.close()
             if self._all_closed is not None and not self._sessions:
                 self._all_closed.set()
 
-    def _refusal(self, peer: Peer) -> str | None:
-        """Why ``peer`` may not have another connection now (None: it may)."""
-        not_allowed = self.policy.refusal(peer)
-        if not_allowed is not None:
-            return not_allowed
-        if self.policy.mail_server(peer):
-            # no share: all of Postfix's smtpd processes are one user (issue 21, item 6)
-            if self.mail_connections and self._open_mail >= self.mail_connections:
-                return "descriptor_limit"
-            return None
-        if len(self._sessions) - self._open_mail >= self.settings.max_connections:
-            return "max_connections"
-        if self._per_peer[peer.key] >= self.policy.per_peer:
-            return "max_connections_per_peer"
-        return None
-
     # -- verification ----------------------------------------------------------------
 
-    async def decide(
-        self, creds: Credentials, auth: AuthRequest, arrival: float
-    ) -> tuple[Decision, float]:
+    async def decide(self, login: Login) -> tuple[Decision, float]:
         """Run the engine off the event loop; returns the decision and the monotonic
-        time at which it may be answered if it is not OK (the fixed failure deadline,
-        with the penalties). The client's penalty is waited out first, whatever the
-        outcome will be, like Dovecot's auth_penalty."""
-        settings = self.settings
-        key = client_bucket(auth.rip, ipv6_prefix=settings.penalty_ipv6_prefix)
+        time at which it may be answered if it is not OK (the fixed failure deadline
+        from ``login.arrival``, with the penalties). The client's penalty is waited out
+        first, whatever the outcome will be, like Dovecot's auth_penalty."""
+        arrival = login.arrival
+        key = client_bucket(login.address, ipv6_prefix=self.settings.penalty_ipv6_prefix)
         wait = self.ip_penalty.delay(key, arrival)
         if wait > 0:
             await asyncio.sleep(wait)
         # the penalties this failure waits were read above, before the password was
         # looked at: a repeat changes only what later requests wait
-        user_key = creds.username[:MAX_USER_KEY]
-        seen = self.repeats.check(key, user_key, creds.password, arrival)
+        seen = self.brakes.seen(key, login)
         # a wrong password may cost one more hash (a retired password?) only while a
         # worker is free, and only if it ends before this failure's deadline
         retired_by = 0.0
         if self.pending < self.decider.size:
             retired_by = self.deadline.at(arrival, wait=wait) - RETIRED_MARGIN
-        decision = await self._run_engine(
-            creds, auth, arrival, repeat=seen.client, retired_by=retired_by
-        )
+        login = replace(login, repeat=seen.client, retired_by=retired_by)
+        decision = await self._run_engine(login)
         now = time.monotonic()
         if decision.verify_seconds > 0:
             self.deadline.observe(decision.verify_seconds, now)
         self.metrics.observe(
-            decision.verdict.value, decision.reason.value, auth.service, now - arrival
+            decision.verdict.value, decision.reason.value, login.service, now - arrival
         )
         if decision.geoip is not None:
             self.metrics.count_located(decision.geoip)
         if decision.proxy is not None:  # proxies hook
             self.metrics.count_proxy(decision.proxy, decision.verdict.value)
-        extra = 0.0
+        braked = self.settings.user_penalty
+        extra = self.brakes.after(decision, login, key, seen, now, user_penalty=braked)
+        self._alert(decision, login, repeat=seen.client)
+        return decision, self.deadline.at(arrival, wait=wait, extra=extra)
+
+    def _alert(self, decision: Decision, login: Login, *, repeat: bool) -> None:
+        """Count and alert what an admin should hear of: an OK from a new place, a
+        retired password (not its repeats), a correct password from a forbidden network."""
         if decision.verdict is Verdict.OK:
-            # The user brake is not cleared: it only counts failures from outside the
-            # user's networks, which the real user's success says nothing about.
-            self.ip_penalty.record_success(key)
             if decision.new_location is not None:
                 self.stats["new_location"] += 1
-                self.alerts.new_location(decision, auth.rip, auth.service)
+                self.alerts.new_location(decision, login)
         elif decision.verdict is Verdict.FAIL:
-            wrong = decision.reason in WRONG_PASSWORD
-            if not (wrong and seen.client):
-                self.ip_penalty.record_failure(key, now)
-            # network_ok is also set for unknown users (the global networks), so the
-            # user brake cannot tell existing names from others
-            braked = settings.user_penalty and decision.network_ok is False
-            if braked:
-                extra = self.user_penalty.delay(decision.user, now)
-                if not (wrong and seen.user):
-                    self.user_penalty.record_failure(decision.user, now)
-            if wrong:
-                self.repeats.remember(key, user_key, seen, now, for_user=braked)
-            if decision.reason is Reason.RETIRED_PASSWORD and not seen.client:
+            if decision.reason is Reason.RETIRED_PASSWORD and not repeat:
                 self.stats["retired_password"] += 1
-                self.alerts.retired_password(decision, auth.rip, auth.service)
+                self.alerts.retired_password(decision, login)
             if decision.credentials_valid and decision.reason in (
                 Reason.NETWORK,
                 Reason.NO_NETWORK_RULES,
             ):
                 self.stats["stolen_credentials"] += 1
-                self.alerts.fire(
-                    decision.user,
-                    auth.rip,
-                    auth.service,
-                    decision.reason.value,
-                    decision.credential,
-                )
-        return decision, self.deadline.at(arrival, wait=wait, extra=extra)
+                self.alerts.stolen_credentials(decision, login)
 
     def refuse(
-        self,
-        reason: Reason,
-        user: str | None,
-        auth: AuthRequest,
-        detail: str | None = None,
-        **fields: object,
+        self, reason: Reason, login: Login, detail: str | None = None, **fields: object
     ) -> tuple[Decision, float]:
         """A failure the responder decides itself: logged and counted like the
         engine's decisions; returns it with its deadline (from now)."""
         now = time.monotonic()
-        decision = Decision(Verdict.FAIL, reason, user or "", detail=detail)
-        self._account(decision, auth, **fields)
-        self.metrics.observe(decision.verdict.value, reason.value, auth.service, None)
+        decision = Decision(Verdict.FAIL, reason, login.user, detail=detail)
+        account(decision, login, self.record, fields)
+        self.metrics.observe(decision.verdict.value, reason.value, login.service, None)
         return decision, self.deadline.at(now)
 
-    def _account(self, decision: Decision, auth: AuthRequest, **fields: object) -> None:
-        """Log and record a decision the engine did not make."""
-        log_decision(decision, auth.rip, auth.service, **fields)
-        if self.record is not None:
-            try:
-                self.record(decision, auth.rip, auth.service)
-            except Exception:
-                log.exception("verdict record failed")
-
-    async def _run_engine(
-        self,
-        creds: Credentials,
-        auth: AuthRequest,
-        arrival: float,
-        *,
-        repeat: bool = False,
-        retired_by: float = 0.0,
-    ) -> Decision:
+    async def _run_engine(self, login: Login) -> Decision:
         """The engine in a worker, within the pending bound and ``request_timeout``
         from the request's arrival."""
         if self.pending >= self.settings.max_pending:
             self.stats["overload"] += 1
             decision = Decision(
-                Verdict.TEMPFAIL, Reason.OVERLOAD, creds.username, detail="max_pending reached"
+                Verdict.TEMPFAIL, Reason.OVERLOAD, login.user, detail="max_pending reached"
             )
-            self._account(decision, auth, pending=self.pending)
+            account(decision, login, self.record, {"pending": self.pending})
             return decision
         self.pending += 1
-        remaining = arrival + self.settings.request_timeout - time.monotonic()
+        remaining = login.arrival + self.settings.request_timeout - time.monotonic()
         try:
             # each decider keeps the time limit itself, with one timer for all its
             # requests rather than one per login
-            login = Login(
-                creds.username,
-                creds.password,
-                auth.rip,
-                auth.service,
-                repeat,
-                retired_by,
-                auth.real_rip,  # proxies hook
-            )
             return await self.decider.decide(login, timeout=max(remaining, 0.001))
         except Exception as exc:  # fail closed
             if isinstance(exc, TimeoutError):
                 detail = "verification timed out"
             else:
                 detail = str(exc) if isinstance(exc, BackendError) else repr(exc)
-            decision = Decision(
-                Verdict.TEMPFAIL, Reason.BACKEND_ERROR, creds.username, detail=detail
-            )
-            self._account(decision, auth)
+            decision = Decision(Verdict.TEMPFAIL, Reason.BACKEND_ERROR, login.user, detail=detail)
+            account(decision, login, self.record)
             return decision
         finally:
             self.pending -= 1

@@ -3,7 +3,9 @@ number of requests, concurrently, answered by id (docs/protocols.md section 1).
 
 The pure codec (:mod:`saslnetauth.dovecot.protocol`) and SASL state machines
 (:mod:`saslnetauth.dovecot.sasl`) do the parsing; this module does the I/O
-around them and hands complete credentials to :meth:`AuthServer.decide`. Every
+around them and hands each login, built here once as a
+:class:`~saslnetauth.policy.login.Login` (its address parsed), to its
+:class:`Responder` (the auth server). Every
 failure leaves at the deadline the server computes, never earlier; an OK at
 once. Limits: requests in flight per connection, VERSION within
 ``handshake_timeout``, LOGIN exchanges expire after ``cont_timeout``, silence
@@ -18,7 +20,7 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from saslnetauth.dovecot.protocol import (
     AuthRequest,
@@ -47,16 +49,38 @@ from saslnetauth.dovecot.sasl import (
 from saslnetauth.errors import ProtocolError
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.deadline import wait_until
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
+from saslnetauth.serve.metrics import Metrics
+from saslnetauth.settings import ServeConfig
 
-if TYPE_CHECKING:
-    from saslnetauth.serve.authsocket.server import AuthServer
-
-__all__ = ["Session"]
+__all__ = ["Responder", "Session"]
 
 log = logging.getLogger("saslnetauth.serve.server")
 
 READ_SIZE = 65536
+
+
+class Responder(Protocol):
+    """What a session asks of the server: its settings, its counters, and the
+    decision (with the moment a failure may be answered) of a login."""
+
+    @property
+    def settings(self) -> ServeConfig: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    async def decide(self, login: Login) -> tuple[Decision, float]: ...
+
+    def refuse(
+        self, reason: Reason, login: Login, detail: str | None = None, **fields: object
+    ) -> tuple[Decision, float]: ...
+
+
+def _login(auth: AuthRequest, user: str | None = None) -> Login:
+    """The login of a request the responder refuses itself (no password)."""
+    return Login.of(user or "", b"", auth.rip, auth.service, real_rip=auth.real_rip)
 
 
 @dataclass
@@ -73,7 +97,7 @@ class Session:
 
     def __init__(
         self,
-        server: AuthServer,
+        server: Responder,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         cuid: int,
@@ -208,7 +232,7 @@ class Session:
         mech = new_mechanism(auth.mech)
         if mech is None:
             decision, deadline = self.server.refuse(
-                Reason.UNSUPPORTED_MECHANISM, None, auth, mech=auth.mech
+                Reason.UNSUPPORTED_MECHANISM, _login(auth), mech=auth.mech
             )
             self.spawn(
                 auth.id,
@@ -255,7 +279,7 @@ class Session:
         ex = self.exchanges.pop(req_id, None)
         if ex is None:
             return
-        decision, deadline = self.server.refuse(Reason.TIMEOUT, None, ex.auth)
+        decision, deadline = self.server.refuse(Reason.TIMEOUT, _login(ex.auth))
         self.spawn(req_id, self.reply(req_id, decision, deadline))
 
     def spawn(self, req_id: int, coro: Coroutine[Any, Any, None]) -> None:
@@ -275,19 +299,27 @@ class Session:
     def finish_failed(self, auth: AuthRequest, failure: SaslFailure) -> None:
         """A malformed exchange: logged with its reason, answered like any failure."""
         decision, deadline = self.server.refuse(
-            Reason.SASL_ERROR, failure.username, auth, failure.reason
+            Reason.SASL_ERROR, _login(auth, failure.username), failure.reason
         )
         self.spawn(auth.id, self.reply(auth.id, decision, deadline))
 
     async def verify(self, auth: AuthRequest, creds: Credentials, arrival: float) -> None:
-        decision, deadline = await self.server.decide(creds, auth, arrival)
+        login = Login.of(
+            creds.username,
+            creds.password,
+            auth.rip,
+            auth.service,
+            real_rip=auth.real_rip,  # proxies hook
+            arrival=arrival,
+        )
+        decision, deadline = await self.server.decide(login)
         await self.reply(auth.id, decision, deadline)
 
     async def reply(
         self, req_id: int, decision: Decision, deadline: float, reason: str | None = None
     ) -> None:
         """OK at once; any failure at its deadline, never earlier."""
-        stats = self.server.stats
+        stats = self.server.metrics.stats
         if decision.verdict is Verdict.OK:
             stats["ok"] += 1
             self.send(format_ok(req_id, decision.user))

@@ -1,6 +1,6 @@
 """The cheap first step of every login, on one thread of the server process.
 
-:meth:`saslnetauth.policy.engine.DecisionEngine.classify` (user lookup and network
+:meth:`saslnetauth.policy.engine.DecisionEngine.triage` (user lookup and network
 match, tens of microseconds) runs here on an engine of its own, so that the
 scheduler (:mod:`saslnetauth.serve.decide.scheduler`) knows whether a login *could*
 succeed before it spends a hash on it. The event loop never waits for the
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.classification import Classified, Lookup, refusal
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Decision
 
 if TYPE_CHECKING:
@@ -44,10 +45,8 @@ BATCH = 256
 #: Names whose lookup is kept at most (all are forgotten when full).
 MAX_CACHED = 10000
 
-_Refuse = tuple[Classified, "str | None", str]
-#: ("c", (future, user, rip, service, token_id)), ("r", (classified, rip, service)),
-#: ("reload", cfg),
-#: or None to stop.
+_Refuse = tuple[Classified, Login]
+#: ("c", (future, login)), ("r", (classified, login)), ("reload", cfg), or None to stop.
 _Item = tuple[str, Any] | None
 
 
@@ -72,32 +71,29 @@ class Classifier:
         self._thread.start()
         await ready
 
-    def classify(
-        self, user: str, rip: str | None, service: str, token_id: str | None = None
-    ) -> asyncio.Future[Classified]:
-        """A future of the login's classification (set on the event loop); ``token_id``
-        names the credential (:func:`saslnetauth.policy.apppolicy.token_id_of`)."""
+    def triage(self, login: Login) -> asyncio.Future[Classified]:
+        """A future of the login's classification (set on the event loop); of the
+        password it reads only ``login.credential``, the name of the credential."""
         assert self._loop is not None, "start() first"
         fut: asyncio.Future[Classified] = self._loop.create_future()
-        self._queue.put(("c", (fut, user, rip, service, token_id)))
+        self._queue.put(("c", (fut, login)))
         return fut
 
-    def cached(
-        self, user: str, rip: str | None, service: str, token_id: str | None = None
-    ) -> Classified | None:
-        """A "could succeed" classification from a recent lookup of ``user``, or None."""
+    def cached(self, login: Login) -> Classified | None:
+        """A "could succeed" classification from a recent lookup of the login's name,
+        or None."""
         ttl = self.cfg.global_cache_seconds
         engine = self.engine
-        hit = self._cache.get(user)
+        hit = self._cache.get(login.user)
         if hit is None or engine is None or time.monotonic() - hit[0] >= ttl:
             return None
-        c = engine.match(hit[1], rip, service, token_id)
+        c = engine.match_cached(hit[1], login)
         return c if c.could_succeed else None
 
-    def refuse(self, c: Classified, rip: str | None, service: str) -> Decision:
+    def refuse(self, c: Classified, login: Login) -> Decision:
         """The FAIL of a login refused without a hash; its log line and record are
         written on the thread (the reply does not wait for them)."""
-        self._queue.put(("r", (c, rip, service)))
+        self._queue.put(("r", (c, login)))
         return refusal(c)
 
     async def reload(self, cfg: Config) -> None:
@@ -157,12 +153,12 @@ class Classifier:
                         continue
                     kind, args = item
                     if kind == "c":
-                        fut, user, rip, service, token_id = args
+                        fut, login = args
                         read = time.monotonic()
                         if engine is None:
-                            c = Classified(str(user)[:255], True)
+                            c = Classified(str(login.user)[:255], True)
                         else:
-                            c = engine.classify(user, rip, service, token_id)
+                            c = engine.triage(login)
                         answers.append((fut, c, read))
                     elif kind == "r":
                         later.append(args)
@@ -174,9 +170,9 @@ class Classifier:
                             engine = self.engine = new
                 if answers:
                     loop.call_soon_threadsafe(self._deliver, answers)
-                for c, rip, service in later:  # after the answers: logging waits, logins not
+                for c, login in later:  # after the answers: logging waits, logins not
                     if engine is not None:
-                        engine.refuse_unverified(c, rip, service)
+                        engine.refuse_unverified(c, login)
                 if stop:
                     return
         except RuntimeError:  # the event loop is closed: nobody is waiting any more

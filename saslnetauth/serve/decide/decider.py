@@ -1,37 +1,21 @@
-"""What the responder hands its deciders: one :class:`Login`, and the
-:class:`Decider` interface that worker processes, threads and the scheduler
-in front of them share."""
+"""What the responder hands its deciders: one :class:`~saslnetauth.policy.login.Login`
+(the pure core's), and the :class:`Decider` interface that worker processes,
+threads and the scheduler in front of them share."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from saslnetauth.policy.login import Login
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
     from saslnetauth.policy.verdict import Decision
 
-__all__ = ["Decider", "Login"]
+__all__ = ["Decider", "Login", "MetricValue"]
 
-
-@dataclass(frozen=True, slots=True)
-class Login:
-    """One login as the responder received it; the password stays out of ``repr``.
-    ``repeat``: its password repeats a recent wrong one of this client and user
-    (:mod:`saslnetauth.serve.decide.repeats`), logged ``repeat=yes`` if it fails on it again.
-    ``retired_by``: a wrong password may be checked against the user's retired ones
-    until this monotonic time (0: not at all; a worker was free, and the failure
-    deadline hides the time)."""
-
-    user: str
-    password: bytes = field(repr=False)
-    rip: str | None
-    service: str
-    repeat: bool = False
-    retired_by: float = 0.0
-    #: The connecting address when it differs from the forwarded ``rip`` (Dovecot's
-    #: ``real_rip``; saslnetauth.policy.proxies). None: not reported.
-    real_rip: str | None = None
+#: One gauge of /metrics: (name, help text, value).
+MetricValue = tuple[str, str, float]
 
 
 class Decider(Protocol):
@@ -56,3 +40,7 @@ class Decider(Protocol):
     async def close(self) -> None: ...
 
     def describe(self) -> str: ...
+
+    def metric_values(self) -> list[MetricValue]:
+        """Its gauges for /metrics (none: an empty list)."""
+        ...

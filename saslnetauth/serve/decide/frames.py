@@ -1,6 +1,11 @@
 """Frames between ``saslnetauth serve`` and its decision worker processes: a
 4-byte length and a pickle of a tuple. Both ends are this program; a frame
-over :data:`MAX_FRAME` ends the link. One frame cutter serves both ends."""
+over :data:`MAX_FRAME` ends the link. One frame cutter serves both ends.
+
+A login goes out as its request id and the fields of its
+:class:`~saslnetauth.policy.login.Login` (:func:`login_message`), the verdict
+comes back as the id and the fields of its :class:`Decision`
+(:func:`decision_message`); each side rebuilds the value from them."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 __all__ = [
@@ -20,6 +26,8 @@ __all__ = [
     "decision_message",
     "frame",
     "frames",
+    "login_from",
+    "login_message",
     "send",
 ]
 
@@ -32,6 +40,20 @@ READ_SIZE = 65536
 #: whatever fields are added later (a list written by hand once dropped one, which
 #: shifted the next into its place).
 _DECISION_REST = tuple(f.name for f in dataclasses.fields(Decision))[2:]
+
+
+#: Login's fields in their order: every one crosses, whatever fields are added later.
+_LOGIN_FIELDS = tuple(f.name for f in dataclasses.fields(Login))
+
+
+def login_message(rid: int, login: Login) -> tuple[Any, ...]:
+    """A login for a worker: (request id, the Login's fields in order)."""
+    return (rid, *(getattr(login, n) for n in _LOGIN_FIELDS))
+
+
+def login_from(msg: Sequence[Any]) -> Login:
+    """The Login of :func:`login_message` (request id left out)."""
+    return Login(*msg[1:])
 
 
 def decision_message(rid: int, d: Decision) -> tuple[Any, ...]:

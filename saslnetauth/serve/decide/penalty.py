@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from saslnetauth.policy.rules.netrules import client_key, parse_address
+from saslnetauth.policy.rules.addresses import Address, client_key
 
 __all__ = ["Penalty", "PenaltyBox", "client_bucket", "client_key"]
 
@@ -26,11 +26,10 @@ class Penalty:
 
 
 def client_bucket(
-    rip: str | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64
+    addr: Address | None, ipv4_prefix: int = 32, ipv6_prefix: int = 64
 ) -> tuple[int, int] | None:
-    """:func:`client_key` as a cheap tuple (IP version, network bits), for the
-    per-login penalty lookups; ``None`` for no/unparsable address."""
-    addr = parse_address(rip)
+    """:func:`client_key` as a cheap tuple (IP version, network bits) of a login's
+    parsed address, for the per-login penalty lookups; ``None`` for no address."""
     if addr is None:
         return None
     if addr.version == 4:

@@ -59,9 +59,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.apppolicy import token_id_of
 from saslnetauth.policy.classification import Classified
-from saslnetauth.policy.proxies import Case, Route
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.fairqueue import FairQueue
 from saslnetauth.serve.decide.penalty import client_bucket
@@ -180,25 +178,14 @@ class Scheduler:
             self._take(ticket)
             self.counts.direct += 1
         else:
-            token_id = token_id_of(login.password)  # the credential, never the secret
-            route = self._route(login)  # proxies hook: classified by the address judged
-            rip = login.rip if route is None else route.rip
-            c = self.classifier.cached(login.user, rip, login.service, token_id)
-            if route is not None and route.case is Case.PROXY_ONLY:
-                c = Classified(login.user[:255], True)  # only the engine knows its session
-            if c is None:
-                self.classifying += 1
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        c = await self.classifier.classify(login.user, rip, login.service, token_id)
-                finally:
-                    self.classifying -= 1
-            ready = self._classified(c, rip, login.service, arrival, deadline)
+            judged = self._judged(login)  # proxies hook: classified by the address judged
+            c = await self._triaged(judged, deadline)
+            ready = self._classified(c, judged, arrival, deadline)
             if isinstance(ready, Decision):
                 return ready
             ticket = ready
             if not await ticket.waiter:
-                return self._expired(ticket, c, rip, login.service)
+                return self._expired(ticket, c, judged)
         remaining = deadline - loop.time()
         try:
             if remaining <= 0:  # admitted too late: never sent to a worker
@@ -207,13 +194,28 @@ class Scheduler:
         finally:
             self._release(ticket)
 
-    def _route(self, login: Login) -> Route | None:
-        """Which address of the login is judged (saslnetauth.policy.proxies); None: its
-        rip, as always (no proxies, nothing forwarded, or no classifier engine)."""
+    async def _triaged(self, login: Login, deadline: float) -> Classified:
+        """The cheap step for ``login`` (it names its credential, never the secret)."""
+        if login.real_rip is not None and login.rip is None:
+            # a trusted proxy alone: only the engine knows its webmail session
+            return Classified(login.user[:255], True)
+        c = self.classifier.cached(login)
+        if c is None:
+            self.classifying += 1
+            try:
+                async with asyncio.timeout_at(deadline):
+                    c = await self.classifier.triage(login)
+            finally:
+                self.classifying -= 1
+        return c
+
+    def _judged(self, login: Login) -> Login:
+        """The login as judged (saslnetauth.policy.proxies): itself when no proxies are
+        configured and nothing was forwarded, or without a classifier engine."""
         engine = self.classifier.engine
         if engine is None or (login.real_rip is None and not engine.proxies):
-            return None
-        return engine.proxies.route(login.rip, login.real_rip, login.service.strip().lower())
+            return login
+        return engine.proxies.judged(login)[1]
 
     def _quiet(self) -> bool:
         if self._could or self._hopeless or self.classifying:
@@ -226,7 +228,7 @@ class Scheduler:
         return cap > 0 and self.in_flight * self.estimate < QUIET_WAIT * self.size
 
     def _classified(
-        self, c: Classified, rip: str | None, service: str, arrival: float, deadline: float
+        self, c: Classified, login: Login, arrival: float, deadline: float
     ) -> _Ticket | Decision:
         """A ticket in the login's lane, or the refusal of a login that cannot succeed."""
         self.counts.classified += 1
@@ -235,7 +237,7 @@ class Scheduler:
             self.counts.hopeless += 1
             ticket = self._hopeless_ticket(arrival)
             if ticket is None:
-                return self._refuse(c, rip, service)
+                return self._refuse(c, login)
             if ticket.waiter.done():
                 self.counts.hopeless_verified += 1
             else:
@@ -243,7 +245,7 @@ class Scheduler:
             return ticket
         ticket = _Ticket(False, deadline, _loop().create_future())
         if not self._admit_now(ticket):
-            bucket = client_bucket(rip, ipv6_prefix=serve.penalty_ipv6_prefix)
+            bucket = client_bucket(login.address, ipv6_prefix=serve.penalty_ipv6_prefix)
             self._could.push(c.owner, bucket, ticket)
             self._could_expiry.append(ticket)
             self._arm()
@@ -254,9 +256,9 @@ class Scheduler:
         if not waiter.cancelled() and waiter.result():
             self.counts.hopeless_verified += 1
 
-    def _expired(self, t: _Ticket, c: Classified, rip: str | None, service: str) -> Decision:
+    def _expired(self, t: _Ticket, c: Classified, login: Login) -> Decision:
         if t.hopeless:
-            return self._refuse(c, rip, service)
+            return self._refuse(c, login)
         return self._timed_out(c.name)
 
     def _timed_out(self, name: str) -> Decision:
@@ -270,7 +272,7 @@ class Scheduler:
         """(name, help, value) for the server's /metrics, the decider's own included."""
         n = self.counts
         return [
-            *getattr(self.inner, "metric_values", list)(),
+            *self.inner.metric_values(),
             (
                 "saslnetauth_hopeless_total",
                 "Logins that could not succeed (address outside every network that applies).",
@@ -369,9 +371,9 @@ class Scheduler:
             return t
         return None
 
-    def _refuse(self, c: Classified, rip: str | None, service: str) -> Decision:
+    def _refuse(self, c: Classified, login: Login) -> Decision:
         self.counts.hopeless_unverified += 1
-        return self.classifier.refuse(c, rip, service)
+        return self.classifier.refuse(c, login)
 
     # -- expiry ---------------------------------------------------------------------
 

@@ -58,17 +58,7 @@ class ThreadDecider:
         async with asyncio.timeout(timeout):
             decision = await loop.run_in_executor(
                 self.executor,
-                functools.partial(
-                    engine.decide,
-                    login.user,
-                    login.password,
-                    login.rip,
-                    login.service,
-                    after_reply=after_reply,
-                    repeat=login.repeat,
-                    retired_by=login.retired_by,
-                    real_rip=login.real_rip,  # proxies hook
-                ),
+                functools.partial(engine.decide, login, after_reply=after_reply),
             )
         if after_reply:
             # call_soon: the server sends the reply in the step that resumes now,
@@ -104,3 +94,7 @@ class ThreadDecider:
 
     def describe(self) -> str:
         return f"{self.size} threads"
+
+    def metric_values(self) -> list[tuple[str, str, float]]:
+        """No gauges of its own."""
+        return []

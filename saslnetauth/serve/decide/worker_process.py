@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from saslnetauth.serve.decide.frames import decision_message, frame, frames, send
+from saslnetauth.serve.decide.frames import decision_message, frame, frames, login_from, send
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
@@ -58,21 +58,12 @@ def worker_main(sock: socket.socket, cfg: Config) -> None:
                     if out:
                         flush(out)
                     return
-                rid, user, password, rip, service, deadline, repeat, retired_by, real_rip = msg
-                if time.monotonic() >= deadline:
+                rid, login = msg[0], login_from(msg)
+                if time.monotonic() >= login.deadline:
                     # the server has answered it already (TEMPFAIL): never hash it
                     out.append(frame((rid,)))
                     continue
-                d = engine.decide(
-                    user,
-                    password,
-                    rip,
-                    service,
-                    after_reply=after_reply,
-                    repeat=repeat,
-                    retired_by=retired_by,
-                    real_rip=real_rip,  # proxies hook
-                )
+                d = engine.decide(login, after_reply=after_reply)
                 out.append(frame(decision_message(rid, d)))
                 if time.monotonic() - started >= FLUSH_AFTER:
                     flush(out)

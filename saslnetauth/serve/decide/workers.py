@@ -2,7 +2,7 @@
 
 Each worker is a separate process running the ordinary decision engine
 (database lookup, password verification, logging, verdict record). The
-event loop of the server hands it ``(user, password, rip, service)`` over a
+event loop of the server hands it each login (its fields, :mod:`.frames`) over a
 UNIX socket pair and awaits the verdict, so neither hashing nor the
 database nor the engine's Python code ever runs on the loop, and every core
 works whether or not a hash releases the GIL (measured in
@@ -29,14 +29,14 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from saslnetauth.errors import BackendError
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.verdict import Decision
 from saslnetauth.serve.decide.decider import Decider, Login
-from saslnetauth.serve.decide.frames import cut_frames, decision_from, frame
+from saslnetauth.serve.decide.frames import cut_frames, decision_from, frame, login_message
 from saslnetauth.serve.decide.threads import RETIRE_TIMEOUT, ThreadDecider
 from saslnetauth.serve.decide.worker_process import worker_main
 
@@ -261,25 +261,8 @@ class WorkerPool:
         if timeout is None:
             timeout = self.cfg.serve.request_timeout
         deadline = loop.time() + timeout  # time.monotonic(): the worker reads the same clock
-        job = _Job(
-            rid,
-            login.user,
-            frame(
-                (
-                    rid,
-                    login.user,
-                    login.password,
-                    login.rip,
-                    login.service,
-                    deadline,
-                    login.repeat,
-                    login.retired_by,
-                    login.real_rip,  # proxies hook
-                )
-            ),
-            loop.create_future(),
-            deadline,
-        )
+        message = login_message(rid, replace(login, deadline=deadline))
+        job = _Job(rid, login.user, frame(message), loop.create_future(), deadline)
         self._queue.append(job)
         self._dispatch()
         if self._sweeper is None:

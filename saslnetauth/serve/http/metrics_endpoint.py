@@ -3,29 +3,58 @@ format, rendered by :mod:`saslnetauth.serve.metrics`), served over
 :mod:`saslnetauth.serve.http.server` to the peers of ``[serve] metrics_allow_from``
 only, and with ``[serve] metrics_token`` only to scrapes that send it
 (``Authorization: Bearer``, compared in constant time; others get 401). The
-gauges are read from the server at the moment of the request."""
+gauges are read at the moment of the request from a :class:`MetricsSource` (the
+auth server: this module does not know it)."""
 
 from __future__ import annotations
 
 import hmac
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from saslnetauth.policy.rules.geoip import GeoLocator
+from saslnetauth.serve.alerts import AlertRunner
 from saslnetauth.serve.authsocket.fdlimits import METRICS_MAX_CONNECTIONS
+from saslnetauth.serve.decide.decider import Decider, MetricValue
+from saslnetauth.serve.decide.penalty import PenaltyBox
+from saslnetauth.serve.decide.repeats import RepeatMemory
 from saslnetauth.serve.http.server import HttpServer, Request, Response
-from saslnetauth.serve.metrics import CONTENT_TYPE
+from saslnetauth.serve.metrics import CONTENT_TYPE, Metrics
+from saslnetauth.settings import ServeConfig
 
-if TYPE_CHECKING:
-    from saslnetauth.serve.authsocket.server import AuthServer
+__all__ = ["MetricsEndpoint", "MetricsSource"]
 
-__all__ = ["MetricsEndpoint"]
+
+class MetricsSource(Protocol):
+    """What /metrics reads of the responder (all read-only)."""
+
+    @property
+    def settings(self) -> ServeConfig: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def geoip(self) -> GeoLocator | None: ...
+    @property
+    def decider(self) -> Decider: ...
+    @property
+    def connections_open(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def ip_penalty(self) -> PenaltyBox: ...
+    @property
+    def user_penalty(self) -> PenaltyBox: ...
+    @property
+    def repeats(self) -> RepeatMemory: ...
+    @property
+    def alerts(self) -> AlertRunner: ...
 
 
 class MetricsEndpoint:
     """The responder's metrics over HTTP."""
 
-    def __init__(self, server: AuthServer) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self.server = server
         self.http = HttpServer(
             self._handle,
@@ -47,74 +76,8 @@ class MetricsEndpoint:
         m = server.metrics
         if server.geoip is not None:
             m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
-        for name, text, value in (
-            ("saslnetauth_connections_open", "Client connections now.", server.connections_open),
-            (
-                "saslnetauth_pending_verifications",
-                "Verifications queued or running.",
-                server.pending,
-            ),
-            (
-                "saslnetauth_penalised_clients",
-                "Clients with a brute-force penalty.",
-                len(server.ip_penalty),
-            ),
-            (
-                "saslnetauth_repeated_failures_total",
-                "Failures repeating a recent wrong password of their client and user "
-                "(logged repeat=yes; the brakes do not grow).",
-                server.repeats.repeated,
-            ),
-            (
-                "saslnetauth_client_most_failures",
-                "Most failures counted against one client now (distinct wrong passwords: "
-                "repeats do not count; many users with one password count each).",
-                server.ip_penalty.most(now),
-            ),
-            (
-                "saslnetauth_user_most_failures",
-                "Most failures from outside its networks counted against one user now "
-                "(distinct wrong passwords over all clients; with [serve] user_penalty).",
-                server.user_penalty.most(now),
-            ),
-            (
-                "saslnetauth_connections_total",
-                "Client connections accepted.",
-                server.stats["connections"],
-            ),
-            (
-                "saslnetauth_connections_refused_total",
-                "Client connections refused (peer not allowed, per-peer or total limit).",
-                server.stats["refused"],
-            ),
-            (
-                "saslnetauth_overload_total",
-                "Logins refused for max_pending.",
-                server.stats["overload"],
-            ),
-            (
-                "saslnetauth_stolen_credentials_total",
-                "Correct passwords from forbidden networks.",
-                server.stats["stolen_credentials"],
-            ),
-            (
-                "saslnetauth_new_locations_total",
-                "Allowed logins from a place new for the user or app password.",
-                server.stats["new_location"],
-            ),
-            (
-                "saslnetauth_retired_passwords_total",
-                "Failed logins with a retired password (not counting repeats).",
-                server.stats["retired_password"],
-            ),
-            ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
-            (
-                "saslnetauth_alerts_dropped_total",
-                "Alerts not run: as many alert commands were running as allowed.",
-                server.alerts.dropped,
-            ),
-            *getattr(server.decider, "metric_values", list)(),
-        ):
+        gauges = (*_gauges(server, now), *_counters(server), *server.decider.metric_values())
+        for name, text, value in gauges:
             m.set_gauge(name, text, value)
         return m.render()
 
@@ -132,3 +95,81 @@ class MetricsEndpoint:
         if request.method == "GET" and request.path in ("/metrics", "/"):
             return Response(200, self.render().encode(), content_type=CONTENT_TYPE)
         return Response(404, b"not found\n", content_type="text/plain")
+
+
+def _gauges(server: MetricsSource, now: float) -> list[MetricValue]:
+    """The responder's own gauges of this moment."""
+    return [
+        ("saslnetauth_connections_open", "Client connections now.", server.connections_open),
+        (
+            "saslnetauth_pending_verifications",
+            "Verifications queued or running.",
+            server.pending,
+        ),
+        (
+            "saslnetauth_penalised_clients",
+            "Clients with a brute-force penalty.",
+            len(server.ip_penalty),
+        ),
+        (
+            "saslnetauth_repeated_failures_total",
+            "Failures repeating a recent wrong password of their client and user "
+            "(logged repeat=yes; the brakes do not grow).",
+            server.repeats.repeated,
+        ),
+        (
+            "saslnetauth_client_most_failures",
+            "Most failures counted against one client now (distinct wrong passwords: "
+            "repeats do not count; many users with one password count each).",
+            server.ip_penalty.most(now),
+        ),
+        (
+            "saslnetauth_user_most_failures",
+            "Most failures from outside its networks counted against one user now "
+            "(distinct wrong passwords over all clients; with [serve] user_penalty).",
+            server.user_penalty.most(now),
+        ),
+    ]
+
+
+def _counters(server: MetricsSource) -> list[MetricValue]:
+    """The responder's counters since it started."""
+    stats = server.metrics.stats
+    return [
+        (
+            "saslnetauth_connections_total",
+            "Client connections accepted.",
+            stats["connections"],
+        ),
+        (
+            "saslnetauth_connections_refused_total",
+            "Client connections refused (peer not allowed, per-peer or total limit).",
+            stats["refused"],
+        ),
+        (
+            "saslnetauth_overload_total",
+            "Logins refused for max_pending.",
+            stats["overload"],
+        ),
+        (
+            "saslnetauth_stolen_credentials_total",
+            "Correct passwords from forbidden networks.",
+            stats["stolen_credentials"],
+        ),
+        (
+            "saslnetauth_new_locations_total",
+            "Allowed logins from a place new for the user or app password.",
+            stats["new_location"],
+        ),
+        (
+            "saslnetauth_retired_passwords_total",
+            "Failed logins with a retired password (not counting repeats).",
+            stats["retired_password"],
+        ),
+        ("saslnetauth_alerts_fired_total", "Alert commands started.", server.alerts.fired),
+        (
+            "saslnetauth_alerts_dropped_total",
+            "Alerts not run: as many alert commands were running as allowed.",
+            server.alerts.dropped,
+        ),
+    ]

@@ -41,17 +41,18 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from saslnetauth.errors import InvalidUsernameError
+from saslnetauth.events.authlog import Record
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import UserRecord, normalize_username
 from saslnetauth.policy.proxies import Case
-from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match, parse_address
+from saslnetauth.policy.rules.netrules import RuleSet
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.penalty import client_bucket
+from saslnetauth.serve.http.policyrequest import PolicyRequest, decide_network, parse_request
 from saslnetauth.serve.http.server import Request, Response
 from saslnetauth.settings import PolicyConfig
 
@@ -59,88 +60,13 @@ if TYPE_CHECKING:
     from saslnetauth.serve.authsocket.server import AuthServer
     from saslnetauth.serve.http.policyproxy import PolicyProxies, Routed
 
-__all__ = ["PolicyRequest", "PolicyService", "decide_network", "parse_request"]
+__all__ = ["PolicyService"]
 
 log = logging.getLogger("saslnetauth.auth")
 
-MAX_FIELD = 512
 MAX_REMEMBERED = 10000
 #: Refused (unauthorised) requests are logged at most once per this many seconds.
 REFUSAL_LOG_SECONDS = 60.0
-
-
-@dataclass(frozen=True)
-class PolicyRequest:
-    login: str
-    remote: str
-    protocol: str
-    success: bool | None = None  # report only
-    policy_reject: bool = False
-    fail_type: str | None = None  # 2.4 only: "", "policy", "credentials", "account"
-    #: The connecting address (the snippets send %{real_rip}; docs/webmail.md).
-    real_remote: str = ""
-
-
-def _text(data: dict[str, object], key: str) -> str:
-    value = data.get(key, "")
-    if not isinstance(value, str) or len(value) > MAX_FIELD or not value.isprintable():
-        raise ValueError(f"{key}: expected printable text")
-    return value
-
-
-def parse_request(body: bytes) -> PolicyRequest:
-    """The fields we use from a Dovecot policy request body; ValueError when unusable."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ValueError("not JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    success = data.get("success")
-    fail_type = data.get("fail_type")
-    return PolicyRequest(
-        login=_text(data, "login"),
-        remote=_text(data, "remote"),
-        protocol=_text(data, "protocol").lower()[:32],
-        success=success if isinstance(success, bool) else None,
-        policy_reject=data.get("policy_reject") is True,
-        fail_type=fail_type if isinstance(fail_type, str) and len(fail_type) < 32 else None,
-        real_remote=_text(data, "real_remote") or _text(data, "real_rip"),
-    )
-
-
-def decide_network(
-    user: UserRecord | None,
-    global_rules: RuleSet,
-    req: PolicyRequest,
-    unknown_users: str,
-    locate: Locate | None = None,
-    *,
-    now: float,
-    main_default: frozenset[str] | None = None,
-) -> tuple[bool, Reason]:
-    """May this login proceed from ``req.remote`` at ``now`` (UNIX time: expired
-    grants do not count)? (allowed, reason). Pure but for ``locate`` (the GeoIP
-    lookup of country and ASN terms; without it they match nothing).
-
-    A missing or unparsable address matches only ``local``, as in the engine."""
-    addr = parse_address(req.remote)
-    if user is None:
-        if unknown_users == "reject":
-            return False, Reason.UNKNOWN_USER
-        rules: tuple[RuleSet, ...] = (global_rules,)
-    elif not user.enabled:
-        return False, Reason.DISABLED
-    else:
-        rules = (user.rules, global_rules)
-    applicable, rule = merged_match(rules, addr, req.protocol, locate, now=now)
-    if rule is not None:
-        if user is not None and not main_password_allows(
-            user.main_password_services, main_default, req.protocol
-        ):
-            return False, Reason.APP_PASSWORD_REQUIRED
-        return True, Reason.OK
-    return False, Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
 
 
 def _json(obj: dict[str, object], status: int = 200) -> Response:
@@ -157,7 +83,7 @@ class PolicyService:
         get_user: Callable[[str], UserRecord | None],
         global_rules: Callable[[], RuleSet],
         *,
-        record: Callable[[Decision, str | None, str], None] | None = None,
+        record: Record | None = None,
         clock: Callable[[], float] = time.time,
         main_default: frozenset[str] | None = None,
     ) -> None:
@@ -294,18 +220,20 @@ class PolicyService:
                         "auth fail",
                         user=name,
                         service=req.protocol or None,
-                        rip=_rip(req.remote),
+                        rip=req.attempt.shown_rip,
                         reason=reason.value,
                         credentials_valid=True,
                         via="policy",
                     ),
                 )
-                self.server.alerts.fire(name, req.remote, req.protocol, reason.value)
+                self.server.alerts.fire(name, req.attempt, reason.value)
             if len(self._last_reason) >= MAX_REMEMBERED:
                 del self._last_reason[next(iter(self._last_reason))]
             self._last_reason[(name, req.remote)] = reason
             return -1
-        key = client_bucket(req.remote, ipv6_prefix=self.server.settings.penalty_ipv6_prefix)
+        key = client_bucket(
+            req.attempt.address, ipv6_prefix=self.server.settings.penalty_ipv6_prefix
+        )
         delay = self.server.ip_penalty.delay(key, time.monotonic())
         return math.ceil(delay) if delay > 0 else 0
 
@@ -317,7 +245,7 @@ class PolicyService:
         except InvalidUsernameError:
             name = req.login[:64]
         server = self.server
-        key = client_bucket(req.remote, ipv6_prefix=server.settings.penalty_ipv6_prefix)
+        key = client_bucket(req.attempt.address, ipv6_prefix=server.settings.penalty_ipv6_prefix)
         reason_hint = self._last_reason.pop((name, req.remote), None)
         after = self.settings.mode == "after_auth"
         if req.success:
@@ -345,7 +273,7 @@ class PolicyService:
         stolen = decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES)
         if not (after and decision.credentials_valid and stolen):
             # (the stolen-password line was logged when allow refused it)
-            fields = {"user": name, "service": req.protocol or None, "rip": _rip(req.remote)}
+            fields = {"user": name, "service": req.protocol or None, "rip": req.attempt.shown_rip}
             fields["proxy"] = decision.proxy
             if decision.ok:
                 log.info("%s", kv("auth ok", **fields, via="policy"))
@@ -355,7 +283,7 @@ class PolicyService:
                 reason = decision.reason.value
                 log.info("%s", kv("auth fail", **fields, reason=reason, via="policy"))
         if self.record is not None:
-            self.record(decision, req.remote, req.protocol)
+            self.record(decision, req.attempt)
 
     def _proxy_report(self, req: PolicyRequest, decision: Decision) -> str | None:
         """The trusted proxy of a reported login (None: direct); its session is opened,
@@ -375,8 +303,3 @@ class PolicyService:
 
             self._executor.submit(work)
         return route.proxy
-
-
-def _rip(remote: str) -> str:
-    addr = parse_address(remote)
-    return str(addr) if addr is not None else (remote or "-")

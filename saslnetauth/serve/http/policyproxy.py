@@ -24,7 +24,7 @@ from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 if TYPE_CHECKING:
     from saslnetauth.policy.model import UserRecord
-    from saslnetauth.serve.http.policy import PolicyRequest
+    from saslnetauth.serve.http.policyrequest import PolicyRequest
 
 __all__ = ["PolicyProxies", "Routed"]
 
