@@ -73,6 +73,7 @@ from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import Store, UserRecord, normalize_username
 from saslnetauth.policy.retiredcheck import matching_retired, record_tried
 from saslnetauth.policy.rules.netrules import RuleSet, merged_match, parse_address
+from saslnetauth.policy.suspension import admitted_by, suspended
 from saslnetauth.policy.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ class DecisionEngine:
                 decision = self._verify(
                     classified, secret, rip, service, rehash, (retired_by, tried)
                 )
+                decision = suspended(decision, classified.user)  # docs/sending.md
                 if decision.ok and self.note_place is not None and classified.user is not None:
                     decision = self.note_place(decision, classified.user, rip)
         except Exception as exc:  # fail closed on anything unexpected
@@ -405,6 +407,7 @@ class DecisionEngine:
                 network_ok=True,
                 verify_seconds=spent,
                 expires=rule.expires,
+                admitted=admitted_by(rule),
             )
         reason = Reason.NETWORK if applicable else Reason.NO_NETWORK_RULES
         return Decision(

@@ -37,6 +37,8 @@ class Reason(enum.Enum):
     #: the right main password on a service where the user must use an app password
     APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105 - a reason code
     RETIRED_PASSWORD = "retired_password"  # noqa: S105 - a wrong one: the user's old password
+    #: the right password of a credential suspended for sending too much
+    SUSPENDED = "suspended"
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
     BACKEND_ERROR = "backend_error"
@@ -91,6 +93,10 @@ class Decision:
     #: ``[alerts] location_memory_days``: the kinds that are new, comma separated
     #: ("network", "country", "asn"; :mod:`saslnetauth.policy.locations`). None: not new.
     new_location: str | None = None
+    #: For an OK: what admitted it, "own" (the user's own permanent networks) or
+    #: "outside" (:func:`saslnetauth.policy.suspension.admitted_by`); the sending limits
+    #: of an outside session are tighter.
+    admitted: str | None = None
 
     @property
     def ok(self) -> bool:
