@@ -62,6 +62,8 @@ Changing these definitions requires a new Alembic migration.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -107,12 +109,12 @@ SENDING_LIMITS = (
 )
 
 
-def _sending_columns() -> list[sa.Column[object]]:
+def _sending_columns() -> list[sa.Column[Any]]:
     """The sending limits and the suspension of a credential (migration 0008)."""
-    return [
-        *(sa.Column(name, sa.Integer, nullable=True) for name in SENDING_LIMITS),
-        sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True),
+    columns: list[sa.Column[Any]] = [
+        sa.Column(name, sa.Integer, nullable=True) for name in SENDING_LIMITS
     ]
+    return [*columns, sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True)]
 
 
 users = sa.Table(
