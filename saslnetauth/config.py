@@ -254,6 +254,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("logging.level: use debug, info, warning or error")
     if cfg.database_timeout <= 0 or cfg.global_cache_seconds < 0:
         raise ConfigError("database_timeout must be > 0 and global_cache_seconds >= 0")
+    from saslnetauth.sending.checks import validate_sending
+
+    validate_sending(cfg.sending, cfg.state)
 
 
 def _validate_alerts(cfg: Config) -> None:

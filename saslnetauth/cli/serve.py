@@ -143,6 +143,15 @@ def serve(
             group=cfg.serve.socket_group,
         )
 
+    sending_sock: socket.socket | None = None
+    if cfg.sending.listen:  # Postfix's check_policy_service (docs/sending.md)
+        sending_sock = listeners.bind(
+            listeners.parse_listen(cfg.sending.listen),
+            mode=cfg.serve.socket_mode,
+            owner=cfg.serve.socket_owner,
+            group=cfg.serve.socket_group,
+        )
+
     def reload() -> tuple[Config, ServeConfig]:
         new = overrides(load_config(app.config_path, app.database))
         check_policy_secret(new)  # metrics_token is read anew: no secret in the open
@@ -151,7 +160,16 @@ def serve(
         return new, new.serve
 
     asyncio.run(
-        _run(cfg, sockets, reload, fds.mail_servers, metrics_sock, userdb_sock, policy_sock)
+        _run(
+            cfg,
+            sockets,
+            reload,
+            fds.mail_servers,
+            metrics_sock,
+            userdb_sock,
+            policy_sock,
+            sending_sock=sending_sock,
+        )
     )
 
 
@@ -177,6 +195,7 @@ async def _run(
     metrics_sock: socket.socket | None = None,
     userdb_sock: socket.socket | None = None,
     policy_sock: socket.socket | None = None,
+    sending_sock: socket.socket | None = None,
 ) -> None:
     from saslnetauth.runtime import measure_verification
     from saslnetauth.serve.authsocket.server import AuthServer
@@ -233,7 +252,7 @@ async def _run(
     watcher.start()
     if metrics_sock is not None:
         await server.start_metrics(metrics_sock)
-    if userdb_sock is not None or policy_sock is not None:
+    if userdb_sock is not None or policy_sock is not None or sending_sock is not None:
         from saslnetauth.runtime import open_store
 
         store = open_store(cfg, check_schema=False)
@@ -251,6 +270,10 @@ async def _run(
         closers.insert(0, userdb.close)
     if policy_sock is not None:
         closers[:0] = await _start_policy(cfg, server, store, policy_sock)
+    if sending_sock is not None:
+        from saslnetauth.sending.server import start_sending_listener
+
+        closers[:0] = await start_sending_listener(cfg, server, store, sending_sock)
     server.install_signal_handlers()
     try:
         await server.serve()

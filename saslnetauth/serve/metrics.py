@@ -48,6 +48,9 @@ class Metrics:
         #: Failed logins by what the GeoIP databases knew of their address (found,
         #: unknown, unavailable: saslnetauth.policy.rules.geoip).
         self.located: Counter[str] = Counter()
+        #: Sending policy answers by (result, limit): a closed set of labels
+        #: (saslnetauth.sending.limits).
+        self.sending: Counter[tuple[str, str]] = Counter()
         #: The GeoIP databases: (database, loaded, build time) for the gauges.
         self.geoip: list[tuple[str, bool, int | None]] = []
         self._registry = CollectorRegistry(auto_describe=False)
@@ -78,6 +81,9 @@ class Metrics:
     def count_located(self, result: str) -> None:
         """A failed login located by the GeoIP databases (a closed set of results)."""
         self.located[result] += 1
+
+    def count_sending(self, result: str, limit: str) -> None:
+        self.sending[(result, limit)] += 1
 
     def count_policy(self, command: str, status: str) -> None:
         self.policy[(command, status)] += 1
@@ -116,6 +122,16 @@ class Metrics:
             for (command, status), n in sorted(self.policy.items()):
                 policy.add_metric((command, status), n)
             yield policy
+        if self.sending:
+            sending = CounterMetricFamily(
+                "saslnetauth_sending",
+                "Sending policy answers by result (dunno, defer, suspended, unavailable) "
+                "and the limit that deferred.",
+                labels=("result", "limit"),
+            )
+            for (result, limit), n in sorted(self.sending.items()):
+                sending.add_metric((result, limit), n)
+            yield sending
         yield from self._collect_geoip()
         for name, (help_text, value) in sorted(self.gauges.items()):
             if name.endswith("_total"):

@@ -112,6 +112,9 @@ class AuthServer:
         #: The verdict record (``saslnetauth report``) for the failures decided here;
         #: the engine records its own decisions in the workers.
         self.record = record
+        #: Told every OK and its client address (the sending limits' login links,
+        #: saslnetauth.sending.logins; returns at once, never raises).
+        self.on_login_ok: Callable[[Decision, str | None], None] | None = None
         #: Slowest verification measured at start (seconds; saslnetauth.policy.deadline.calibrate).
         self.measured = measured
         self.settings = settings
@@ -382,6 +385,8 @@ class AuthServer:
             # The user brake is not cleared: it only counts failures from outside the
             # user's networks, which the real user's success says nothing about.
             self.ip_penalty.record_success(key)
+            if self.on_login_ok is not None:
+                self.on_login_ok(decision, auth.rip)
             if decision.new_location is not None:
                 self.stats["new_location"] += 1
                 self.alerts.new_location(decision, auth.rip, auth.service)
