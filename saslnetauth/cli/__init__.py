@@ -69,7 +69,7 @@ def cli(ctx: click.Context, database: str | None, config_path: str | None, debug
 
 
 def _register() -> None:
-    from saslnetauth.cli import check, db, geoip, nets, report, serve, users
+    from saslnetauth.cli import check, db, geoip, nets, report, sending, serve, users
     from saslnetauth.cli import io as cli_io
 
     cli.add_command(db.init)
@@ -80,6 +80,7 @@ def _register() -> None:
     cli.add_command(serve.serve)
     cli.add_command(report.report)
     cli.add_command(geoip.geoip)
+    cli.add_command(sending.sending)
     cli.add_command(cli_io.import_group)
     cli.add_command(cli_io.export_group)
 

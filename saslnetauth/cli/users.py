@@ -25,6 +25,7 @@ from saslnetauth.cli.expiring import (
     shown_expiry,
 )
 from saslnetauth.cli.revoking import end_sessions, kick_network
+from saslnetauth.cli.sending import limit_options, set_limits, unsuspend
 from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.events.revoke import RevokeEvent
@@ -180,21 +181,25 @@ def disable(app: AppContext, name: str) -> None:
 @click.option(
     "--main-password-services",
     "main_services",
-    required=True,
     metavar="SERVICES",
     help="Where the main password may log in: 'all', 'none', services such as "
     "'smtp,submission', or 'default' ([passwords] main_password_services). Elsewhere "
     "only the user's app passwords work.",
 )
+@limit_options
 @pass_app
-def set_(app: AppContext, name: str, main_services: str) -> None:
-    """Change settings of user NAME."""
+def set_(app: AppContext, /, name: str, main_services: str | None, **limits: str | None) -> None:
+    """Change settings of user NAME: where its main password works, its sending limits."""
     store = app.store()
-    stored = None
-    if main_services.strip().lower() != "default":
-        stored = format_main_services(parse_main_services(main_services))
-    store.set_main_password_services(name, stored)
-    click.echo(f"main password of {store.name(name)}: {_main(app, stored)}")
+    if main_services is None and not any(v is not None for v in limits.values()):
+        raise click.UsageError("nothing to set: give --main-password-services or a limit")
+    if main_services is not None:
+        stored = None
+        if main_services.strip().lower() != "default":
+            stored = format_main_services(parse_main_services(main_services))
+        store.set_main_password_services(name, stored)
+        click.echo(f"main password of {store.name(name)}: {_main(app, stored)}")
+    set_limits(app, name, None, limits)
 
 
 def _main(app: AppContext, stored: str | None) -> str:
@@ -277,6 +282,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     click.echo(f"state:    {_state(u)}")
     click.echo(f"password: {_pw(u)}")
     click.echo(f"main password services: {_main(app, u.main_password_services)}")
+    if u.suspended:  # docs/sending.md
+        click.echo("SUSPENDED: main password (sent too much; saslnetauth user unsuspend)")
     click.echo(f"created:  {u.created_at}")
     click.echo(f"updated:  {u.updated_at}")
     click.echo("networks:" + ("" if u.networks else " none"))
@@ -294,7 +301,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     click.echo("app passwords:" + ("" if apps else " none"))
     for a in apps:  # they admit from their own networks: part of where this user logs in
         nets = ", ".join(n.network for n in a.networks if not n.error) or "global only"
-        click.echo(f"  {a.label}  ({describe_services(a.services)}; {nets})")
+        mark = "  SUSPENDED" if a.suspended else ""
+        click.echo(f"  {a.label}  ({describe_services(a.services)}; {nets}){mark}")
     click.echo("retired passwords:" + ("" if retired else " none"))
     for r in retired:  # a failed login with one: reason=retired_password
         tried = r["last_tried_at"]
@@ -313,6 +321,7 @@ def _retired_json(r: dict[str, datetime | None]) -> dict[str, str | None]:
 
 
 user.add_command(app_password)
+user.add_command(unsuspend)
 
 
 @user.group("net")

@@ -32,11 +32,18 @@ from saslnetauth.logfmt import kv
 from saslnetauth.policy.suspension import OUTSIDE
 from saslnetauth.sending.logins import LoginLink, LoginLinks
 from saslnetauth.sending.protocol import PolicyRequest
-from saslnetauth.sending.state import DAY, HOUR, Counter, SendingState, StateError, Window
+from saslnetauth.sending.state import DAY, HOUR, Counter, SendingState, Window
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store.sending import CredentialLimits, SendingRow
 
-__all__ = ["DUNNO", "Connection", "SendingPolicy", "effective_limits"]
+__all__ = [
+    "DUNNO",
+    "Connection",
+    "SendingPolicy",
+    "counter_key",
+    "credential_name",
+    "effective_limits",
+]
 
 log = logging.getLogger("saslnetauth.sending")
 
@@ -103,6 +110,13 @@ def credential_name(credential: str | None) -> str:
     return "main" if credential is None else f"app:{credential}"
 
 
+def counter_key(
+    prefix: str, kind: str, user: str, credential: str | None, what: str, w: Window
+) -> str:
+    """``kind`` "c" (a credential's, limited), "u" (the user's) or "x" (deferrals)."""
+    return f"{prefix}{kind}:{len(user)}:{user}:{credential_name(credential)}:{what}:{w.name}"
+
+
 class SendingPolicy:
     """Answers policy requests (one instance per server; on the event loop)."""
 
@@ -133,9 +147,7 @@ class SendingPolicy:
         self._down = False
 
     def key(self, kind: str, user: str, credential: str | None, what: str, w: Window) -> str:
-        return (
-            f"{self.prefix}{kind}:{len(user)}:{user}:{credential_name(credential)}:{what}:{w.name}"
-        )
+        return counter_key(self.prefix, kind, user, credential, what, w)
 
     async def answer(self, req: PolicyRequest, conn: Connection) -> str:
         """The action for ``req`` (never raises)."""
@@ -145,7 +157,7 @@ class SendingPolicy:
             return DUNNO
         try:
             action = await self._answer(req, conn, user, state)
-        except (StateError, OSError, Exception) as exc:  # fail closed: the mail waits
+        except Exception as exc:  # the state store, the database: fail closed, mail waits
             if not self._down:
                 log.error("%s", kv("sending limits unavailable", error=str(exc)))
             self._down = True
