@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, RedisError
 
 from saslnetauth.sending.state import Counter, StateError, Taken
 
@@ -69,11 +71,15 @@ class RedisState:
     """:class:`~saslnetauth.sending.state.SendingState` on a Redis or Valkey server."""
 
     def __init__(self, url: str, *, timeout: float = 0.5) -> None:
+        # one retry on a connection the server closed (a restart): a pooled
+        # connection learns it is dead only when used; a retried script may count
+        # once more, never less (the safe side)
         self.client: Any = aioredis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[ConnectionError],
             health_check_interval=30,
         )
         self._take = self.client.register_script(TAKE)
