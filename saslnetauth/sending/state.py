@@ -10,8 +10,8 @@ script, :mod:`saslnetauth.sending.redisstate`; here one call on the event loop),
 so twenty clients racing on one credential get exactly the limit.
 
 Every key expires: a counter one window after its last use, a login link after
-its time to live. :class:`EmbeddedState` also holds at most ``max_keys`` keys
-(the oldest go first), for one host with nothing to install.
+its time to live. :class:`EmbeddedState` also holds at most ``max_keys`` counters
+and as many links (the oldest go first), for one host with nothing to install.
 """
 
 from __future__ import annotations
@@ -152,17 +152,18 @@ class EmbeddedState:
         self._expires.clear()
 
     def _bound(self, now: float) -> None:
-        if len(self) <= self.max_keys:
-            return
-        for key in [k for k, t in self._expires.items() if t <= now]:
-            del self._expires[key]
-            self._counts.pop(key, None)
-        for key in [k for k, (_, t) in self._links.items() if t <= now]:
-            del self._links[key]
-        while len(self) > self.max_keys:  # still full: the oldest go
-            if self._links:
+        """At most ``max_keys`` counters and ``max_keys`` links: the expired go
+        first, then the oldest (a link is re-inserted at each login)."""
+        if len(self._counts) > self.max_keys:
+            for key in [k for k, t in self._expires.items() if t <= now]:
+                del self._expires[key]
+                self._counts.pop(key, None)
+            while len(self._counts) > self.max_keys:
+                oldest = next(iter(self._counts))
+                del self._counts[oldest]
+                self._expires.pop(oldest, None)
+        if len(self._links) > self.max_keys:
+            for key in [k for k, (_, t) in self._links.items() if t <= now]:
+                del self._links[key]
+            while len(self._links) > self.max_keys:
                 del self._links[next(iter(self._links))]
-                continue
-            oldest = next(iter(self._counts))
-            del self._counts[oldest]
-            self._expires.pop(oldest, None)

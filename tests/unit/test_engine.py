@@ -284,3 +284,19 @@ def test_admitted_says_own_or_outside(engine: DecisionEngine, sqlite_store: SqlS
     assert engine.decide("alice", PW, "198.51.100.1", "smtp").admitted == "outside"
     assert engine.decide("alice", PW, "192.0.2.9", "smtp").admitted == "own"
     assert engine.decide("alice", "wrong", "192.0.2.9", "smtp").admitted is None
+
+
+def test_suspended_app_password_fails_and_the_main_password_works(
+    engine: DecisionEngine, sqlite_store: SqlStore
+) -> None:
+    from saslnetauth.credentials.apptokens import new_token
+
+    token = sqlite_store.add_app_password(
+        "alice", "phone", new_token, networks=[NetworkRule.parse("any", scope="app")]
+    )
+    d = engine.decide("alice", token, "198.51.100.1", "smtp")
+    assert (d.ok, d.credential, d.admitted) == (True, "phone", "outside")
+    assert sqlite_store.suspend("alice", "phone")
+    d = engine.decide("alice", token, "198.51.100.1", "smtp")
+    assert (d.reason, d.credential, d.credentials_valid) == (Reason.SUSPENDED, "phone", True)
+    assert engine.decide("alice", PW, "192.0.2.9", "smtp").ok
