@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from saslnetauth.sending.redisstate import RedisState
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store import SqlStore
 from tests.support.clitools import init_with_user
+from tests.support.metrics import plain, samples
 from tests.support.peers import missing, port_open
 from tests.support.sending import connect, note, ok, request, sending_server
 from tests.support.serverproc import free_port, run_server
@@ -119,7 +121,9 @@ def test_redis_stopped_mid_test(tmp_path: Path) -> None:
         db = init_with_user(f"sqlite:///{tmp_path}/r.db", "alice", "pw-redis", "127.0.0.0/8")
         policy = tmp_path / "policy"
         cfg = tmp_path / "c.toml"
+        mport = free_port()
         cfg.write_text(
+            f'[serve]\nmetrics_listen = "inet:127.0.0.1:{mport}"\n'
             f'[sending]\nlisten = "unix:{policy}"\nmessages_per_hour = 3\n'
             f'[state]\nurl = "redis://127.0.0.1:{port}/0"\ntimeout = 0.3\n'
         )
@@ -143,6 +147,12 @@ def test_redis_stopped_mid_test(tmp_path: Path) -> None:
             assert _ask(policy, msg) == "DUNNO"
             log = server.wait_log("sending limits available again")
             assert "sending limits unavailable" in log
+            url = f"http://127.0.0.1:{mport}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                got = samples(resp.read().decode())
+            defer = plain("saslnetauth_sending_total", result="defer", limit="messages_per_hour")
+            assert got[defer] == 1
+            assert got[plain("saslnetauth_sending_total", result="unavailable", limit="-")] == 1
             auth.close()
     finally:
         redis.kill()
