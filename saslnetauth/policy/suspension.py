@@ -50,5 +50,10 @@ def suspended(decision: Decision, user: UserRecord | None) -> Decision:
     if not hit:
         return decision
     return replace(
-        decision, verdict=Verdict.FAIL, reason=Reason.SUSPENDED, matched=None, expires=None
+        decision,
+        verdict=Verdict.FAIL,
+        reason=Reason.SUSPENDED,
+        matched=None,
+        expires=None,
+        admitted=None,
     )
