@@ -179,7 +179,7 @@ def validate(cfg: Config) -> None:
     _validate_serve_limits(cfg.serve)
     _validate_serve_peers(cfg.serve)
     _validate_serve_sockets(cfg.serve)
-    _check_proxies(cfg)
+    _validate_edges(cfg)
     if cfg.report.keep_days < 1 or cfg.report.queue_size < 1:
         raise ConfigError("report.keep_days and report.queue_size: at least 1")
     if not cfg.pam.service or "/" in cfg.pam.service:
@@ -389,10 +389,12 @@ def _validate_policy(p: PolicyConfig) -> None:
         )
 
 
-def _check_proxies(cfg: Config) -> None:
-    """[proxies]: every entry parses; the session's length is sane."""
+def _validate_edges(cfg: Config) -> None:
+    """[proxies] (every entry parses, a sane session), [sending] and [state]."""
     from saslnetauth.policy.proxies import ProxyNetworks
+    from saslnetauth.sending.checks import validate_sending
 
     ProxyNetworks.parse(cfg.proxies.networks)
     if not 0 <= cfg.proxies.session_seconds <= 7 * 86400:
         raise ConfigError("proxies.session_seconds: 0 (no sessions) up to 604800 (a week)")
+    validate_sending(cfg.sending, cfg.state)

@@ -25,7 +25,9 @@ __all__ = [
     "ProxiesConfig",
     "ReportConfig",
     "RevokeConfig",
+    "SendingConfig",
     "ServeConfig",
+    "StateConfig",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite:////var/lib/saslnetauth/saslnetauth.db"
@@ -304,6 +306,47 @@ class ProxiesConfig:
 
 
 @dataclass
+class SendingConfig:
+    #: Answer Postfix's policy requests (check_policy_service; Exim's readsocket) here:
+    #: unix:/path (e.g. inside Postfix's spool, private/) or inet:127.0.0.1:PORT
+    #: (loopback only; "" = off). The auth socket's peer checks apply.
+    listen: str = ""
+    #: Limits per credential (the main password, each app password) in a sliding
+    #: hour and day; `user set` / `user app-password add` override them (0 = none).
+    messages_per_hour: int = 100
+    recipients_per_hour: int = 300
+    messages_per_day: int = 500
+    recipients_per_day: int = 1500
+    #: The limits of a session whose login was admitted by a global network, an app
+    #: password's network, a country/ASN term or an expiring grant, not by the user's
+    #: own networks, are multiplied by this (at least 1 stays).
+    outside_factor: float = 0.25
+    #: Deferrals of one credential within suspend_window seconds after which it is
+    #: suspended (its next AUTH fails; `user unsuspend` lifts it; 0 = never).
+    suspend_after: int = 20
+    suspend_window: int = 3600
+    #: Seconds an allowed login links its user and client address to the credential
+    #: that authenticated (the policy request names only the user).
+    login_window: int = 3600
+    #: Most policy connections at once (Postfix keeps one per smtpd process), and
+    #: seconds one may stay idle.
+    max_connections: int = 512
+    idle_timeout: float = 300.0
+
+
+@dataclass
+class StateConfig:
+    #: Where the sending counters and login links live: "" = in this process (one
+    #: host), or redis://HOST:PORT/DB, rediss://..., unix:///path (Redis or Valkey,
+    #: shared by every MX host). When it does not answer, sending is deferred.
+    url: str = ""
+    #: Prefix of every key in Redis (several installations may share one server).
+    prefix: str = "saslnetauth:"
+    #: Seconds a Redis command may take before the request is deferred.
+    timeout: float = 0.5
+
+
+@dataclass
 class LoggingConfig:
     #: debug, info, warning or error.
     level: str = "info"
@@ -332,6 +375,8 @@ class Config:
     revoke: RevokeConfig = field(default_factory=RevokeConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     proxies: ProxiesConfig = field(default_factory=ProxiesConfig)
+    sending: SendingConfig = field(default_factory=SendingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The file this was loaded from, if any (not a key).
     source: Path | None = field(default=None, metadata={"internal": True})

@@ -54,6 +54,7 @@ COMMANDS = {
         "saslnetauth.cli.geoip:geoip",
         "Look addresses up in the GeoIP databases ([geoip] country_db, asn_db).",
     ),
+    "sending": ("saslnetauth.cli.sending:sending", "Sending limits after AUTH (docs/sending.md)."),
     "import": (
         "saslnetauth.cli.imports:import_group",
         "Add or update users from a Dovecot passwd-file or a CSV file.",

@@ -18,6 +18,7 @@ from saslnetauth.cli.common import (
 )
 from saslnetauth.cli.expiring import resolve_expiry
 from saslnetauth.cli.revoking import end_sessions
+from saslnetauth.cli.sending import limit_options, parse_limits
 from saslnetauth.credentials.apptokens import check_label, new_token
 from saslnetauth.events.revoke import RevokeEvent
 from saslnetauth.policy.model import AppPasswordRecord
@@ -61,10 +62,12 @@ def app_password() -> None:
     help="Stop working at TIME: ISO 8601 with a time zone, e.g. 2026-12-04T18:00Z or "
     "2026-12-04T19:00+01:00 (as for a network's --until).",
 )
+@limit_options
 @json_object_option
 @pass_app
 def add(
     app: AppContext,
+    /,
     name: str,
     label: str,
     services: tuple[str, ...],
@@ -72,6 +75,7 @@ def add(
     expires: str | None,
     until: str | None,
     as_json: bool,
+    **limits: str | None,
 ) -> None:
     """Create app password LABEL for user NAME and print it, once.
 
@@ -83,10 +87,13 @@ def add(
     rules = [NetworkRule.parse(n, wanted, scope=f"app password {label}") for n in nets]
     ends = resolve_expiry(expires, until, time.time())  # one parser with the grants'
     expires_at = to_datetime(ends) if ends is not None else None
+    own_limits = parse_limits(limits)  # a bad number stops it before the row is written
     store = app.store()
     token = store.add_app_password(
         name, label, new_token, services=wanted, networks=rules, expires=ends
     )
+    if own_limits:
+        store.set_sending_limits(name, label, own_limits)
     key = store.name(name)
     when = f"{expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else "never"
     if not rules:

@@ -62,14 +62,17 @@ def serve(
                       with [serve] userdb_listen for its userdb lookups
     Dovecot 2.3/2.4:  auth policy server: [policy] listen = "inet:127.0.0.1:4001"
                       with its shared secret, [policy] api_header (required)
+    Sending limits:   [sending] listen = "unix:/var/spool/postfix/private/
+                      saslnetauth-sending" for Postfix's check_policy_service
+                      (and Exim's ${readsocket}); docs/sending.md
 
     Offers PLAIN and LOGIN. A login succeeds only with the right password
     AND from an allowed network; every failure gets the same reply at the
     same fixed deadline (--failure-delay, at least the slowest password
     verification). Logs one line per decision to standard error.
     SIGTERM stops (after answering requests in flight); SIGHUP reloads the
-    configuration file (listen addresses, userdb_listen and [policy] need a
-    restart).
+    configuration file (listen addresses, userdb_listen, [policy], [sending]
+    and [state] need a restart).
     """
     from saslnetauth.config import load_config, validate
     from saslnetauth.serve.app import start

@@ -9,22 +9,20 @@ import click
 from saslnetauth.cli.apppw import app_password
 from saslnetauth.cli.common import (
     AppContext,
-    comment_option,
     emit_json,
     emit_records,
     json_array_option,
     json_object_option,
     pass_app,
     read_password,
-    services_option,
 )
 from saslnetauth.cli.expiring import (
-    added_message,
-    expiry_options,
-    new_grant,
     shown_expiry,
 )
-from saslnetauth.cli.revoking import end_sessions, kick_network
+from saslnetauth.cli.revoking import end_sessions
+from saslnetauth.cli.sending import limit_options, set_limits, unsuspend
+from saslnetauth.cli.usernets import user_net
+from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.events.revoke import RevokeEvent
 from saslnetauth.policy.mainpassword import (
@@ -52,7 +50,6 @@ def _password_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _new_hash(app: AppContext, password_stdin: bool, hash_: str | None) -> str:
-    from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
     from saslnetauth.runtime import make_hasher
 
     hasher = make_hasher(app.config)
@@ -185,21 +182,25 @@ def disable(app: AppContext, name: str) -> None:
 @click.option(
     "--main-password-services",
     "main_services",
-    required=True,
     metavar="SERVICES",
     help="Where the main password may log in: 'all', 'none', services such as "
     "'smtp,submission', or 'default' ([passwords] main_password_services). Elsewhere "
     "only the user's app passwords work.",
 )
+@limit_options
 @pass_app
-def set_(app: AppContext, name: str, main_services: str) -> None:
-    """Change settings of user NAME."""
+def set_(app: AppContext, /, name: str, main_services: str | None, **limits: str | None) -> None:
+    """Change settings of user NAME: where its main password works, its sending limits."""
     store = app.store()
-    stored = None
-    if main_services.strip().lower() != "default":
-        stored = format_main_services(parse_main_services(main_services))
-    store.set_main_password_services(name, stored)
-    click.echo(f"main password of {store.name(name)}: {_main(app, stored)}")
+    if main_services is None and not any(v is not None for v in limits.values()):
+        raise click.UsageError("nothing to set: give --main-password-services or a limit")
+    if main_services is not None:
+        stored = None
+        if main_services.strip().lower() != "default":
+            stored = format_main_services(parse_main_services(main_services))
+        store.set_main_password_services(name, stored)
+        click.echo(f"main password of {store.name(name)}: {_main(app, stored)}")
+    set_limits(app, name, None, limits)
 
 
 def _main(app: AppContext, stored: str | None) -> str:
@@ -282,6 +283,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     click.echo(f"state:    {_state(u)}")
     click.echo(f"password: {_pw(u)}")
     click.echo(f"main password services: {_main(app, u.main_password_services)}")
+    if u.suspended:  # docs/sending.md
+        click.echo("SUSPENDED: main password (sent too much; saslnetauth user unsuspend)")
     click.echo(f"created:  {u.created_at}")
     click.echo(f"updated:  {u.updated_at}")
     click.echo("networks:" + ("" if u.networks else " none"))
@@ -299,7 +302,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     click.echo("app passwords:" + ("" if apps else " none"))
     for a in apps:  # they admit from their own networks: part of where this user logs in
         nets = ", ".join(n.network for n in a.networks if not n.error) or "global only"
-        click.echo(f"  {a.label}  ({describe_services(a.services)}; {nets})")
+        mark = "  SUSPENDED" if a.suspended else ""
+        click.echo(f"  {a.label}  ({describe_services(a.services)}; {nets}){mark}")
     click.echo("retired passwords:" + ("" if retired else " none"))
     for r in retired:  # a failed login with one: reason=retired_password
         tried = r["last_tried_at"]
@@ -318,57 +322,7 @@ def _retired_json(r: dict[str, datetime | None]) -> dict[str, str | None]:
 
 
 user.add_command(app_password)
-
-
-@user.group("net")
-def user_net() -> None:
-    """Add or remove networks of one user."""
-
-
-@user_net.command("add")
-@click.argument("name")
-@click.argument("network", metavar="NET")
-@services_option(
-    "Limit to this service (repeatable): smtp, submission, imap, pop3, sieve... "
-    "Default: all services."
-)
-@comment_option
-@expiry_options
-@pass_app
-def net_add(
-    app: AppContext,
-    name: str,
-    network: str,
-    services: tuple[str, ...],
-    comment: str | None,
-    expires: str | None,
-    until: str | None,
-) -> None:
-    """Allow user NAME to log in from NET (192.0.2.0/24, 2001:db8::/32, local, any),
-    for good or, with --expires/--until, until a time (a grant for a trip)."""
-    rule, ends, now = new_grant(network, services, "user", comment, expires, until)
-    store = app.store()
-    old = store.add_user_network(name, rule)
-    what = f"user {store.name(name)}: network {rule.spec}"
-    click.echo(added_message(what, describe_services(rule.services), ends, old, now))
-    from saslnetauth.cli.proxywarn import warn_if_proxy
-
-    warn_if_proxy(app, rule)
-
-
-@user_net.command("del")
-@click.argument("name")
-@click.argument("network", metavar="NET")
-@pass_app
-def net_del(app: AppContext, name: str, network: str) -> None:
-    """Remove network NET from user NAME and end its sessions from there ([revoke]
-    command)."""
-    store = app.store()
-    store.delete_user_network(name, network)
-    click.echo(f"user {store.name(name)}: network {network} removed")
-    end_sessions(
-        app, RevokeEvent("network_removed", store.name(name), network=kick_network(network))
-    )
+user.add_command(unsuspend)
 
 
 def _state(u: UserRecord) -> str:
@@ -395,3 +349,6 @@ def _nets(u: UserRecord) -> str:
             text += " [invalid]"
         parts.append(text)
     return ", ".join(parts) or "-"
+
+
+user.add_command(user_net)

@@ -37,6 +37,7 @@ from saslnetauth.credentials.apptokens import parse_token, verify_token
 from saslnetauth.policy.login import Login
 from saslnetauth.policy.model import AppPasswordRecord, UserRecord
 from saslnetauth.policy.rules.netrules import Locate, RuleSet, merged_match
+from saslnetauth.policy.suspension import OUTSIDE
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 __all__ = [
@@ -118,6 +119,7 @@ def verify_app_password(
     net_ok = rule is not None
 
     def out(verdict: Verdict, reason: Reason, valid: bool, matched: str | None = None) -> Decision:
+        admitted = None if rule is None or matched is None else OUTSIDE  # never its own
         return Decision(
             verdict,
             reason,
@@ -127,6 +129,7 @@ def verify_app_password(
             network_ok=net_ok,
             verify_seconds=spent,
             credential=label,
+            admitted=admitted,
         )
 
     if not right:

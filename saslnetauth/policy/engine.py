@@ -75,6 +75,7 @@ from saslnetauth.policy.proxies import Case, ProxyNetworks, Route
 from saslnetauth.policy.retiredcheck import record_tried
 from saslnetauth.policy.rules.addresses import parse_address
 from saslnetauth.policy.rules.netrules import RuleSet
+from saslnetauth.policy.suspension import suspended
 from saslnetauth.policy.triage import display_name, look_up, match_credential
 from saslnetauth.policy.verdict import WRONG_PASSWORD, Decision, Reason, Verdict
 
@@ -174,6 +175,7 @@ class DecisionEngine:
             else:
                 classified, effective = self._look_up_and_match(judged, route)
                 decision = self._verify(classified, effective, rehash, tried)
+                decision = suspended(decision, classified.user)  # docs/sending.md
                 decision = self._settle(decision, route, classified)  # proxies hook
                 if not decision.ok:
                     rehash.clear()

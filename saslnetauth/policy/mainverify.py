@@ -19,6 +19,7 @@ from saslnetauth.policy.login import Login
 from saslnetauth.policy.mainpassword import main_password_allows
 from saslnetauth.policy.model import Store, UserRecord
 from saslnetauth.policy.retiredcheck import matching_retired
+from saslnetauth.policy.suspension import admitted_by
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 
 __all__ = ["MainVerifier", "verify_main_password"]
@@ -86,4 +87,6 @@ def verify_main_password(
     # disabled user: that would show in the reply's timing and the row)
     if parsed is not None and v.rehash_on_login and v.hasher.needs_rehash(parsed):
         rehash.append(parsed)
-    return out(Verdict.OK, Reason.OK, rule.describe(), rule.expires)
+    return replace(
+        out(Verdict.OK, Reason.OK, rule.describe(), rule.expires), admitted=admitted_by(rule)
+    )

@@ -103,6 +103,8 @@ class AppPasswordRecord:
     last_used_at: datetime | None = None
     created_at: datetime | None = None
     error: str | None = None
+    #: Suspended for sending too much (:mod:`saslnetauth.policy.suspension`).
+    suspended: bool = False
 
     def expired(self, now: float) -> bool:
         """Whether it has expired at UNIX time ``now``."""
@@ -127,6 +129,7 @@ class AppPasswordRecord:
             "created_at": _iso(self.created_at),
             "valid": self.error is None,
             "error": self.error,
+            "suspended": self.suspended,
         }
 
 
@@ -148,6 +151,8 @@ class UserRecord:
     #: Where the main password may log in, as stored (:mod:`saslnetauth.policy.mainpassword`:
     #: "all", "none" or services); None: ``[passwords] main_password_services``.
     main_password_services: str | None = None
+    #: The main password is suspended for sending too much (:mod:`saslnetauth.policy.suspension`).
+    suspended: bool = False
 
     def app_password(self, token_id: str) -> AppPasswordRecord | None:
         """The app password a token names by its identifier, if it is this user's."""
@@ -169,6 +174,7 @@ class UserRecord:
             "scheme": scheme,
             "networks": [n.to_json(now) for n in self.networks],
             "main_password_services": self.main_password_services,
+            "suspended": self.suspended,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }

@@ -37,6 +37,8 @@ class Reason(enum.Enum):
     #: the right main password on a service where the user must use an app password
     APP_PASSWORD_REQUIRED = "app_password_required"  # noqa: S105 - a reason code
     RETIRED_PASSWORD = "retired_password"  # noqa: S105 - a wrong one: the user's old password
+    #: the right password of a credential suspended for sending too much
+    SUSPENDED = "suspended"
     NETWORK = "network"
     NO_NETWORK_RULES = "no_network_rules"
     #: a trusted proxy forwarded no client address, and no webmail session of the
@@ -97,6 +99,10 @@ class Decision:
     #: The trusted proxy the login came through (saslnetauth.policy.proxies); None:
     #: it came directly.
     proxy: str | None = None
+    #: For an OK: what admitted it, "own" (the user's own permanent networks) or
+    #: "outside" (:func:`saslnetauth.policy.suspension.admitted_by`); the sending limits
+    #: of an outside session are tighter.
+    admitted: str | None = None
 
     @property
     def ok(self) -> bool:

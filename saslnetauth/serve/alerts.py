@@ -41,6 +41,7 @@ __all__ = [
     "NEW_LOCATION",
     "RETIRED_PASSWORD",
     "STOLEN_CREDENTIALS",
+    "SUSPENDED",
     "AlertRunner",
     "alert_environment",
 ]
@@ -50,11 +51,14 @@ log = logging.getLogger("saslnetauth.alert")
 STOLEN_CREDENTIALS = "stolen_credentials"
 NEW_LOCATION = "new_location"
 RETIRED_PASSWORD = "retired_password"  # noqa: S105 - an event name
+#: A credential suspended for sending too much (saslnetauth.sending.limits).
+SUSPENDED = "suspended"
 #: The first words of the line on standard input, per event.
 _HEADLINES = {
     STOLEN_CREDENTIALS: "stolen credentials",
     NEW_LOCATION: "new location",
     RETIRED_PASSWORD: "retired password",
+    SUSPENDED: "credential suspended",
 }
 
 

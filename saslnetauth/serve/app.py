@@ -96,7 +96,15 @@ def bind_listeners(cfg: Config) -> Listening:
             owner=s.socket_owner,
             group=s.socket_group,
         )
-    return Listening(auth, metrics=metrics, userdb=userdb, policy=policy)
+    sending = None
+    if cfg.sending.listen:  # Postfix's check_policy_service (docs/sending.md)
+        sending = listeners.bind(
+            listeners.parse_listen(cfg.sending.listen),
+            mode=s.socket_mode,
+            owner=s.socket_owner,
+            group=s.socket_group,
+        )
+    return Listening(auth, metrics=metrics, userdb=userdb, policy=policy, sending=sending)
 
 
 def check_database(cfg: Config) -> None:

@@ -64,6 +64,9 @@ class Metrics:
         self.located: Counter[str] = Counter()
         #: Logins through trusted proxies by (proxy, verdict) (docs/webmail.md).
         self.proxied: Counter[tuple[str, str]] = Counter()
+        #: Sending policy answers by (result, limit): a closed set of labels
+        #: (saslnetauth.sending.limits).
+        self.sending: Counter[tuple[str, str]] = Counter()
         #: The GeoIP databases: (database, loaded, build time) for the gauges.
         self.geoip: list[tuple[str, bool, int | None]] = []
         #: The responder's counters (connections, verdicts, events), logged at exit too.
@@ -103,6 +106,9 @@ class Metrics:
         if key not in self.proxied and len(self.proxied) >= MAX_SERIES:
             key = ("other", verdict)
         self.proxied[key] += 1
+
+    def count_sending(self, result: str, limit: str) -> None:
+        self.sending[(result, limit)] += 1
 
     def count_policy(self, command: str, status: str) -> None:
         self.policy[(command, status)] += 1
@@ -150,6 +156,16 @@ class Metrics:
             for (proxy, verdict), n in sorted(self.proxied.items()):
                 proxied.add_metric((_label(proxy), _label(verdict)), n)
             yield proxied
+        if self.sending:
+            sending = CounterMetricFamily(
+                "saslnetauth_sending",
+                "Sending policy answers by result (dunno, defer, suspended, unavailable) "
+                "and the limit that deferred.",
+                labels=("result", "limit"),
+            )
+            for (result, limit), n in sorted(self.sending.items()):
+                sending.add_metric((result, limit), n)
+            yield sending
         yield from self._collect_geoip()
         for name, (help_text, value) in sorted(self.gauges.items()):
             if name.endswith("_total"):

@@ -35,6 +35,7 @@ class Listening:
     metrics: socket.socket | None = None
     userdb: socket.socket | None = None
     policy: socket.socket | None = None
+    sending: socket.socket | None = None
 
 
 async def run(cfg: Config, listening: Listening, reload: Reload, mail_connections: int) -> None:
@@ -128,7 +129,7 @@ async def _start_lookups(
 ) -> None:
     """Dovecot's userdb lookups and auth policy requests, on one store, when their
     sockets are configured (they close first)."""
-    if listening.userdb is None and listening.policy is None:
+    if listening.userdb is None and listening.policy is None and listening.sending is None:
         return
     from saslnetauth.runtime import open_store
 
@@ -147,6 +148,10 @@ async def _start_lookups(
         closers.insert(0, userdb.close)
     if listening.policy is not None:
         closers[:0] = await _start_policy(cfg, server, store, listening.policy)
+    if listening.sending is not None:
+        from saslnetauth.sending.server import start_sending_listener
+
+        closers[:0] = await start_sending_listener(cfg, server, store, listening.sending)
 
 
 async def _start_policy(

@@ -60,15 +60,16 @@ _COLUMNS = (
     _APN.network,
 )
 APP_PASSWORDS_OF_USER = (
-    sa.select(*_COLUMNS)
+    sa.select(*_COLUMNS, _AP.suspended_at)
     .select_from(_JOIN)
     .where(_AP.user_id == sa.bindparam("uid"))
     .order_by(_AP.id, _APN.id)
 )
 
-#: The same plus (last_used_at, created_at, network created_at), for admins.
+#: The same plus (last_used_at, created_at, network created_at), for admins; both
+#: end with suspended_at.
 APP_PASSWORD_DETAILS = (
-    sa.select(*_COLUMNS, _AP.last_used_at, _AP.created_at, _APN.created_at)
+    sa.select(*_COLUMNS, _AP.last_used_at, _AP.created_at, _APN.created_at, _AP.suspended_at)
     .select_from(_JOIN)
     .where(_AP.user_id == sa.bindparam("uid"))
     .order_by(_AP.id, _APN.id)
@@ -201,6 +202,7 @@ def _build(group: list[Any], cache: AppRowCache, user: str, details: bool) -> Ap
         last_used_at=as_utc_or_none(first[8]) if details else None,
         created_at=as_utc_or_none(first[9]) if details else None,
         error=error,
+        suspended=first[-1] is not None,
     )
 
 

@@ -45,7 +45,8 @@ HAS_APP_PASSWORDS = (
 )
 
 #: The per-login lookup: (user id, name, hash, enabled, backend, main password
-#: services, network id, network, services, expires_at as stored, has app passwords).
+#: services, network id, network, services, expires_at as stored, suspended_at, has
+#: app passwords).
 USER_BY_NAME = (
     sa.select(
         users.c.id,
@@ -58,6 +59,7 @@ USER_BY_NAME = (
         user_networks.c.network,
         user_networks.c.services,
         expiry_value(user_networks.c.expires_at).label("expires_at"),
+        users.c.suspended_at,
         HAS_APP_PASSWORDS,
     )
     .select_from(_JOIN)
@@ -81,6 +83,7 @@ USER_DETAILS = sa.select(
     user_networks.c.comment,
     user_networks.c.created_at,
     expiry_value(user_networks.c.expires_at).label("expires_at"),
+    users.c.suspended_at,
 ).select_from(_JOIN)
 USER_DETAILS_BY_NAME = USER_DETAILS.where(users.c.name == sa.bindparam("name")).order_by(
     user_networks.c.id
@@ -165,7 +168,7 @@ def lean_user(rows: Sequence[Any], cache: UserRuleCache) -> UserRecord:
         if rule is not None:
             rules.append(rule)
     user = _user(uid, uname, phash, enabled, backend, records, rules, None, None)
-    return replace(user, main_password_services=main) if main is not None else user
+    return replace(user, main_password_services=main, suspended=rows[0][10] is not None)
 
 
 def detailed_user(rows: Sequence[Any]) -> UserRecord:
@@ -185,7 +188,7 @@ def detailed_user(rows: Sequence[Any]) -> UserRecord:
         if rule is not None:
             rules.append(rule)
     user = _user(uid, uname, phash, enabled, backend, records, rules, created, updated)
-    return replace(user, main_password_services=main) if main is not None else user
+    return replace(user, main_password_services=main, suspended=rows[0][14] is not None)
 
 
 def _driver_bool(value: Any) -> Any:

@@ -9,7 +9,11 @@ Tables (see docs/database.md):
     boolean; ``created_at``/``updated_at`` timestamps;
     ``main_password_services`` where the main password may log in (``all``,
     ``none`` or services such as ``smtp,submission``), NULL for the
-    configured default (``[passwords] main_password_services``).
+    configured default (``[passwords] main_password_services``);
+    ``messages_per_hour``, ``recipients_per_hour``, ``messages_per_day``,
+    ``recipients_per_day`` the main password's sending limits (NULL: ``[sending]``'s,
+    0: none) and ``suspended_at`` when it was suspended for sending too much
+    (NULL: not suspended).
 ``user_networks``
     ``user_id`` -> users.id (cascade delete); ``network`` canonical text
     (``192.0.2.0/24``, ``2001:db8::/32``, ``local``, ``any``); ``services``
@@ -41,7 +45,8 @@ Tables (see docs/database.md):
     per-device credentials: ``user_id`` -> users.id (cascade delete),
     ``label`` unique per user, ``token_id`` unique public identifier,
     ``secret_hash``, ``services`` as above, ``expires_at``,
-    ``last_used_at``, ``created_at``.
+    ``last_used_at``, ``created_at``; the sending limits and ``suspended_at``
+    as for users (a NULL limit: the user's, then ``[sending]``'s).
 ``app_password_networks``
     ``app_password_id`` -> app_passwords.id (cascade delete), ``network``
     as above; unique (app_password_id, network).
@@ -65,13 +70,15 @@ Changing these definitions requires a new Alembic migration.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -101,6 +108,23 @@ def _created_at() -> sa.Column[object]:
     )
 
 
+#: A credential's own sending limits (migration 0008; NULL: the default, 0: none).
+SENDING_LIMITS = (
+    "messages_per_hour",
+    "recipients_per_hour",
+    "messages_per_day",
+    "recipients_per_day",
+)
+
+
+def _sending_columns() -> list[sa.Column[Any]]:
+    """The sending limits and the suspension of a credential (migration 0008)."""
+    columns: list[sa.Column[Any]] = [
+        sa.Column(name, sa.Integer, nullable=True) for name in SENDING_LIMITS
+    ]
+    return [*columns, sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True)]
+
+
 users = sa.Table(
     "users",
     metadata,
@@ -114,6 +138,7 @@ users = sa.Table(
         "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("main_password_services", sa.String(255), nullable=True),
+    *_sending_columns(),
     sa.UniqueConstraint("name", name="uq_users_name"),
 )
 
@@ -182,6 +207,7 @@ app_passwords = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
     _created_at(),
+    *_sending_columns(),
     sa.UniqueConstraint("user_id", "label", name="uq_app_passwords_user_label"),
     sa.UniqueConstraint("token_id", name="uq_app_passwords_token_id"),
     sa.Index("ix_app_passwords_user_id", "user_id"),

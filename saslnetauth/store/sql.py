@@ -40,11 +40,12 @@ from saslnetauth.store.rows import (
     lean_user,
 )
 from saslnetauth.store.schema import SCHEMA_REVISION, users
+from saslnetauth.store.sending import SendingAdmin
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "SqlStore", "sqlite_path"]
 
 
-class SqlStore(StoreAdmin, AppPasswordAdmin):
+class SqlStore(StoreAdmin, AppPasswordAdmin, SendingAdmin):
     """The project's store. Thread-safe; one instance per process."""
 
     def __init__(

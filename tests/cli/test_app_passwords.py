@@ -71,6 +71,7 @@ def test_add_list_del_and_json_shapes(db: str) -> None:
         "created_at",
         "valid",
         "error",
+        "suspended",  # docs/sending.md
     ]
     assert listed[0]["services"] == ["imap"] and listed[0]["expired"] is False
     assert [n["network"] for n in listed[0]["networks"]] == ["any"]

@@ -123,6 +123,7 @@ def test_user_lifecycle_and_json(db: str) -> None:
         "scheme",
         "networks",
         "main_password_services",  # null: [passwords] main_password_services
+        "suspended",  # docs/sending.md
         "created_at",
         "updated_at",
         "retired_passwords",  # user show only (user list --json leaves it out)

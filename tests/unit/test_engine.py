@@ -270,3 +270,42 @@ def _secret_forms(user: str, secret: str) -> list[str]:
         b64(f"\0{user}\0{secret}"),
         b64(f"\0{user}\0{secret}x"),
     ]
+
+
+def test_suspended_credential_fails_like_a_wrong_password(
+    engine: DecisionEngine, sqlite_store: SqlStore
+) -> None:
+    """docs/sending.md: the right password of a suspended credential is a FAIL."""
+    assert engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp")).admitted == "own"
+    assert sqlite_store.suspend("alice", None)
+    assert not sqlite_store.suspend("alice", None)  # already
+    d = engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp"))
+    assert (d.verdict, d.reason, d.credentials_valid) == (Verdict.FAIL, Reason.SUSPENDED, True)
+    assert (
+        engine.decide(Login.of("alice", "wrong", "192.0.2.9", "smtp")).reason is Reason.BAD_PASSWORD
+    )
+    assert sqlite_store.unsuspend("alice", None)
+    assert engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp")).ok
+
+
+def test_admitted_says_own_or_outside(engine: DecisionEngine, sqlite_store: SqlStore) -> None:
+    sqlite_store.add_global_network(NetworkRule.parse("198.51.100.0/24"))
+    assert engine.decide(Login.of("alice", PW, "198.51.100.1", "smtp")).admitted == "outside"
+    assert engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp")).admitted == "own"
+    assert engine.decide(Login.of("alice", "wrong", "192.0.2.9", "smtp")).admitted is None
+
+
+def test_suspended_app_password_fails_and_the_main_password_works(
+    engine: DecisionEngine, sqlite_store: SqlStore
+) -> None:
+    from saslnetauth.credentials.apptokens import new_token
+
+    token = sqlite_store.add_app_password(
+        "alice", "phone", new_token, networks=[NetworkRule.parse("any", scope="app")]
+    )
+    d = engine.decide(Login.of("alice", token, "198.51.100.1", "smtp"))
+    assert (d.ok, d.credential, d.admitted) == (True, "phone", "outside")
+    assert sqlite_store.suspend("alice", "phone")
+    d = engine.decide(Login.of("alice", token, "198.51.100.1", "smtp"))
+    assert (d.reason, d.credential, d.credentials_valid) == (Reason.SUSPENDED, "phone", True)
+    assert engine.decide(Login.of("alice", PW, "192.0.2.9", "smtp")).ok

@@ -24,6 +24,7 @@ def _every_field_set() -> Decision:
         "credential": "phone",
         "new_location": "network,country",
         "proxy": "127.0.0.1",
+        "admitted": "outside",
     }
     names = {f.name for f in dataclasses.fields(Decision)} - {"verdict", "reason", "user"}
     assert names == set(values), "a new Decision field: give it a value here"

@@ -173,3 +173,13 @@ def test_peer_allowed() -> None:
     for peer in (("192.0.2.1", 1), ("::ffff:192.0.2.1", 1, 0, 0), ("fe80::1%eth0", 1, 0, 2)):
         assert not peer_allowed(peer, nets)
     assert not peer_allowed(("not-an-ip", 1), nets)
+
+
+def test_decide_network_refuses_a_suspended_main_password() -> None:
+    """docs/sending.md: suspended for sending too much, refused like a disabled user."""
+    from dataclasses import replace
+
+    got = decide_network(
+        replace(ALICE, suspended=True), GLOBAL, req("192.0.2.9"), "global", now=NOW
+    )
+    assert got == (False, Reason.SUSPENDED)

@@ -91,6 +91,9 @@ class AuthServer:
         #: The verdict record (``saslnetauth report``) for the failures decided here;
         #: the engine records its own decisions in the workers.
         self.record = record
+        #: Told every OK and its client address (the sending limits' login links,
+        #: saslnetauth.sending.logins; returns at once, never raises).
+        self.on_login_ok: Callable[[Decision, str | None], None] | None = None
         #: Slowest verification measured at start (seconds; saslnetauth.policy.deadline.calibrate).
         self.measured = measured
         self.settings = settings
@@ -314,6 +317,8 @@ class AuthServer:
             self.metrics.count_located(decision.geoip)
         if decision.proxy is not None:  # proxies hook
             self.metrics.count_proxy(decision.proxy, decision.verdict.value)
+        if decision.ok and self.on_login_ok is not None:  # the sending limits' login links
+            self.on_login_ok(decision, login.rip)
         braked = self.settings.user_penalty
         extra = self.brakes.after(decision, login, key, seen, now, user_penalty=braked)
         self._alert(decision, login, repeat=seen.client)

@@ -86,6 +86,8 @@ def decide_network(
         rules: tuple[RuleSet, ...] = (global_rules,)
     elif not user.enabled:
         return False, Reason.DISABLED
+    elif user.suspended:  # Dovecot's passdb checks the main password (docs/sending.md)
+        return False, Reason.SUSPENDED
     else:
         rules = (user.rules, global_rules)
     applicable, rule = merged_match(rules, addr, req.protocol, locate, now=now)

@@ -1,0 +1,159 @@
+"""Sending limits on a real Redis (docs/sending.md, "Several MX hosts"): twenty clients
+racing on one user get exactly the limit, with one server and with two servers sharing
+Redis; a Redis that stops defers sending while logins go on, and its return needs no
+restart. 127.0.0.1:6379 runs on this machine kind (each test its own key prefix); the
+outage test runs its own redis-server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from saslnetauth.sending.redisstate import RedisState
+from saslnetauth.settings import SendingConfig
+from saslnetauth.store import SqlStore
+from tests.support.clitools import init_with_user
+from tests.support.metrics import plain, samples
+from tests.support.peers import missing, port_open
+from tests.support.sending import connect, note, ok, request, sending_server
+from tests.support.serverproc import free_port, run_server
+
+pytestmark = pytest.mark.peer
+
+SHARED = "redis://127.0.0.1:6379/0"
+N = 7
+CLIENTS = 20
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    if not port_open("127.0.0.1", 6379):
+        missing("Redis on 127.0.0.1:6379")
+    p = f"t{uuid.uuid4().hex[:12]}:"
+    yield p
+    subprocess.run(
+        ["sh", "-c", f"redis-cli --scan --pattern '{p}*' | xargs -r redis-cli del"],
+        check=False,
+        capture_output=True,
+    )
+
+
+async def _race(paths: list[Path], store: SqlStore, prefix: str, servers: int) -> list[str]:
+    cfg = SendingConfig(messages_per_hour=N, messages_per_day=1000, suspend_after=0)
+    async with contextlib.AsyncExitStack() as stack:
+        for path in paths[:servers]:  # each server with its own Redis client
+            links = await stack.enter_async_context(
+                sending_server(path, store, RedisState(SHARED), cfg, prefix=prefix)
+            )
+            await note(links, ok("alice"))
+        clients = [await connect(paths[i % servers]) for i in range(CLIENTS)]
+        msgs = [request("END-OF-MESSAGE", instance=f"m{i}") for i in range(CLIENTS)]
+        got = await asyncio.gather(*(c.ask(m) for c, m in zip(clients, msgs, strict=True)))
+        for c in clients:
+            await c.close()
+    return list(got)
+
+
+@pytest.mark.parametrize("servers", [1, 2])
+def test_twenty_racing_clients_get_exactly_the_limit(
+    sqlite_store: SqlStore, tmp_path: Path, prefix: str, servers: int
+) -> None:
+    sqlite_store.add_user("alice", "{PLAIN}x")
+    paths = [tmp_path / "a", tmp_path / "b"]
+    got = asyncio.run(_race(paths, sqlite_store, prefix, servers))
+    assert got.count("DUNNO") == N
+    assert sum(g.startswith("450 4.7.1") for g in got) == CLIENTS - N
+
+
+def _redis(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("redis-server")
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not port_open("127.0.0.1", port):
+        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def _ask(path: Path, data: bytes) -> str:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(data)
+        buf = b""
+        while not buf.endswith(b"\n\n") and (chunk := s.recv(4096)):
+            buf += chunk
+    return buf.decode().removeprefix("action=").strip()
+
+
+def test_redis_stopped_mid_test(tmp_path: Path) -> None:
+    """serve with [state] url on a private Redis: killed, sending defers (451) and logins
+    go on; started again, sending is counted again without a restart of serve."""
+    port = free_port()
+    redis = _redis(port)
+    try:
+        db = init_with_user(f"sqlite:///{tmp_path}/r.db", "alice", "pw-redis", "127.0.0.0/8")
+        policy = tmp_path / "policy"
+        cfg = tmp_path / "c.toml"
+        mport = free_port()
+        cfg.write_text(
+            f'[serve]\nmetrics_listen = "inet:127.0.0.1:{mport}"\n'
+            f'[sending]\nlisten = "unix:{policy}"\nmessages_per_hour = 3\n'
+            f'[state]\nurl = "redis://127.0.0.1:{port}/0"\ntimeout = 0.3\n'
+        )
+        with run_server(db, config=cfg, workdir=tmp_path) as server:
+            server.wait_log("sending policy listening")
+            auth = server.connect()
+            auth.handshake()
+            assert auth.login_plain("alice", "pw-redis").startswith("OK")
+            msg = request("END-OF-MESSAGE", client="127.0.0.2")
+            assert [_ask(policy, msg) for _ in range(4)][2:] == [
+                "DUNNO",
+                "450 4.7.1 Too many messages in the last hour, please try again later",
+            ]
+            redis.kill()
+            redis.wait()
+            assert _ask(policy, msg).startswith("451 4.3.0")
+            assert auth.login_plain("alice", "pw-redis").startswith("OK")  # logins go on
+            assert _ask(policy, request("RCPT", user="")) == "DUNNO"
+            redis = _redis(port)  # empty: nothing was kept on disk
+            assert auth.login_plain("alice", "pw-redis").startswith("OK")
+            assert _ask(policy, msg) == "DUNNO"
+            log = server.wait_log("sending limits available again")
+            assert "sending limits unavailable" in log
+            url = f"http://127.0.0.1:{mport}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                got = samples(resp.read().decode())
+            defer = plain("saslnetauth_sending_total", result="defer", limit="messages_per_hour")
+            assert got[defer] == 1
+            assert got[plain("saslnetauth_sending_total", result="unavailable", limit="-")] == 1
+            auth.close()
+    finally:
+        redis.kill()
+        redis.wait()
