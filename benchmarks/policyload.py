@@ -3,7 +3,7 @@
 Each client is one long-lived connection, like one Postfix smtpd process's:
 for every message it sends one ``protocol_state=RCPT`` request per recipient,
 then one ``protocol_state=END-OF-MESSAGE`` request (the attributes Postfix 3.7
-sends for an authenticated session: docs/sending.md), and waits for each
+sends for an authenticated session, per Postfix's SMTPD_POLICY_README), and waits for each
 ``action=...`` answer before the next request. A connection the server closes
 (postfwd's children exit after 1,000 requests) is reopened and the request
 sent again, as smtpd does; the reconnection is part of that decision's latency.
