@@ -66,17 +66,19 @@ def redis_up() -> bool:
     return res.stdout.strip() == "PONG"
 
 
-def targets(limit: int, only: set[str] | None) -> tuple[list[tuple[str, Factory]], list[str]]:
+def targets(
+    limit: int, only: set[str] | None, db: str | None
+) -> tuple[list[tuple[str, Factory]], list[str]]:
     """(name, factory) of what can run here, and the rows of what cannot."""
     out: list[tuple[str, Factory]] = []
     skipped: list[str] = []
-    if sending_peers.saslnetauth_has_sending():
-        out.append(("embedded", lambda d: sending_peers.saslnetauth(d, limit)))
+    if db is not None:
+        out.append(("embedded", lambda d: sending_peers.saslnetauth(d, db)))
         if redis_up():
-            out.append(("redis", lambda d: sending_peers.saslnetauth(d, limit, REDIS_URL)))
+            out.append(("redis", lambda d: sending_peers.saslnetauth(d, db, REDIS_URL)))
         else:
             skipped.append("saslnetauth (redis): no Redis answers on 127.0.0.1:6379: skipped")
-    else:
+    elif not sending_peers.saslnetauth_has_sending():
         skipped.append("saslnetauth has no [sending]: skipped")
     for name, cmd, factory in (
         ("policyd-rate-limit", "policyd-rate-limit", sending_peers.policyd_rate_limit),
@@ -114,12 +116,12 @@ def measure(
     return res
 
 
-def race_two_servers(limit: int) -> int | None:
-    if not (sending_peers.saslnetauth_has_sending() and redis_up()):
+def race_two_servers(limit: int, db: str | None) -> int | None:
+    if db is None or not redis_up():
         return None
 
     def factory(d: Path) -> Any:
-        return sending_peers.saslnetauth(d, limit, REDIS_URL, servers=2)
+        return sending_peers.saslnetauth(d, db, REDIS_URL, servers=2)
 
     with started(factory) as target:
         pairs = [("127.0.0.1", p) for p in target.ports]
@@ -190,13 +192,13 @@ def main() -> int:
     exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (under a minute)")
-    ap.add_argument("--seconds", type=float, help="seconds per closed-loop cell (8; quick 2)")
+    ap.add_argument("--seconds", type=float, help="seconds per closed-loop cell (6; quick 2)")
     ap.add_argument("--conns", default="1,20,200", help="concurrencies (1,20,200)")
     ap.add_argument("--limit", type=int, default=50, help="messages per hour in the race (50)")
     ap.add_argument("--targets", help="subset of: embedded,redis,policyd-rate-limit,postfwd")
     args = ap.parse_args()
-    seconds = args.seconds or (2.0 if args.quick else 8.0)
-    paced_seconds = 3.0 if args.quick else 8.0
+    seconds = args.seconds or (2.0 if args.quick else 6.0)
+    paced_seconds = 3.0 if args.quick else 6.0
     conns = [int(c) for c in args.conns.split(",")]
     raise_nofile()
     banner(
@@ -206,12 +208,19 @@ def main() -> int:
     print("one message = RCPT + END-OF-MESSAGE (2 decisions); 10,000 users; TCP on loopback;")
     print(f"closed loop {seconds:g} s per cell, paced {paced_seconds:g} s; other processes share "
           "the machine, so compare within a run")  # fmt: skip
-    found, skipped = targets(args.limit, set(args.targets.split(",")) if args.targets else None)
-    results = []
-    for _name, factory in found:
-        results.append(measure(factory, conns, seconds, paced_seconds, args.limit))
-    wanted = not args.targets or "redis" in args.targets
-    two = race_two_servers(args.limit) if wanted else None
+    only = set(args.targets.split(",")) if args.targets else None
+    with bench_dir("sna-sending-db-") as dbdir:
+        db = None
+        if sending_peers.saslnetauth_has_sending() and (not only or only & {"embedded", "redis"}):
+            db = sending_peers.saslnetauth_database(dbdir, args.limit)
+        found, skipped = targets(args.limit, only, db)
+        results = []
+        for name, factory in found:
+            try:
+                results.append(measure(factory, conns, seconds, paced_seconds, args.limit))
+            except (OSError, RuntimeError, TimeoutError, subprocess.SubprocessError) as exc:
+                skipped.append(f"{name}: FAILED: {exc!r}")
+        two = race_two_servers(args.limit, db) if not only or "redis" in only else None
     print()
     for r in results:
         if r["note"]:
@@ -220,7 +229,7 @@ def main() -> int:
     for row in skipped:
         print(row)
     print(f"reproduce: {command_line()}")
-    return 0
+    return 1 if any("FAILED" in row for row in skipped) else 0
 
 
 if __name__ == "__main__":

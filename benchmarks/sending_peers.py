@@ -86,14 +86,20 @@ def _sending_config(port: int, state_url: str, prefix: str) -> str:
     )
 
 
-@contextlib.contextmanager
-def saslnetauth(tmp: Path, limit: int, state_url: str = "", servers: int = 1) -> Iterator[Target]:
-    """``servers`` instances of ``saslnetauth serve`` on one SQLite database (and, with
-    ``state_url``, one Redis)."""
-    db = f"sqlite:///{tmp / 'sending.db'}"
+def saslnetauth_database(directory: Path, limit: int) -> str:
+    """A SQLite database with the racer and its limit (the counters are not in it:
+    one database serves every saslnetauth target of a run)."""
+    db = f"sqlite:///{directory / 'sending.db'}"
     cli("init", db=db)
-    cli("user", "add", RACER, "--password-stdin", "--net", "127.0.0.2", db=db, stdin="x-racer\n")
+    cli("user", "add", RACER, "--hash", "{PLAIN}x-racer", "--net", "127.0.0.2", db=db)
     cli("user", "set", RACER, "--messages-per-hour", str(limit), db=db)
+    return db
+
+
+@contextlib.contextmanager
+def saslnetauth(tmp: Path, db: str, state_url: str = "", servers: int = 1) -> Iterator[Target]:
+    """``servers`` instances of ``saslnetauth serve`` on the database ``db`` (and, with
+    ``state_url``, one Redis)."""
     prefix = f"sendbench-{os.getpid()}-{time.time_ns()}:"
     label = "redis" if state_url else "embedded"
     target = Target(f"saslnetauth ({label}{', 2 servers' if servers > 1 else ''})", [])
@@ -202,7 +208,9 @@ def postfwd(tmp: Path, limit: int, max_servers: int = 250) -> Iterator[Target]:
     home.mkdir()
     shutil.chown(home, "postfw", "postfw")
     (home / "postfwd.cf").write_text(postfwd_rules(limit))
-    port, cache_port = free_port(), free_port()
+    port = cache_port = free_port()
+    while cache_port == port:  # a cache daemon that cannot bind leaves every child hanging
+        cache_port = free_port()
     pidfile = home / "postfwd2.pid"
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     argv = [
