@@ -192,14 +192,27 @@ class PolicyConnection:
         self.reader = self.writer = None
 
 
+async def _open_warm(conn: PolicyConnection) -> None:
+    """Open ``conn`` and get one answer on it before the clock starts (forked servers
+    spawn their children now). A connection that gets no answer is opened again: a
+    full listen backlog (policyd-rate-limit's is 5) can leave a client "connected"
+    that the server never accepts."""
+    warm = policy_request("VRFY", "warmup", instance="0")
+    for attempt in range(6):
+        await conn.open()
+        try:
+            await conn.ask(warm, 20)
+            return
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            conn.close()
+            if attempt == 5:
+                raise
+
+
 async def _open_all(host: str, port: int, n: int, stats: Stats) -> list[PolicyConnection]:
     conns = [PolicyConnection(host, port, stats) for _ in range(n)]
-    for group in range(0, n, 20):  # a small listen backlog (policyd-rate-limit's is 5)
-        await asyncio.gather(*(c.open() for c in conns[group : group + 20]))
-    # one request each before the clock starts: forked servers spawn their children now
-    await asyncio.gather(
-        *(c.ask(policy_request("VRFY", "warmup", instance="0"), 120) for c in conns)
-    )
+    for group in range(0, n, 5):
+        await asyncio.gather(*(_open_warm(c) for c in conns[group : group + 5]))
     return conns
 
 
