@@ -192,13 +192,13 @@ def main() -> int:
     exit_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (under a minute)")
-    ap.add_argument("--seconds", type=float, help="seconds per closed-loop cell (6; quick 2)")
+    ap.add_argument("--seconds", type=float, help="seconds per closed-loop cell (6; quick 1.5)")
     ap.add_argument("--conns", default="1,20,200", help="concurrencies (1,20,200)")
     ap.add_argument("--limit", type=int, default=50, help="messages per hour in the race (50)")
     ap.add_argument("--targets", help="subset of: embedded,redis,policyd-rate-limit,postfwd")
     args = ap.parse_args()
-    seconds = args.seconds or (2.0 if args.quick else 6.0)
-    paced_seconds = 3.0 if args.quick else 6.0
+    seconds = args.seconds or (1.5 if args.quick else 6.0)
+    paced_seconds = 2.0 if args.quick else 6.0
     conns = [int(c) for c in args.conns.split(",")]
     raise_nofile()
     banner(
