@@ -41,6 +41,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "import_100k": ([], []),
     "dovecot24": ([], ["--quick"]),
     "app_passwords": ([], ["--logins", "6", "--fast-logins", "50"]),
+    "sending": ([], ["--quick"]),
 }
 
 
