@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +30,6 @@ from pathlib import Path
 
 import pytest
 
-from saslnetauth.config import load_config
-from saslnetauth.errors import ConfigError
 from tests.support.clitools import run
 from tests.support.dovecot import DovecotInstance, mail_ids
 from tests.support.net import make_peer_dir, peer_tmpdir, require_source_addresses
@@ -56,25 +53,6 @@ PROXY = "127.0.0.1"
 BROWSER_OK = "127.0.0.23"
 BROWSER_DENIED = "127.0.0.66"
 PROXIES = '[proxies]\nnetworks = ["127.0.0.1/32"]\nsession_seconds = 1800\n'
-
-
-def _product_has_proxies() -> bool:
-    """Does the configuration accept ``[proxies]`` (issue 23)?"""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "saslnetauth.toml"
-        cfg.write_text(PROXIES)
-        cfg.chmod(0o600)
-        try:
-            load_config(cfg)
-        except ConfigError as e:
-            if "unknown key 'proxies'" in str(e):
-                return False
-            raise  # [proxies] is there, and refuses these settings: the tests must say so
-    return True
-
-
-HAS_PROXIES = _product_has_proxies()
-needs_proxies = pytest.mark.skipif(not HAS_PROXIES, reason="needs [proxies] (issue 23)")
 
 
 @dataclass
@@ -259,7 +237,6 @@ def test_roundcube_without_the_plugin_forwards_nothing(
 
 
 # -- issue 23's acceptance: webmail behind a trusted proxy --------------------------
-# Remove the needs_proxies guard when [proxies] is merged.
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +253,6 @@ def proxied_webmail(roundcube: RoundcubeInstance, proxied: Backend) -> Roundcube
     return roundcube
 
 
-@needs_proxies
 def test_proxied_webmail_reads_and_sends_with_xclient(
     proxied_webmail: RoundcubeInstance, proxied: Backend
 ) -> None:
@@ -292,7 +268,6 @@ def test_proxied_webmail_reads_and_sends_with_xclient(
     assert not proxied.serve_lines(serve_mark, "ok", service="smtp", proxy=PROXY)
 
 
-@needs_proxies
 def test_proxied_webmail_reads_and_sends_through_the_session_binding(
     proxied_webmail: RoundcubeInstance, proxied: Backend
 ) -> None:
@@ -305,7 +280,6 @@ def test_proxied_webmail_reads_and_sends_through_the_session_binding(
     assert proxied.serve_lines(serve_mark, "ok", user="alice", service="smtp", proxy=PROXY)
 
 
-@needs_proxies
 def test_proxied_webmail_denied_browser_sees_login_failed_and_ends_the_binding(
     proxied_webmail: RoundcubeInstance, proxied: Backend
 ) -> None:
@@ -320,7 +294,6 @@ def test_proxied_webmail_denied_browser_sees_login_failed_and_ends_the_binding(
     assert proxied.postfix.login(PROXY, "alice", PW)[0] == 535
 
 
-@needs_proxies
 def test_proxied_webmail_without_the_plugin_is_refused(
     proxied_webmail: RoundcubeInstance, proxied: Backend
 ) -> None:
