@@ -3,7 +3,6 @@ and ``user app-password add`` (docs/sending.md)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,7 @@ import click
 
 from saslnetauth.cli.common import AppContext, emit_json, json_object_option, pass_app
 from saslnetauth.errors import InvalidInputError, NotFoundError
-from saslnetauth.store.schema import SENDING_LIMITS
+from saslnetauth.sending import SENDING_LIMITS
 
 __all__ = ["limit_options", "sending", "set_limits", "unsuspend"]
 
@@ -99,6 +98,8 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
     row = store.sending_row(name)
     if row is None:
         raise NotFoundError(f"no such user: {store.name(name)}")
+    import asyncio
+
     report = asyncio.run(explain(app.config, row, time.time()))
     if as_json:
         emit_json(report)

@@ -22,7 +22,6 @@ from saslnetauth.cli.expiring import (
 from saslnetauth.cli.revoking import end_sessions
 from saslnetauth.cli.sending import limit_options, set_limits, unsuspend
 from saslnetauth.cli.usernets import user_net
-from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
 from saslnetauth.errors import InvalidInputError
 from saslnetauth.events.revoke import RevokeEvent
 from saslnetauth.policy.mainpassword import (
@@ -50,6 +49,7 @@ def _password_options(fn: click.decorators.FC) -> click.decorators.FC:
 
 
 def _new_hash(app: AppContext, password_stdin: bool, hash_: str | None) -> str:
+    from saslnetauth.credentials.passwords import PLAINTEXT_SCHEMES
     from saslnetauth.runtime import make_hasher
 
     hasher = make_hasher(app.config)

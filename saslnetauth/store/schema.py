@@ -75,6 +75,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from saslnetauth.sending import SENDING_LIMITS
+
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
@@ -109,12 +111,6 @@ def _created_at() -> sa.Column[object]:
 
 
 #: A credential's own sending limits (migration 0008; NULL: the default, 0: none).
-SENDING_LIMITS = (
-    "messages_per_hour",
-    "recipients_per_hour",
-    "messages_per_day",
-    "recipients_per_day",
-)
 
 
 def _sending_columns() -> list[sa.Column[Any]]:

@@ -18,8 +18,9 @@ from sqlalchemy.engine import Connection
 
 from saslnetauth.errors import InvalidInputError, NotFoundError
 from saslnetauth.policy.model import normalize_username
+from saslnetauth.sending import SENDING_LIMITS
 from saslnetauth.store.connect import Database
-from saslnetauth.store.schema import SENDING_LIMITS, app_passwords, users
+from saslnetauth.store.schema import app_passwords, users
 
 __all__ = ["CredentialLimits", "SendingAdmin", "SendingRow"]
 
