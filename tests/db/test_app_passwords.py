@@ -7,41 +7,15 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.errors import AlreadyExistsError, NotFoundError
 from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.policy.login import Login
-from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
-
-PW = "main pass word"
-
-
-def _net(text: str, services: str | None = None) -> NetworkRule:
-    return NetworkRule.parse(text, services, scope="user")
-
-
-def _add(
-    store: SqlStore,
-    user: str,
-    label: str,
-    *nets: str,
-    services: str | None = None,
-    expires: datetime | None = None,
-) -> str:
-    svc = frozenset(services.split(",")) if services else None
-    rules = [NetworkRule.parse(n, svc, scope=f"app password {label}") for n in nets]
-    return store.add_app_password(
-        user,
-        label,
-        new_token,
-        services=svc,
-        networks=rules,
-        expires=expires.timestamp() if expires else None,
-    )
-
+from tests.support.apppasswords import PW
+from tests.support.apppasswords import add_app_password as _add
+from tests.support.apppasswords import user_net as _net
 
 #: An ``expires_at`` as a script writes it, (in 8 hours, a minute ago), in each form
 #: the dialect's column takes: the same forms as a network row's (tests/db/test_grants.py).

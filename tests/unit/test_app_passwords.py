@@ -23,33 +23,11 @@ from saslnetauth.policy.verdict import Reason, Verdict
 from saslnetauth.store import SqlStore
 from saslnetauth.store.lastused import LastUsedRecorder
 from saslnetauth.store.schema import app_passwords, users
+from tests.support.apppasswords import PW
+from tests.support.apppasswords import add_app_password as _add
+from tests.support.apppasswords import user_net as _net
 
-PW = "main pass word"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-def _net(text: str, services: str | None = None) -> NetworkRule:
-    return NetworkRule.parse(text, services, scope="user")
-
-
-def _add(
-    store: SqlStore,
-    user: str,
-    label: str,
-    *nets: str,
-    services: str | None = None,
-    expires: datetime | None = None,
-) -> str:
-    svc = frozenset(services.split(",")) if services else None
-    rules = [NetworkRule.parse(n, svc, scope=f"app password {label}") for n in nets]
-    return store.add_app_password(
-        user,
-        label,
-        new_token,
-        services=svc,
-        networks=rules,
-        expires=expires.timestamp() if expires else None,
-    )
 
 
 @dataclass
