@@ -248,7 +248,21 @@ def _run_as(uid: int, script: str, *args: str) -> subprocess.Popen[str]:
         missing("root and setpriv (util-linux), to connect as another user")
     assert setpriv is not None
     cmd = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "/usr/bin/python3"]
-    return subprocess.Popen([*cmd, "-c", script, *args], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([*cmd, "-c", script, *args], stdout=subprocess.PIPE, text=True, cwd="/")
+
+
+def run_script_as(user: str, script: str, *args: str, timeout: float = 30) -> tuple[int, str]:
+    """The stdlib-only ``script`` run to its end by ``user``: (exit status, its output)."""
+    import pwd
+
+    proc = _run_as(pwd.getpwnam(user).pw_uid, script, *args)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc.returncode, out
 
 
 def as_user(uid: int, target: str, count: int = 1, hold: float = 0) -> subprocess.Popen[str]:

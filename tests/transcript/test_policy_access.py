@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.clitools import run
 from tests.support.net import peer_tmpdir
-from tests.support.serverproc import run_server
+from tests.support.serverproc import run_script_as, run_server
 
 SECRET_KEYS = 'api_header = "X-Policy-Key: s3cret-header-value"\n'
 #: With the secret: what a peer that may connect is answered (any HTTP status).
@@ -68,16 +67,9 @@ def test_policy_socket_answers_only_allowed_users() -> None:
             srv.wait_log("policy listening")
             assert _ask_as_root(policy).startswith(b"HTTP/1.1 "), "root may"
             for _ in range(2):
-                res = subprocess.run(
-                    ["/usr/bin/python3", "-c", CLIENT, str(policy), REQUEST.decode()],
-                    user="nobody",
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    cwd="/",
-                )
-                assert res.returncode == 0, res.stderr
-                assert "HTTP" not in res.stdout, res.stdout  # closed before an answer
+                code, out = run_script_as("nobody", CLIENT, str(policy), REQUEST.decode())
+                assert code == 0, out
+                assert "HTTP" not in out, out  # closed before an answer
             log = srv.wait_log("policy connection refused: reason=peer_not_allowed uid=65534")
             assert log.count("policy connection refused") == 1, "logged once per peer"
             assert _ask_as_root(policy).startswith(b"HTTP/1.1 "), "root still may"

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.support.clitools import run
 from tests.support.net import peer_tmpdir
-from tests.support.serverproc import run_server
+from tests.support.serverproc import run_script_as, run_server
 
 LOOKUP = b"VERSION\t1\t0\nUSER\t1\talice\tservice=imap\n"
 # run as another user: the system's Python (the venv may not be readable by it)
@@ -62,16 +61,9 @@ def test_userdb_answers_only_allowed_peers() -> None:
         with run_server(db, config=cfg, workdir=tmp) as srv:
             srv.wait_log("userdb listening")
             assert b"USER\t1\talice" in _ask_as_root(userdb)
-            res = subprocess.run(
-                ["/usr/bin/python3", "-c", CLIENT, str(userdb)],
-                user="nobody",
-                capture_output=True,
-                text=True,
-                timeout=30,
-                cwd="/",
-            )
-            assert res.returncode == 0, res.stderr
-            assert "alice" not in res.stdout and "NOTFOUND" not in res.stdout, res.stdout
+            code, out = run_script_as("nobody", CLIENT, str(userdb))
+            assert code == 0, out
+            assert "alice" not in out and "NOTFOUND" not in out, out
             # closed before a byte was sent (a refused sender may see its write fail)
-            assert "VERSION" not in res.stdout, res.stdout
+            assert "VERSION" not in out, out
             srv.wait_log("userdb connection refused: uid=65534")
