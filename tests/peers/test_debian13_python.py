@@ -9,7 +9,10 @@ run's output when any of them fails. Database servers on this machine's
 loopback serve the inner run too; ``CI`` is passed in, so a missing peer in
 there fails in CI as well. The static checks (ruff, mypy) are not repeated:
 they do not depend on the Python that runs them. A second test runs
-``saslnetauth serve`` itself under 3.13 behind Debian 13's Postfix and stops it.
+``saslnetauth serve`` itself under 3.13 behind Debian 13's Postfix and stops it. A third
+runs the sending limits' Redis tests (``tests/peers/test_sending_redis.py``) under 3.13
+against Debian 13's Valkey 8: a private ``valkey-server`` of the chroot per test
+(``SASLNETAUTH_TEST_REDIS_SERVER``, tests/support/redisserver.py).
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ from pathlib import Path
 import pytest
 
 from tests.support import ALLOWED_IP, DENIED_IP, PostfixInstance
-from tests.support.chrootvenv import chroot_command, venv
+from tests.support.chrootvenv import chroot_command, in_chroot, venv
 from tests.support.clitools import run
 from tests.support.net import tail, wait_file_match
-from tests.support.roots import trixie
+from tests.support.redisserver import ENV as REDIS_SERVER_ENV
+from tests.support.roots import REPO, trixie
 from tests.support.tiers import INNER_TIMEOUT, EarlyRun, early_run, run_debian13_tier
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 PW = "s3cret pw"
+VALKEY_TESTS = "tests/peers/test_sending_redis.py"
 
 
 @pytest.mark.timeout(3600)
@@ -97,3 +102,24 @@ def test_serve_under_python_3_13_stops_while_postfix_holds_its_auth_connection(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.mark.timeout(900)
+def test_sending_limits_against_valkey_under_python_3_13(tmp_path: Path) -> None:
+    """Debian 13 ships Valkey 8, not Redis: the shared sending state's Lua script, key
+    expiry and reconnection after an outage, against it. Every test of the file must
+    pass: a skip in there (no valkey-server) fails here too."""
+    root = trixie()
+    valkey = root.require_binary("valkey-server")
+    env = venv(root, tmp_path / "venv.log")
+    log = tmp_path / "valkey.log"
+    script = (
+        f"cd {REPO} && {valkey} --version && {REDIS_SERVER_ENV}={valkey} "
+        f"exec {env.python} -m pytest -q -ra -p no:cacheprovider {VALKEY_TESTS}"
+    )
+    status = in_chroot(root, script, 600, log)
+    output = log.read_text(errors="replace")
+    assert "Valkey server v=8." in output, tail(output, 20)
+    assert status == 0, f"inner pytest exited {status}:\n{tail(output, 80)}"
+    summary = tail(output, 1)
+    assert " passed" in summary and "skipped" not in summary, summary

@@ -2,22 +2,22 @@
 racing on one user get exactly the limit, with one server and with two servers sharing
 Redis; a Redis that stops defers sending while logins go on, and its return needs no
 restart. 127.0.0.1:6379 runs on this machine kind (each test its own key prefix); the
-outage test runs its own redis-server on a free port."""
+outage test runs its own server on a free port. With SASLNETAUTH_TEST_REDIS_SERVER set
+(``state_server-server`` in the Debian 13 tier) every test runs against a private server of that
+program (tests/support/redisserver.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
-import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from saslnetauth.sending.redisstate import RedisState
 from saslnetauth.settings import SendingConfig
@@ -25,6 +25,7 @@ from saslnetauth.store import SqlStore
 from tests.support.clitools import init_with_user
 from tests.support.metrics import plain, samples
 from tests.support.peers import missing, port_open
+from tests.support.redisserver import chosen, private_redis, start_redis
 from tests.support.sending import connect, note, ok, request, sending_server
 from tests.support.serverproc import free_port, run_server
 
@@ -36,24 +37,34 @@ CLIENTS = 20
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+def shared_url() -> Iterator[str]:
+    """The shared Redis, or a private server of the program the run names."""
+    if chosen() is not None:
+        with private_redis() as server:
+            yield server.url()
+        return
     if not port_open("127.0.0.1", 6379):
         missing("Redis on 127.0.0.1:6379")
+    yield SHARED
+
+
+@pytest.fixture
+def prefix(shared_url: str) -> Iterator[str]:
     p = f"t{uuid.uuid4().hex[:12]}:"
     yield p
-    subprocess.run(
-        ["sh", "-c", f"redis-cli --scan --pattern '{p}*' | xargs -r redis-cli del"],
-        check=False,
-        capture_output=True,
-    )
+    with redis.Redis.from_url(shared_url) as client:
+        for key in client.scan_iter(match=f"{p}*"):
+            client.delete(key)
 
 
-async def _race(paths: list[Path], store: SqlStore, prefix: str, servers: int) -> list[str]:
+async def _race(
+    url: str, paths: list[Path], store: SqlStore, prefix: str, servers: int
+) -> list[str]:
     cfg = SendingConfig(messages_per_hour=N, messages_per_day=1000, suspend_after=0)
     async with contextlib.AsyncExitStack() as stack:
         for path in paths[:servers]:  # each server with its own Redis client
             links = await stack.enter_async_context(
-                sending_server(path, store, RedisState(SHARED), cfg, prefix=prefix)
+                sending_server(path, store, RedisState(url), cfg, prefix=prefix)
             )
             await note(links, ok("alice"))
         clients = [await connect(paths[i % servers]) for i in range(CLIENTS)]
@@ -66,39 +77,13 @@ async def _race(paths: list[Path], store: SqlStore, prefix: str, servers: int) -
 
 @pytest.mark.parametrize("servers", [1, 2])
 def test_twenty_racing_clients_get_exactly_the_limit(
-    sqlite_store: SqlStore, tmp_path: Path, prefix: str, servers: int
+    sqlite_store: SqlStore, tmp_path: Path, shared_url: str, prefix: str, servers: int
 ) -> None:
     sqlite_store.add_user("alice", "{PLAIN}x")
     paths = [tmp_path / "a", tmp_path / "b"]
-    got = asyncio.run(_race(paths, sqlite_store, prefix, servers))
+    got = asyncio.run(_race(shared_url, paths, sqlite_store, prefix, servers))
     assert got.count("DUNNO") == N
     assert sum(g.startswith("450 4.7.1") for g in got) == CLIENTS - N
-
-
-def _redis(port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing("redis-server")
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port):
-        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    return proc
 
 
 def _ask(path: Path, data: bytes) -> str:
@@ -116,7 +101,7 @@ def test_redis_stopped_mid_test(tmp_path: Path) -> None:
     """serve with [state] url on a private Redis: killed, sending defers (451) and logins
     go on; started again, sending is counted again without a restart of serve."""
     port = free_port()
-    redis = _redis(port)
+    state_server = start_redis(port)
     try:
         db = init_with_user(f"sqlite:///{tmp_path}/r.db", "alice", "pw-redis", "127.0.0.0/8")
         policy = tmp_path / "policy"
@@ -137,12 +122,12 @@ def test_redis_stopped_mid_test(tmp_path: Path) -> None:
                 "DUNNO",
                 "450 4.7.1 Too many messages in the last hour, please try again later",
             ]
-            redis.kill()
-            redis.wait()
+            state_server.kill()
+            state_server.wait()
             assert _ask(policy, msg).startswith("451 4.3.0")
             assert auth.login_plain("alice", "pw-redis").startswith("OK")  # logins go on
             assert _ask(policy, request("RCPT", user="")) == "DUNNO"
-            redis = _redis(port)  # empty: nothing was kept on disk
+            state_server = start_redis(port)  # empty: nothing was kept on disk
             assert auth.login_plain("alice", "pw-redis").startswith("OK")
             assert _ask(policy, msg) == "DUNNO"
             log = server.wait_log("sending limits available again")
@@ -155,5 +140,5 @@ def test_redis_stopped_mid_test(tmp_path: Path) -> None:
             assert got[plain("saslnetauth_sending_total", result="unavailable", limit="-")] == 1
             auth.close()
     finally:
-        redis.kill()
-        redis.wait()
+        state_server.kill()
+        state_server.wait()
