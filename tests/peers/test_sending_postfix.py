@@ -9,7 +9,6 @@ global network gets the outside factor."""
 from __future__ import annotations
 
 import json
-import re
 import smtplib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from tests.support import PostfixInstance, require_source_addresses
 from tests.support.clitools import init_with_user, run
 from tests.support.net import peer_tmpdir
-from tests.support.postfix import OUTSIDE_RECIPIENT, SHIPPED_MAIN_CF, _auth, _connect
+from tests.support.postfix import OUTSIDE_RECIPIENT, _auth, _connect, sending_restrictions
 from tests.support.serverproc import ServerProcess, run_server
 
 pytestmark = pytest.mark.peer
@@ -27,17 +26,6 @@ pytestmark = pytest.mark.peer
 PW = "P0stfix-sending"
 HOME, GLOBAL = "127.0.0.2", "127.0.0.5"
 N = 3  # messages_per_hour
-
-
-def _shipped(policy: Path) -> dict[str, str]:
-    """The commented sending lines of the shipped main.cf, with the test's socket."""
-    found = {}
-    for line in SHIPPED_MAIN_CF.read_text().splitlines():
-        m = re.fullmatch(r"#(smtpd_\w+_restrictions) = (check_policy_service) unix:(\S+)", line)
-        if m:
-            found[m.group(1)] = f"{m.group(2)} unix:{policy}"
-    assert set(found) == {"smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions"}
-    return found
 
 
 def _send(pf: PostfixInstance, source: str, user: str, password: str) -> tuple[int, ...]:
@@ -85,7 +73,7 @@ def setup() -> Iterator[tuple[PostfixInstance, ServerProcess, str, str]]:
         with run_server(db, config=cfg, workdir=tmp) as server:
             server.wait_log("sending policy listening")
             pf = PostfixInstance(
-                tmp / "postfix", sasl_path=str(server.unix), main_cf=_shipped(policy)
+                tmp / "postfix", sasl_path=str(server.unix), main_cf=sending_restrictions(policy)
             )
             with pf:
                 yield pf, server, db, token

@@ -102,14 +102,16 @@ def _proc_net_hex(host: str) -> str:
     return b"".join(words).hex().upper()
 
 
-def tcp_listening(host: str, port: int) -> bool:
+def tcp_listening(host: str, port: int, pid: int | None = None) -> bool:
     """Is something listening on ``host:port`` (or the wildcard address)?
 
     Read from /proc/net/tcp{,6} instead of connecting: a probe connection
     would make Postfix start an smtpd, which dies (and gets throttled by the
-    master) when the auth server is not up yet.
+    master) when the auth server is not up yet. ``pid``: in the network
+    namespace of that process (/proc/PID/net/).
     """
-    table = "/proc/net/tcp6" if is_ipv6(host) else "/proc/net/tcp"
+    net = "/proc/net" if pid is None else f"/proc/{pid}/net"
+    table = f"{net}/tcp6" if is_ipv6(host) else f"{net}/tcp"
     wanted = {_proc_net_hex(host), _proc_net_hex("::" if is_ipv6(host) else "0.0.0.0")}
     try:
         rows = Path(table).read_text().splitlines()[1:]
@@ -159,9 +161,10 @@ def wait_for(
         time.sleep(interval)
 
 
-def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
-    """Wait until ``host:port`` is listening (without connecting to it)."""
-    wait_for(lambda: tcp_listening(host, port), timeout, what=f"{host}:{port} to listen")
+def wait_port(host: str, port: int, timeout: float = 10.0, pid: int | None = None) -> None:
+    """Wait until ``host:port`` is listening (without connecting to it); ``pid``: in the
+    network namespace of that process."""
+    wait_for(lambda: tcp_listening(host, port, pid), timeout, what=f"{host}:{port} to listen")
 
 
 def wait_unix(path: str | Path, timeout: float = 10.0) -> None:

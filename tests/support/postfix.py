@@ -114,6 +114,19 @@ def render_main_cf(shipped: str, overrides: Mapping[str, str]) -> str:
     return text
 
 
+def sending_restrictions(policy: str | Path) -> dict[str, str]:
+    """The shipped main.cf's commented sending-limit lines (``check_policy_service``,
+    docs/sending.md), asking the policy socket ``policy`` (a path as Postfix sees it)."""
+    found = {}
+    for line in SHIPPED_MAIN_CF.read_text().splitlines():
+        m = re.fullmatch(r"#(smtpd_\w+_restrictions) = (check_policy_service) unix:(\S+)", line)
+        if m:
+            found[m.group(1)] = f"{m.group(2)} unix:{policy}"
+    if set(found) != {"smtpd_recipient_restrictions", "smtpd_end_of_data_restrictions"}:
+        raise PeerError(f"the shipped main.cf's sending lines are not as expected: {found}")
+    return found
+
+
 class PostfixInstance(Daemon):
     """A private Postfix (config, queue, data dir and maillog under ``tmpdir``).
 
@@ -121,7 +134,9 @@ class PostfixInstance(Daemon):
     relative to the queue directory (the shipped ``private/saslnetauth``; see
     :meth:`queue_socket_path`). ``None`` keeps the shipped value. smtpd runs
     unchrooted on ``port`` (default: a free one) on 127.0.0.1 and, when the
-    machine has it, ::1. Use as a context manager or call start()/stop().
+    machine has it, ::1; or on ``listen`` alone (one IPv4 address: a host of its
+    own in a network namespace, ``root=`` a :class:`tests.support.mxhosts.NetnsRoot`).
+    Use as a context manager or call start()/stop().
     """
 
     def __init__(
@@ -134,6 +149,7 @@ class PostfixInstance(Daemon):
         extra_master_cf: str = "",
         shipped_main_cf: Path = SHIPPED_MAIN_CF,
         root: Root = HOST,
+        listen: str | None = None,
     ) -> None:
         require_root()
         self.system = root
@@ -145,8 +161,8 @@ class PostfixInstance(Daemon):
         self.data_dir = self.root / "data"
         self.maillog_path = self.root / "maillog"
         self.port = port or free_port()
-        self.ipv6 = ipv6_loopback_usable()
-        self.host = "127.0.0.1"
+        self.ipv6 = listen is None and ipv6_loopback_usable()
+        self.host = listen or "127.0.0.1"
         self.sasl_path = str(sasl_path) if sasl_path is not None else None
         self.extra_main_cf = dict(main_cf or {})
         self.extra_master_cf = extra_master_cf
@@ -166,7 +182,7 @@ class PostfixInstance(Daemon):
             "data_directory": inside(self.data_dir),
             "maillog_file": inside(self.maillog_path),
             "maillog_file_prefixes": inside(self.root),
-            "inet_interfaces": "127.0.0.1, [::1]" if self.ipv6 else "127.0.0.1",
+            "inet_interfaces": "127.0.0.1, [::1]" if self.ipv6 else self.host,
             "inet_protocols": "all" if self.ipv6 else "ipv4",
             "myhostname": f"mx.{LOCAL_DOMAIN}",
             "mydomain": LOCAL_DOMAIN,
@@ -286,7 +302,7 @@ class PostfixInstance(Daemon):
         if rc != 0:
             raise PeerError(f"postfix start exited {rc}:\n{output}\n{tail(self.maillog())}")
         self._master_pid = read_pid(self.queue_dir / "pid" / "master.pid")
-        wait_port("127.0.0.1", self.port)
+        wait_port(self.host, self.port, pid=self._master_pid)  # in master's network namespace
         if self.ipv6:
             wait_port("::1", self.port)
 

@@ -89,14 +89,16 @@ def run_server(
     workdir: Path | None = None,
     nofile: int | None = None,
     ready_timeout: float = 60,
+    wrap: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
-    """``nofile``: run the server with RLIMIT_NOFILE (soft and hard) set to it."""
+    """``nofile``: run the server with RLIMIT_NOFILE (soft and hard) set to it. ``wrap``:
+    a command that execs the server (``nsenter --net=...``: the process keeps its pid)."""
     with tempfile.TemporaryDirectory(prefix="sna-serve-") as tmp:
         base = Path(workdir or tmp)
         os.chmod(tmp, 0o755)  # noqa: S103 - peers running as other users must reach the socket
         sock = str(base / "auth-client") if unix else None
         port = free_port() if tcp else None
-        cmd = [str(BIN / "saslnetauth"), "--database", db_url]
+        cmd = [*wrap, str(BIN / "saslnetauth"), "--database", db_url]
         if config is not None:
             cmd += ["--config", str(config)]
         cmd += ["serve", "--failure-delay", str(failure_delay)]
