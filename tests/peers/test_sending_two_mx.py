@@ -9,12 +9,14 @@ shared database restores 235 on both."""
 
 from __future__ import annotations
 
+import ipaddress
 import smtplib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,53 +61,67 @@ def _config(d: Path, redis_url: str) -> Path:
     return cfg
 
 
-def _start(i: int, net: RemoteHost, db: str, redis_url: str, tmp: Path) -> tuple[Mx, ExitStack]:
-    """Host ``mx{i}``: its serve, then its Postfix; the stack that stops them."""
-    with ExitStack() as stack:
-        d = tmp / f"mx{i}"
-        d.mkdir(mode=0o755)
-        root = NetnsRoot(f"Debian 12, mx{i}", netns=net.name)
-        cfg = _config(d, redis_url)
-        serve = stack.enter_context(
-            run_server(pg_over_socket(db), config=cfg, workdir=d, wrap=root.wrap)
-        )
-        serve.wait_log("sending policy listening")
-        postfix = PostfixInstance(
-            d / "postfix",
-            sasl_path=str(serve.unix),
-            port=SMTP,
-            main_cf=sending_restrictions(d / "policy"),
-            root=root,
-            listen=net.address,
-        )
-        mx = Mx(f"mx{i}", net, stack.enter_context(postfix), serve)
-        return mx, stack.pop_all()
+def _link(net: RemoteHost) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Interface(f"{net.local}/30").network
+
+
+def _postfix(d: Path, net: RemoteHost) -> PostfixInstance:
+    """The host's Postfix, asking the serve of ``d`` (run_server's ``workdir``)."""
+    return PostfixInstance(
+        d / "postfix",
+        sasl_path=str(d / "auth-client"),
+        port=SMTP,
+        main_cf=sending_restrictions(d / "policy"),
+        root=NetnsRoot(f"Debian 12, {d.name}", netns=net.name),
+        listen=net.address,
+    )
 
 
 @pytest.fixture(scope="module")
 def hosts() -> Iterator[tuple[list[Mx], str]]:
     with ExitStack() as stack:
-        nets = [stack.enter_context(remote_host()) for _ in range(2)]
-        assert nets[0].local != nets[1].local
+        nets = [stack.enter_context(remote_host())]
+        while len(nets) < 2:  # two different /30s (each is drawn at random)
+            net = stack.enter_context(remote_host())
+            if _link(net) != _link(nets[0]):
+                nets.append(net)
         db = stack.enter_context(fresh_database("postgresql"))
-        init_with_user(db, "alice", PW, *(n.local for n in nets))
         redis = stack.enter_context(private_redis(bind=[n.local for n in nets]))
         tmp = stack.enter_context(peer_tmpdir("sna-2mx-"))
-        # both hosts come up at once (each reaches Redis over its own veth)
-        with ThreadPoolExecutor(2) as pool:
-            started = [
-                pool.submit(_start, i, net, db, redis.url(net.local), tmp)
-                for i, net in enumerate(nets, 1)
-            ]
-        mxs = []
-        for future in started:  # every host that came up is stopped again
-            if future.exception() is None:
-                mx, host_stack = future.result()
-                stack.enter_context(host_stack)
-                mxs.append(mx)
-        for future in started:
+        dirs = [tmp / f"mx{i}" for i in (1, 2)]
+        for d in dirs:
+            d.mkdir(mode=0o755)
+        postfixes = [_postfix(d, net) for d, net in zip(dirs, nets, strict=True)]
+        serves = [  # each reaches Redis over its own veth, PostgreSQL through its socket
+            run_server(
+                pg_over_socket(db),
+                config=_config(d, redis.url(net.local)),
+                workdir=d,
+                wrap=NetnsRoot("", netns=net.name).wrap,
+            )
+            for d, net in zip(dirs, nets, strict=True)
+        ]
+        # everything starts at once: a Postfix needs its serve only when a client comes
+        started: list[tuple[AbstractContextManager[Any], Future[Any]]] = []
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                started += [(pf, pool.submit(pf.__enter__)) for pf in postfixes]
+                init_with_user(db, "alice", PW, *(n.local for n in nets))
+                started += [(cm, pool.submit(cm.__enter__)) for cm in serves]
+        finally:  # every one that came up is stopped again, each Postfix before the serves
+            for cm, future in started[len(postfixes) :] + started[: len(postfixes)]:
+                if future.exception() is None:
+                    stack.push(cm)
+        for _, future in started:
             if (exc := future.exception()) is not None:
                 raise exc
+        mxs = []
+        for i, (net, pf, (_, serve)) in enumerate(
+            zip(nets, postfixes, started[len(postfixes) :], strict=True), 1
+        ):
+            server = serve.result()
+            server.wait_log("sending policy listening")
+            mxs.append(Mx(f"mx{i}", net, pf, server))
         yield mxs, db
 
 

@@ -11,6 +11,7 @@ Needs root, ``ip`` (iproute2) and ``nsenter``; a missing one is a missing peer
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import random
 import shutil
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 CLONE_NEWNET = 0x40000000
+_SEQ = itertools.count()  # names of one process's hosts never meet (a test may make several)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def remote_host() -> Iterator[RemoteHost]:
         missing("root, ip (iproute2) and nsenter, to make a second network namespace")
     # names of at most 15 characters (interfaces); a /30 of the benchmarking range
     # 198.18.0.0/15, unlikely to be the one of a test running at the same time
-    tag = f"{os.getpid() % 100000}{random.randrange(1000)}"
+    tag = f"{os.getpid() % 100000}x{next(_SEQ) % 1000}{random.randrange(100):02d}"
     name, ours, theirs = f"sna{tag}", f"snh{tag}", f"snr{tag}"
     net = f"198.18.{random.randrange(256)}"
     last = random.randrange(64) * 4
