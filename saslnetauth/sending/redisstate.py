@@ -21,9 +21,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
 from saslnetauth.sending.linked import WINDOWS, LinkedTake, LinkedTaken
-from saslnetauth.sending.state import Counter, StateError, Taken
+from saslnetauth.sending.state import Counter, StateError, Taken, Window
 
-__all__ = ["TAKE", "TAKE_LINKED", "RedisState"]
+__all__ = ["POOL", "TAKE", "TAKE_LINKED", "RedisState"]
+
+#: Connections to the server at most, and seconds a decision waits for a free one.
+POOL = 32
+POOL_WAIT = 10.0
 
 #: KEYS: the counters. ARGV: now, amount, then per counter: bucket width (seconds),
 #: buckets, limit (0: none). Returns {added 0/1, index of the counter over (0: none),
@@ -67,24 +71,28 @@ end
 return out
 """
 
+
 #: One sending decision (saslnetauth.sending.linked): the login map, then every
 #: candidate's counters and the shared ones, checked and added as by TAKE.
-#: KEYS: the login map, the shared counters. ARGV: now, amount, since, cbase, tail,
-#: per window (hour, day) its name, width and buckets, the number of shared
-#: counters and per shared counter its width and buckets, then per credential
-#: plan: name, own hour/day limits, outside hour/day limits, suspended at (0: not).
-#: The candidates' counter keys are built here (one key per credential): a
-#: single Redis or Valkey server, not Redis Cluster.
-#: Returns {status (1 added, 0 over, 2 suspended), index of the counter over or of
-#: the suspended candidate (0: none), candidates, name and origin of each, counts}.
+#: KEYS: the login map, the shared counters (one per window of WINDOWS, in order).
+#: ARGV: now, amount, since, cbase, tail, then per credential plan: name, own
+#: hour/day limits, outside hour/day limits, suspended at (0: not). The windows'
+#: names, widths and buckets are written into the script (fewer arguments to
+#: encode per call). The candidates' counter keys are built here (one key per
+#: credential): a single Redis or Valkey server, not Redis Cluster.
+#: Returns {status (1 added, 0 over, 2 suspended), index of the counter over (0:
+#: none), candidates, name and origin of each, counts or the suspended name}.
+def _lua_window(w: Window) -> str:
+    return f"{{'{w.name}', {w.width}, {w.buckets}}}"
+
+
 TAKE_LINKED = """
 local now, amount, since = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cbase, tail = ARGV[4], ARGV[5]
-local wins = {{ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])},
-              {ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])}}
-local nshared = tonumber(ARGV[12])
+local wins = {WINDOWS}
+local nshared = #KEYS - 1
 local plans = {}
-local p = 13 + 2 * nshared
+local p = 6
 while p + 5 <= #ARGV do
   plans[ARGV[p]] = {{tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2])},
                     {tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])}, tonumber(ARGV[p + 5])}
@@ -153,8 +161,7 @@ for _, name in ipairs(names) do
 end
 for i = 1, nshared do
   keys[#keys + 1] = KEYS[1 + i]
-  widths[#keys] = tonumber(ARGV[11 + 2 * i])
-  buckets[#keys], limits[#keys] = tonumber(ARGV[12 + 2 * i]), 0
+  widths[#keys], buckets[#keys], limits[#keys] = wins[i][2], wins[i][3], 0
 end
 local sums = {}
 for i = 1, #keys do
@@ -183,7 +190,7 @@ for i = 1, #keys do
   out[#out + 1] = sums[i]
 end
 return out
-"""
+""".replace("{WINDOWS}", "{" + ", ".join(_lua_window(w) for w in WINDOWS) + "}")
 
 
 class RedisState:
@@ -193,14 +200,20 @@ class RedisState:
         # one retry on a connection the server closed (a restart): a pooled
         # connection learns it is dead only when used; a retried script may count
         # once more, never less (the safe side)
-        self.client: Any = aioredis.from_url(
+        # at most POOL connections: more decisions at once wait for one (up to
+        # POOL_WAIT seconds) rather than fail; redis-py's default pool refuses
+        # the 101st ("Too many connections"), which deferred mail under load
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL,
+            timeout=POOL_WAIT,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[ConnectionError],
             health_check_interval=30,
         )
+        self.client: Any = aioredis.Redis.from_pool(pool)  # closes the pool with it
         self._take = self.client.register_script(TAKE)
         self._take_linked = self.client.register_script(TAKE_LINKED)
 
@@ -236,12 +249,9 @@ class RedisState:
 
     async def take_linked(self, req: LinkedTake) -> LinkedTaken:
         """One decision, one round trip (:data:`TAKE_LINKED`)."""
+        if [c.window for c in req.shared] != list(WINDOWS[: len(req.shared)]):
+            raise ValueError("shared counters: one per window of WINDOWS, in order")
         args: list[str | int] = [repr(req.now), req.amount, repr(req.since), req.cbase, req.tail]
-        for w in WINDOWS:
-            args += [w.name, w.width, w.buckets]
-        args.append(len(req.shared))
-        for c in req.shared:
-            args += [c.window.width, c.window.buckets]
         for name, plan in req.plans.items():
             args += [name, *plan.own, *plan.outside, repr(plan.suspended_at)]
         keys = [req.link_key, *(c.key for c in req.shared)]
