@@ -37,12 +37,18 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
     (likely stolen credentials), logins per trusted proxy and the failures
     of proxies that forwarded no client address. Reads the record
     `saslnetauth serve` keeps ([report] record = true, the default).
+
+    For the sending limits (docs/sending.md): every deferral and suspension in
+    the period (from the same record), and the top senders per user and
+    credential, messages and recipients in the sliding hour and day (from the
+    state store of [state] url; the embedded state lives in the server).
     """
     from saslnetauth.store.events import build_report
 
     start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
     rep = build_report(app.store(), start)
     data = rep.to_json(top)
+    data["top_senders_from"], data["top_senders"] = _top_senders(app, top)
     if as_json:
         emit_json(data)
         return
@@ -75,6 +81,45 @@ def report(app: AppContext, since: str, top: int, as_json: bool) -> None:
             f"  {who} from {s['address']}: {s['count']} times, last {s['last']}, "
             f"services {','.join(s['services'])}"
         )
+    _sending(data)
+
+
+def _top_senders(app: AppContext, top: int) -> tuple[str, list[dict[str, object]] | None]:
+    """Where the top senders come from, and them (None: not readable here)."""
+    cfg = app.config
+    if not cfg.state.url:
+        return "the running server (embedded state: not readable here)", None
+    import asyncio
+    import time
+
+    from saslnetauth.sending.state import StateError
+    from saslnetauth.sending.top import top_senders
+
+    where = "state store " + cfg.state.url.split("@")[-1]
+    try:
+        return where, asyncio.run(top_senders(cfg.state.url, cfg.state.prefix, top, time.time()))
+    except StateError as exc:
+        return f"{where}: unavailable ({exc})", None
+
+
+def _sending(data: dict[str, object]) -> None:
+    senders = data["top_senders"]
+    click.echo(f"top senders (last hour / last day), from {data['top_senders_from']}:"
+               + (" none" if senders == [] else ""))  # fmt: skip
+    for r in senders if isinstance(senders, list) else []:
+        click.echo(
+            f"  {r['user']} {r['credential']}: messages {r['messages_hour']} / "
+            f"{r['messages_day']}, recipients {r['recipients_hour']} / {r['recipients_day']}"
+        )
+    for title, key in (("sending deferrals", "sending_deferrals"),
+                       ("sending suspensions", "sending_suspensions")):  # fmt: skip
+        rows = data[key]
+        assert isinstance(rows, list)
+        click.echo(f"{title}:" + ("" if rows else " none"))
+        for r in rows:
+            click.echo(
+                f"  {r['time']} {r['user']} {r['credential']} from {r['client']}: {r['limit']}"
+            )
 
 
 def _section(title: str, counts: object) -> None:

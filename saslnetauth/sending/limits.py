@@ -22,14 +22,17 @@ answer defers (``451 4.3.0``): fail closed, the mail waits in the client's queue
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from saslnetauth.logfmt import kv
-from saslnetauth.policy.suspension import OUTSIDE
+from saslnetauth.policy.suspension import OUTSIDE, OWN
+from saslnetauth.sending.linked import MAIN, WINDOWS, CredentialPlan, LinkedTake, take_linked
 from saslnetauth.sending.logins import LoginLink, LoginLinks
 from saslnetauth.sending.protocol import PolicyRequest
 from saslnetauth.sending.state import DAY, HOUR, Counter, SendingState, Window
@@ -42,6 +45,7 @@ __all__ = [
     "SendingPolicy",
     "counter_key",
     "credential_name",
+    "credential_plans",
     "effective_limits",
 ]
 
@@ -106,6 +110,36 @@ def effective_limits(
     return out, suspended
 
 
+def credential_plans(
+    cfg: SendingConfig, row: SendingRow | None
+) -> dict[str, dict[str, CredentialPlan]]:
+    """Per counter kind ("rcpt", "msg"), every credential's plan by credential name."""
+    labels: list[str | None] = [None, *sorted(row.apps)] if row is not None else [None]
+    out: dict[str, dict[str, CredentialPlan]] = {"rcpt": {}, "msg": {}}
+    for label in labels:
+        own, _ = effective_limits(cfg, row, LoginLink(label, OWN))
+        outside, _ = effective_limits(cfg, row, LoginLink(label, OUTSIDE))
+        at = _suspended_at(row, label)
+        for what, noun in (("rcpt", "recipients"), ("msg", "messages")):
+            out[what][credential_name(label)] = CredentialPlan(
+                (own[f"{noun}_per_hour"], own[f"{noun}_per_day"]),
+                (outside[f"{noun}_per_hour"], outside[f"{noun}_per_day"]),
+                at,
+            )
+    return out
+
+
+def _suspended_at(row: SendingRow | None, label: str | None) -> float:
+    """When the credential was suspended (Unix time), 0.0 when it is not."""
+    if row is None:
+        return 0.0
+    limits = row.main if label is None else row.apps[label]
+    when = limits.suspended_at
+    if when is None:
+        return 0.0
+    return (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
+
+
 def credential_name(credential: str | None) -> str:
     return "main" if credential is None else f"app:{credential}"
 
@@ -143,7 +177,9 @@ class SendingPolicy:
         #: told ("defer" | "suspended" | "unavailable", fields) for metrics and alerts
         self.on_event = on_event
         self.clock = clock
-        self._rows: dict[str, tuple[float, SendingRow | None]] = {}
+        self._rows: dict[
+            str, tuple[float, SendingRow | None, dict[str, dict[str, CredentialPlan]]]
+        ] = {}
         self._down = False
 
     def key(self, kind: str, user: str, credential: str | None, what: str, w: Window) -> str:
@@ -170,62 +206,74 @@ class SendingPolicy:
 
     async def _answer(self, req: PolicyRequest, conn: Connection, user: str, state: str) -> str:
         client = req.get("client_address")
-        link = await self.links.find(user, client)
+        link_key = self.links.key(user, client)
         name = user.lower() if self.links.lowercase else user
-        row = await self._row(name)
+        row, plans = await self._row(name)
         if row is not None:
             name = row.user
-        limits, suspended = effective_limits(self.cfg, row, link)
-        if suspended:
-            return SUSPENDED_TEXT
         instance = req.get("instance")
+        take = functools.partial(self._take, name, link_key, client, plans=plans)
         if state == "RCPT":
             if instance:
                 conn.saw(instance)
-            return await self._take(name, link, client, "rcpt", 1, limits)
+            return await take("rcpt", 1)
         if instance not in conn.instances:  # no RCPT seen: count them now
             rcpts = req.count("recipient_count")
             if rcpts > 0:
-                action = await self._take(name, link, client, "rcpt", rcpts, limits)
+                action = await take("rcpt", rcpts)
                 if action != DUNNO:
                     return action
-        return await self._take(name, link, client, "msg", 1, limits)
+        return await take("msg", 1)
 
     async def _take(
         self,
         user: str,
-        link: LoginLink,
+        link_key: str,
         client: str,
         what: str,
         amount: int,
-        limits: dict[str, int],
+        *,
+        plans: dict[str, dict[str, CredentialPlan]],
     ) -> str:
+        """One decision: one step of the state store (one Redis round trip)."""
         noun = "recipients" if what == "rcpt" else "messages"
-        cred = link.credential
-        counters = [
-            Counter(self.key("c", user, cred, what, HOUR), HOUR, limits[f"{noun}_per_hour"]),
-            Counter(self.key("c", user, cred, what, DAY), DAY, limits[f"{noun}_per_day"]),
-            Counter(self.key("u", user, None, what, HOUR), HOUR),
-            Counter(self.key("u", user, None, what, DAY), DAY),
-        ]
         now = self.clock()
-        taken = await self.state.take(counters, amount, now)
+        req = LinkedTake(
+            link_key,
+            now - self.links.ttl,
+            f"{self.prefix}c:{len(user)}:{user}:",
+            f":{what}:",
+            plans[what],
+            (
+                Counter(self.key("u", user, None, what, HOUR), HOUR),
+                Counter(self.key("u", user, None, what, DAY), DAY),
+            ),
+            amount,
+            now,
+        )
+        taken = await take_linked(self.state, req)
+        if taken.suspended is not None:
+            return SUSPENDED_TEXT
         if taken.ok:
             return DUNNO
-        window = counters[taken.over].window.name
+        cred, origin = taken.over_credential
+        window = WINDOWS[taken.over % len(WINDOWS)].name
         fields: dict[str, Any] = {
             "user": user,
-            "credential": credential_name(cred),
+            "credential": cred,
             "client": client or "-",
-            "origin": link.origin,
+            "origin": origin,
             "limit": f"{noun}_per_{window}",
             "count": taken.counts[taken.over],
-            "max": counters[taken.over].limit,
+            "max": taken.limits[taken.over],
             "window": window,
         }
+        if len(taken.credentials) > 1:  # behind one address: all counted, the tightest hit
+            fields["candidates"] = ",".join(c for c, _ in taken.credentials)
         log.warning("%s", kv("sending deferred", **fields))
         self._event("defer", fields)
-        await self._deferred(user, cred, fields, now)
+        label = None if cred == MAIN else cred.removeprefix("app:")
+        await self._deferred(user, label, fields, now)
         return f"450 4.7.1 Too many {_WORDS[(what, window)]}, please try again later"
 
     async def _deferred(
@@ -244,16 +292,19 @@ class SendingPolicy:
             log.warning("%s", kv("credential suspended", **fields, deferrals=taken.counts[0] + 1))
             self._event("suspended", fields)
 
-    async def _row(self, name: str) -> SendingRow | None:
+    async def _row(
+        self, name: str
+    ) -> tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]:
         now = time.monotonic()
         hit = self._rows.get(name)
         if hit is not None and now - hit[0] < self.cache_seconds:
-            return hit[1]
+            return hit[1], hit[2]
         row = await asyncio.to_thread(self.read_row, name)
+        plans = credential_plans(self.cfg, row)
         if len(self._rows) >= SETTINGS_CACHE:
             self._rows.clear()
-        self._rows[name] = (now, row)
-        return row
+        self._rows[name] = (now, row, plans)
+        return row, plans
 
     def _event(self, what: str, fields: dict[str, Any]) -> None:
         if self.on_event is not None:

@@ -1,12 +1,15 @@
 """The link from a Postfix session to the credential that authenticated it.
 
 A policy request names the SASL user and the client address, not the
-credential. So the responder notes every allowed login (user, credential,
-what admitted it, client address, time) under ``(user, client address)`` for
-``[sending] login_window`` seconds, in the state store (this process, or Redis
-for every host), and the policy server takes the most recent one. None found
-(a login on a host that does not share the store, a restart of the embedded
-state): the user's main password, admitted by its own networks.
+credential. So the responder notes every allowed login in a map per ``(user,
+client address)``: credential name -> what admitted it and when, kept
+``[sending] login_window`` seconds after the last login, in the state store
+(this process, or Redis for every host). The policy server counts a message
+against every credential of that map still inside the window
+(:mod:`saslnetauth.sending.linked`: behind one NAT address two credentials
+cannot be told apart, so the tightest limit decides). None found (a login on a
+host that does not share the store, a restart of the embedded state): the
+user's main password, admitted by its own networks.
 
 The responder's note never delays or fails a login: it is written in the
 background, at most :data:`MAX_PENDING` at once (more are dropped and logged).
@@ -22,11 +25,12 @@ from dataclasses import dataclass
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.model import normalize_username
 from saslnetauth.policy.rules.netrules import parse_address
-from saslnetauth.policy.suspension import OUTSIDE, OWN
+from saslnetauth.policy.suspension import OWN
 from saslnetauth.policy.verdict import Decision
+from saslnetauth.sending.linked import link_value
 from saslnetauth.sending.state import SendingState, StateError
 
-__all__ = ["LoginLink", "LoginLinks", "link_key"]
+__all__ = ["LoginLink", "LoginLinks", "logins_key"]
 
 log = logging.getLogger("saslnetauth.sending")
 
@@ -44,21 +48,11 @@ class LoginLink:
     found: bool = False
 
 
-def link_key(prefix: str, user: str, client_address: str) -> str:
+def logins_key(prefix: str, user: str, client_address: str) -> str:
+    """The login map of (user, client address): credential name -> origin|time."""
     addr = parse_address(client_address)
     where = str(addr) if addr is not None else "-"
-    return f"{prefix}login:{len(user)}:{user}:{where}"
-
-
-def _encode(decision: Decision) -> str:
-    origin = OUTSIDE if decision.admitted != OWN else OWN
-    return f"{origin}|{time.time():.0f}|{decision.credential or ''}"
-
-
-def _decode(value: str) -> LoginLink:
-    origin, _, rest = value.partition("|")
-    _, _, label = rest.partition("|")
-    return LoginLink(label or None, OWN if origin == OWN else OUTSIDE, True)
+    return f"{prefix}logins:{len(user)}:{user}:{where}"
 
 
 class LoginLinks:
@@ -79,25 +73,26 @@ class LoginLinks:
         if len(self._pending) >= MAX_PENDING:
             self.dropped += 1
             return
-        key = link_key(self.prefix, decision.user, rip)
-        task = asyncio.get_running_loop().create_task(self._put(key, _encode(decision)))
+        key = logins_key(self.prefix, decision.user, rip)
+        name = "main" if decision.credential is None else f"app:{decision.credential}"
+        value = link_value(str(decision.admitted), time.time())
+        task = asyncio.get_running_loop().create_task(self._put(key, name, value))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _put(self, key: str, value: str) -> None:
-        try:
-            await self.state.put_link(key, value, self.ttl)
-        except StateError as exc:
-            log.warning("%s", kv("login link not stored", error=str(exc)))
-
-    async def find(self, user: str, client_address: str) -> LoginLink:
-        """The link of the latest allowed login (raises :class:`StateError`)."""
+    def key(self, user: str, client_address: str) -> str:
+        """The login map a policy request of ``user`` from ``client_address`` reads."""
         try:
             name = normalize_username(user, lowercase=self.lowercase)
         except ValueError:
-            return LoginLink(None)
-        value = await self.state.get_link(link_key(self.prefix, name, client_address))
-        return LoginLink(None) if value is None else _decode(value)
+            name = user
+        return logins_key(self.prefix, name, client_address)
+
+    async def _put(self, key: str, name: str, value: str) -> None:
+        try:
+            await self.state.note_login(key, name, value, self.ttl)
+        except StateError as exc:
+            log.warning("%s", kv("login link not stored", error=str(exc)))
 
     async def close(self) -> None:
         for task in list(self._pending):

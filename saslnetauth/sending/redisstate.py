@@ -20,9 +20,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, RedisError
 
-from saslnetauth.sending.state import Counter, StateError, Taken
+from saslnetauth.sending.linked import WINDOWS, LinkedTake, LinkedTaken
+from saslnetauth.sending.state import Counter, StateError, Taken, Window
 
-__all__ = ["TAKE", "RedisState"]
+__all__ = ["POOL", "TAKE", "TAKE_LINKED", "RedisState"]
+
+#: Connections to the server at most, and seconds a decision waits for a free one.
+POOL = 32
+POOL_WAIT = 10.0
 
 #: KEYS: the counters. ARGV: now, amount, then per counter: bucket width (seconds),
 #: buckets, limit (0: none). Returns {added 0/1, index of the counter over (0: none),
@@ -67,6 +72,127 @@ return out
 """
 
 
+#: One sending decision (saslnetauth.sending.linked): the login map, then every
+#: candidate's counters and the shared ones, checked and added as by TAKE.
+#: KEYS: the login map, the shared counters (one per window of WINDOWS, in order).
+#: ARGV: now, amount, since, cbase, tail, then per credential plan: name, own
+#: hour/day limits, outside hour/day limits, suspended at (0: not). The windows'
+#: names, widths and buckets are written into the script (fewer arguments to
+#: encode per call). The candidates' counter keys are built here (one key per
+#: credential): a single Redis or Valkey server, not Redis Cluster.
+#: Returns {status (1 added, 0 over, 2 suspended), index of the counter over (0:
+#: none), candidates, name and origin of each, counts or the suspended name}.
+def _lua_window(w: Window) -> str:
+    return f"{{'{w.name}', {w.width}, {w.buckets}}}"
+
+
+TAKE_LINKED = """
+local now, amount, since = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cbase, tail = ARGV[4], ARGV[5]
+local wins = {WINDOWS}
+local nshared = #KEYS - 1
+local plans = {}
+local p = 6
+while p + 5 <= #ARGV do
+  plans[ARGV[p]] = {{tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2])},
+                    {tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])}, tonumber(ARGV[p + 5])}
+  p = p + 6
+end
+local function suspended_at(name)
+  local plan = plans[name]
+  return plan and plan[3] or 0
+end
+local seen, origins, times = {}, {}, {}
+local fields = redis.call('HGETALL', KEYS[1])
+for j = 1, #fields, 2 do
+  local value = fields[j + 1]
+  local bar = string.find(value, '|', 1, true)
+  local t = bar and tonumber(string.sub(value, bar + 1))
+  if t == nil or t < since then
+    redis.call('HDEL', KEYS[1], fields[j])
+  else
+    seen[#seen + 1] = fields[j]
+    origins[fields[j]] = string.sub(value, 1, bar - 1) == 'own' and 'own' or 'outside'
+    times[fields[j]] = t
+  end
+end
+table.sort(seen)
+if #seen == 0 then
+  seen = {'main'}
+  origins['main'], times['main'] = 'own', 0
+end
+-- screen (saslnetauth.sending.linked.screen): a suspended candidate stops the
+-- message unless another, working one logged in after its suspension
+local names, stop = {}, nil
+for _, name in ipairs(seen) do
+  local at = suspended_at(name)
+  if at <= 0 then
+    names[#names + 1] = name
+  elseif stop == nil then
+    local later = false
+    for _, other in ipairs(seen) do
+      if other ~= name and times[other] > at and suspended_at(other) <= 0 then
+        later = true
+      end
+    end
+    if not later then
+      stop = name
+    end
+  end
+end
+local out = {1, 0, #names}
+for _, name in ipairs(names) do
+  out[#out + 1] = name
+  out[#out + 1] = origins[name]
+end
+if stop ~= nil then
+  out[1], out[2] = 2, 0
+  out[#out + 1] = stop
+  return out
+end
+local keys, widths, buckets, limits = {}, {}, {}, {}
+for _, name in ipairs(names) do
+  local plan = plans[name] or plans['main']
+  local which = origins[name] == 'own' and 1 or 2
+  for w = 1, 2 do
+    keys[#keys + 1] = cbase .. name .. tail .. wins[w][1]
+    widths[#keys], buckets[#keys], limits[#keys] = wins[w][2], wins[w][3], plan[which][w]
+  end
+end
+for i = 1, nshared do
+  keys[#keys + 1] = KEYS[1 + i]
+  widths[#keys], buckets[#keys], limits[#keys] = wins[i][2], wins[i][3], 0
+end
+local sums = {}
+for i = 1, #keys do
+  local first = math.floor(now / widths[i]) - buckets[i] + 1
+  local hash = redis.call('HGETALL', keys[i])
+  local sum = 0
+  for j = 1, #hash, 2 do
+    if tonumber(hash[j]) < first then
+      redis.call('HDEL', keys[i], hash[j])
+    else
+      sum = sum + tonumber(hash[j + 1])
+    end
+  end
+  sums[i] = sum
+  if out[2] == 0 and limits[i] > 0 and sum + amount > limits[i] then
+    out[1], out[2] = 0, i
+  end
+end
+if out[1] == 1 and amount > 0 then
+  for i = 1, #keys do
+    redis.call('HINCRBY', keys[i], math.floor(now / widths[i]), amount)
+    redis.call('EXPIRE', keys[i], widths[i] * (buckets[i] + 1))
+  end
+end
+for i = 1, #keys do
+  out[#out + 1] = sums[i]
+end
+return out
+""".replace("{WINDOWS}", "{" + ", ".join(_lua_window(w) for w in WINDOWS) + "}")
+
+
 class RedisState:
     """:class:`~saslnetauth.sending.state.SendingState` on a Redis or Valkey server."""
 
@@ -74,15 +200,22 @@ class RedisState:
         # one retry on a connection the server closed (a restart): a pooled
         # connection learns it is dead only when used; a retried script may count
         # once more, never less (the safe side)
-        self.client: Any = aioredis.from_url(
+        # at most POOL connections: more decisions at once wait for one (up to
+        # POOL_WAIT seconds) rather than fail; redis-py's default pool refuses
+        # the 101st ("Too many connections"), which deferred mail under load
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=POOL,
+            timeout=POOL_WAIT,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[ConnectionError],
             health_check_interval=30,
         )
+        self.client: Any = aioredis.Redis.from_pool(pool)  # closes the pool with it
         self._take = self.client.register_script(TAKE)
+        self._take_linked = self.client.register_script(TAKE_LINKED)
 
     async def _run(self, counters: Sequence[Counter], amount: int, now: float) -> list[int]:
         args: list[str | int] = [repr(now), amount]
@@ -114,5 +247,45 @@ class RedisState:
             raise StateError(f"state store: {exc}") from exc
         return None if value is None else bytes(value).decode("utf-8", "replace")
 
+    async def take_linked(self, req: LinkedTake) -> LinkedTaken:
+        """One decision, one round trip (:data:`TAKE_LINKED`)."""
+        if [c.window for c in req.shared] != list(WINDOWS[: len(req.shared)]):
+            raise ValueError("shared counters: one per window of WINDOWS, in order")
+        args: list[str | int] = [repr(req.now), req.amount, repr(req.since), req.cbase, req.tail]
+        for name, plan in req.plans.items():
+            args += [name, *plan.own, *plan.outside, repr(plan.suspended_at)]
+        keys = [req.link_key, *(c.key for c in req.shared)]
+        try:
+            reply = await self._take_linked(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StateError(f"state store: {exc}") from exc
+        status, index, n = int(reply[0]), int(reply[1]), int(reply[2])
+        creds = tuple((_text(reply[3 + 2 * i]), _text(reply[4 + 2 * i])) for i in range(n))
+        if status == 2:
+            return LinkedTaken(False, creds, (), suspended=_text(reply[3 + 2 * n]))
+        counts = tuple(int(v) for v in reply[3 + 2 * n :])
+        return LinkedTaken(status == 1, creds, counts, index - 1, limits=req.limits_for(creds))
+
+    async def note_login(self, key: str, name: str, value: str, ttl: int) -> None:
+        """HSET and EXPIRE in one pipeline: one round trip."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hset(key, name, value)
+                pipe.expire(key, max(ttl, 1))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StateError(f"state store: {exc}") from exc
+
+    async def login_fields(self, key: str) -> dict[str, str]:
+        try:
+            found = await self.client.hgetall(key)
+        except (RedisError, OSError) as exc:
+            raise StateError(f"state store: {exc}") from exc
+        return {_text(k): _text(v) for k, v in found.items()}
+
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

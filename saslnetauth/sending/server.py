@@ -143,11 +143,18 @@ async def start_sending_listener(
     links = LoginLinks(state, cfg.state.prefix, s.login_window, lowercase=cfg.lowercase_usernames)
     server.on_login_ok = links.note
 
+    # the verdict record (saslnetauth report), when serve keeps one
+    recorder = getattr(server.record, "__self__", None)
+    note = getattr(recorder, "note_sending", None)
+
     def on_event(what: str, fields: dict[str, Any]) -> None:
         server.metrics.count_sending(what, str(fields.get("limit", "-")))
+        cred = str(fields.get("credential", "main"))
+        label = cred.removeprefix("app:") if cred.startswith("app:") else None
+        if note is not None and what in ("defer", "suspended"):
+            event = "defer" if what == "defer" else "suspend"
+            note(event, str(fields["user"]), label, str(fields["client"]), str(fields["limit"]))
         if what == "suspended":
-            cred = str(fields["credential"])
-            label = cred.removeprefix("app:") if cred.startswith("app:") else None
             reason = f"over {fields['limit']} {s.suspend_after} times"
             user = str(fields["user"])
             where = Login.of(user, b"", str(fields["client"]), "smtp")

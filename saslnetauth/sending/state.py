@@ -9,8 +9,12 @@ of them only when none would go over: one atomic step (in Redis one server-side
 script, :mod:`saslnetauth.sending.redisstate`; here one call on the event loop),
 so twenty clients racing on one credential get exactly the limit.
 
-Every key expires: a counter one window after its last use, a login link after
-its time to live. :class:`EmbeddedState` also holds at most ``max_keys`` counters
+A sending decision reads the login map of (user, client address) and takes the
+counters of its credentials in one step too (:mod:`saslnetauth.sending.linked`;
+in Redis one script: one round trip).
+
+Every key expires: a counter one window after its last use, a login link or map
+after its time to live. :class:`EmbeddedState` also holds at most ``max_keys`` counters
 and as many links (the oldest go first), for one host with nothing to install.
 """
 
@@ -91,6 +95,12 @@ class SendingState(Protocol):
     async def get_link(self, key: str) -> str | None:
         """A login link, None when unknown or expired."""
 
+    async def note_login(self, key: str, name: str, value: str, ttl: int) -> None:
+        """Set ``name`` in the login map ``key``, which lives ``ttl`` seconds after."""
+
+    async def login_fields(self, key: str) -> dict[str, str]:
+        """The login map ``key`` (empty when unknown or expired)."""
+
     async def close(self) -> None: ...
 
 
@@ -103,9 +113,10 @@ class EmbeddedState:
         self._counts: dict[str, dict[int, int]] = {}
         self._links: dict[str, tuple[str, float]] = {}
         self._expires: dict[str, float] = {}
+        self._logins: dict[str, tuple[dict[str, str], float]] = {}
 
     def __len__(self) -> int:
-        return len(self._counts) + len(self._links)
+        return len(self._counts) + len(self._links) + len(self._logins)
 
     def _sum(self, c: Counter, now: float) -> int:
         buckets = self._counts.get(c.key)
@@ -146,9 +157,29 @@ class EmbeddedState:
             return None
         return found[0]
 
+    async def note_login(self, key: str, name: str, value: str, ttl: int) -> None:
+        now = self.clock()
+        fields, expires = self._logins.pop(key, ({}, 0.0))  # to the end: the newest
+        if expires <= now:
+            fields = {}
+        fields[name] = value
+        self._logins[key] = (fields, now + ttl)
+        if len(self._logins) > self.max_keys:
+            for k in [k for k, (_, t) in self._logins.items() if t <= now]:
+                del self._logins[k]
+            while len(self._logins) > self.max_keys:
+                del self._logins[next(iter(self._logins))]
+
+    async def login_fields(self, key: str) -> dict[str, str]:
+        found = self._logins.get(key)
+        if found is None or found[1] <= self.clock():
+            return {}
+        return dict(found[0])
+
     async def close(self) -> None:
         self._counts.clear()
         self._links.clear()
+        self._logins.clear()
         self._expires.clear()
 
     def _bound(self, now: float) -> None:

@@ -1,5 +1,9 @@
 """The verdict record: written in the background, summarised by ``saslnetauth report``.
 
+The sending limits' deferrals and suspensions go to the same table
+(:meth:`EventRecorder.note_sending`: ``service`` "sending", ``verdict`` "defer"
+or "suspend", ``reason`` the limit), kept apart from the login verdicts.
+
 Logins never wait for it: a decision is put on a bounded queue (dropped,
 and counted, when the queue is full) and one writer thread inserts them in
 batches; rows older than ``keep_days`` are pruned hourly. A database error
@@ -33,6 +37,8 @@ __all__ = ["EventRecorder", "Report", "build_report"]
 log = logging.getLogger("saslnetauth.record")
 
 BATCH = 2000
+#: The ``service`` of the sending limits' rows.
+SENDING = "sending"
 FLUSH_SECONDS = 1.0
 PRUNE_SECONDS = 3600.0
 
@@ -49,6 +55,7 @@ class EventRecorder:
         self.keep_days = keep_days
         self.queue_size = queue_size
         self.pending: deque[tuple[float, Decision, Login]] = deque()
+        self.sending: deque[dict[str, Any]] = deque()
         self.dropped = 0
         self.written = 0
         self._insert: tuple[str, tuple[str, ...] | None] | None = None
@@ -64,6 +71,27 @@ class EventRecorder:
             self.dropped += 1
             return
         self.pending.append((time.time(), decision, login))
+
+    def note_sending(
+        self, event: str, user: str, credential: str | None, client: str | None, limit: str
+    ) -> None:
+        """A sending deferral (``event`` "defer") or suspension ("suspend"); never blocks.
+        ``credential``: an app password's label, None for the main password."""
+        if len(self.sending) >= self.queue_size:
+            self.dropped += 1
+            return
+        self.sending.append(
+            {
+                "ts": datetime.now(UTC),
+                "user": user[:255],
+                "rip": client[:64] if client else None,
+                "service": SENDING,
+                "verdict": event,
+                "reason": limit[:32],
+                "credentials_valid": True,
+                "credential": credential[:64] if credential else None,
+            }
+        )
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is pending and stop the writer."""
@@ -92,6 +120,17 @@ class EventRecorder:
                     batch.append(self.pending.popleft())
             if batch:
                 self._write(batch)
+        rows = []
+        with contextlib.suppress(IndexError):
+            while True:
+                rows.append(self.sending.popleft())
+        if rows:
+            try:
+                with self.store.engine.begin() as conn:
+                    conn.execute(auth_events.insert(), rows)
+                self.written += len(rows)
+            except SQLAlchemyError as exc:
+                log.warning("%s", kv("verdict record lost", rows=len(rows), error=str(exc)[:200]))
 
     def _write(self, batch: list[tuple[float, Decision, Login]]) -> None:
         """One executemany on the driver connection (SQLAlchemy's per-row processing
@@ -194,6 +233,9 @@ class Report:
     stolen: dict[tuple[str, str, str | None], dict[str, Any]] = field(default_factory=dict)
     #: proxy -> verdict -> count (docs/webmail.md)
     by_proxy: dict[str, Counter[str]] = field(default_factory=dict)
+    #: the sending limits' deferrals and suspensions, oldest first (docs/sending.md)
+    deferrals: list[dict[str, object]] = field(default_factory=list)
+    suspensions: list[dict[str, object]] = field(default_factory=list)
 
     def to_json(self, top: int) -> dict[str, object]:
         """The documented ``report --json`` shape."""
@@ -232,6 +274,8 @@ class Report:
                 ),
                 key=lambda d: (-int(str(d["count"])), str(d["user"])),
             ),
+            "sending_deferrals": self.deferrals,
+            "sending_suspensions": self.suspensions,
         }
 
 
@@ -239,24 +283,31 @@ def build_report(store: SqlStore, since: datetime) -> Report:
     """Summarise the verdict record since ``since`` (streamed, constant memory per key)."""
     rep = Report(since=since)
     cols = auth_events.c
-    query = sa.select(
-        cols.ts,
-        cols.user,
-        cols.rip,
-        cols.service,
-        cols.verdict,
-        cols.reason,
-        cols.credentials_valid,
-        cols.country,
-        cols.asn,
-        cols.credential,
-        cols.proxy,
-    ).where(cols.ts >= since)
+    query = (
+        sa.select(
+            cols.ts,
+            cols.user,
+            cols.rip,
+            cols.service,
+            cols.verdict,
+            cols.reason,
+            cols.credentials_valid,
+            cols.country,
+            cols.asn,
+            cols.credential,
+            cols.proxy,
+        )
+        .where(cols.ts >= since)
+        .order_by(cols.ts)
+    )
     stolen_reasons = {Reason.NETWORK.value, Reason.NO_NETWORK_RULES.value}
     try:
         with store.engine.connect() as conn:
             for row in conn.execute(query):
                 ts, user, rip, service, verdict, reason, valid, country, asn, label, px = row
+                if service == SENDING:
+                    _sending_row(rep, ts, user, rip, verdict, reason, label)
+                    continue
                 rep.verdicts[verdict] += 1
                 if px:
                     rep.by_proxy.setdefault(px, Counter())[verdict] += 1
@@ -284,3 +335,22 @@ def build_report(store: SqlStore, since: datetime) -> Report:
     except SQLAlchemyError as exc:
         raise BackendError(f"cannot read the verdict record: {exc}") from None
     return rep
+
+
+def _sending_row(
+    rep: Report,
+    ts: datetime,
+    user: str | None,
+    rip: str | None,
+    verdict: str,
+    reason: str,
+    label: str | None,
+) -> None:
+    entry: dict[str, object] = {
+        "time": ts.isoformat(),
+        "user": user or "?",
+        "credential": "main" if not label else f"app:{label}",
+        "client": rip or "-",
+        "limit": reason,
+    }
+    (rep.suspensions if verdict == "suspend" else rep.deferrals).append(entry)

@@ -216,3 +216,43 @@ def test_filter_bans_the_forwarded_client_never_the_proxy(tmp_path: Path) -> Non
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.split() == ["198.51.100.30"], res.stdout
+
+
+def test_filter_ignores_a_suspended_credential(tmp_path: Path) -> None:
+    """``reason=suspended`` is the right password from an address the user's rules
+    allow (a suspension turns only an OK into a failure, docs/sending.md): its retries
+    come from the user's own devices, so banning them would ban the office; a wrong
+    password from anywhere, and a user name that spells the reason, still count."""
+    from saslnetauth.store import SqlStore
+
+    f2b = require_binary("fail2ban-regex")
+    db = init_with_user(f"sqlite:///{tmp_path}/f.db", "alice", PW, "192.0.2.30")
+    store = SqlStore(db, cache_seconds=0)
+    assert store.suspend("alice", None)
+    store.close()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[serve]\npenalty_max = 0\n[passwords]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+    )
+    attempts = [
+        ("alice", PW, "192.0.2.30"),  # suspended
+        ("alice", PW, "192.0.2.30"),  # its device retrying
+        ("alice", "wrong", "192.0.2.31"),  # a wrong password: counts
+        ("x reason=suspended y", "nope", "192.0.2.32"),  # quoted: cannot hide a failure
+    ]
+    with run_server(db, config=cfg) as srv:
+        c = srv.connect()
+        c.handshake()
+        for i, (user, pw, rip) in enumerate(attempts, start=1):
+            c.plain(i, user, pw, rip=rip)
+            assert c.line().startswith("FAIL")
+        log_text = srv.log()
+    assert log_text.count("rip=192.0.2.30 reason=suspended") == 2
+    log = tmp_path / "saslnetauth.log"
+    log.write_text(log_text)
+    installed = install_filter(tmp_path)
+    res = subprocess.run(
+        [f2b, "-o", "ip", str(log), str(installed)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(res.stdout.split()) == ["192.0.2.31", "192.0.2.32"], res.stdout

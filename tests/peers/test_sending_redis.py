@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from saslnetauth.credentials.apptokens import new_token
+from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.sending.redisstate import RedisState
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store import SqlStore
@@ -26,7 +28,14 @@ from tests.support.clitools import init_with_user
 from tests.support.metrics import plain, samples
 from tests.support.peers import missing, port_open
 from tests.support.redisserver import chosen, private_redis, start_redis
-from tests.support.sending import connect, note, ok, request, sending_server
+from tests.support.sending import (
+    behind_one_address,
+    connect,
+    note,
+    ok,
+    request,
+    sending_server,
+)
 from tests.support.serverproc import free_port, run_server
 
 pytestmark = pytest.mark.peer
@@ -73,6 +82,24 @@ async def _race(
         for c in clients:
             await c.close()
     return list(got)
+
+
+def test_two_credentials_behind_one_address_in_redis(
+    sqlite_store: SqlStore, tmp_path: Path, shared_url: str, prefix: str
+) -> None:
+    """The one-script decision (TAKE_LINKED) resolves the login map as the embedded
+    state does: both credentials counted, the tightest limit, the suspension screen."""
+    sqlite_store.add_user("alice", "{PLAIN}x", networks=[NetworkRule.parse("any", scope="user")])
+    sqlite_store.add_app_password("alice", "phone", new_token)
+    sqlite_store.set_sending_limits("alice", "phone", {"recipients_per_hour": 2})
+    cfg = SendingConfig(recipients_per_hour=5, recipients_per_day=50, suspend_after=0)
+    shared, alone, after = asyncio.run(
+        behind_one_address(tmp_path / "s", sqlite_store, RedisState(shared_url), cfg, prefix)
+    )
+    assert shared[:2] == ["DUNNO"] * 2 and shared[2].startswith("450 4.7.1")
+    assert alone[:3] == ["DUNNO"] * 3 and alone[3].startswith("450 4.7.1")
+    assert after[0].startswith("450 4.7.1") and "suspended" in after[0]
+    assert "Too many recipients" in after[1]
 
 
 @pytest.mark.parametrize("servers", [1, 2])

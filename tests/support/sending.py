@@ -110,3 +110,28 @@ async def note(links: LoginLinks, decision: Decision, rip: str = "192.0.2.9") ->
     """A login the responder allowed, stored before this returns."""
     links.note(decision, rip)
     await asyncio.gather(*list(links._pending))
+
+
+NAT = "198.51.100.20"
+
+
+async def behind_one_address(
+    path: Path, store: SqlStore, state: SendingState, cfg: SendingConfig, prefix: str = "t:"
+) -> tuple[list[str], list[str], list[str]]:
+    """alice's phone, then her main password, log in from one NAT address: the
+    answers to RCPTs from that address, from another address (main only), and
+    after the main password is suspended then the phone logs in again."""
+    async with sending_server(path, store, state, cfg, prefix=prefix) as links:
+        await note(links, ok("alice", "phone"), NAT)
+        await note(links, ok("alice"), NAT)
+        c = await connect(path)
+        shared = [await c.ask(request("RCPT", client=NAT)) for _ in range(3)]
+        alone = [await c.ask(request("RCPT")) for _ in range(4)]
+        await note(links, ok("alice"), "192.0.2.9")
+        store.suspend("alice", None)
+        after = [await c.ask(request("RCPT", client=NAT))]
+        await asyncio.sleep(0.05)
+        await note(links, ok("alice", "phone"), NAT)
+        after.append(await c.ask(request("RCPT", client=NAT)))
+        await c.close()
+    return shared, alone, after

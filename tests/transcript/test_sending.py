@@ -17,7 +17,14 @@ from saslnetauth.sending.redisstate import RedisState
 from saslnetauth.sending.state import EmbeddedState
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store import SqlStore
-from tests.support.sending import connect, note, ok, request, sending_server
+from tests.support.sending import (
+    behind_one_address,
+    connect,
+    note,
+    ok,
+    request,
+    sending_server,
+)
 
 DEFER = "450 4.7.1"
 
@@ -92,6 +99,27 @@ def test_app_password_counts_apart_and_per_user_override(alice: SqlStore, tmp_pa
     # its own limit 2, times the outside factor 0.25: at least 1
     assert phone[0] == "DUNNO" and phone[1].startswith(DEFER)
     assert main[:5] == ["DUNNO"] * 5 and main[5].startswith(DEFER)
+
+
+def test_two_credentials_behind_one_address_count_against_both(
+    alice: SqlStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Postfix tells the auth server no client port: the phone and the main password
+    behind one NAT address cannot be told apart, so each message counts against both
+    and the tightest limit (the phone's 2) decides; the main password's counter moved
+    too. A suspended candidate stops the address's mail until a working credential
+    logs in there after the suspension."""
+    alice.set_sending_limits("alice", "phone", {"recipients_per_hour": 2})
+    with caplog.at_level(logging.WARNING, logger="saslnetauth.sending"):
+        shared, alone, after = run(
+            behind_one_address(tmp_path / "s", alice, EmbeddedState(), _cfg())
+        )
+    assert shared[:2] == ["DUNNO"] * 2 and shared[2].startswith(DEFER)
+    assert alone[:3] == ["DUNNO"] * 3 and alone[3].startswith(DEFER)  # main: 2 + 3 = 5
+    assert after[0].startswith(DEFER) and "suspended" in after[0]
+    assert "Too many recipients" in after[1]  # the phone alone: its own limit, not suspended
+    line = next(r.getMessage() for r in caplog.records if "sending deferred" in r.getMessage())
+    assert "credential=app:phone" in line and "candidates=app:phone,main" in line
 
 
 def test_outside_factor(alice: SqlStore, tmp_path: Path) -> None:
