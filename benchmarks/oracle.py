@@ -18,6 +18,9 @@ wrong pw, pw changed     ``rita`` (ARGON2ID; her password was changed with ``use
                          passwd``), a wrong password that never was hers
 retired pw, own net      ``rita``, her old password, from her network
 retired pw, other net    ``rita``, her old password, from 127.0.0.3
+wrong pw PLAIN           ``pat`` (``{PLAIN}``: decided in the server process when
+                         cheap, serve/decide/inline.py), wrong password, own network
+forbidden net PLAIN      ``pat``, right password, from 127.0.0.3
 
 A retired password costs a second hash when a worker is free and the deadline
 leaves room (docs/alerts.md, "Retired passwords"): the log's reason counts say how many
@@ -99,6 +102,8 @@ CASES = {
     "wrong pw, pw changed": Login("rita", WRONG, ALLOWED_IP, False),
     "retired pw, own net": Login("rita", OLD, ALLOWED_IP, False),
     "retired pw, other net": Login("rita", OLD, DENIED_IP, False),
+    "wrong pw PLAIN": Login("pat", WRONG, ALLOWED_IP, False),
+    "forbidden net PLAIN": Login("pat", PASSWORD, DENIED_IP, False),
 }
 #: Pairs of cases for the same user name: their reply lines must be byte-identical.
 SAME_USER = (
@@ -106,6 +111,7 @@ SAME_USER = (
     ("wrong pw SHA512-CRYPT", "forbidden net SHA512"),
     ("wrong pw, pw changed", "retired pw, own net"),
     ("wrong pw, pw changed", "retired pw, other net"),
+    ("wrong pw PLAIN", "forbidden net PLAIN"),
 )
 LIMIT = 0.05
 
@@ -232,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             BenchUser("sam", PASSWORD, PasswordHasher("SHA512-CRYPT").hash(PASSWORD)),
             BenchUser("bea", PASSWORD, PasswordHasher("BLF-CRYPT").hash(PASSWORD)),
             BenchUser("rita", OLD, None, (ALLOWED_IP,)),
+            BenchUser("pat", PASSWORD, "{PLAIN}" + PASSWORD),
         ]
         db = make_database(tmp, users)
         cli("user", "passwd", "rita", "--password-stdin", db=db, stdin=PASSWORD + "\n")

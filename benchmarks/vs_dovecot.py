@@ -29,6 +29,11 @@ Usage::
     .venv/bin/python benchmarks/vs_dovecot.py            # ~6-8 minutes
     .venv/bin/python benchmarks/vs_dovecot.py --quick    # ~1-2 minutes
     .venv/bin/python benchmarks/vs_dovecot.py --schemes PLAIN,ARGON2ID --conns 1,20
+
+``APP-PASSWORD``: an app password's token (saslnetauth, one keyed SHA-256) against
+the same token as Dovecot's PLAIN password, the closest equivalent; ``--cores``:
+the hash-bound limit (cores x single-core hash rate) and each server's
+throughput as a fraction of it (both in benchmarks/hashbound.py).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -69,6 +75,7 @@ from benchmarks.common import (
     saslnetauth_server,
     table,
 )
+from benchmarks.hashbound import APP, add_app_password, bound_rows, single_core_rates
 from benchmarks.loadgen import LoadResult, Login, run_load
 
 #: workload name -> (doveadm scheme, rounds/cost or None for Dovecot's default)
@@ -78,6 +85,8 @@ SCHEMES: dict[str, tuple[str, int | None]] = {
     "BLF-CRYPT-5": ("BLF-CRYPT", 5),
     "BLF-CRYPT-10": ("BLF-CRYPT", 10),
     "ARGON2ID": ("ARGON2ID", None),
+    # a slow main password and an app password to log in with (benchmarks/hashbound.py)
+    APP: ("SHA512-CRYPT", None),
 }
 CONNS = (1, 20, 200)
 KINDS = ("allowed", "denied")
@@ -87,6 +96,7 @@ KINDS = ("allowed", "denied")
 #: auth_failure_delay = 0, so "denied" runs on one connection stay short.
 COUNTS: dict[str, dict[str, tuple[int, int, int]]] = {
     "PLAIN": {"allowed": (1500, 3000, 3000), "denied": (6, 100, 1000)},
+    APP: {"allowed": (1500, 3000, 3000), "denied": (6, 100, 1000)},
     "SHA512-CRYPT": {"allowed": (300, 800, 800), "denied": (6, 100, 800)},
     "BLF-CRYPT-5": {"allowed": (300, 800, 800), "denied": (6, 100, 800)},
     "BLF-CRYPT-10": {"allowed": (16, 40, 200), "denied": (6, 40, 200)},
@@ -216,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating runs per server and cell")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every request count")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument(
+        "--cores",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="cores for the hash-bound limit: cores x single-core hash rate (default: all)",
+    )
     args = ap.parse_args(argv)
     args.schemes = [s.strip().upper() for s in args.schemes.split(",") if s.strip()]
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -245,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
             + "; ".join(f"{k}: {u.hash[:30]}..." for k, u in users.items() if u.hash)
         )
         db = make_database(tmp, list(users.values()))
+        users[APP] = add_app_password(db, users[APP])
+        rates = single_core_rates({k: users[k] for k in args.schemes})
+        print(
+            "single-core hash rates (this process, one thread): "
+            + "; ".join(f"{k}: {v:,.0f}/s" for k, v in rates.items())
+        )
         from tests.support import DovecotInstance
 
         dovecot = DovecotInstance(
@@ -347,6 +369,14 @@ def main(argv: list[str] | None = None) -> int:
             rows,
         )
     )
+    banner(f"Against the hash-bound limit (--cores {args.cores} x single-core hash rate)")
+    bound = []
+    for c in cells:
+        got = results[(c.scheme, c.kind, c.conns)]
+        bound.append(
+            (c.scheme, c.kind, c.conns, got["dovecot"].throughput, got["saslnetauth"].throughput)
+        )
+    print(bound_rows(bound, rates, args.cores))
     errors = [
         f"{k}: {name}: {sample}"
         for k, aggs in results.items()

@@ -67,6 +67,7 @@ from saslnetauth.errors import BackendError
 from saslnetauth.events.authlog import Record, account
 from saslnetauth.logfmt import kv
 from saslnetauth.policy.apppolicy import named_app_password, named_by_id, verify_app_password
+from saslnetauth.policy.cheap import cheap_to_decide
 from saslnetauth.policy.classification import Classified, Lookup, refusal
 from saslnetauth.policy.login import Login
 from saslnetauth.policy.mainverify import verify_main_password
@@ -154,6 +155,7 @@ class DecisionEngine:
         log_fields: dict[str, object] | None = None,
         quiet: bool = False,
         after_reply: list[Callable[[], None]] | None = None,
+        looked: tuple[Classified, Login] | None = None,
     ) -> Decision:
         """Run the policy for one login attempt and log one line about it.
 
@@ -163,7 +165,10 @@ class DecisionEngine:
 
         Work that must wait until the client has its answer (the rehash of
         ``rehash_on_login``) is appended to ``after_reply`` for the caller to
-        run then; without the list it runs here, after the decision."""
+        run then; without the list it runs here, after the decision.
+
+        ``looked``: the classification and judged login :meth:`decide_if_cheap` has
+        just read for it (no second lookup)."""
         rehash: list[ParsedHash] = []
         tried: list[int] = []  # the retired password it matched
         route, judged = self._route(login)  # proxies hook: the login as judged
@@ -173,7 +178,7 @@ class DecisionEngine:
                 # that no hash was spent
                 decision = Decision(Verdict.FAIL, Reason.EMPTY_PASSWORD, display_name(login.user))
             else:
-                classified, effective = self._look_up_and_match(judged, route)
+                classified, effective = looked or self._look_up_and_match(judged, route)
                 decision = self._verify(classified, effective, rehash, tried)
                 decision = suspended(decision, classified.user)  # docs/sending.md
                 decision = self._settle(decision, route, classified)  # proxies hook
@@ -215,6 +220,26 @@ class DecisionEngine:
         except Exception:
             log.exception("internal error while classifying a login")
             return Classified(display_name(login.user), True)
+
+    def decide_if_cheap(
+        self, login: Login, after_reply: list[Callable[[], None]]
+    ) -> Decision | Classified:
+        """:meth:`decide` when the login could succeed and is cheap to decide
+        (:mod:`.cheap`), from the one lookup; otherwise its :meth:`triage` (nothing
+        logged), for the scheduler and a worker to decide."""
+        if not login.password:
+            return self.decide(login, after_reply=after_reply)
+        try:
+            route, judged = self._route(login)
+            looked = self._look_up_and_match(judged, route)
+        except Exception:
+            log.exception("internal error while classifying a login")
+            return Classified(display_name(login.user), True)
+        c = looked[0]
+        # one that cannot succeed is the scheduler's (hopeless_share, verified=no)
+        if not (c.could_succeed or c.error is not None) or not cheap_to_decide(c, login, self):
+            return c
+        return self.decide(login, after_reply=after_reply, looked=looked)
 
     def match_cached(self, found: Lookup, login: Login) -> Classified:
         """:meth:`triage` from what an earlier one read (no I/O): for a server that

@@ -43,10 +43,11 @@ async def run(cfg: Config, listening: Listening, reload: Reload, mail_connection
     from saslnetauth.runtime import measure_verification
     from saslnetauth.serve.authsocket.server import AuthServer
     from saslnetauth.serve.decide.classifier import Classifier
+    from saslnetauth.serve.decide.inline import InlineCheap
     from saslnetauth.serve.decide.scheduler import Scheduler
     from saslnetauth.serve.decide.workers import make_decider
 
-    decider = Scheduler(make_decider(cfg), cfg, Classifier(cfg))
+    decider = InlineCheap(Scheduler(make_decider(cfg), cfg, Classifier(cfg)))
     # the failure deadline covers the slowest scheme (saslnetauth.policy.deadline)
     measured, _ = await asyncio.gather(
         asyncio.to_thread(measure_verification, cfg), decider.start()

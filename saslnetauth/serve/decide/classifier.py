@@ -25,9 +25,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from saslnetauth.logfmt import kv
+from saslnetauth.policy.cheap import may_be_cheap
 from saslnetauth.policy.classification import Classified, Lookup, refusal
 from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import Decision
@@ -46,7 +48,10 @@ BATCH = 256
 MAX_CACHED = 10000
 
 _Refuse = tuple[Classified, Login]
-#: ("c", (future, login)), ("r", (classified, login)), ("reload", cfg), or None to stop.
+#: (the future, its classification or, for "d", perhaps its decision, the time read).
+_Answer = tuple["asyncio.Future[Any]", "Classified | Decision", float]
+#: ("c", (future, login)), ("d", (future, login)), ("r", (classified, login)),
+#: ("reload", cfg), or None to stop.
 _Item = tuple[str, Any] | None
 
 
@@ -79,6 +84,26 @@ class Classifier:
         self._queue.put(("c", (fut, login)))
         return fut
 
+    def decide_if_cheap(self, login: Login) -> asyncio.Future[Classified | Decision]:
+        """A future of the login's decision when it is cheap to decide (made here, from
+        the one lookup: :meth:`DecisionEngine.decide_if_cheap`), else of its
+        classification, for a worker to decide."""
+        assert self._loop is not None, "start() first"
+        fut: asyncio.Future[Classified | Decision] = self._loop.create_future()
+        self._queue.put(("d", (fut, login)))
+        return fut
+
+    def may_be_cheap(self, login: Login) -> bool:
+        """Whether to try :meth:`decide_if_cheap` first: not when a recent lookup of the
+        name says its credential is slow to verify (then straight to the scheduler)."""
+        engine = self.engine
+        if engine is None or login.real_rip is not None or engine.proxies:
+            return False
+        hit = self._cache.get(login.user)
+        if hit is None or time.monotonic() - hit[0] >= self.cfg.global_cache_seconds:
+            return True
+        return may_be_cheap(hit[1].user, login)
+
     def cached(self, login: Login) -> Classified | None:
         """A "could succeed" classification from a recent lookup of the login's name,
         or None."""
@@ -107,13 +132,15 @@ class Classifier:
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 10.0)
 
-    def _deliver(self, answers: list[tuple[asyncio.Future[Classified], Classified, float]]) -> None:
+    def _deliver(self, answers: list[_Answer]) -> None:
         """On the event loop: the batch's results, and their lookups for :meth:`cached`."""
         cache = self._cache
         for fut, c, read in answers:
             if not fut.done():
                 fut.set_result(c)
-            if c.lookup is not None and self.cfg.global_cache_seconds > 0:
+            if not isinstance(c, Classified) or c.lookup is None:
+                continue
+            if self.cfg.global_cache_seconds > 0:
                 if len(cache) >= MAX_CACHED:
                     cache.clear()
                 cache[c.lookup.given] = (read, c.lookup)
@@ -134,7 +161,7 @@ class Classifier:
     def _run(self, ready: asyncio.Future[None]) -> None:
         loop = self._loop
         assert loop is not None
-        engine = self.engine = self._build(self.cfg)
+        self.engine = self._build(self.cfg)
         loop.call_soon_threadsafe(_set_done, ready)
         try:
             while True:
@@ -144,42 +171,54 @@ class Classifier:
                         batch.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                answers: list[tuple[asyncio.Future[Classified], Classified, float]] = []
-                later: list[_Refuse] = []
-                stop = False
-                for item in batch:
-                    if item is None:
-                        stop = True
-                        continue
-                    kind, args = item
-                    if kind == "c":
-                        fut, login = args
-                        read = time.monotonic()
-                        if engine is None:
-                            c = Classified(str(login.user)[:255], True)
-                        else:
-                            c = engine.triage(login)
-                        answers.append((fut, c, read))
-                    elif kind == "r":
-                        later.append(args)
-                    elif kind == "reload":
-                        new = self._build(args)
-                        if new is not None:
-                            if engine is not None:
-                                engine.close()
-                            engine = self.engine = new
-                if answers:
-                    loop.call_soon_threadsafe(self._deliver, answers)
-                for c, login in later:  # after the answers: logging waits, logins not
-                    if engine is not None:
-                        engine.refuse_unverified(c, login)
-                if stop:
+                if not self._pass(loop, batch):
                     return
         except RuntimeError:  # the event loop is closed: nobody is waiting any more
             return
         finally:
-            if engine is not None:
-                engine.close()
+            if self.engine is not None:
+                self.engine.close()
+
+    def _pass(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> bool:
+        """One batch on the thread; False when told to stop. The answers go back in one
+        call; logging of refusals, and work that waits for the reply, after them."""
+        answers: list[_Answer] = []
+        later: list[_Refuse] = []
+        after_reply: list[Callable[[], None]] = []
+        stop = False
+        for item in batch:
+            if item is None:
+                stop = True
+                continue
+            kind, args = item
+            engine = self.engine
+            if kind in ("c", "d"):
+                fut, login = args
+                read = time.monotonic()
+                c: Classified | Decision
+                if engine is None:
+                    c = Classified(str(login.user)[:255], True)
+                elif kind == "d":
+                    c = engine.decide_if_cheap(login, after_reply)
+                else:
+                    c = engine.triage(login)
+                answers.append((fut, c, read))
+            elif kind == "r":
+                later.append(args)
+            elif kind == "reload":
+                new = self._build(args)
+                if new is not None:
+                    if engine is not None:
+                        engine.close()
+                    self.engine = new
+        if answers:
+            loop.call_soon_threadsafe(self._deliver, answers)
+        for c, login in later:  # after the answers: logging waits, logins not
+            if self.engine is not None:
+                self.engine.refuse_unverified(c, login)
+        for job in after_reply:
+            job()
+        return not stop
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:

@@ -166,7 +166,11 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self._could) + len(self._hopeless)
 
-    async def decide(self, login: Login, timeout: float | None = None) -> Decision:
+    async def decide(
+        self, login: Login, timeout: float | None = None, classified: Classified | None = None
+    ) -> Decision:
+        """``classified``: its classification, made already (serve.decide.inline; used
+        when the login is classified at all)."""
         loop = asyncio.get_running_loop()
         arrival = loop.time()
         serve = self.cfg.serve
@@ -179,7 +183,7 @@ class Scheduler:
             self.counts.direct += 1
         else:
             judged = self._judged(login)  # proxies hook: classified by the address judged
-            c = await self._triaged(judged, deadline)
+            c = classified or await self._triaged(judged, deadline)
             ready = self._classified(c, judged, arrival, deadline)
             if isinstance(ready, Decision):
                 return ready
