@@ -76,7 +76,7 @@ def test_a_store_that_does_not_answer_falls_back_once(caplog: pytest.LogCaptureF
     for _ in range(3):
         box.record_failure(KEY, 0.0)
 
-    async def run() -> tuple[list[float], list[float], bool, int]:
+    async def run() -> tuple[list[tuple[float, bool]], list[float], bool, int]:
         brake = open_shared_brake(f"redis://127.0.0.1:{free_port()}/0", "p:", 0.5, 3600)
         waits = [await brake.client_wait(KEY, box, 0.0) for _ in range(3)]
         step = Step(client=KEY, user="alice", user_fail=True)
@@ -87,7 +87,7 @@ def test_a_store_that_does_not_answer_falls_back_once(caplog: pytest.LogCaptureF
 
     with caplog.at_level(logging.INFO, logger="saslnetauth.serve.brake"):
         waits, extras, up, fallbacks = asyncio.run(run())
-    assert waits == [box.delay(KEY, 0.0)] * 3  # this host's count still brakes
+    assert waits == [(box.delay(KEY, 0.0), False)] * 3  # this host's count still brakes
     assert extras == [0.25, 0.25]
     assert (up, fallbacks) == (False, 1)
     lines = [r.getMessage() for r in caplog.records]

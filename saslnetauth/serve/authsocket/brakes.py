@@ -51,11 +51,11 @@ class Brakes:
         self.user.retune(**penalty_settings(settings))
         self.repeats.retune(settings.penalty_max_entries)
 
-    async def client_wait(self, key: tuple[int, int] | None, now: float) -> float:
-        """The seconds a login from ``key`` waits before it is decided."""
-        wait = self.ip.delay(key, now)
+    async def client_wait(self, key: tuple[int, int] | None, now: float) -> tuple[float, bool]:
+        """The seconds a login from ``key`` waits before it is decided, and whether the
+        shared store counted no failure of it (a success then writes nothing there)."""
         if self.shared is None or key is None:
-            return wait
+            return self.ip.delay(key, now), True
         return await self.shared.client_wait(key, self.ip, now)
 
     def seen(self, key: Hashable, login: Login) -> Repeats:
@@ -93,11 +93,13 @@ class Brakes:
         now: float,
         *,
         user_penalty: bool,
+        clean: bool = False,
     ) -> float:
-        """:meth:`after`, and the same step in the shared store (``[state] url``)."""
+        """:meth:`after`, and the same step in the shared store (``[state] url``);
+        ``clean``: the store counted no failure of this client when it was read."""
         step = brake_step(decision, key, seen, user_penalty=user_penalty)
         extra = self._apply(step, decision, login, key, seen, now)
-        if self.shared is None:
+        if self.shared is None or (step.clear and clean):
             return extra
         return await self.shared.settle(step, self.user, extra)
 

@@ -101,15 +101,18 @@ class SharedBrake:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def client_wait(self, key: tuple[int, int], box: PenaltyBox, now: float) -> float:
+    async def client_wait(
+        self, key: tuple[int, int], box: PenaltyBox, now: float
+    ) -> tuple[float, bool]:
         """What a login from ``key`` waits: the larger of every host's count and this
-        host's (``box``); this host's alone while the store is down."""
+        host's (``box``); this host's alone while the store is down. And whether the
+        store counted no failure of it (its success then has nothing to clear)."""
         local = box.failures(key, now)
         shared = await self._call(lambda: self.store.client_failures(key))
         wait = box.delay_for(max(local, shared or 0))
         if shared is not None and wait > 0:
             self.client_waits += 1
-        return wait
+        return wait, shared == 0
 
     async def settle(self, step: Step, box: PenaltyBox, local_extra: float) -> float:
         """Write ``step`` to the store; the seconds the user's penalty adds (the larger

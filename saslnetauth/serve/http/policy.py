@@ -235,7 +235,7 @@ class PolicyService:
         key = client_bucket(
             req.attempt.address, ipv6_prefix=self.server.settings.penalty_ipv6_prefix
         )
-        delay = await self.server.brakes.client_wait(key, time.monotonic())
+        delay, _ = await self.server.brakes.client_wait(key, time.monotonic())
         return math.ceil(delay) if delay > 0 else 0
 
     # -- report ----------------------------------------------------------------------
