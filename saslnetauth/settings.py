@@ -336,9 +336,10 @@ class SendingConfig:
 
 @dataclass
 class StateConfig:
-    #: Where the sending counters and login links live: "" = in this process (one
-    #: host), or redis://HOST:PORT/DB, rediss://..., unix:///path (Redis or Valkey,
-    #: shared by every MX host). When it does not answer, sending is deferred.
+    #: Where the sending counters, login links and brute-force brake counts live: "" =
+    #: in this process (one host), or redis://HOST:PORT/DB, rediss://..., unix:///path
+    #: (Redis or Valkey, shared by every MX host). When it does not answer, sending is
+    #: deferred and the brake uses this host's counts (serve/decide/sharedbrake.py).
     url: str = ""
     #: Prefix of every key in Redis (several installations may share one server).
     prefix: str = "saslnetauth:"

@@ -1,6 +1,7 @@
 """The running ``saslnetauth serve``: the decider, the auth-socket responder and the
 services beside it (verdict record, purge of expired grants, revoke watch, /metrics,
-userdb lookups, Dovecot's auth policy endpoint), and their shutdown in order.
+userdb lookups, Dovecot's auth policy endpoint, the shared brake of ``[state] url``),
+and their shutdown in order.
 
 :func:`run` is the process's event loop body (:func:`saslnetauth.serve.app.start`).
 """
@@ -64,6 +65,7 @@ async def run(cfg: Config, listening: Listening, reload: Reload, mail_connection
         geoip=cfg.geoip,
         mail_connections=mail_connections,
     )
+    _shared_brake(cfg, server, closers)
     await server.start(listening.auth)
     start_watch()
     if listening.metrics is not None:
@@ -81,6 +83,20 @@ async def _close_all(closers: list[Closer]) -> None:
         result = close()
         if asyncio.iscoroutine(result):
             await result
+
+
+def _shared_brake(cfg: Config, server: AuthServer, closers: list[Closer]) -> None:
+    """With ``[state] url``: the brute-force brake counts in the shared store too
+    (saslnetauth.serve.decide.sharedbrake), closed after the responder."""
+    if not cfg.state.url:
+        return
+    from saslnetauth.serve.decide.sharedbrake import open_shared_brake
+
+    shared = open_shared_brake(
+        cfg.state.url, cfg.state.prefix, cfg.state.timeout, server.ip_penalty.expire
+    )
+    server.brakes.shared = shared
+    closers.append(shared.close)
 
 
 def _responder_record(cfg: Config, closers: list[Closer]) -> Callable[..., None] | None:

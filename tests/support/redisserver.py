@@ -75,3 +75,9 @@ def private_redis(bind: Sequence[str] = ("127.0.0.1",)) -> Iterator[RedisServer]
     finally:
         proc.kill()
         proc.wait()
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    """Killed at once (a crash, not a clean shutdown)."""
+    proc.kill()
+    proc.wait()

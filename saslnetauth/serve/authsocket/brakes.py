@@ -2,7 +2,9 @@
 the client's penalty (:class:`~saslnetauth.serve.decide.penalty.PenaltyBox` per
 client network), the user's penalty for failures from outside the user's
 networks (``[serve] user_penalty``), and the memory of recent wrong passwords
-(:mod:`saslnetauth.serve.decide.repeats`): a repeat grows neither."""
+(:mod:`saslnetauth.serve.decide.repeats`): a repeat grows neither. With ``[state]
+url`` the counts of every host sharing the store are used as well
+(:mod:`saslnetauth.serve.decide.sharedbrake`); the repeat memory stays this host's."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from saslnetauth.policy.login import Login
 from saslnetauth.policy.verdict import WRONG_PASSWORD, Decision, Verdict
 from saslnetauth.serve.decide.penalty import PenaltyBox
 from saslnetauth.serve.decide.repeats import RepeatMemory, Repeats
+from saslnetauth.serve.decide.sharedbrake import SharedBrake
+from saslnetauth.serve.decide.sharedpenalty import Step
 from saslnetauth.settings import ServeConfig
 
-__all__ = ["MAX_USER_KEY", "Brakes", "penalty_settings"]
+__all__ = ["MAX_USER_KEY", "Brakes", "brake_step", "penalty_settings"]
 
 #: Characters of a user name the repeat memory keys on.
 MAX_USER_KEY = 256
@@ -39,11 +43,20 @@ class Brakes:
         self.user = PenaltyBox(**penalty_settings(settings))
         #: Recent wrong passwords (keyed digests): a repeat does not grow the brakes.
         self.repeats = RepeatMemory(max_entries=settings.penalty_max_entries)
+        #: Every host's counts in Redis or Valkey (``[state] url``), None: this host's.
+        self.shared: SharedBrake | None = None
 
     def retune(self, settings: ServeConfig) -> None:
         self.ip.retune(**penalty_settings(settings))
         self.user.retune(**penalty_settings(settings))
         self.repeats.retune(settings.penalty_max_entries)
+
+    async def client_wait(self, key: tuple[int, int] | None, now: float) -> tuple[float, bool]:
+        """The seconds a login from ``key`` waits before it is decided, and whether the
+        shared store counted no failure of it (a success then writes nothing there)."""
+        if self.shared is None or key is None:
+            return self.ip.delay(key, now), True
+        return await self.shared.client_wait(key, self.ip, now)
 
     def seen(self, key: Hashable, login: Login) -> Repeats:
         """Whether the login's password repeats a recent wrong one (of this client, of
@@ -54,7 +67,7 @@ class Brakes:
         self,
         decision: Decision,
         login: Login,
-        key: Hashable,
+        key: tuple[int, int] | None,
         seen: Repeats,
         now: float,
         *,
@@ -62,25 +75,78 @@ class Brakes:
     ) -> float:
         """Count the decision against the client (and the user); the seconds the user's
         penalty adds to this failure's deadline."""
-        if decision.verdict is Verdict.OK:
-            # The user brake is not cleared: it only counts failures from outside the
-            # user's networks, which the real user's success says nothing about.
+        return self._apply(
+            brake_step(decision, key, seen, user_penalty=user_penalty),
+            decision,
+            login,
+            key,
+            seen,
+            now,
+        )
+
+    async def after_shared(
+        self,
+        decision: Decision,
+        login: Login,
+        key: tuple[int, int] | None,
+        seen: Repeats,
+        now: float,
+        *,
+        user_penalty: bool,
+        clean: bool = False,
+    ) -> float:
+        """:meth:`after`, and the same step in the shared store (``[state] url``);
+        ``clean``: the store counted no failure of this client when it was read."""
+        step = brake_step(decision, key, seen, user_penalty=user_penalty)
+        extra = self._apply(step, decision, login, key, seen, now)
+        if self.shared is None or (step.clear and clean):
+            return extra
+        return await self.shared.settle(step, self.user, extra)
+
+    def _apply(
+        self,
+        step: Step,
+        decision: Decision,
+        login: Login,
+        key: tuple[int, int] | None,
+        seen: Repeats,
+        now: float,
+    ) -> float:
+        if step.clear:
             self.ip.record_success(key)
             return 0.0
-        if decision.verdict is not Verdict.FAIL:
-            return 0.0
+        if step.client is not None:
+            self.ip.record_failure(step.client, now)
         extra = 0.0
-        wrong = decision.reason in WRONG_PASSWORD
-        if not (wrong and seen.client):
-            self.ip.record_failure(key, now)
-        # network_ok is also set for unknown users (the global networks), so the
-        # user brake cannot tell existing names from others
-        braked = user_penalty and decision.network_ok is False
-        if braked:
-            extra = self.user.delay(decision.user, now)
-            if not (wrong and seen.user):
-                self.user.record_failure(decision.user, now)
-        if wrong:
+        if step.user is not None:
+            extra = self.user.delay(step.user, now)
+            if step.user_fail:
+                self.user.record_failure(step.user, now)
+        if decision.verdict is Verdict.FAIL and decision.reason in WRONG_PASSWORD:
             user_key = login.user[:MAX_USER_KEY]
-            self.repeats.remember(key, user_key, seen, now, for_user=braked)
+            self.repeats.remember(key, user_key, seen, now, for_user=step.user is not None)
         return extra
+
+
+def brake_step(
+    decision: Decision, key: tuple[int, int] | None, seen: Repeats, *, user_penalty: bool
+) -> Step:
+    """What ``decision`` does to the brakes (pure): a success clears its client, a
+    failure counts against it unless it repeats a recent wrong password, a failure
+    from outside the user's networks also against the user (read first: it lengthens
+    this failure)."""
+    if decision.verdict is Verdict.OK:
+        # The user brake is not cleared: it only counts failures from outside the
+        # user's networks, which the real user's success says nothing about.
+        return Step(client=key, clear=True)
+    if decision.verdict is not Verdict.FAIL:
+        return Step()
+    wrong = decision.reason in WRONG_PASSWORD
+    # network_ok is also set for unknown users (the global networks), so the
+    # user brake cannot tell existing names from others
+    braked = user_penalty and decision.network_ok is False
+    return Step(
+        client=None if wrong and seen.client else key,
+        user=decision.user if braked else None,
+        user_fail=braked and not (wrong and seen.user),
+    )

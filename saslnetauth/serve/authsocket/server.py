@@ -294,7 +294,11 @@ class AuthServer:
         first, whatever the outcome will be, like Dovecot's auth_penalty."""
         arrival = login.arrival
         key = client_bucket(login.address, ipv6_prefix=self.settings.penalty_ipv6_prefix)
-        wait = self.ip_penalty.delay(key, arrival)
+        clean = True  # the shared store counted no failure of this client
+        if self.brakes.shared is None:
+            wait = self.ip_penalty.delay(key, arrival)
+        else:  # every host's count too, within its timeout (never in the way)
+            wait, clean = await self.brakes.client_wait(key, arrival)
         if wait > 0:
             await asyncio.sleep(wait)
         # the penalties this failure waits were read above, before the password was
@@ -320,7 +324,12 @@ class AuthServer:
         if decision.ok and self.on_login_ok is not None:  # the sending limits' login links
             self.on_login_ok(decision, login.rip)
         braked = self.settings.user_penalty
-        extra = self.brakes.after(decision, login, key, seen, now, user_penalty=braked)
+        if self.brakes.shared is None:
+            extra = self.brakes.after(decision, login, key, seen, now, user_penalty=braked)
+        else:
+            extra = await self.brakes.after_shared(
+                decision, login, key, seen, now, user_penalty=braked, clean=clean
+            )
         self._alert(decision, login, repeat=seen.client)
         return decision, self.deadline.at(arrival, wait=wait, extra=extra)
 

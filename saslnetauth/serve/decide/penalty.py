@@ -93,10 +93,14 @@ class PenaltyBox:
         )
 
     def delay(self, key: Hashable | None, now: float) -> float:
-        if key is None or self.cap <= 0:
+        if key is None:
             return 0.0
-        failures = self.failures(key, now)
-        if failures == 0 or failures < self.free_failures:
+        return self.delay_for(self.failures(key, now))
+
+    def delay_for(self, failures: int) -> float:
+        """The delay of ``failures`` recent failures (counted here or elsewhere: the
+        shared brake's store, :mod:`saslnetauth.serve.decide.sharedpenalty`)."""
+        if self.cap <= 0 or failures == 0 or failures < self.free_failures:
             return 0.0
         n = failures - max(self.free_failures, 1)
         return float(min(self.cap, self.base * (2 ** min(n, 30))))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from saslnetauth.policy.rules.geoip import GeoLocator
 from saslnetauth.serve.alerts import AlertRunner
+from saslnetauth.serve.authsocket.brakes import Brakes
 from saslnetauth.serve.authsocket.fdlimits import METRICS_MAX_CONNECTIONS
 from saslnetauth.serve.decide.decider import Decider, MetricValue
 from saslnetauth.serve.decide.penalty import PenaltyBox
@@ -48,6 +49,8 @@ class MetricsSource(Protocol):
     @property
     def repeats(self) -> RepeatMemory: ...
     @property
+    def brakes(self) -> Brakes: ...
+    @property
     def alerts(self) -> AlertRunner: ...
 
 
@@ -76,7 +79,12 @@ class MetricsEndpoint:
         m = server.metrics
         if server.geoip is not None:
             m.geoip = [(d.kind, d.loaded, d.build_epoch) for d in server.geoip.states() if d.path]
-        gauges = (*_gauges(server, now), *_counters(server), *server.decider.metric_values())
+        gauges = (
+            *_gauges(server, now),
+            *_shared_brake(server.brakes),
+            *_counters(server),
+            *server.decider.metric_values(),
+        )
         for name, text, value in gauges:
             m.set_gauge(name, text, value)
         return m.render()
@@ -128,6 +136,36 @@ def _gauges(server: MetricsSource, now: float) -> list[MetricValue]:
             "Most failures from outside its networks counted against one user now "
             "(distinct wrong passwords over all clients; with [serve] user_penalty).",
             server.user_penalty.most(now),
+        ),
+    ]
+
+
+def _shared_brake(brakes: Brakes) -> list[MetricValue]:
+    """The shared brake's state (only with ``[state] url``)."""
+    shared = brakes.shared
+    if shared is None:
+        return []
+    return [
+        (
+            "saslnetauth_shared_brake_up",
+            "1 while the brute-force brake uses the counts of every host in [state] url, "
+            "0 while it falls back to this host's.",
+            int(shared.up),
+        ),
+        (
+            "saslnetauth_shared_brake_fallbacks_total",
+            "Times the brake fell back to this host's counts (the state store did not answer).",
+            shared.fallbacks,
+        ),
+        (
+            "saslnetauth_shared_brake_client_waits_total",
+            "Logins that waited a client penalty counted over every host.",
+            shared.client_waits,
+        ),
+        (
+            "saslnetauth_shared_brake_user_waits_total",
+            "Failures the user penalty lengthened, counted over every host.",
+            shared.user_waits,
         ),
     ]
 

@@ -52,6 +52,7 @@ from saslnetauth.policy.proxies import Case
 from saslnetauth.policy.rules.netrules import RuleSet
 from saslnetauth.policy.verdict import Decision, Reason, Verdict
 from saslnetauth.serve.decide.penalty import client_bucket
+from saslnetauth.serve.decide.sharedpenalty import Step
 from saslnetauth.serve.http.policyrequest import PolicyRequest, decide_network, parse_request
 from saslnetauth.serve.http.server import Request, Response
 from saslnetauth.settings import PolicyConfig
@@ -234,7 +235,7 @@ class PolicyService:
         key = client_bucket(
             req.attempt.address, ipv6_prefix=self.server.settings.penalty_ipv6_prefix
         )
-        delay = self.server.ip_penalty.delay(key, time.monotonic())
+        delay, _ = await self.server.brakes.client_wait(key, time.monotonic())
         return math.ceil(delay) if delay > 0 else 0
 
     # -- report ----------------------------------------------------------------------
@@ -269,6 +270,8 @@ class PolicyService:
             decision = replace(decision, proxy=proxy)
         if decision.verdict is Verdict.FAIL:
             server.ip_penalty.record_failure(key, time.monotonic())
+            if server.brakes.shared is not None:  # every host's count (docs/sending.md)
+                server.brakes.shared.settle_later(Step(client=key))
         server.metrics.count(decision.verdict.value, decision.reason.value, req.protocol)
         stolen = decision.reason in (Reason.NETWORK, Reason.NO_NETWORK_RULES)
         if not (after and decision.credentials_valid and stolen):
