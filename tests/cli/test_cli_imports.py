@@ -67,7 +67,7 @@ def loaded(stderr: str, watched: set[str]) -> set[str]:
     [["--help"], ["--version"], ["user", "--help"], ["user", "show", "--help"], ["check", "-h"]],
 )
 def test_help_imports_nothing_heavy(args: list[str]) -> None:
-    r = run(*args, env=PROFILE)
+    r = run(*args, env=PROFILE, process=True)
     assert r.code == 0, r.err
     names = imported(r.err)
     assert "click" in names  # the profile really was read
@@ -75,7 +75,7 @@ def test_help_imports_nothing_heavy(args: list[str]) -> None:
 
 
 def test_help_imports_no_command_module() -> None:
-    r = run("--help", env=PROFILE)
+    r = run("--help", env=PROFILE, process=True)
     assert r.code == 0
     commands = {target.partition(":")[0] for target, _ in COMMANDS.values()}
     assert imported(r.err) & commands == set()
@@ -85,7 +85,7 @@ def test_help_imports_no_command_module() -> None:
 
 def test_user_show_reads_without_engine_hasher_or_rich(sqlite_url: str) -> None:
     db = init_with_user(sqlite_url, "alice", "s3cret", "192.0.2.0/24")
-    r = run("user", "show", "alice", db=db, env=PROFILE)
+    r = run("user", "show", "alice", db=db, env=PROFILE, process=True)
     assert r.code == 0, r.err
     assert "192.0.2.0/24" in r.out
     assert "sqlalchemy" in imported(r.err)
@@ -98,7 +98,7 @@ def test_check_does_not_import_migrations_rich_or_the_server(sqlite_url: str) ->
     assert r.code == 0, r.out + r.err
     r = run(
         "check", "alice", "--rip", "192.0.2.9", "--password-stdin", db=db, stdin="s3cret\n",
-        env=PROFILE,
+        env=PROFILE, process=True,
     )  # fmt: skip
     assert r.code == 0, r.out + r.err
     assert "saslnetauth.policy.engine" in imported(r.err)

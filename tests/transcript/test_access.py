@@ -167,7 +167,7 @@ def test_unix_peer_of_another_user_is_refused_before_the_handshake(db: str, tmp_
 def test_unknown_allowed_user_stops_the_start(db: str, tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text('[serve]\nallowed_users = ["no-such-user-xyz"]\n')
-    r = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db)
+    r = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db, process=True)
     assert r.code == 1 and "serve.allowed_users: no such user 'no-such-user-xyz'" in r.err, r
     # the built-in names are skipped where the system lacks them (Debian-exim, say)
     cfg.write_text('[serve]\nallowed_groups = ["Debian-exim", "postfix", "dovecot"]\n')
@@ -179,7 +179,7 @@ def test_unknown_allowed_user_stops_the_start(db: str, tmp_path: Path) -> None:
 
 def test_tcp_listeners_stay_on_loopback_unless_allowed(db: str, tmp_path: Path) -> None:
     port = free_port()
-    r = run("serve", "--listen", f"inet:0.0.0.0:{port}", db=db, timeout=30)
+    r = run("serve", "--listen", f"inet:0.0.0.0:{port}", db=db, timeout=30, process=True)
     assert r.code == 1 and f"refusing to listen on inet:0.0.0.0:{port}" in r.err, r
     assert "allow_remote_listen" in r.err
     cfg = tmp_path / "c.toml"

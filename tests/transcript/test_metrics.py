@@ -139,7 +139,16 @@ def test_metrics_token(tmp_path: Path) -> None:
         f'[serve]\nmetrics_listen = "inet:127.0.0.1:{port}"\nmetrics_token = "{TOKEN}"\n'
     )
     cfg.chmod(0o644)
-    res = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db, timeout=30)
+    res = run(
+        "--config",
+        str(cfg),
+        "serve",
+        "--listen",
+        f"unix:{tmp_path}/s",
+        db=db,
+        timeout=30,
+        process=True,
+    )
     assert res.code != 0 and "serve.metrics_token" in res.err and "chmod o-r" in res.err
     cfg.chmod(0o600)
     with run_server(db, config=cfg) as srv:

@@ -344,6 +344,15 @@ def test_no_policy_listener_without_a_secret(
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[policy]\nlisten = "inet:127.0.0.1:{free_port()}"\n{keys}')
     cfg.chmod(mode)
-    res = run("--config", str(cfg), "serve", "--listen", f"unix:{tmp_path}/s", db=db, timeout=30)
+    res = run(
+        "--config",
+        str(cfg),
+        "serve",
+        "--listen",
+        f"unix:{tmp_path}/s",
+        db=db,
+        timeout=30,
+        process=True,
+    )
     assert res.code != 0 and error in res.err, res.err
     assert "openssl rand -hex 32" in res.err or "chmod o-r" in res.err

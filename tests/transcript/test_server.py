@@ -266,7 +266,12 @@ def test_database_broken_while_running_gives_tempfail(
 
 def test_uninitialised_database_refuses_to_start(tmp_path: Path) -> None:
     r = run(
-        "serve", "--listen", f"unix:{tmp_path}/s", db=f"sqlite:///{tmp_path}/none.db", timeout=20
+        "serve",
+        "--listen",
+        f"unix:{tmp_path}/s",
+        db=f"sqlite:///{tmp_path}/none.db",
+        timeout=20,
+        process=True,
     )
     assert r.code == 75 and "saslnetauth init" in r.err
 
@@ -277,7 +282,7 @@ def test_bad_listen_address_is_a_clear_error(db: str) -> None:
         ("inet:127.0.0.1:99999", "invalid port"),
         ("unix:relative/path", "must be absolute"),
     ]:
-        r = run("serve", "--listen", addr, db=db, timeout=20)
+        r = run("serve", "--listen", addr, db=db, timeout=20, process=True)
         assert r.code == 1 and msg in r.err, (addr, r.err)
 
 
