@@ -24,7 +24,7 @@ from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.sending.redisstate import RedisState
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store import SqlStore
-from tests.support.clitools import init_with_user
+from tests.support.clitools import init_with_user, run
 from tests.support.metrics import plain, samples
 from tests.support.peers import missing, port_open
 from tests.support.redisserver import chosen, private_redis, start_redis
@@ -169,3 +169,46 @@ def test_redis_stopped_mid_test(tmp_path: Path) -> None:
     finally:
         state_server.kill()
         state_server.wait()
+
+
+def test_counters_and_suspension_outlive_a_serve_restart(
+    tmp_path: Path, shared_url: str, prefix: str
+) -> None:
+    """serve with [state] url, stopped and started again: the counters it left in Redis
+    (or Valkey) still count, and the suspension it wrote to the database still stops
+    AUTH, as before the restart (issue 24's acceptance)."""
+    db = init_with_user(f"sqlite:///{tmp_path}/r.db", "alice", "pw-restart", "127.0.0.0/8")
+    policy = tmp_path / "policy"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[sending]\nlisten = "unix:{policy}"\nmessages_per_hour = 3\nsuspend_after = 2\n'
+        f'[state]\nurl = "{shared_url}"\nprefix = "{prefix}"\n'
+    )
+    msg = request("END-OF-MESSAGE", client="127.0.0.2")
+    with run_server(db, config=cfg, workdir=tmp_path) as server:
+        server.wait_log("sending policy listening")
+        auth = server.connect()
+        auth.handshake()
+        assert auth.login_plain("alice", "pw-restart").startswith("OK")
+        assert [_ask(policy, msg) for _ in range(2)] == ["DUNNO", "DUNNO"]
+        auth.close()
+    with run_server(db, config=cfg, workdir=tmp_path) as server:
+        server.wait_log("sending policy listening")
+        # the login link is in the state store too: no new AUTH needed
+        got = [_ask(policy, msg) for _ in range(2)]
+        assert got[0] == "DUNNO"
+        assert got[1].startswith("450 4.7.1 Too many messages in the last hour")
+    with run_server(db, config=cfg, workdir=tmp_path) as server:
+        server.wait_log("sending policy listening")
+        assert _ask(policy, msg).startswith("450 4.7.1")  # the second deferral suspends
+        auth = server.connect()
+        auth.handshake()
+        assert auth.login_plain("alice", "pw-restart").startswith("FAIL")
+        auth.close()
+    with run_server(db, config=cfg, workdir=tmp_path) as server:
+        server.wait_log("sending policy listening")
+        auth = server.connect()
+        auth.handshake()
+        assert auth.login_plain("alice", "pw-restart").startswith("FAIL")  # still suspended
+        auth.close()
+    assert "SUSPENDED" in run("user", "show", "alice", db=db).out
