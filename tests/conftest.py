@@ -10,7 +10,7 @@ import pytest
 
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.store import SqlStore, migrate
-from tests.support import tiers
+from tests.support import debpkg, tiers
 from tests.support.peers import fresh_database
 
 DB_KINDS = ["sqlite", "postgresql", "mariadb"]
@@ -86,11 +86,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the Debian 13 tier now when it is selected and the suite runs in one
-    process (tests/support/tiers.py)."""
+    """Start the Debian 13 tier and the package builds now when they are selected and
+    the suite runs in one process (tests/support/tiers.py, tests/support/debpkg.py)."""
     if not session.config.option.collectonly and not tiers.on_worker(session.config):
         selected = [item.nodeid for item in session.items]
         tiers.start_debian13_tier(selected, Path(tempfile.mkdtemp(prefix="sna-debian13-")))
+        debpkg.start_builds(selected)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

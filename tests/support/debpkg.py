@@ -95,6 +95,21 @@ def _build(release: str, old: bool) -> tuple[subprocess.Popen[bytes], Path]:
     return proc, log
 
 
+def start_builds(selected: list[str]) -> bool:
+    """Start the package builds at collection when a package test is among
+    ``selected`` node ids (the run's first package test would start them anyway;
+    started now, they build while the CLI and database tiers run). A missing tool
+    starts nothing here: the tests themselves then report it."""
+    if not any(n.startswith("tests/package/") for n in selected):
+        return False
+    try:
+        _require_tools("debian12")
+        _build("debian12", False)  # starts the others as well
+    except BaseException:  # pytest's skip or fail outcome: the tests report it
+        return False
+    return True
+
+
 def package(release: str, *, old: bool = False) -> Path:
     """The .deb for ``release`` built from this checkout (``old``: from the previous
     release commit, see .ci/build-deb); the build fails the test with its output."""
