@@ -15,8 +15,9 @@ process. A login whose facts this process has just read or queued for the same
 user and scope (within :data:`KNOWN_SECONDS`, at most :data:`KNOWN_MAX` sets
 remembered) is not new and reads nothing: so a place an admin deletes from
 the table alerts again at most :data:`KNOWN_SECONDS` later, and its
-``last_seen`` is touched at most that much later than it would be. Two servers that see the same new place in the same instant both
-alert; their rows meet the unique key and the second insert is ignored.
+``last_seen`` is touched at most that much later than it would be. Two
+servers that see the same new place in the same instant both alert; their
+rows meet the unique key and the second insert is ignored.
 Any database error loses a read (the login is not alerted) or a batch (logged),
 never a login.
 """
