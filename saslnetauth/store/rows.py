@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -167,8 +166,8 @@ def lean_user(rows: Sequence[Any], cache: UserRuleCache) -> UserRecord:
         records.append(rec)
         if rule is not None:
             rules.append(rule)
-    user = _user(uid, uname, phash, enabled, backend, records, rules, None, None)
-    return replace(user, main_password_services=main, suspended=rows[0][10] is not None)
+    suspended = rows[0][10] is not None
+    return _user(uid, uname, phash, enabled, backend, records, rules, None, None, main, suspended)
 
 
 def detailed_user(rows: Sequence[Any]) -> UserRecord:
@@ -187,8 +186,10 @@ def detailed_user(rows: Sequence[Any]) -> UserRecord:
         records.append(rec)
         if rule is not None:
             rules.append(rule)
-    user = _user(uid, uname, phash, enabled, backend, records, rules, created, updated)
-    return replace(user, main_password_services=main, suspended=rows[0][14] is not None)
+    suspended = rows[0][14] is not None
+    return _user(
+        uid, uname, phash, enabled, backend, records, rules, created, updated, main, suspended
+    )
 
 
 def _driver_bool(value: Any) -> Any:
@@ -224,6 +225,8 @@ def _user(
     rules: list[NetworkRule],
     created: Any,
     updated: Any,
+    main: Any,
+    suspended: bool,
 ) -> UserRecord:
     return UserRecord(
         id=uid,
@@ -235,6 +238,8 @@ def _user(
         networks=tuple(records),
         created_at=created,
         updated_at=updated,
+        main_password_services=main,
+        suspended=suspended,
     )
 
 
