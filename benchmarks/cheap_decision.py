@@ -1,7 +1,7 @@
 """The engine's cheap decision alone, in-process: CPU per ``decide_if_cheap``.
 
-Issue 26. One ``{PLAIN}`` user on a SQLite file, an allowed login, the
-server's log line (``setup_logging``, written to /dev/null) and the
+Issue 26. One ``{PLAIN}`` user (``--app``: its app password) on a SQLite
+file, an allowed login, the server's log line (``setup_logging``, written to /dev/null) and the
 new-location memory switched on (``[alerts]`` defaults, no GeoIP): what the
 classifier thread spends on one cheap login, without the protocol, the event
 loop or the thread hand-offs. Prints the median, min and max of ``--rounds``
@@ -14,7 +14,7 @@ first), alternating with this one.
 
 Usage::
 
-    .venv/bin/python benchmarks/cheap_decision.py [--logins 3000] [--rounds 5] [--profile]
+    .venv/bin/python benchmarks/cheap_decision.py [--logins 3000] [--rounds 5] [--profile] [--app]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import bench_dir
+from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.credentials.passwords import PasswordHasher
 from saslnetauth.policy.engine import DecisionEngine
 from saslnetauth.policy.locations import KINDS
@@ -48,16 +49,19 @@ def main() -> None:
     ap.add_argument("--logins", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--app", action="store_true", help="log in with an app password")
     args = ap.parse_args()
     with bench_dir() as tmp, open("/dev/null", "w") as devnull:
         store = SqlStore(f"sqlite:///{tmp}/bench.db")
         upgrade(store)
         store.add_user("alice", "{PLAIN}secret", networks=[NetworkRule.parse("192.0.2.0/24")])
+        phone = [NetworkRule.parse("192.0.2.0/24", scope="app password phone")]
+        token = store.add_app_password("alice", "phone", new_token, networks=phone)
         setup_logging(Config(), stream=devnull, level="INFO")
         engine = DecisionEngine(store, PasswordHasher("ARGON2ID"))
         memory = LocationMemory(store, KINDS, memory_days=90, max_per_user=200)
         engine.note_place = memory.note
-        login = Login.of("alice", "secret", "192.0.2.9", "smtp")
+        login = Login.of("alice", token if args.app else "secret", "192.0.2.9", "smtp")
         try:
             for _ in range(200):  # warm up; the place is written
                 assert engine.decide_if_cheap(login, []).ok
@@ -70,8 +74,9 @@ def main() -> None:
                 return (time.process_time() - started) / args.logins * 1e6
 
             runs = sorted(one_round() for _ in range(args.rounds))
+            what = "app password" if args.app else "PLAIN"
             print(
-                f"decide_if_cheap, PLAIN, allowed: median {statistics.median(runs):.1f} us CPU"
+                f"decide_if_cheap, {what}, allowed: median {statistics.median(runs):.1f} us CPU"
                 f" (min {runs[0]:.1f}, max {runs[-1]:.1f}; {args.rounds} x {args.logins})"
             )
             if args.profile:
