@@ -124,6 +124,18 @@ class UserRuleCache:
     def __init__(self, limit: int = USER_RULE_CACHE) -> None:
         self.limit = limit
         self._rules: dict[tuple[Any, Any, Any], NetworkRule | str] = {}
+        self._sets: dict[tuple[NetworkRule, ...], RuleSet] = {}
+
+    def rule_set(self, rules: Sequence[NetworkRule]) -> RuleSet:
+        """The (immutable) RuleSet of ``rules``, indexed once per distinct list."""
+        key = tuple(rules)
+        found = self._sets.get(key)
+        if found is None:
+            found = RuleSet(key)
+            if len(self._sets) >= self.limit:
+                self._sets.clear()
+            self._sets[key] = found
+        return found
 
     def row(
         self, nid: int, net: Any, services: Any, user: str, expires: Any = None
@@ -167,7 +179,8 @@ def lean_user(rows: Sequence[Any], cache: UserRuleCache) -> UserRecord:
         if rule is not None:
             rules.append(rule)
     suspended = rows[0][10] is not None
-    return _user(uid, uname, phash, enabled, backend, records, rules, None, None, main, suspended)
+    ruleset = cache.rule_set(rules)
+    return _user(uid, uname, phash, enabled, backend, records, ruleset, None, None, main, suspended)
 
 
 def detailed_user(rows: Sequence[Any]) -> UserRecord:
@@ -188,7 +201,17 @@ def detailed_user(rows: Sequence[Any]) -> UserRecord:
             rules.append(rule)
     suspended = rows[0][14] is not None
     return _user(
-        uid, uname, phash, enabled, backend, records, rules, created, updated, main, suspended
+        uid,
+        uname,
+        phash,
+        enabled,
+        backend,
+        records,
+        RuleSet(rules),
+        created,
+        updated,
+        main,
+        suspended,
     )
 
 
@@ -222,7 +245,7 @@ def _user(
     enabled: bool,
     backend: Any,
     records: list[NetworkRecord],
-    rules: list[NetworkRule],
+    rules: RuleSet,
     created: Any,
     updated: Any,
     main: Any,
@@ -234,7 +257,7 @@ def _user(
         password_hash=phash,
         enabled=enabled,
         backend=backend,
-        rules=RuleSet(rules),
+        rules=rules,
         networks=tuple(records),
         created_at=created,
         updated_at=updated,
