@@ -39,11 +39,19 @@ def mask_url(text: str) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
+#: A value holding one of these is quoted.
+_QUOTED = re.compile(r'[ "=\\]')
+
+
 def _value(value: object) -> str:
-    if isinstance(value, bool):
+    if value is True or value is False:
         return "yes" if value else "no"
-    text = printable(mask_url(str(value)))
-    if text == "" or any(c in text for c in ' "=\\'):
+    text = value if type(value) is str else str(value)
+    if "://" in text:
+        text = mask_url(text)
+    if len(text) > MAX_VALUE or not text.isprintable():
+        text = printable(text)
+    if text == "" or _QUOTED.search(text) is not None:
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 

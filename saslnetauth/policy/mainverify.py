@@ -58,7 +58,11 @@ def verify_main_password(
     ok, parsed = checked
 
     def out(
-        verdict: Verdict, reason: Reason, matched: str | None = None, expires: float | None = None
+        verdict: Verdict,
+        reason: Reason,
+        matched: str | None = None,
+        expires: float | None = None,
+        admitted: str | None = None,
     ) -> Decision:
         return Decision(
             verdict,
@@ -69,6 +73,7 @@ def verify_main_password(
             network_ok=net_ok,
             verify_seconds=spent,
             expires=expires,
+            admitted=admitted,
         )
 
     if not ok:
@@ -87,6 +92,4 @@ def verify_main_password(
     # disabled user: that would show in the reply's timing and the row)
     if parsed is not None and v.rehash_on_login and v.hasher.needs_rehash(parsed):
         rehash.append(parsed)
-    return replace(
-        out(Verdict.OK, Reason.OK, rule.describe(), rule.expires), admitted=admitted_by(rule)
-    )
+    return out(Verdict.OK, Reason.OK, rule.describe(), rule.expires, admitted_by(rule))

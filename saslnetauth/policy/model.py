@@ -6,6 +6,7 @@ No I/O here. The store returns these; nothing outside
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,10 @@ MAX_USERNAME = 255
 BACKENDS = ("hash", "pam")
 
 
+#: The control characters a user name may not hold (C0 and DEL).
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def normalize_username(name: str, *, lowercase: bool = True) -> str:
     """Validate a user name and return its canonical form.
 
@@ -44,7 +49,7 @@ def normalize_username(name: str, *, lowercase: bool = True) -> str:
         raise InvalidUsernameError("empty user name")
     if len(name) > MAX_USERNAME:
         raise InvalidUsernameError(f"user name longer than {MAX_USERNAME} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) or name != name.strip():
+    if _CONTROL.search(name) is not None or name != name.strip():
         raise InvalidUsernameError(
             f"user name {name!r} contains control characters or surrounding spaces"
         )

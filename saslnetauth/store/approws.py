@@ -100,11 +100,21 @@ class AppRowCache:
         self.limit = limit
         self._heads: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self._nets: dict[tuple[Any, ...], NetworkRule | str] = {}
+        self._sets: dict[tuple[NetworkRule, ...], RuleSet] = {}
 
     def _remember(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         if len(table) >= self.limit:
             table.clear()
         table[key] = value
+
+    def rule_set(self, rules: Sequence[NetworkRule]) -> RuleSet:
+        """The (immutable) RuleSet of ``rules``, indexed once per distinct list."""
+        key = tuple(rules)
+        found = self._sets.get(key)
+        if found is None:
+            found = RuleSet(key)
+            self._remember(self._sets, key, found)
+        return found
 
     def head(self, row: Sequence[Any], user: str) -> tuple[Any, ...]:
         """(services, expires (UNIX time), error) of one app password row."""
@@ -197,7 +207,7 @@ def _build(group: list[Any], cache: AppRowCache, user: str, details: bool) -> Ap
         secret_hash=str(secret_hash),
         services=services,
         expires=expires,
-        rules=RuleSet(rules),
+        rules=cache.rule_set(rules),
         networks=tuple(records),
         last_used_at=as_utc_or_none(first[8]) if details else None,
         created_at=as_utc_or_none(first[9]) if details else None,

@@ -11,8 +11,13 @@ login never waits for a write: new facts, and the ``last_seen`` of known ones
 thread, at once when something is new (so that another worker process or
 another server sharing the database sees it within milliseconds) and else
 once per :data:`FLUSH_SECONDS`. Until written they count as seen in this
-process. Two servers that see the same new place in the same instant both
-alert; their rows meet the unique key and the second insert is ignored.
+process. A login whose facts this process has just read or queued for the same
+user and scope (within :data:`KNOWN_SECONDS`, at most :data:`KNOWN_MAX` sets
+remembered) is not new and reads nothing: so a place an admin deletes from
+the table alerts again at most :data:`KNOWN_SECONDS` later, and its
+``last_seen`` is touched at most that much later than it would be. Two
+servers that see the same new place in the same instant both alert; their
+rows meet the unique key and the second insert is ignored.
 Any database error loses a read (the login is not alerted) or a batch (logged),
 never a login.
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -52,6 +57,10 @@ FLUSH_SECONDS = 1.0
 TOUCH_SECONDS = 3600.0
 #: Facts waiting to be written at most; more are dropped until the next write.
 MAX_PENDING = 100_000
+#: How long a (user, scope, facts) set just read or queued is known without a read.
+KNOWN_SECONDS = 60.0
+#: Such sets remembered at most (the soonest to expire is forgotten first).
+KNOWN_MAX = 50_000
 
 _L = user_locations.c
 #: The user's places, most recently seen first (those older than the memory, not yet
@@ -99,6 +108,9 @@ class LocationMemory:
         max_per_user: int,
         locate: Locate | None = None,
         flush_seconds: float = FLUSH_SECONDS,
+        known_seconds: float = KNOWN_SECONDS,
+        known_max: int = KNOWN_MAX,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db = db
         self.kinds = tuple(kinds)
@@ -107,6 +119,11 @@ class LocationMemory:
         self.locate = locate
         self.flush_seconds = flush_seconds
         self.dropped = 0
+        self.known_seconds = known_seconds
+        self.known_max = known_max
+        self._monotonic = monotonic
+        #: (user, scope, facts) -> monotonic time until which they are known: no read
+        self._fresh: dict[tuple[int, int, tuple[Place, ...]], float] = {}
         #: queued and being written: (user, scope, kind, value) -> (app password id, when)
         self._pending: dict[_Key, tuple[int | None, float]] = {}
         self._writing: dict[_Key, tuple[int | None, float]] = {}
@@ -136,14 +153,34 @@ class LocationMemory:
             return decision
         app = next((a for a in user.app_passwords if a.label == decision.credential), None)
         scope = app.id if app is not None and decision.credential is not None else MAIN_SCOPE
+        fresh = (user.id, scope, places)
+        if self._is_fresh(fresh):
+            return decision  # read or queued moments ago: known (not new)
         seen = self._known(user.id, now)
         new = novel(places, (s for s, _ in seen), scope)
         stamps = {(s.kind, s.value): t for s, t in seen if s.scope == scope}
         app_id = app.id if app is not None and scope else None
         self._queue(user.id, scope, app_id, places, stamps, now, urgent=bool(new))
+        self._remember(fresh)
         if not new:
             return decision
         return replace(decision, new_location=",".join(new), country=geo.country, asn=geo.asn)
+
+    def _is_fresh(self, key: tuple[int, int, tuple[Place, ...]]) -> bool:
+        until = self._fresh.get(key)
+        return until is not None and until > self._monotonic()
+
+    def _remember(self, key: tuple[int, int, tuple[Place, ...]]) -> None:
+        """``key``'s facts are known (read, or queued) for the next ``known_seconds``."""
+        if self.known_seconds <= 0 or self.known_max <= 0:
+            return
+        until = self._monotonic() + self.known_seconds
+        with self._lock:
+            fresh = self._fresh
+            fresh.pop(key, None)  # to the end: the order is that of expiry
+            while len(fresh) >= self.known_max:
+                del fresh[next(iter(fresh))]
+            fresh[key] = until
 
     def _known(self, user_id: int, now: float) -> list[tuple[Seen, float]]:
         """What the user has seen within the memory, with when it was last seen:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -125,6 +124,18 @@ class UserRuleCache:
     def __init__(self, limit: int = USER_RULE_CACHE) -> None:
         self.limit = limit
         self._rules: dict[tuple[Any, Any, Any], NetworkRule | str] = {}
+        self._sets: dict[tuple[NetworkRule, ...], RuleSet] = {}
+
+    def rule_set(self, rules: Sequence[NetworkRule]) -> RuleSet:
+        """The (immutable) RuleSet of ``rules``, indexed once per distinct list."""
+        key = tuple(rules)
+        found = self._sets.get(key)
+        if found is None:
+            found = RuleSet(key)
+            if len(self._sets) >= self.limit:
+                self._sets.clear()
+            self._sets[key] = found
+        return found
 
     def row(
         self, nid: int, net: Any, services: Any, user: str, expires: Any = None
@@ -167,8 +178,9 @@ def lean_user(rows: Sequence[Any], cache: UserRuleCache) -> UserRecord:
         records.append(rec)
         if rule is not None:
             rules.append(rule)
-    user = _user(uid, uname, phash, enabled, backend, records, rules, None, None)
-    return replace(user, main_password_services=main, suspended=rows[0][10] is not None)
+    suspended = rows[0][10] is not None
+    ruleset = cache.rule_set(rules)
+    return _user(uid, uname, phash, enabled, backend, records, ruleset, None, None, main, suspended)
 
 
 def detailed_user(rows: Sequence[Any]) -> UserRecord:
@@ -187,8 +199,20 @@ def detailed_user(rows: Sequence[Any]) -> UserRecord:
         records.append(rec)
         if rule is not None:
             rules.append(rule)
-    user = _user(uid, uname, phash, enabled, backend, records, rules, created, updated)
-    return replace(user, main_password_services=main, suspended=rows[0][14] is not None)
+    suspended = rows[0][14] is not None
+    return _user(
+        uid,
+        uname,
+        phash,
+        enabled,
+        backend,
+        records,
+        RuleSet(rules),
+        created,
+        updated,
+        main,
+        suspended,
+    )
 
 
 def _driver_bool(value: Any) -> Any:
@@ -221,9 +245,11 @@ def _user(
     enabled: bool,
     backend: Any,
     records: list[NetworkRecord],
-    rules: list[NetworkRule],
+    rules: RuleSet,
     created: Any,
     updated: Any,
+    main: Any,
+    suspended: bool,
 ) -> UserRecord:
     return UserRecord(
         id=uid,
@@ -231,10 +257,12 @@ def _user(
         password_hash=phash,
         enabled=enabled,
         backend=backend,
-        rules=RuleSet(rules),
+        rules=rules,
         networks=tuple(records),
         created_at=created,
         updated_at=updated,
+        main_password_services=main,
+        suspended=suspended,
     )
 
 

@@ -152,3 +152,17 @@ def test_schema_check(db_url: str) -> None:
     with pytest.raises(SchemaOutdatedError, match="saslnetauth db upgrade"):
         s.check_schema()
     s.close()
+
+
+def test_the_lean_lookup_indexes_each_distinct_network_list_once(store: SqlStore) -> None:
+    """The RuleSet of a user's networks is built once and reused while the rows stay
+    the same; a changed row gives a new one, read from the database at that login."""
+    store.add_user("alice", HASH, networks=[NetworkRule.parse("192.0.2.0/24", scope="user")])
+    first, again = store.get_user("alice"), store.get_user("alice")
+    assert first is not None and again is not None and first.rules is again.rules
+    store.add_user_network("alice", NetworkRule.parse("198.51.100.0/24", "imap", scope="user"))
+    changed = store.get_user("alice")
+    assert changed is not None and changed.rules is not first.rules
+    assert changed.rules.match(parse_address("198.51.100.7"), "imap") is not None
+    assert changed.rules.match(parse_address("198.51.100.7"), "smtp") is None
+    assert first.rules.match(parse_address("198.51.100.7"), "imap") is None

@@ -95,8 +95,9 @@ def world(sqlite_store: SqlStore, fast_hasher: PasswordHasher) -> Iterator[World
     engine = DecisionEngine(s, fast_hasher)
     memory = _memory(s)
     engine.note_place = memory.note
-    yield World(s, engine, memory, token)
-    memory.close()
+    w = World(s, engine, memory, token)
+    yield w
+    w.memory.close()
 
 
 def test_first_login_seeds_then_new_network_and_country_alert_once(world: World) -> None:
@@ -212,3 +213,57 @@ def test_the_alert_environment_of_a_new_place() -> None:
         "SASLNETAUTH_COUNTRY": "NL",
         "SASLNETAUTH_ASN": "64500?",
     }
+
+
+# -- the in-process memory of known places ------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _forget(store: SqlStore, value: str) -> None:
+    """What an admin's DELETE does to one remembered place."""
+    from saslnetauth.store.schema import user_locations
+
+    with store._conn(write=True) as conn:
+        conn.execute(user_locations.delete().where(user_locations.c.value == value))
+
+
+def test_a_place_known_moments_ago_is_not_read_again_until_its_lifetime_ends(
+    world: World,
+) -> None:
+    clock = Clock()
+    world.memory.close()
+    world.memory = _memory(world.store, known_seconds=60, monotonic=clock)
+    world.engine.note_place = world.memory.note
+    assert world.login("192.0.2.10") is None  # a new user: silent
+    assert world.login("203.0.113.5") == "network"  # the first login from there alerts
+    assert world.login("203.0.113.6") is None
+    _forget(world.store, "203.0.113.0/24")
+    clock.now += 59
+    assert world.login("203.0.113.7") is None  # known in this process for 60 s
+    clock.now += 2
+    assert world.login("203.0.113.8") == "network"  # forgotten: read again, alerts again
+    # the main password's knowledge is not the app password's: its first use elsewhere
+    # is still compared with what the user has seen
+    assert world.login("198.51.100.7", world.token) == "network,country"
+
+
+def test_the_memory_of_known_places_is_bounded(world: World) -> None:
+    world.memory.close()
+    world.memory = _memory(world.store, known_max=2)
+    world.engine.note_place = world.memory.note
+    for rip in ("192.0.2.10", "203.0.113.5", "198.51.100.7"):
+        world.login(rip)
+    assert len(world.memory._fresh) == 2
+    # the oldest set was forgotten first: its place is read again, and alerts once deleted
+    _forget(world.store, "192.0.2.0/24")
+    assert world.login("192.0.2.11") == "network"
+    # the newest one is still known: no read, no alert
+    _forget(world.store, "198.51.100.0/24")
+    assert world.login("198.51.100.8") is None
