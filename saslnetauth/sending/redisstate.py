@@ -29,10 +29,34 @@ __all__ = ["POOL", "TAKE", "TAKE_LINKED", "RedisState"]
 POOL = 32
 POOL_WAIT = 10.0
 
+#: The sliding-window sum and add of both scripts: a counter is a hash of bucket ->
+#: count; buckets older than the window are dropped as the sum reads them.
+_WINDOW_FUNCTIONS = """
+local function window_sum(key, now, width, buckets)
+  local first = math.floor(now / width) - buckets + 1
+  local fields = redis.call('HGETALL', key)
+  local sum = 0
+  for j = 1, #fields, 2 do
+    if tonumber(fields[j]) < first then
+      redis.call('HDEL', key, fields[j])
+    else
+      sum = sum + tonumber(fields[j + 1])
+    end
+  end
+  return sum
+end
+local function window_add(key, now, width, buckets, amount)
+  redis.call('HINCRBY', key, math.floor(now / width), amount)
+  redis.call('EXPIRE', key, width * (buckets + 1))
+end
+"""
+
 #: KEYS: the counters. ARGV: now, amount, then per counter: bucket width (seconds),
 #: buckets, limit (0: none). Returns {added 0/1, index of the counter over (0: none),
 #: count of each counter before}.
-TAKE = """
+TAKE = (
+    _WINDOW_FUNCTIONS
+    + """
 local now = tonumber(ARGV[1])
 local amount = tonumber(ARGV[2])
 local sums = {}
@@ -41,16 +65,7 @@ for i = 1, #KEYS do
   local width = tonumber(ARGV[3 * i])
   local buckets = tonumber(ARGV[3 * i + 1])
   local limit = tonumber(ARGV[3 * i + 2])
-  local first = math.floor(now / width) - buckets + 1
-  local fields = redis.call('HGETALL', KEYS[i])
-  local sum = 0
-  for j = 1, #fields, 2 do
-    if tonumber(fields[j]) < first then
-      redis.call('HDEL', KEYS[i], fields[j])
-    else
-      sum = sum + tonumber(fields[j + 1])
-    end
-  end
+  local sum = window_sum(KEYS[i], now, width, buckets)
   sums[i] = sum
   if over == 0 and limit > 0 and sum + amount > limit then
     over = i
@@ -60,8 +75,7 @@ if over == 0 and amount > 0 then
   for i = 1, #KEYS do
     local width = tonumber(ARGV[3 * i])
     local buckets = tonumber(ARGV[3 * i + 1])
-    redis.call('HINCRBY', KEYS[i], math.floor(now / width), amount)
-    redis.call('EXPIRE', KEYS[i], width * (buckets + 1))
+    window_add(KEYS[i], now, width, buckets, amount)
   end
 end
 local out = {over == 0 and 1 or 0, over}
@@ -70,6 +84,7 @@ for i = 1, #KEYS do
 end
 return out
 """
+)
 
 
 #: One sending decision (saslnetauth.sending.linked): the login map, then every
@@ -86,7 +101,9 @@ def _lua_window(w: Window) -> str:
     return f"{{'{w.name}', {w.width}, {w.buckets}}}"
 
 
-TAKE_LINKED = """
+TAKE_LINKED = (
+    _WINDOW_FUNCTIONS
+    + """
 local now, amount, since = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local cbase, tail = ARGV[4], ARGV[5]
 local wins = {WINDOWS}
@@ -165,16 +182,7 @@ for i = 1, nshared do
 end
 local sums = {}
 for i = 1, #keys do
-  local first = math.floor(now / widths[i]) - buckets[i] + 1
-  local hash = redis.call('HGETALL', keys[i])
-  local sum = 0
-  for j = 1, #hash, 2 do
-    if tonumber(hash[j]) < first then
-      redis.call('HDEL', keys[i], hash[j])
-    else
-      sum = sum + tonumber(hash[j + 1])
-    end
-  end
+  local sum = window_sum(keys[i], now, widths[i], buckets[i])
   sums[i] = sum
   if out[2] == 0 and limits[i] > 0 and sum + amount > limits[i] then
     out[1], out[2] = 0, i
@@ -182,8 +190,7 @@ for i = 1, #keys do
 end
 if out[1] == 1 and amount > 0 then
   for i = 1, #keys do
-    redis.call('HINCRBY', keys[i], math.floor(now / widths[i]), amount)
-    redis.call('EXPIRE', keys[i], widths[i] * (buckets[i] + 1))
+    window_add(keys[i], now, widths[i], buckets[i], amount)
   end
 end
 for i = 1, #keys do
@@ -191,6 +198,7 @@ for i = 1, #keys do
 end
 return out
 """.replace("{WINDOWS}", "{" + ", ".join(_lua_window(w) for w in WINDOWS) + "}")
+)
 
 
 class RedisState:
