@@ -11,14 +11,13 @@ with 50 distinct wrong passwords: banned and braked, as before.
 from __future__ import annotations
 
 import re
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.peers.test_fail2ban import JAIL, install_filter
+from tests.peers.test_fail2ban import JAIL, matches
 from tests.support import ALLOWED_IP, PostfixInstance, peer_tmpdir, require_source_addresses
 from tests.support.clitools import run
 from tests.support.metrics import plain, samples
@@ -78,19 +77,6 @@ def maxretry() -> int:
     found = re.search(r"^maxretry\s*=\s*(\d+)", JAIL.read_text(), re.M)
     assert found is not None
     return int(found.group(1))
-
-
-def matches(log_text: str, tmp: Path) -> list[str]:
-    """The addresses the shipped filter finds in ``log_text`` (real fail2ban-regex)."""
-    f2b = require_binary("fail2ban-regex")
-    log = tmp / "serve.log"
-    log.write_text(log_text)
-    filt = install_filter(tmp)
-    res = subprocess.run(
-        [f2b, "-o", "ip", str(log), str(filt)], capture_output=True, text=True, timeout=120
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout.split()
 
 
 def test_a_stale_phone_is_neither_banned_nor_braked(
