@@ -9,7 +9,6 @@ global network gets the outside factor."""
 from __future__ import annotations
 
 import json
-import smtplib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from tests.support import PostfixInstance, require_source_addresses
 from tests.support.clitools import init_with_user, run
 from tests.support.net import peer_tmpdir
-from tests.support.postfix import OUTSIDE_RECIPIENT, _auth, _connect, sending_restrictions
+from tests.support.postfix import _auth, _connect, send_message, sending_restrictions
 from tests.support.serverproc import ServerProcess, run_server
 
 pytestmark = pytest.mark.peer
@@ -34,16 +33,7 @@ def _send(pf: PostfixInstance, source: str, user: str, password: str) -> tuple[i
         auth, _ = _auth(smtp, user, password, "PLAIN")
         if auth != 235:
             return (auth, 0, 0)
-        smtp.mail(f"{user}@saslnetauth.test")
-        rcpt, _ = smtp.rcpt(OUTSIDE_RECIPIENT)
-        data = 0
-        if rcpt == 250:
-            try:
-                data, _ = smtp.data(f"Subject: limit test\r\n\r\nfrom {user}\r\n")
-            except smtplib.SMTPDataError as exc:
-                data = exc.smtp_code
-        smtp.quit()
-    return (auth, rcpt, data)
+        return (auth, *send_message(smtp, user, "limit test", f"from {user}"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ shared database restores 235 on both."""
 from __future__ import annotations
 
 import ipaddress
-import smtplib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
@@ -25,10 +24,10 @@ from tests.support.mxhosts import NetnsRoot, pg_over_socket
 from tests.support.net import peer_tmpdir
 from tests.support.peers import fresh_database
 from tests.support.postfix import (
-    OUTSIDE_RECIPIENT,
     PostfixInstance,
     _auth,
     _connect,
+    send_message,
     sending_restrictions,
 )
 from tests.support.redisserver import private_redis
@@ -132,16 +131,7 @@ def _session(mx: Mx, password: str, message: bool) -> tuple[int, ...]:
         if auth != 235 or not message:
             smtp.quit()
             return (auth,)
-        smtp.mail("alice@saslnetauth.test")
-        rcpt, _ = smtp.rcpt(OUTSIDE_RECIPIENT)
-        data = 0
-        if rcpt == 250:
-            try:
-                data, _ = smtp.data(f"Subject: two MX hosts\r\n\r\nthrough {mx.name}\r\n")
-            except smtplib.SMTPDataError as exc:
-                data = exc.smtp_code
-        smtp.quit()
-    return (auth, rcpt, data)
+        return (auth, *send_message(smtp, "alice", "two MX hosts", f"through {mx.name}"))
 
 
 def test_the_limit_and_the_suspension_hold_across_both_hosts(

@@ -389,6 +389,21 @@ def _connect(host: str, port: int, source_ip: str) -> smtplib.SMTP:
     return smtp
 
 
+def send_message(smtp: smtplib.SMTP, user: str, subject: str, body: str) -> tuple[int, int]:
+    """(RCPT, end of DATA) codes of one message from ``user`` to the outside recipient
+    on an authenticated session (0: DATA not reached); the session is then quit."""
+    smtp.mail(f"{user}@saslnetauth.test")
+    rcpt, _ = smtp.rcpt(OUTSIDE_RECIPIENT)
+    data = 0
+    if rcpt == 250:
+        try:
+            data, _ = smtp.data(f"Subject: {subject}\r\n\r\n{body}\r\n")
+        except smtplib.SMTPDataError as exc:
+            data = exc.smtp_code
+    smtp.quit()
+    return rcpt, data
+
+
 def _auth(smtp: smtplib.SMTP, user: str, password: str, mech: str) -> tuple[int, str]:
     """One AUTH exchange with PLAIN (initial response) or LOGIN (two challenges)."""
     mech = mech.upper()
