@@ -3,7 +3,8 @@
 For an authenticated session (``sasl_username`` set; anything else is
 ``DUNNO``: not this server's business) the credential comes from
 :mod:`saslnetauth.sending.logins`, its limits from the database (its own, for
-an app password then the user's, then ``[sending]``'s; 0 = none), multiplied
+an app password then the user's, then ``[sending]``'s; 0 = none; kept in
+memory until the database says they changed, :mod:`saslnetauth.sending.rows`), multiplied
 by ``[sending] outside_factor`` when the login came from outside the user's
 own networks. ``RCPT`` counts one recipient, ``END-OF-MESSAGE`` one message
 (and ``recipient_count`` recipients when no ``RCPT`` of that message was seen
@@ -35,6 +36,7 @@ from saslnetauth.policy.suspension import OUTSIDE, OWN
 from saslnetauth.sending.linked import MAIN, WINDOWS, CredentialPlan, LinkedTake, take_linked
 from saslnetauth.sending.logins import LoginLink, LoginLinks
 from saslnetauth.sending.protocol import PolicyRequest
+from saslnetauth.sending.rows import SettingsCache
 from saslnetauth.sending.state import DAY, HOUR, Counter, SendingState, Window
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store.sending import CredentialLimits, SendingRow
@@ -63,8 +65,6 @@ _WORDS = {
 }
 #: Instances (messages) remembered per connection for the RCPT / END-OF-MESSAGE link.
 MAX_INSTANCES = 64
-#: Users whose database settings are remembered at most, and for how long (seconds).
-SETTINGS_CACHE = 10_000
 
 
 @dataclass
@@ -162,6 +162,7 @@ class SendingPolicy:
         read_row: Callable[[str], SendingRow | None],
         suspend: Callable[[str, str | None], bool],
         *,
+        read_version: Callable[[], tuple[Any, ...] | None] | None = None,
         prefix: str = "saslnetauth:",
         cache_seconds: float = 1.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -177,9 +178,14 @@ class SendingPolicy:
         #: told ("defer" | "suspended" | "unavailable", fields) for metrics and alerts
         self.on_event = on_event
         self.clock = clock
-        self._rows: dict[
-            str, tuple[float, SendingRow | None, dict[str, dict[str, CredentialPlan]]]
-        ] = {}
+        #: each user's row and plans (:mod:`saslnetauth.sending.rows`); with no
+        #: ``read_version`` (nothing tells a change) a row is re-read every decision
+        self.rows: SettingsCache[tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]]
+        self.rows = SettingsCache(
+            self._read,
+            read_version or (lambda: None),
+            cache_seconds if read_version is not None else 0.0,
+        )
         self._down = False
 
     def key(self, kind: str, user: str, credential: str | None, what: str, w: Window) -> str:
@@ -208,7 +214,7 @@ class SendingPolicy:
         client = req.get("client_address")
         link_key = self.links.key(user, client)
         name = user.lower() if self.links.lowercase else user
-        row, plans = await self._row(name)
+        row, plans = await self.rows.get(name)
         if row is not None:
             name = row.user
         instance = req.get("instance")
@@ -287,24 +293,15 @@ class SendingPolicy:
         if after <= 0 or taken.counts[0] + 1 < after:
             return
         newly = await asyncio.to_thread(self.suspend, user, cred)
-        self._rows.pop(user, None)
+        self.rows.forget(user)
         if newly:
             log.warning("%s", kv("credential suspended", **fields, deferrals=taken.counts[0] + 1))
             self._event("suspended", fields)
 
-    async def _row(
-        self, name: str
-    ) -> tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]:
-        now = time.monotonic()
-        hit = self._rows.get(name)
-        if hit is not None and now - hit[0] < self.cache_seconds:
-            return hit[1], hit[2]
-        row = await asyncio.to_thread(self.read_row, name)
-        plans = credential_plans(self.cfg, row)
-        if len(self._rows) >= SETTINGS_CACHE:
-            self._rows.clear()
-        self._rows[name] = (now, row, plans)
-        return row, plans
+    def _read(self, name: str) -> tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]:
+        """The user's row and plans (in a thread)."""
+        row = self.read_row(name)
+        return row, credential_plans(self.cfg, row)
 
     def _event(self, what: str, fields: dict[str, Any]) -> None:
         if self.on_event is not None:

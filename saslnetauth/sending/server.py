@@ -166,10 +166,12 @@ async def start_sending_listener(
         links,
         store.sending_row,
         store.suspend,
+        read_version=store.sending_version,
         prefix=cfg.state.prefix,
         cache_seconds=cfg.global_cache_seconds,
         on_event=on_event,
     )
+    server.on_reload.append(policy.rows.clear)  # SIGHUP re-reads every user's settings
     sending = SendingServer(
         policy,
         lambda: server.policy,  # the auth socket's peer checks, as reloaded

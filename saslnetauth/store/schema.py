@@ -35,6 +35,11 @@ Tables (see docs/database.md):
     on every INSERT, UPDATE and DELETE of ``global_networks`` (and TRUNCATE
     on PostgreSQL), whoever writes; servers compare it to decide whether
     their cached copy of the global networks is still current.
+``sending_generation``
+    one row (``id`` 1) whose ``generation`` is bumped by database triggers
+    (migration 0009) when rows of ``users`` or ``app_passwords`` are added or
+    deleted, or their names, sending limits or ``suspended_at`` change: the
+    policy server of ``[sending]`` keeps each user's settings until it moves.
 ``auth_events``
     one row per verdict of the server (``ts``, ``user``, ``rip``,
     ``service``, ``verdict``, ``reason``, ``credentials_valid``,
@@ -80,7 +85,7 @@ from saslnetauth.sending import SENDING_LIMITS
 metadata = sa.MetaData()
 
 #: Alembic revision the code expects; tests check it equals the head.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 # Case-sensitive comparison on MySQL/MariaDB as on SQLite and PostgreSQL.
 _NAME = sa.String(255).with_variant(mysql.VARCHAR(255, collation="utf8mb4_bin"), "mysql", "mariadb")
@@ -286,6 +291,14 @@ GENERATION_ROW = 1
 #: A counter bumped by triggers (migration 0003) on every change of global_networks.
 rules_generation = sa.Table(
     "rules_generation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+#: A counter bumped by triggers (migration 0009) on every change of the sending settings.
+sending_generation = sa.Table(
+    "sending_generation",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),

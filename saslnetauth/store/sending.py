@@ -20,9 +20,9 @@ from saslnetauth.errors import InvalidInputError, NotFoundError
 from saslnetauth.policy.model import normalize_username
 from saslnetauth.sending import SENDING_LIMITS
 from saslnetauth.store.connect import Database
-from saslnetauth.store.schema import app_passwords, users
+from saslnetauth.store.schema import app_passwords, sending_generation, users
 
-__all__ = ["CredentialLimits", "SendingAdmin", "SendingRow"]
+__all__ = ["SENDING_VERSION", "CredentialLimits", "SendingAdmin", "SendingRow"]
 
 #: Largest limit that may be stored (a 32-bit column).
 MAX_LIMIT = 2**31 - 1
@@ -45,6 +45,33 @@ class SendingRow:
     apps: dict[str, CredentialLimits]
 
 
+#: A user's settings and each app password's: one row per app password (one with
+#: NULLs when there is none), by the user's stored name.
+_ROW = (
+    sa.select(
+        *(users.c[n] for n in SENDING_LIMITS),
+        users.c.suspended_at,
+        app_passwords.c.label,
+        *(app_passwords.c[n] for n in SENDING_LIMITS),
+        app_passwords.c.suspended_at,
+    )
+    .select_from(users.outerjoin(app_passwords, app_passwords.c.user_id == users.c.id))
+    .where(users.c.name == sa.bindparam("name"))
+)
+#: The position of the app password's label in a row of :data:`_ROW`.
+_APP = len(SENDING_LIMITS) + 1
+
+#: The version of the sending settings: the ``sending_generation`` counter (moved by
+#: triggers, migration 0009) and the highest ids, which a TRUNCATE also moves.
+SENDING_VERSION = sa.select(
+    sa.select(sending_generation.c.generation)
+    .where(sending_generation.c.id == sa.literal_column("1"))  # no parameters
+    .scalar_subquery(),
+    sa.select(sa.func.max(users.c.id)).scalar_subquery(),
+    sa.select(sa.func.max(app_passwords.c.id)).scalar_subquery(),
+)
+
+
 def _limits(row: Any, offset: int) -> CredentialLimits:
     values = {name: _limit(row[offset + i]) for i, name in enumerate(SENDING_LIMITS)}
     return CredentialLimits(values, row[offset + len(SENDING_LIMITS)])
@@ -63,22 +90,21 @@ class SendingAdmin(Database):
     lowercase: bool
 
     def sending_row(self, name: str) -> SendingRow | None:
-        """The sending settings of ``name``; None for an unknown user."""
+        """The sending settings of ``name``; None for an unknown user (one query)."""
         key = normalize_username(name, lowercase=self.lowercase)
-        u = [users.c[n] for n in SENDING_LIMITS]
-        a = [app_passwords.c[n] for n in SENDING_LIMITS]
         with self._conn() as conn:
-            row = conn.execute(
-                sa.select(users.c.id, *u, users.c.suspended_at).where(users.c.name == key)
-            ).first()
-            if row is None:
-                return None
-            apps = conn.execute(
-                sa.select(app_passwords.c.label, *a, app_passwords.c.suspended_at).where(
-                    app_passwords.c.user_id == row[0]
-                )
-            ).all()
-        return SendingRow(key, _limits(row, 1), {str(r[0]): _limits(r, 1) for r in apps})
+            rows = conn.execute(_ROW, {"name": key}).all()
+        if not rows:
+            return None
+        apps = {str(r[_APP]): _limits(r, _APP + 1) for r in rows if r[_APP] is not None}
+        return SendingRow(key, _limits(rows[0], 0), apps)
+
+    def sending_version(self) -> tuple[Any, ...] | None:
+        """The version of every user's sending settings (:data:`SENDING_VERSION`);
+        None when ``sending_generation`` has no row 1 (then nothing may be kept)."""
+        with self._conn() as conn:
+            row = conn.execute(SENDING_VERSION).one()
+        return None if row[0] is None else tuple(row)
 
     def set_sending_limits(
         self, name: str, label: str | None, limits: dict[str, int | None]

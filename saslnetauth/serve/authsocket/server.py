@@ -94,6 +94,8 @@ class AuthServer:
         #: Told every OK and its client address (the sending limits' login links,
         #: saslnetauth.sending.logins; returns at once, never raises).
         self.on_login_ok: Callable[[Decision, str | None], None] | None = None
+        #: called after each successful reload (SIGHUP): caches of other listeners
+        self.on_reload: list[Callable[[], None]] = []
         #: Slowest verification measured at start (seconds; saslnetauth.policy.deadline.calibrate).
         self.measured = measured
         self.settings = settings
@@ -242,6 +244,8 @@ class AuthServer:
         self.measured = measured
         self.mail_connections = mail
         self._configure(settings, policy)
+        for hook in self.on_reload:
+            hook()
         log.info(
             "%s",
             kv(
