@@ -21,6 +21,7 @@ from saslnetauth.policy.model import normalize_username
 from saslnetauth.sending import SENDING_LIMITS
 from saslnetauth.store.connect import Database
 from saslnetauth.store.schema import app_passwords, sending_generation, users
+from saslnetauth.store.times import expiry_value, stored_expiry
 
 __all__ = ["SENDING_VERSION", "CredentialLimits", "SendingAdmin", "SendingRow"]
 
@@ -46,14 +47,16 @@ class SendingRow:
 
 
 #: A user's settings and each app password's: one row per app password (one with
-#: NULLs when there is none), by the user's stored name.
+#: NULLs when there is none), by the user's stored name; run on the driver's own
+#: connection (``raw_rows``: a fraction of SQLAlchemy's per-execution cost), so
+#: ``suspended_at`` comes as the driver gives it (:func:`_suspended`).
 _ROW = (
     sa.select(
         *(users.c[n] for n in SENDING_LIMITS),
-        users.c.suspended_at,
+        expiry_value(users.c.suspended_at),
         app_passwords.c.label,
         *(app_passwords.c[n] for n in SENDING_LIMITS),
-        app_passwords.c.suspended_at,
+        expiry_value(app_passwords.c.suspended_at),
     )
     .select_from(users.outerjoin(app_passwords, app_passwords.c.user_id == users.c.id))
     .where(users.c.name == sa.bindparam("name"))
@@ -74,7 +77,17 @@ SENDING_VERSION = sa.select(
 
 def _limits(row: Any, offset: int) -> CredentialLimits:
     values = {name: _limit(row[offset + i]) for i, name in enumerate(SENDING_LIMITS)}
-    return CredentialLimits(values, row[offset + len(SENDING_LIMITS)])
+    return CredentialLimits(values, _suspended(row[offset + len(SENDING_LIMITS)]))
+
+
+def _suspended(value: Any) -> datetime | None:
+    """A stored ``suspended_at`` as the driver gave it; a value a script wrote that is
+    no time still suspends (fail closed), as of 1970."""
+    try:
+        ts = stored_expiry(value)
+    except ValueError:
+        ts = 1.0
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def _limit(value: Any) -> int | None:
@@ -92,8 +105,7 @@ class SendingAdmin(Database):
     def sending_row(self, name: str) -> SendingRow | None:
         """The sending settings of ``name``; None for an unknown user (one query)."""
         key = normalize_username(name, lowercase=self.lowercase)
-        with self._conn() as conn:
-            rows = conn.execute(_ROW, {"name": key}).all()
+        rows = self.raw_rows(self.compiled(_ROW), (key,) if self.positional else {"name": key})
         if not rows:
             return None
         apps = {str(r[_APP]): _limits(r, _APP + 1) for r in rows if r[_APP] is not None}
@@ -102,8 +114,7 @@ class SendingAdmin(Database):
     def sending_version(self) -> tuple[Any, ...] | None:
         """The version of every user's sending settings (:data:`SENDING_VERSION`);
         None when ``sending_generation`` has no row 1 (then nothing may be kept)."""
-        with self._conn() as conn:
-            row = conn.execute(SENDING_VERSION).one()
+        row = self.raw_rows(self.compiled(SENDING_VERSION))[0]
         return None if row[0] is None else tuple(row)
 
     def set_sending_limits(

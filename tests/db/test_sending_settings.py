@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -76,8 +77,17 @@ def test_kept_until_any_writer_changes_a_setting(store: SqlStore) -> None:
         assert await cache.get("nobody") is not None
         row = await cache.get("alice")
         assert row is not None and row.main.suspended_at is not None
+        # read on the driver's own connection: still the time it was written (UTC)
+        assert abs(row.main.suspended_at.timestamp() - time.time()) < 3600
 
     asyncio.run(scenario())
+
+
+def test_a_suspension_a_script_wrote_as_no_time_still_suspends(sqlite_store: SqlStore) -> None:
+    sqlite_store.add_user("alice", "{PLAIN}a")
+    _sql(sqlite_store, "UPDATE users SET suspended_at = 'yes' WHERE name = 'alice'")
+    row = sqlite_store.sending_row("alice")
+    assert row is not None and row.main.suspended_at is not None
 
 
 def test_a_failing_check_fails_the_decision_and_keeps_nothing(store: SqlStore) -> None:
