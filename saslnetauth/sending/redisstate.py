@@ -8,22 +8,31 @@ string with its time to live. Nothing is kept without an expiry.
 
 A server that does not answer within ``timeout`` is a :class:`StateError`;
 the client reconnects by itself at the next call (nothing to restart).
+
+The scripts of decisions made at the same moment go to the server together
+(:class:`ScriptBatch`): while one batch is on its way, the calls that arrive
+wait for it and then leave in one pipeline, one round trip for all of them.
+A pipeline is no transaction: each script still runs atomically on its own,
+in the order of the calls, so the counts are those of one call at a time;
+only the client's cost per call (most of a decision's) is shared.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from saslnetauth.sending.linked import WINDOWS, LinkedTake, LinkedTaken
 from saslnetauth.sending.state import Counter, StateError, Taken, Window
 
-__all__ = ["POOL", "TAKE", "TAKE_LINKED", "RedisState"]
+__all__ = ["POOL", "TAKE", "TAKE_LINKED", "RedisState", "ScriptBatch"]
 
 #: Connections to the server at most, and seconds a decision waits for a free one.
 POOL = 32
@@ -201,6 +210,97 @@ return out
 )
 
 
+class _Call:
+    __slots__ = ("args", "future", "keys", "lead", "name")
+
+    def __init__(self, name: str, keys: list[str], args: list[str | int]) -> None:
+        self.name, self.keys, self.args = name, keys, args
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.lead = False  # woken to send the next batch
+
+
+class ScriptBatch:
+    """``await call(name, keys, args)``: the reply of the script ``name`` (an
+    EVALSHA; a server that lost its scripts gets them again once). At most one
+    batch is on its way; the first call that arrives after it has left sends
+    the next one, with every call queued by then. Every error is a
+    :class:`StateError` of the calls it concerns; the calls of a batch whose
+    sending is interrupted all get one (none waits for ever)."""
+
+    def __init__(self, client: Any, scripts: dict[str, str]) -> None:
+        self.client = client
+        self.scripts = scripts
+        self.shas = {
+            name: hashlib.sha1(src.encode(), usedforsecurity=False).hexdigest()
+            for name, src in scripts.items()
+        }
+        self._queue: list[_Call] = []
+        self._busy = False
+        self.round_trips = 0
+
+    async def call(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        me = _Call(name, keys, args)
+        self._queue.append(me)
+        if self._busy:
+            try:
+                got = await me.future
+            except asyncio.CancelledError:
+                if me.lead:
+                    self._hand_on()  # woken to send, then cancelled: the next one sends
+                raise
+            if not me.lead:
+                return got
+            me.future = asyncio.get_running_loop().create_future()
+        self._busy = True
+        batch, self._queue = self._queue, []
+        try:
+            await self._send([c for c in batch if not c.future.done()])
+        finally:
+            self._hand_on()
+        return me.future.result()
+
+    def _hand_on(self) -> None:
+        while self._queue:
+            nxt = self._queue.pop(0)
+            if not nxt.future.done():
+                self._queue.insert(0, nxt)
+                nxt.lead = True
+                nxt.future.set_result(None)
+                return
+        self._busy = False
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            replies = await self._pipeline(batch)
+            lost = [c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)]
+            if lost:  # the server was restarted or flushed: load, then those again
+                for name in {c.name for c in lost}:
+                    await self.client.script_load(self.scripts[name])
+                again = dict(zip(map(id, lost), await self._pipeline(lost), strict=True))
+                replies = [again.get(id(c), r) for c, r in zip(batch, replies, strict=True)]
+        except BaseException as exc:
+            for c in batch:
+                if not c.future.done():
+                    c.future.set_exception(StateError(f"state store: {exc}"))
+            if isinstance(exc, RedisError | OSError):
+                return
+            raise
+        for c, r in zip(batch, replies, strict=True):
+            if c.future.done():
+                continue
+            if isinstance(r, Exception):
+                c.future.set_exception(StateError(f"state store: {r}"))
+            else:
+                c.future.set_result(r)
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        self.round_trips += 1
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in batch:
+                pipe.execute_command("EVALSHA", self.shas[c.name], len(c.keys), *c.keys, *c.args)
+            return list(await pipe.execute(raise_on_error=False))
+
+
 class RedisState:
     """:class:`~saslnetauth.sending.state.SendingState` on a Redis or Valkey server."""
 
@@ -222,17 +322,13 @@ class RedisState:
             health_check_interval=30,
         )
         self.client: Any = aioredis.Redis.from_pool(pool)  # closes the pool with it
-        self._take = self.client.register_script(TAKE)
-        self._take_linked = self.client.register_script(TAKE_LINKED)
+        self.scripts = ScriptBatch(self.client, {"take": TAKE, "take_linked": TAKE_LINKED})
 
     async def _run(self, counters: Sequence[Counter], amount: int, now: float) -> list[int]:
         args: list[str | int] = [repr(now), amount]
         for c in counters:
             args += [c.window.width, c.window.buckets, max(c.limit, 0)]
-        try:
-            reply = await self._take(keys=[c.key for c in counters], args=args)
-        except (RedisError, OSError) as exc:
-            raise StateError(f"state store: {exc}") from exc
+        reply = await self.scripts.call("take", [c.key for c in counters], args)
         return [int(v) for v in reply]
 
     async def take(self, counters: Sequence[Counter], amount: int, now: float) -> Taken:
@@ -263,10 +359,7 @@ class RedisState:
         for name, plan in req.plans.items():
             args += [name, *plan.own, *plan.outside, repr(plan.suspended_at)]
         keys = [req.link_key, *(c.key for c in req.shared)]
-        try:
-            reply = await self._take_linked(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise StateError(f"state store: {exc}") from exc
+        reply = await self.scripts.call("take_linked", keys, args)
         status, index, n = int(reply[0]), int(reply[1]), int(reply[2])
         creds = tuple((_text(reply[3 + 2 * i]), _text(reply[4 + 2 * i])) for i in range(n))
         if status == 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import urllib.request
 import uuid
@@ -22,6 +23,7 @@ import redis
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.policy.rules.netrules import NetworkRule
 from saslnetauth.sending.redisstate import RedisState
+from saslnetauth.sending.state import HOUR, Counter, StateError
 from saslnetauth.settings import SendingConfig
 from saslnetauth.store import SqlStore
 from tests.support.clitools import init_with_user, run
@@ -212,3 +214,62 @@ def test_counters_and_suspension_outlive_a_serve_restart(
         assert auth.login_plain("alice", "pw-restart").startswith("FAIL")  # still suspended
         auth.close()
     assert "SUSPENDED" in run("user", "show", "alice", db=db).out
+
+
+async def _takes(
+    url: str, calls: int, limit: int, spoil: str | None = None
+) -> tuple[list[object], int]:
+    """``calls`` decisions at once on one counter of ``limit`` (and, with ``spoil``, one on
+    a key that holds a string): what each got, and the round trips they took."""
+    state = RedisState(url)
+    try:
+        counter = Counter("race:alice", HOUR, limit)
+
+        async def one(c: Counter) -> object:
+            try:
+                return (await state.take([c], 1, 1_000_000.0)).ok
+            except StateError as exc:
+                return exc
+
+        before = state.scripts.round_trips
+        jobs = [one(counter) for _ in range(calls)]
+        if spoil is not None:
+            jobs.insert(calls // 2, one(Counter(spoil, HOUR, limit)))
+        got = await asyncio.gather(*jobs)
+        return list(got), state.scripts.round_trips - before
+    finally:
+        await state.close()
+
+
+def test_decisions_made_at_once_share_round_trips_and_stay_exact() -> None:
+    """Scripts called while a batch is on its way leave together (one pipeline), each
+    still atomic: 60 decisions at once on a limit of 25 pass exactly 25, in a few round
+    trips instead of 60; a server that lost its scripts (SCRIPT FLUSH) gets them again;
+    a script that fails fails its own decision only."""
+    with private_redis() as server:
+        url = server.url()
+        got, trips = asyncio.run(_takes(url, 60, 25))
+        assert got.count(True) == 25 and got.count(False) == 35
+        assert 1 <= trips <= 10, trips
+        with redis.Redis.from_url(url) as client:
+            client.flushall()
+            client.script_flush()
+            client.set("spoiled", "a string, not a counter")
+        got, _ = asyncio.run(_takes(url, 30, 25, spoil="spoiled"))
+        errors = [g for g in got if isinstance(g, StateError)]
+        assert len(errors) == 1 and "WRONGTYPE" in str(errors[0])
+        assert got.count(True) == 25 and got.count(False) == 5
+
+
+def test_a_batch_cut_short_fails_each_of_its_decisions() -> None:
+    """A server that stops answering: every decision of the batch on its way and those
+    waiting behind it get a StateError within the timeout (none waits for ever)."""
+    with private_redis() as server:
+        url = server.url()
+        assert asyncio.run(_takes(url, 1, 5))[0] == [True]  # the scripts are loaded
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            got, _ = asyncio.run(asyncio.wait_for(_takes(url, 20, 5), 30))
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        assert all(isinstance(g, StateError) for g in got), got
