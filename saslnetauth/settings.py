@@ -329,7 +329,7 @@ class SendingConfig:
     #: that authenticated (the policy request names only the user).
     login_window: int = 3600
     #: Most policy connections at once (Postfix keeps one per smtpd process), and
-    #: seconds one may stay idle.
+    #: seconds one may stay silent or leave our replies unread.
     max_connections: int = 512
     idle_timeout: float = 300.0
 

@@ -100,22 +100,30 @@ class SendingServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = PolicyParser()
         conn = Connection()
-        while True:
-            try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
-            except TimeoutError:
-                return
-            if not data:
-                return
-            try:
-                requests = parser.feed(data)
-            except ProtocolError as exc:
-                log.warning("%s", kv("sending client error, disconnecting", error=str(exc)))
-                return
-            for req in requests:
-                writer.write(format_reply(await self.policy.answer(req, conn)))
-            if requests:
-                await writer.drain()
+        loop = asyncio.get_running_loop()
+        # one deadline for the connection, moved at each read (not a task and a
+        # timer per read, as wait_for makes): idle_timeout for the client's next
+        # bytes and for taking our replies; none while we decide
+        try:
+            async with asyncio.timeout(None) as idle:
+                while True:
+                    idle.reschedule(loop.time() + self.idle_timeout)
+                    data = await reader.read(READ_SIZE)
+                    if not data:
+                        return
+                    idle.reschedule(None)
+                    try:
+                        requests = parser.feed(data)
+                    except ProtocolError as exc:
+                        log.warning("%s", kv("sending client error, disconnecting", error=str(exc)))
+                        return
+                    for req in requests:
+                        writer.write(format_reply(await self.policy.answer(req, conn)))
+                    if requests:
+                        idle.reschedule(loop.time() + self.idle_timeout)
+                        await writer.drain()
+        except TimeoutError:
+            return
 
 
 def open_state(cfg: Config) -> Any:

@@ -79,6 +79,7 @@ async def sending_server(
     *,
     prefix: str = "t:",
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    idle_timeout: float = 300.0,
 ) -> AsyncIterator[LoginLinks]:
     """The policy server on the UNIX socket ``path``; yields its login links."""
     links = LoginLinks(state, prefix, cfg.login_window)
@@ -93,7 +94,7 @@ async def sending_server(
         on_event=on_event,
     )
     peers = PeerPolicy.from_settings(ServeConfig())
-    server = SendingServer(policy, lambda: peers)
+    server = SendingServer(policy, lambda: peers, idle_timeout=idle_timeout)
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))
     sock.listen(64)

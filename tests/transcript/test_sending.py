@@ -194,6 +194,29 @@ def test_bad_request_closes_the_connection(alice: SqlStore, tmp_path: Path) -> N
     assert run(go()) == b""
 
 
+def test_idle_connections_close_and_busy_ones_stay(alice: SqlStore, tmp_path: Path) -> None:
+    """idle_timeout counts from the client's last bytes: a client asking every 0.3 s
+    keeps its connection past the 0.6 s of idle_timeout, a silent one loses it."""
+
+    async def go() -> tuple[list[str], bytes, float]:
+        cfg = _cfg(messages_per_hour=100)
+        async with sending_server(tmp_path / "s", alice, EmbeddedState(), cfg, idle_timeout=0.6):
+            c = await connect(tmp_path / "s")
+            got = []
+            for i in range(5):
+                got.append(await c.ask(request("RCPT", instance=f"m{i}")))
+                await asyncio.sleep(0.3)
+            start = asyncio.get_running_loop().time()
+            data = await asyncio.wait_for(c.reader.read(), 10)
+            waited = asyncio.get_running_loop().time() - start
+            await c.close()
+            return got, data, waited
+
+    got, data, waited = run(go())
+    assert got == ["DUNNO"] * 5
+    assert data == b"" and waited < 5
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
