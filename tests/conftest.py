@@ -106,3 +106,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("time per tier")
     for line in _CLOCK.lines(time.monotonic() - _STARTED):
         terminalreporter.write_line(line)
+    terminalreporter.section("slowest files")
+    for line in _CLOCK.slowest_files():
+        terminalreporter.write_line(line)

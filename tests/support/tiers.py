@@ -87,11 +87,14 @@ class TierClock:
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     tests: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: seconds per file (set-up, calls and tear-down of its tests)
+    files: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     def add(self, nodeid: str, when: str, duration: float) -> None:
         parts = nodeid.split("/")
         tier = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
         self.seconds[tier] += duration
+        self.files[nodeid.split("::")[0]] += duration
         if when == "call":
             self.tests[tier] += 1
 
@@ -101,6 +104,10 @@ class TierClock:
             for tier in sorted(self.seconds, key=lambda t: -self.seconds[t])
         ]
         return [*rows, f"{'wall':<11} {'':>11} {wall:>8.1f} s (tiers may overlap)"]
+
+    def slowest_files(self, count: int = 15) -> list[str]:
+        top = sorted(self.files.items(), key=lambda kv: -kv[1])[:count]
+        return [f"{seconds:>8.1f} s  {name}" for name, seconds in top]
 
 
 @dataclass
