@@ -27,7 +27,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError, ResponseError
 
 from saslnetauth.sending.linked import WINDOWS, LinkedTake, LinkedTaken
 from saslnetauth.sending.state import Counter, StateError, Taken, Window
@@ -271,12 +271,12 @@ class ScriptBatch:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            replies = await self._pipeline(batch)
+            replies = await self._round(batch)
             lost = [c for c, r in zip(batch, replies, strict=True) if isinstance(r, NoScriptError)]
             if lost:  # the server was restarted or flushed: load, then those again
                 for name in {c.name for c in lost}:
                     await self.client.script_load(self.scripts[name])
-                again = dict(zip(map(id, lost), await self._pipeline(lost), strict=True))
+                again = dict(zip(map(id, lost), await self._round(lost), strict=True))
                 replies = [again.get(id(c), r) for c, r in zip(batch, replies, strict=True)]
         except BaseException as exc:
             for c in batch:
@@ -293,8 +293,21 @@ class ScriptBatch:
             else:
                 c.future.set_result(r)
 
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+    async def _round(self, batch: list[_Call]) -> list[Any]:
+        """One round trip: each call's reply, or the error the server answered it
+        with. A call alone goes without a pipeline (about a quarter less of the
+        client's CPU in redis-py)."""
         self.round_trips += 1
+        if len(batch) > 1:
+            return await self._pipeline(batch)
+        c = batch[0]
+        try:
+            cmd = ("EVALSHA", self.shas[c.name], len(c.keys), *c.keys, *c.args)
+            return [await self.client.execute_command(*cmd)]
+        except ResponseError as exc:
+            return [exc]
+
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for c in batch:
                 pipe.execute_command("EVALSHA", self.shas[c.name], len(c.keys), *c.keys, *c.args)

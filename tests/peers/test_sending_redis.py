@@ -255,10 +255,17 @@ def test_decisions_made_at_once_share_round_trips_and_stay_exact() -> None:
             client.flushall()
             client.script_flush()
             client.set("spoiled", "a string, not a counter")
+        # a call alone goes without a pipeline: the same reload, the same errors
+        assert asyncio.run(_takes(url, 1, 25)) == ([True], 2)  # NOSCRIPT, loaded, again
+        alone, _ = asyncio.run(_takes(url, 0, 25, spoil="spoiled"))
+        assert len(alone) == 1 and isinstance(alone[0], StateError)
+        assert "WRONGTYPE" in str(alone[0])
+        with redis.Redis.from_url(url) as client:
+            client.script_flush()
         got, _ = asyncio.run(_takes(url, 30, 25, spoil="spoiled"))
         errors = [g for g in got if isinstance(g, StateError)]
         assert len(errors) == 1 and "WRONGTYPE" in str(errors[0])
-        assert got.count(True) == 25 and got.count(False) == 5
+        assert got.count(True) == 24 and got.count(False) == 6
 
 
 def test_a_batch_cut_short_fails_each_of_its_decisions() -> None:
