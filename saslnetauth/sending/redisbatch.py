@@ -71,14 +71,15 @@ class ScriptBatch:
         return me.future.result()
 
     def _hand_on(self) -> None:
-        while self._queue:
-            nxt = self._queue.pop(0)
-            if not nxt.future.done():
-                self._queue.insert(0, nxt)
-                nxt.lead = True
-                nxt.future.set_result(None)
-                return
-        self._busy = False
+        """Wake the first waiting call to send the next batch, or be idle."""
+        queue = self._queue
+        while queue and queue[0].future.done():  # cancelled while waiting
+            del queue[0]
+        if queue:
+            queue[0].lead = True
+            queue[0].future.set_result(None)
+        else:
+            self._busy = False
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
@@ -111,15 +112,16 @@ class ScriptBatch:
         self.round_trips += 1
         if len(batch) > 1:
             return await self._pipeline(batch)
-        c = batch[0]
         try:
-            cmd = ("EVALSHA", self.shas[c.name], len(c.keys), *c.keys, *c.args)
-            return [await self.client.execute_command(*cmd)]
+            return [await self.client.execute_command(*self._evalsha(batch[0]))]
         except ResponseError as exc:
             return [exc]
 
     async def _pipeline(self, batch: list[_Call]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for c in batch:
-                pipe.execute_command("EVALSHA", self.shas[c.name], len(c.keys), *c.keys, *c.args)
+                pipe.execute_command(*self._evalsha(c))
             return list(await pipe.execute(raise_on_error=False))
+
+    def _evalsha(self, c: _Call) -> tuple[str | int, ...]:
+        return ("EVALSHA", self.shas[c.name], len(c.keys), *c.keys, *c.args)
