@@ -7,6 +7,7 @@ Targets (each started privately on a free loopback TCP port, see
 
 1. closed loop: 1, 20 and 200 Postfix-like clients (one connection each, one
    message = one RCPT + one END-OF-MESSAGE request) over many distinct users
+   (10,000, each in saslnetauth's database, as users who logged in through it are)
    with practically no limit: decisions/s, p50, p99, and saslnetauth's
    throughput over the faster peer's (target >= 2x);
 2. paced: 1,000 decisions/s over 50 connections, p99 from the scheduled time
@@ -212,7 +213,7 @@ def main() -> int:
     with bench_dir("sna-sending-db-") as dbdir:
         db = None
         if sending_peers.saslnetauth_has_sending() and (not only or only & {"embedded", "redis"}):
-            db = sending_peers.saslnetauth_database(dbdir, args.limit)
+            db = sending_peers.saslnetauth_database(dbdir, args.limit, USERS)
         found, skipped = targets(args.limit, only, db)
         results = []
         for name, factory in found:

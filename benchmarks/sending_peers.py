@@ -23,7 +23,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,11 +86,15 @@ def _sending_config(port: int, state_url: str, prefix: str) -> str:
     )
 
 
-def saslnetauth_database(directory: Path, limit: int) -> str:
-    """A SQLite database with the racer and its limit (the counters are not in it:
-    one database serves every saslnetauth target of a run)."""
+def saslnetauth_database(directory: Path, limit: int, users: Sequence[str] = ()) -> str:
+    """A SQLite database with ``users`` (the senders: they logged in through
+    saslnetauth, so they are in its database), the racer and its limit (the counters
+    are not in it: one database serves every saslnetauth target of a run)."""
     db = f"sqlite:///{directory / 'sending.db'}"
     cli("init", db=db)
+    if users:
+        lines = "".join(f"{name}:{{PLAIN}}x-{name}\n" for name in users)
+        cli("import", "passwd-file", "-", db=db, stdin=lines)
     cli("user", "add", RACER, "--hash", "{PLAIN}x-racer", "--net", "127.0.0.2", db=db)
     cli("user", "set", RACER, "--messages-per-hour", str(limit), db=db)
     return db

@@ -163,6 +163,7 @@ class SendingPolicy:
         suspend: Callable[[str, str | None], bool],
         *,
         read_version: Callable[[], tuple[Any, ...] | None] | None = None,
+        read_rows: Callable[[int], dict[str, SendingRow] | None] | None = None,
         prefix: str = "saslnetauth:",
         cache_seconds: float = 1.0,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -172,6 +173,7 @@ class SendingPolicy:
         self.state = state
         self.links = links
         self.read_row = read_row
+        self.read_rows = read_rows
         self.suspend = suspend
         self.prefix = prefix
         self.cache_seconds = cache_seconds
@@ -179,12 +181,14 @@ class SendingPolicy:
         self.on_event = on_event
         self.clock = clock
         #: each user's row and plans (:mod:`saslnetauth.sending.rows`); with no
-        #: ``read_version`` (nothing tells a change) a row is re-read every decision
+        #: ``read_version`` (nothing tells a change) a row is re-read every decision;
+        #: ``read_rows`` reads every user's after a change (preload)
         self.rows: SettingsCache[tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]]
         self.rows = SettingsCache(
             self._read,
             read_version or (lambda: None),
             cache_seconds if read_version is not None else 0.0,
+            read_all=None if read_rows is None else self._read_all,
         )
         self._down = False
 
@@ -302,6 +306,16 @@ class SendingPolicy:
         """The user's row and plans (in a thread)."""
         row = self.read_row(name)
         return row, credential_plans(self.cfg, row)
+
+    def _read_all(
+        self, most: int
+    ) -> dict[str, tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]] | None:
+        """Every user's row and plans (in a thread); None over ``most`` users."""
+        assert self.read_rows is not None
+        rows = self.read_rows(most)
+        if rows is None:
+            return None
+        return {name: (row, credential_plans(self.cfg, row)) for name, row in rows.items()}
 
     def _event(self, what: str, fields: dict[str, Any]) -> None:
         if self.on_event is not None:

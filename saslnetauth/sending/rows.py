@@ -25,11 +25,23 @@ committed sees it, while a busy server reads a user's row about once per
 change instead of once per message. ``cache_seconds`` 0: every decision reads
 the row. At most ``max_rows`` users are kept (the oldest go first); a reload
 (SIGHUP) drops them all, for writes that bypass the triggers.
+
+With ``read_all`` (every user's settings in one query: the policy server's), a
+check that drops the copies, and the first one, also start one read of every
+user in a thread, beside the decisions (which read their own user meanwhile):
+so a user's first message after a change reads nothing either. It is kept
+under the same rule as a row read (not when a check dropped the copies while it
+ran: then it starts again), only when the version is known, and only while
+there are at most ``preload_max`` users (:data:`PRELOAD_MAX`; ``read_all``
+returns None above it and each user is read at its first decision, as before).
+A failing ``read_all`` keeps nothing and is logged; decisions go on reading
+their own user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,12 +49,16 @@ from typing import Any, Generic, TypeVar
 
 from saslnetauth.logfmt import kv
 
-__all__ = ["MAX_ROWS", "SettingsCache"]
+__all__ = ["MAX_ROWS", "PRELOAD_MAX", "SettingsCache"]
 
 log = logging.getLogger("saslnetauth.sending")
 
 #: Users whose settings are kept at most.
 MAX_ROWS = 100_000
+#: Users read all at once after a change at most (more: each at its first decision).
+PRELOAD_MAX = 20_000
+#: Times one preload starts again when checks keep dropping what it read.
+PRELOAD_TRIES = 3
 
 T = TypeVar("T")
 
@@ -56,10 +72,14 @@ class SettingsCache(Generic[T]):
         version: Callable[[], tuple[Any, ...] | None],
         cache_seconds: float,
         *,
+        read_all: Callable[[int], dict[str, T] | None] | None = None,
         max_rows: int = MAX_ROWS,
+        preload_max: int = PRELOAD_MAX,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.read = read
+        self.read_all = read_all
+        self.preload_max = min(preload_max, max_rows)
         self.version = version
         self.cache_seconds = cache_seconds
         self.max_rows = max_rows
@@ -70,8 +90,10 @@ class SettingsCache(Generic[T]):
         self._epoch = 0  # moves when the copies are dropped
         self._check: asyncio.Future[None] | None = None
         self._warned = False
+        self._preload: asyncio.Future[None] | None = None
         self.reads = 0
         self.checks = 0
+        self.preloads = 0  # read_all calls that returned rows and were kept
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -96,12 +118,21 @@ class SettingsCache(Generic[T]):
         return value
 
     def forget(self, name: str) -> None:
-        """Drop one user's copy (after this server changed the row)."""
+        """Drop one user's copy (after this server changed the row); no read in
+        flight (a preload, another decision's) may put back what it read before."""
         self._rows.pop(name, None)
+        self._epoch += 1
 
     def clear(self) -> None:
         """Drop every copy (a reload: SIGHUP)."""
         self._drop()
+
+    async def close(self) -> None:
+        """Stop a preload in flight (the server is stopping)."""
+        if self._preload is not None and not self._preload.done():
+            self._preload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preload
 
     async def _confirm(self) -> None:
         """One version check at a time; every decision waiting shares it."""
@@ -129,10 +160,35 @@ class SettingsCache(Generic[T]):
                 self._drop()
             elif version != self._version:
                 self._drop()
+                self._start_preload()
             self._version = version
             self._confirmed = started
         finally:
             self._check = None
+
+    def _start_preload(self) -> None:
+        if self.read_all is None or (self._preload is not None and not self._preload.done()):
+            return  # the one in flight sees the epoch move and starts again
+        self._preload = asyncio.ensure_future(self._run_preload())
+
+    async def _run_preload(self) -> None:
+        assert self.read_all is not None
+        for _ in range(PRELOAD_TRIES):
+            epoch = self._epoch
+            try:
+                rows = await asyncio.to_thread(self.read_all, self.preload_max)
+            except Exception as exc:  # the decisions read their own rows (and fail closed)
+                log.warning("%s", kv("sending settings preload failed", error=str(exc)))
+                return
+            if rows is None:  # over preload_max users
+                return
+            if epoch == self._epoch:
+                for name, value in rows.items():
+                    if len(self._rows) >= self.max_rows:
+                        break
+                    self._rows.setdefault(name, value)
+                self.preloads += 1
+                return
 
     def _drop(self) -> None:
         self._rows.clear()

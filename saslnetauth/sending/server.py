@@ -175,6 +175,7 @@ async def start_sending_listener(
         store.sending_row,
         store.suspend,
         read_version=store.sending_version,
+        read_rows=store.sending_rows,
         prefix=cfg.state.prefix,
         cache_seconds=cfg.global_cache_seconds,
         on_event=on_event,
@@ -187,4 +188,4 @@ async def start_sending_listener(
         idle_timeout=s.idle_timeout,
     )
     await sending.start(sock)
-    return [sending.close, links.close, state.close]
+    return [sending.close, policy.rows.close, links.close, state.close]

@@ -50,17 +50,18 @@ class SendingRow:
 #: NULLs when there is none), by the user's stored name; run on the driver's own
 #: connection (``raw_rows``: a fraction of SQLAlchemy's per-execution cost), so
 #: ``suspended_at`` comes as the driver gives it (:func:`_suspended`).
-_ROW = (
-    sa.select(
-        *(users.c[n] for n in SENDING_LIMITS),
-        expiry_value(users.c.suspended_at),
-        app_passwords.c.label,
-        *(app_passwords.c[n] for n in SENDING_LIMITS),
-        expiry_value(app_passwords.c.suspended_at),
-    )
-    .select_from(users.outerjoin(app_passwords, app_passwords.c.user_id == users.c.id))
-    .where(users.c.name == sa.bindparam("name"))
+_COLUMNS = (
+    *(users.c[n] for n in SENDING_LIMITS),
+    expiry_value(users.c.suspended_at),
+    app_passwords.c.label,
+    *(app_passwords.c[n] for n in SENDING_LIMITS),
+    expiry_value(app_passwords.c.suspended_at),
 )
+_JOINED = users.outerjoin(app_passwords, app_passwords.c.user_id == users.c.id)
+_ROW = sa.select(*_COLUMNS).select_from(_JOINED).where(users.c.name == sa.bindparam("name"))
+#: Every user's settings: the same columns after the stored name, a user's rows together.
+_ALL = sa.select(users.c.name, *_COLUMNS).select_from(_JOINED).order_by(users.c.id)
+_USERS = sa.select(sa.func.count()).select_from(users)
 #: The position of the app password's label in a row of :data:`_ROW`.
 _APP = len(SENDING_LIMITS) + 1
 
@@ -73,6 +74,12 @@ SENDING_VERSION = sa.select(
     sa.select(sa.func.max(users.c.id)).scalar_subquery(),
     sa.select(sa.func.max(app_passwords.c.id)).scalar_subquery(),
 )
+
+
+def _row(name: str, rows: list[Any]) -> SendingRow:
+    """A user's settings from its rows of :data:`_ROW`."""
+    apps = {str(r[_APP]): _limits(r, _APP + 1) for r in rows if r[_APP] is not None}
+    return SendingRow(name, _limits(rows[0], 0), apps)
 
 
 def _limits(row: Any, offset: int) -> CredentialLimits:
@@ -108,8 +115,19 @@ class SendingAdmin(Database):
         rows = self.raw_rows(self.compiled(_ROW), (key,) if self.positional else {"name": key})
         if not rows:
             return None
-        apps = {str(r[_APP]): _limits(r, _APP + 1) for r in rows if r[_APP] is not None}
-        return SendingRow(key, _limits(rows[0], 0), apps)
+        return _row(key, rows)
+
+    def sending_rows(self, most: int) -> dict[str, SendingRow] | None:
+        """Every user's sending settings by stored name, as :meth:`sending_row` gives
+        them (two queries); None when there are more than ``most`` users."""
+        if int(self.raw_rows(self.compiled(_USERS))[0][0]) > most:
+            return None
+        found: dict[str, list[Any]] = {}
+        for r in self.raw_rows(self.compiled(_ALL)):
+            found.setdefault(str(r[0]), []).append(r[1:])
+        if len(found) > most:  # users added between the two queries
+            return None
+        return {name: _row(name, rows) for name, rows in found.items()}
 
     def sending_version(self) -> tuple[Any, ...] | None:
         """The version of every user's sending settings (:data:`SENDING_VERSION`);

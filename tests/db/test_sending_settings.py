@@ -11,6 +11,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.errors import BackendError
 from saslnetauth.sending.rows import SettingsCache
 from saslnetauth.store import SqlStore
@@ -135,3 +136,25 @@ def test_no_version_row_rereads_every_cache_seconds(
     asyncio.run(scenario())
     warned = [r for r in caplog.records if "sending_generation has no row 1" in r.getMessage()]
     assert len(warned) == 1
+
+
+def test_every_users_settings_at_once_are_each_users_own(store: SqlStore) -> None:
+    """``sending_rows`` (the policy server's preload) gives what ``sending_row`` gives
+    for each user, app passwords and suspensions included; None over the bound."""
+    for name in ("alice", "bob", "carol"):
+        store.add_user(name, "{PLAIN}x")
+    store.add_app_password("alice", "phone", new_token)
+    store.add_app_password("alice", "tablet", new_token)
+    store.set_sending_limits("alice", "phone", {"messages_per_hour": 5})
+    store.set_sending_limits("bob", None, {"recipients_per_day": 9})
+    store.suspend("alice", "tablet")
+    everyone = store.sending_rows(3)
+    assert everyone is not None and sorted(everyone) == ["alice", "bob", "carol"]
+    for name, row in everyone.items():
+        assert row == store.sending_row(name)
+    alice = everyone["alice"]
+    assert sorted(alice.apps) == ["phone", "tablet"]
+    assert alice.apps["phone"].limits["messages_per_hour"] == 5
+    assert alice.apps["tablet"].suspended_at is not None
+    assert everyone["bob"].main.limits["recipients_per_day"] == 9
+    assert store.sending_rows(2) is None
