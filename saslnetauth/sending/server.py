@@ -35,10 +35,11 @@ from saslnetauth.serve.authsocket.listeners import describe
 
 if TYPE_CHECKING:
     from saslnetauth.config import Config
+    from saslnetauth.sending.logins import LoginLinks
     from saslnetauth.serve.authsocket.server import AuthServer
     from saslnetauth.store import SqlStore
 
-__all__ = ["SendingServer", "open_state", "start_sending_listener"]
+__all__ = ["RESTART_KEYS", "SendingServer", "apply_reload", "open_state", "start_sending_listener"]
 
 log = logging.getLogger("saslnetauth.sending")
 
@@ -163,7 +164,7 @@ async def start_sending_listener(
             event = "defer" if what == "defer" else "suspend"
             note(event, str(fields["user"]), label, str(fields["client"]), str(fields["limit"]))
         if what == "suspended":
-            reason = f"over {fields['limit']} {s.suspend_after} times"
+            reason = f"over {fields['limit']} {policy.cfg.suspend_after} times"
             user = str(fields["user"])
             where = Login.of(user, b"", str(fields["client"]), "smtp")
             server.alerts.fire(user, where, reason, label, event=SUSPENDED)
@@ -180,12 +181,48 @@ async def start_sending_listener(
         cache_seconds=cfg.global_cache_seconds,
         on_event=on_event,
     )
-    server.on_reload.append(policy.rows.clear)  # SIGHUP re-reads every user's settings
     sending = SendingServer(
         policy,
         lambda: server.policy,  # the auth socket's peer checks, as reloaded
         max_connections=s.max_connections,
         idle_timeout=s.idle_timeout,
     )
+
+    def on_reload(new: Config) -> None:  # SIGHUP: the new [sending], every user re-read
+        apply_reload(cfg, new, policy, links, sending)
+
+    server.on_reload.append(on_reload)
     await sending.start(sock)
     return [sending.close, policy.rows.close, links.close, state.close]
+
+
+#: What a reload does not change (the socket, the fd budget, the state store's client).
+RESTART_KEYS = (
+    ("sending", "listen"),
+    ("sending", "max_connections"),
+    ("state", "url"),
+    ("state", "prefix"),
+    ("state", "timeout"),
+)
+
+
+def apply_reload(
+    started: Config, new: Config, policy: SendingPolicy, links: LoginLinks, sending: SendingServer
+) -> None:
+    """The reloaded ``[sending]`` from now on: limits, ``outside_factor``, suspension,
+    ``login_window``, ``idle_timeout``; every user's settings are read again. The keys
+    of :data:`RESTART_KEYS` keep the values the server started with (logged)."""
+    from dataclasses import replace
+
+    changed = [
+        f"[{part}] {key}"
+        for part, key in RESTART_KEYS
+        if getattr(getattr(started, part), key) != getattr(getattr(new, part), key)
+    ]
+    if changed:
+        log.warning("%s", kv("reload: these need a restart, not applied", keys=", ".join(changed)))
+    old = started.sending
+    policy.cfg = replace(new.sending, listen=old.listen, max_connections=old.max_connections)
+    links.ttl = new.sending.login_window
+    sending.idle_timeout = new.sending.idle_timeout
+    policy.rows.clear()

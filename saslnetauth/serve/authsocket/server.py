@@ -94,8 +94,9 @@ class AuthServer:
         #: Told every OK and its client address (the sending limits' login links,
         #: saslnetauth.sending.logins; returns at once, never raises).
         self.on_login_ok: Callable[[Decision, str | None], None] | None = None
-        #: called after each successful reload (SIGHUP): caches of other listeners
-        self.on_reload: list[Callable[[], None]] = []
+        #: called with the new configuration after each successful reload (SIGHUP):
+        #: other listeners' settings and caches
+        self.on_reload: list[Callable[[Config], None]] = []
         #: Slowest verification measured at start (seconds; saslnetauth.policy.deadline.calibrate).
         self.measured = measured
         self.settings = settings
@@ -245,7 +246,7 @@ class AuthServer:
         self.mail_connections = mail
         self._configure(settings, policy)
         for hook in self.on_reload:
-            hook()
+            hook(cfg)
         log.info(
             "%s",
             kv(
