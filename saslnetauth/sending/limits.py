@@ -315,7 +315,20 @@ class SendingPolicy:
         rows = self.read_rows(most)
         if rows is None:
             return None
-        return {name: (row, credential_plans(self.cfg, row)) for name, row in rows.items()}
+        # users without app passwords whose settings are one value (the store gives
+        # most users the same: no limit of their own) share its plans (read only);
+        # every row is alive until the end, so an id names one value
+        same: dict[int, dict[str, dict[str, CredentialPlan]]] = {}
+        out: dict[str, tuple[SendingRow | None, dict[str, dict[str, CredentialPlan]]]] = {}
+        for name, row in rows.items():
+            if row.apps:
+                out[name] = (row, credential_plans(self.cfg, row))
+                continue
+            plans = same.get(id(row.main))
+            if plans is None:
+                plans = same[id(row.main)] = credential_plans(self.cfg, row)
+            out[name] = (row, plans)
+        return out
 
     def _event(self, what: str, fields: dict[str, Any]) -> None:
         if self.on_event is not None:

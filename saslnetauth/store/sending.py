@@ -76,15 +76,26 @@ SENDING_VERSION = sa.select(
 )
 
 
-def _row(name: str, rows: list[Any]) -> SendingRow:
-    """A user's settings from its rows of :data:`_ROW`."""
-    apps = {str(r[_APP]): _limits(r, _APP + 1) for r in rows if r[_APP] is not None}
-    return SendingRow(name, _limits(rows[0], 0), apps)
+def _row(
+    name: str, rows: list[Any], same: dict[tuple[Any, ...], CredentialLimits] | None = None
+) -> SendingRow:
+    """A user's settings from its rows of :data:`_ROW`; ``same``: one value for each
+    distinct set of stored values (read only, shared by the users that have it)."""
+    apps = {str(r[_APP]): _limits(r, _APP + 1, same) for r in rows if r[_APP] is not None}
+    return SendingRow(name, _limits(rows[0], 0, same), apps)
 
 
-def _limits(row: Any, offset: int) -> CredentialLimits:
-    values = {name: _limit(row[offset + i]) for i, name in enumerate(SENDING_LIMITS)}
-    return CredentialLimits(values, _suspended(row[offset + len(SENDING_LIMITS)]))
+def _limits(
+    row: Any, offset: int, same: dict[tuple[Any, ...], CredentialLimits] | None = None
+) -> CredentialLimits:
+    stored = tuple(row[offset : offset + len(SENDING_LIMITS) + 1])
+    if same is not None and (hit := same.get(stored)) is not None:
+        return hit
+    values = {name: _limit(stored[i]) for i, name in enumerate(SENDING_LIMITS)}
+    out = CredentialLimits(values, _suspended(stored[-1]))
+    if same is not None:
+        same[stored] = out
+    return out
 
 
 def _suspended(value: Any) -> datetime | None:
@@ -127,7 +138,8 @@ class SendingAdmin(Database):
             found.setdefault(str(r[0]), []).append(r[1:])
         if len(found) > most:  # users added between the two queries
             return None
-        return {name: _row(name, rows) for name, rows in found.items()}
+        same: dict[tuple[Any, ...], CredentialLimits] = {}  # most users: no limit of their own
+        return {name: _row(name, rows, same) for name, rows in found.items()}
 
     def sending_version(self) -> tuple[Any, ...] | None:
         """The version of every user's sending settings (:data:`SENDING_VERSION`);

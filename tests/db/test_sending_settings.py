@@ -13,7 +13,11 @@ import sqlalchemy as sa
 
 from saslnetauth.credentials.apptokens import new_token
 from saslnetauth.errors import BackendError
+from saslnetauth.sending.limits import SendingPolicy, credential_plans
+from saslnetauth.sending.logins import LoginLinks
 from saslnetauth.sending.rows import SettingsCache
+from saslnetauth.sending.state import EmbeddedState
+from saslnetauth.settings import SendingConfig
 from saslnetauth.store import SqlStore
 from saslnetauth.store.sending import SendingRow
 
@@ -158,3 +162,42 @@ def test_every_users_settings_at_once_are_each_users_own(store: SqlStore) -> Non
     assert alice.apps["tablet"].suspended_at is not None
     assert everyone["bob"].main.limits["recipients_per_day"] == 9
     assert store.sending_rows(2) is None
+
+
+def test_the_policy_servers_preload_gives_each_user_its_own_plans(store: SqlStore) -> None:
+    """Users with the same settings share one value in the preload; each user's plans
+    are still exactly the ones its own row gives."""
+    for name in ("alice", "bob", "carol", "dave"):
+        store.add_user(name, "{PLAIN}x")
+    store.add_app_password("alice", "phone", new_token)
+    store.set_sending_limits("bob", None, {"messages_per_hour": 3})
+    store.suspend("carol", None)
+    cfg = SendingConfig(messages_per_hour=10)
+    state = EmbeddedState()
+    policy = SendingPolicy(
+        cfg,
+        state,
+        LoginLinks(state, "t:", 60),
+        store.sending_row,
+        store.suspend,
+        read_version=store.sending_version,
+        read_rows=store.sending_rows,
+    )
+
+    async def scenario() -> dict[str, object]:
+        await policy.rows.get("alice")
+        for _ in range(2000):  # the preload runs beside the decisions
+            if policy.rows.preloads:
+                break
+            await asyncio.sleep(0.005)
+        reads = policy.rows.reads
+        got = {n: await policy.rows.get(n) for n in ("alice", "bob", "carol", "dave")}
+        assert policy.rows.reads == reads  # all four came from the preload
+        await policy.rows.close()
+        return got
+
+    got = asyncio.run(scenario())
+    for name, value in got.items():
+        row = store.sending_row(name)
+        assert value == (row, credential_plans(cfg, row)), name
+    assert got["bob"] != got["dave"] and got["carol"] != got["dave"]
