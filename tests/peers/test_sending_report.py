@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.clitools import init_with_user, run
 from tests.support.peers import missing, port_open
-from tests.support.sending import connect, request
+from tests.support.sending import connect, login_for_sending, request
 from tests.support.serverproc import run_server
 
 pytestmark = pytest.mark.peer
@@ -62,11 +62,7 @@ def test_report_shows_top_senders_deferrals_and_suspensions(tmp_path: Path, pref
     )
     cfg.chmod(0o600)
     with run_server(db, config=cfg) as srv:
-        srv.wait_log("sending policy listening")
-        c = srv.connect()
-        c.handshake()
-        c.plain(1, "alice", PW, rip=HOME)
-        assert c.line().startswith("OK")
+        login_for_sending(srv, "alice", PW, HOME)
         got = asyncio.run(_policy(policy))
         srv.wait_log("credential suspended")
         assert srv.stop() == 0  # flushes the record

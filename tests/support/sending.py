@@ -17,6 +17,7 @@ from saslnetauth.sending.state import SendingState
 from saslnetauth.serve.authsocket.access import PeerPolicy
 from saslnetauth.settings import SendingConfig, ServeConfig
 from saslnetauth.store import SqlStore
+from tests.support.serverproc import ServerProcess
 
 
 def request(state: str, user: str = "alice", client: str = "192.0.2.9", **extra: object) -> bytes:
@@ -136,3 +137,14 @@ async def behind_one_address(
         after.append(await c.ask(request("RCPT", client=NAT)))
         await c.close()
     return shared, alone, after
+
+
+def login_for_sending(srv: ServerProcess, user: str, password: str, rip: str) -> None:
+    """Once the real server's policy socket listens: one allowed PLAIN login of ``user``
+    from ``rip`` on its auth socket (the login link the policy requests then find)."""
+    srv.wait_log("sending policy listening")
+    c = srv.connect()
+    c.handshake()
+    reply = c.login_plain(user, password, rip=rip)
+    assert reply.startswith("OK"), reply
+    c.close()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.support.clitools import init_with_user
-from tests.support.sending import connect, request
+from tests.support.sending import connect, login_for_sending, request
 from tests.support.serverproc import ServerProcess, run_server
 
 PW = "rel0ad pw"
@@ -53,11 +53,7 @@ def test_a_reload_applies_new_limits_and_keeps_what_needs_a_restart(tmp_path: Pa
     cfg = tmp_path / "c.toml"
     _config(cfg, policy, 2)
     with run_server(db, config=cfg) as srv:
-        srv.wait_log("sending policy listening")
-        c = srv.connect()
-        c.handshake()
-        c.plain(1, "alice", PW, rip=HOME)
-        assert c.line().startswith("OK")
+        login_for_sending(srv, "alice", PW, HOME)
         got = asyncio.run(_messages(policy, 0, 3))
         assert got[:2] == ["DUNNO"] * 2 and got[2].startswith("450 4.7.1")
         _config(cfg, policy, 4)  # the admin raises the limit and reloads
