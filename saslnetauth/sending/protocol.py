@@ -38,6 +38,9 @@ MAX_ATTRIBUTES = 128
 MAX_ACTION = 512
 
 _NAME = re.compile(r"[a-z0-9_]{1,64}")
+#: Valid attribute names seen (Postfix sends the same few dozen), at most MAX_NAMES.
+_NAMES: set[str] = set()
+MAX_NAMES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,45 +75,53 @@ class PolicyParser:
 
     def feed(self, data: bytes) -> list[PolicyRequest]:
         """The requests completed by ``data`` (raises :class:`ProtocolError`)."""
-        self._buf += data
-        done: list[PolicyRequest] = []
-        while True:
-            end = self._buf.find(b"\n")
-            if end < 0:
-                if len(self._buf) >= MAX_LINE:
-                    raise ProtocolError(f"policy line longer than {MAX_LINE} bytes")
-                return done
-            if end + 1 > MAX_LINE:
+        buf = self._buf
+        buf += data
+        last = buf.rfind(b"\n")
+        if last < 0:
+            if len(buf) >= MAX_LINE:
                 raise ProtocolError(f"policy line longer than {MAX_LINE} bytes")
-            line = bytes(self._buf[:end])
-            del self._buf[: end + 1]
-            if line.endswith(b"\r"):
+            return []
+        complete = bytes(buf[: last + 1])
+        del buf[: last + 1]
+        if len(buf) >= MAX_LINE or (
+            len(complete) > MAX_LINE and max(map(len, complete.split(b"\n"))) >= MAX_LINE
+        ):
+            raise ProtocolError(f"policy line longer than {MAX_LINE} bytes")
+        # the complete lines at once, decoded together: UTF-8 keeps LF and '=' apart
+        # from every multi-byte sequence, so each value decodes as it would alone
+        lines = complete.decode("utf-8", "replace").split("\n")
+        lines.pop()  # the empty piece after the last LF
+        done: list[PolicyRequest] = []
+        attrs = self._attrs
+        for line in lines:
+            if line.endswith("\r"):
                 line = line[:-1]
             if not line:
-                if not self._attrs:
+                if not attrs:
                     raise ProtocolError("empty policy request")
-                done.append(PolicyRequest(self._attrs))
-                self._attrs = {}
+                done.append(PolicyRequest(attrs))
+                attrs = self._attrs = {}
                 continue
-            self._add(line)
+            name, eq, value = line.partition("=")
+            if not eq:
+                raise ProtocolError("policy line without '='")
+            if name not in _NAMES:
+                if not _NAME.fullmatch(name):
+                    raise ProtocolError("bad policy attribute name")
+                if len(_NAMES) < MAX_NAMES:
+                    _NAMES.add(name)
+            if name in attrs:
+                raise ProtocolError(f"policy attribute {name} given twice")
+            if len(attrs) >= MAX_ATTRIBUTES:
+                raise ProtocolError(f"more than {MAX_ATTRIBUTES} policy attributes")
+            attrs[name] = value
+        return done
 
     @property
     def pending(self) -> bool:
         """Whether a request is half read (bytes or attributes without their end)."""
         return bool(self._buf) or bool(self._attrs)
-
-    def _add(self, line: bytes) -> None:
-        name_b, eq, value_b = line.partition(b"=")
-        if not eq:
-            raise ProtocolError("policy line without '='")
-        name = name_b.decode("ascii", "replace")
-        if not _NAME.fullmatch(name):
-            raise ProtocolError("bad policy attribute name")
-        if name in self._attrs:
-            raise ProtocolError(f"policy attribute {name} given twice")
-        if len(self._attrs) >= MAX_ATTRIBUTES:
-            raise ProtocolError(f"more than {MAX_ATTRIBUTES} policy attributes")
-        self._attrs[name] = value_b.decode("utf-8", "replace")
 
 
 def format_reply(action: str) -> bytes:

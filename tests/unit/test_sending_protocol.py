@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,3 +101,58 @@ def test_fuzz_round_trip(attrs: dict[str, str]) -> None:
     data = b"".join(f"{k}={v}\n".encode() for k, v in attrs.items()) + b"\n"
     (req,) = PolicyParser().feed(data)
     assert dict(req.attrs) == attrs
+
+
+def _one_line_at_a_time(data: bytes) -> list[dict[str, str]] | str:
+    """The protocol read the plain way, a line at a time: the requests, or "error"."""
+    out: list[dict[str, str]] = []
+    attrs: dict[str, str] = {}
+    *lines, rest = data.split(b"\n")
+    if len(rest) >= MAX_LINE or any(len(line) >= MAX_LINE for line in lines):
+        return "error"
+    for raw in lines:
+        line = raw.removesuffix(b"\r")
+        if not line:
+            if not attrs:
+                return "error"
+            out.append(attrs)
+            attrs = {}
+            continue
+        name_b, eq, value = line.partition(b"=")
+        name = name_b.decode("ascii", "replace")
+        bad_name = not eq or not re.fullmatch(r"[a-z0-9_]{1,64}", name)
+        if bad_name or name in attrs or len(attrs) >= MAX_ATTRIBUTES:
+            return "error"
+        attrs[name] = value.decode("utf-8", "replace")
+    return out
+
+
+_piece = st.one_of(
+    st.sampled_from([b"\n", b"\r\n", b"=", b"sasl_username", b"size=1", b"\xe2\x82", b"\xff"]),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_piece, max_size=60), st.integers(min_value=1, max_value=700))
+def test_fuzz_same_as_one_line_at_a_time(pieces: list[bytes], chunk: int) -> None:
+    """Lines read together (decoded at once) give what a line at a time gives,
+    invalid UTF-8 included; so does any cut into chunks."""
+    data = b"".join(pieces)
+    p = PolicyParser()
+    got: list[dict[str, str]] = []
+    try:
+        for i in range(0, len(data), chunk):
+            got += [dict(r.attrs) for r in p.feed(data[i : i + chunk])]
+    except ProtocolError:
+        assert _one_line_at_a_time(data) == "error"
+        return
+    assert got == _one_line_at_a_time(data)
+
+
+def test_the_longest_line_in_a_chunk_of_several_requests() -> None:
+    longest = b"x=" + b"y" * (MAX_LINE - 3) + b"\n"  # MAX_LINE bytes with its LF
+    (first, second) = PolicyParser().feed(RCPT + longest + b"\n")
+    assert len(second.get("x")) == MAX_LINE - 3 and first.state == "RCPT"
+    with pytest.raises(ProtocolError):
+        PolicyParser().feed(RCPT + b"x" + longest + b"\n")
