@@ -58,6 +58,7 @@ import secrets
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -325,7 +326,9 @@ def misses_target(row: Row) -> str | None:
     ok = sum(v == "OK" for _, v in row.legit)
     why = []
     if ok < len(row.legit):
-        why.append(f"{ok} of {len(row.legit)} OK")
+        others = Counter(v for _, v in row.legit if v != "OK")
+        shown = ", ".join(f"{n} {v}" for v, n in sorted(others.items()))
+        why.append(f"{ok} of {len(row.legit)} OK ({shown})")
     if percentile(lat, 99) >= TARGET_P99:
         why.append(f"p99 {ms(percentile(lat, 99))}")
     return ", ".join(why) or None

@@ -8,6 +8,7 @@ url`` the counts of every host sharing the store are used as well
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
 from typing import Any
 
@@ -19,10 +20,19 @@ from saslnetauth.serve.decide.sharedbrake import SharedBrake
 from saslnetauth.serve.decide.sharedpenalty import Step
 from saslnetauth.settings import ServeConfig
 
-__all__ = ["MAX_USER_KEY", "Brakes", "brake_step", "penalty_settings"]
+__all__ = [
+    "GOOD_SECONDS",
+    "MAX_USER_KEY",
+    "Brakes",
+    "brake_step",
+    "overload_reserve",
+    "penalty_settings",
+]
 
 #: Characters of a user name the repeat memory keys on.
 MAX_USER_KEY = 256
+#: Seconds a client network stays "good" after a successful login from it.
+GOOD_SECONDS = 3600.0
 
 
 def penalty_settings(settings: ServeConfig) -> dict[str, Any]:
@@ -45,11 +55,50 @@ class Brakes:
         self.repeats = RepeatMemory(max_entries=settings.penalty_max_entries)
         #: Every host's counts in Redis or Valkey (``[state] url``), None: this host's.
         self.shared: SharedBrake | None = None
+        #: Client networks with a successful login in the last GOOD_SECONDS -> when
+        #: (oldest first, at most penalty_max_entries): they may use the overload
+        #: reserve (AuthServer._run_engine), which fresh addresses cannot.
+        self.good: dict[tuple[int, int], float] = {}
+        self._max_good = settings.penalty_max_entries
+        self._reserved: dict[tuple[int, int], int] = {}  # reserve places by network
 
     def retune(self, settings: ServeConfig) -> None:
         self.ip.retune(**penalty_settings(settings))
         self.user.retune(**penalty_settings(settings))
         self.repeats.retune(settings.penalty_max_entries)
+        self._max_good = settings.penalty_max_entries
+
+    def recently_good(self, key: tuple[int, int] | None, now: float) -> bool:
+        """Whether the client network ``key`` had a successful login within
+        :data:`GOOD_SECONDS` (on this host)."""
+        when = self.good.get(key) if key is not None else None
+        return when is not None and now - when < GOOD_SECONDS
+
+    def take_reserve(self, key: tuple[int, int] | None, pending: int, max_pending: int) -> bool:
+        """A place for a login from ``key`` although ``pending`` logins are at
+        ``max_pending`` or past it: when its client network had a recent success,
+        fewer than :func:`overload_reserve` places past it are taken, and fewer than
+        a sixteenth of them (at least one) by this network. A flood of guesses from
+        fresh addresses can take every place but these; :meth:`release_reserve`
+        gives it back."""
+        reserve = overload_reserve(max_pending)
+        if key is None or pending >= max_pending + reserve:
+            return False
+        if self._reserved.get(key, 0) >= max(1, reserve // 16):
+            return False
+        if not self.recently_good(key, time.monotonic()):
+            return False
+        self._reserved[key] = self._reserved.get(key, 0) + 1
+        return True
+
+    def release_reserve(self, key: tuple[int, int] | None) -> None:
+        if key is None:
+            return
+        left = self._reserved.get(key, 0) - 1
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
 
     async def client_wait(self, key: tuple[int, int] | None, now: float) -> tuple[float, bool]:
         """The seconds a login from ``key`` waits before it is decided, and whether the
@@ -114,6 +163,11 @@ class Brakes:
     ) -> float:
         if step.clear:
             self.ip.record_success(key)
+            if key is not None:
+                self.good.pop(key, None)
+                self.good[key] = now
+                while len(self.good) > self._max_good:
+                    del self.good[next(iter(self.good))]
             return 0.0
         if step.client is not None:
             self.ip.record_failure(step.client, now)
@@ -126,6 +180,11 @@ class Brakes:
             user_key = login.user[:MAX_USER_KEY]
             self.repeats.remember(key, user_key, seen, now, for_user=step.user is not None)
         return extra
+
+
+def overload_reserve(max_pending: int) -> int:
+    """Places past ``[serve] max_pending`` kept for clients with a recent success."""
+    return max(1, max_pending // 4)
 
 
 def brake_step(

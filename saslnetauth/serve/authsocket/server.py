@@ -315,7 +315,7 @@ class AuthServer:
         if self.pending < self.decider.size:
             retired_by = self.deadline.at(arrival, wait=wait) - RETIRED_MARGIN
         login = replace(login, repeat=seen.client, retired_by=retired_by)
-        decision = await self._run_engine(login)
+        decision = await self._run_engine(login, key)
         now = time.monotonic()
         if decision.verify_seconds > 0:
             self.deadline.observe(decision.verify_seconds, now)
@@ -367,10 +367,13 @@ class AuthServer:
         self.metrics.observe(decision.verdict.value, reason.value, login.service, None)
         return decision, self.deadline.at(now)
 
-    async def _run_engine(self, login: Login) -> Decision:
+    async def _run_engine(self, login: Login, key: tuple[int, int] | None = None) -> Decision:
         """The engine in a worker, within the pending bound and ``request_timeout``
-        from the request's arrival."""
-        if self.pending >= self.settings.max_pending:
+        from the request's arrival; past ``max_pending``, a place in the reserve of
+        clients with a recent success (``key``: :meth:`Brakes.take_reserve`)."""
+        limit = self.settings.max_pending
+        reserved = self.pending >= limit
+        if reserved and not self.brakes.take_reserve(key, self.pending, limit):
             self.stats["overload"] += 1
             decision = Decision(
                 Verdict.TEMPFAIL, Reason.OVERLOAD, login.user, detail="max_pending reached"
@@ -393,3 +396,5 @@ class AuthServer:
             return decision
         finally:
             self.pending -= 1
+            if reserved:
+                self.brakes.release_reserve(key)
